@@ -1,0 +1,289 @@
+//! The config file: schema, parsing and validation.
+//!
+//! ```text
+//!  weir.toml ──toml spanned parse──▶ tree with spans
+//!            ──parse::config──────▶ Config (validated, typed, defaults filled)
+//!                                      │ every problem becomes a ConfigError
+//!                                      ▼ { path: "routes[0].canary", line, message }
+//!  proxy: Config ──▶ runtime Snapshot (resolved addresses, metric handles)
+//! ```
+//!
+//! Precedence is simple: a key in the file wins, otherwise the documented
+//! default applies (see `config/full.toml`). Validation never stops at the
+//! first problem: `weir check` shows them all at once.
+
+mod parse;
+mod reader;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::split::Weight;
+
+/// Parses and validates a config file's text.
+pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
+    parse::config(src)
+}
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path, such as `routes[0].canary`.
+    pub path: String,
+    /// 1-based line in the file, where known.
+    pub line: Option<u32>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() { "(file)" } else { &self.path };
+        match self.line {
+            Some(line) => write!(f, "{path}: {} (line {line})", self.message),
+            None => write!(f, "{path}: {}", self.message),
+        }
+    }
+}
+
+/// Every problem found in a config file (never empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The data-plane listener.
+    pub listen: Listen,
+    /// The admin listener.
+    pub admin: Admin,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Logging.
+    pub log: Log,
+    /// Upstream backends by name.
+    pub backends: BTreeMap<String, Backend>,
+    /// Routes, in file order.
+    pub routes: Vec<Route>,
+}
+
+/// `[listen]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listen {
+    /// Address of the data-plane listener (HTTP/1.1 and h2c on one port).
+    pub addr: SocketAddr,
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admin {
+    /// Address of the admin listener (loopback by default).
+    pub addr: SocketAddr,
+    /// File holding the bearer token for mutating admin calls.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[timeouts]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timeouts {
+    /// Upstream TCP connect.
+    pub connect: Duration,
+    /// Whole downstream request head, from its first byte (slowloris guard).
+    pub header_read: Duration,
+    /// From sending the request to the upstream's response headers (→ 504).
+    pub upstream_response: Duration,
+    /// A downstream connection with no request in flight is closed after this.
+    pub idle: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    pub upstream_idle: Duration,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Largest request head in bytes (→ 431).
+    pub max_header_bytes: usize,
+    /// Most header fields in a request (→ 431).
+    pub max_headers: usize,
+    /// Most concurrent downstream connections (→ 503 and close).
+    pub max_connections: usize,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Log {
+    /// Where JSON access-log lines go.
+    pub access: AccessLog,
+}
+
+/// Destination of the JSON access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log (the default).
+    Off,
+    /// One JSON line per request on standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// `[backends.NAME]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    /// One or more `host:port` addresses.
+    pub addrs: Vec<Address>,
+    /// Release label (shown in metrics, status and audit).
+    pub version: Option<String>,
+}
+
+/// A `host:port` upstream address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Address {
+    /// IP literal or DNS name (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where a request-derived key comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// A request header (name stored lower-case).
+    Header(String),
+    /// A cookie by name.
+    Cookie(String),
+}
+
+/// A cohort: requests whose key has one of `values` go to the canary.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Cohort {
+    /// Where the cohort key is read.
+    pub source: KeySource,
+    /// Values that belong to the cohort (exact match).
+    pub values: Vec<String>,
+}
+
+/// `[[routes]]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    /// Unique route name (used in metrics, the admin API and as default salt).
+    pub name: String,
+    /// Exact host to match (lower-case, no port); `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix to match; the longest matching prefix wins.
+    pub path_prefix: String,
+    /// Backend serving the stable release.
+    pub stable: String,
+    /// Backend serving the canary release, if the route has one.
+    pub canary: Option<String>,
+    /// Sticky key: same key, same side while the weight grows.
+    pub sticky: Option<KeySource>,
+    /// Salt for sticky hashing (defaults to the route name).
+    pub salt: String,
+    /// Force key: `always` → canary, `never` → stable (the user's opt-out).
+    pub force: Option<KeySource>,
+    /// Static cohort sent to the canary (routes without a rollout).
+    pub cohort: Option<Cohort>,
+    /// Static canary weight (routes without a rollout).
+    pub weight: Weight,
+    /// Header that tells the upstream its side (`stable`/`canary`).
+    pub variant_header: Option<String>,
+    /// Automatic progression, if configured.
+    pub rollout: Option<Rollout>,
+}
+
+/// `[routes.rollout]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollout {
+    /// How often the gates are evaluated.
+    pub interval: Duration,
+    /// What a failed gate does.
+    pub on_failure: OnFailure,
+    /// Consecutive failing evaluations before `on_failure` runs.
+    pub failure_threshold: u32,
+    /// Ordered stages.
+    pub stages: Vec<Stage>,
+    /// Gates evaluated every interval.
+    pub gates: Vec<Gate>,
+}
+
+/// Action when gates fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Weight to 0, state `rolled_back`.
+    Rollback,
+    /// Keep the weight, state `paused`.
+    Pause,
+}
+
+/// One stage of a rollout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage {
+    /// Canary weight during the stage.
+    pub weight: Weight,
+    /// Cohort sent to the canary during the stage.
+    pub cohort: Option<Cohort>,
+    /// Minimum time in the stage.
+    pub bake: Duration,
+    /// Minimum canary requests seen in the stage.
+    pub min_requests: u64,
+    /// Longest time the stage may take before the hold action runs.
+    pub max_duration: Option<Duration>,
+}
+
+/// A gate: a measured value compared with thresholds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gate {
+    /// What is measured on the canary.
+    pub metric: GateMetric,
+    /// Absolute ceiling (error rate as a fraction; latency in seconds).
+    pub max: Option<f64>,
+    /// Ceiling as a ratio to stable's value in the same window.
+    pub max_ratio_to_stable: Option<f64>,
+    /// Ceiling as a difference to stable's value (fraction or seconds).
+    pub max_delta_to_stable: Option<f64>,
+}
+
+/// The measured quantity of a gate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GateMetric {
+    /// Share of requests that failed (5xx or upstream error).
+    ErrorRate,
+    /// Latency quantile in (0, 1), e.g. 0.99.
+    Latency(f64),
+}
+
+#[cfg(test)]
+mod tests;

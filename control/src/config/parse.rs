@@ -1,0 +1,567 @@
+//! Maps the spanned TOML tree onto [`Config`], filling defaults and checking
+//! every value and cross-reference.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use super::reader::{as_str, Ctx, Table, Value};
+use super::*;
+
+pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
+    let mut ctx = Ctx::new(src);
+    let root = match DeTable::parse(src) {
+        Ok(root) => root,
+        Err(e) => {
+            let span = e.span();
+            ctx.error("", span.as_ref(), e.message().trim().to_string());
+            return ctx.finish(None);
+        }
+    };
+    let mut top = Table::root(&root);
+    let listen = listen(&mut ctx, &mut top);
+    let admin = admin(&mut ctx, &mut top);
+    let timeouts = timeouts(&mut ctx, &mut top);
+    let limits = limits(&mut ctx, &mut top);
+    let log = log(&mut ctx, &mut top);
+    let backends = backends(&mut ctx, &mut top);
+    let routes = routes(&mut ctx, &mut top, &backends);
+    top.finish(&mut ctx);
+    ctx.finish(Some(Config {
+        listen,
+        admin,
+        timeouts,
+        limits,
+        log,
+        backends,
+        routes,
+    }))
+}
+
+fn socket_addr(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str, default: &str) -> SocketAddr {
+    let fallback: SocketAddr = default.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let Some(v) = t.get(key) else { return fallback };
+    let path = t.key_path(key);
+    let Some(text) = as_str(ctx, &path, v) else { return fallback };
+    match text.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            ctx.error(&path, Some(&v.span()), format!("\"{text}\" is not an IP:port address"));
+            fallback
+        }
+    }
+}
+
+fn listen(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Listen {
+    let mut t = top.table(ctx, "listen");
+    let addr = match t.as_mut() {
+        Some(t) => socket_addr(ctx, t, "addr", "127.0.0.1:8080"),
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    if let Some(t) = t {
+        t.finish(ctx);
+    }
+    Listen { addr }
+}
+
+fn admin(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Admin {
+    let mut admin = Admin {
+        addr: SocketAddr::from(([127, 0, 0, 1], 9901)),
+        token_file: None,
+    };
+    if let Some(mut t) = top.table(ctx, "admin") {
+        admin.addr = socket_addr(ctx, &mut t, "addr", "127.0.0.1:9901");
+        admin.token_file = t.string(ctx, "token_file").map(PathBuf::from);
+        if !admin.addr.ip().is_loopback() && admin.token_file.is_none() {
+            ctx.error(
+                &t.key_path("addr"),
+                Some(&t.span),
+                format!(
+                    "{} is not a loopback address: set admin.token_file so that mutating calls need a token",
+                    admin.addr
+                ),
+            );
+        }
+        t.finish(ctx);
+    }
+    admin
+}
+
+fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
+    let mut out = Timeouts {
+        connect: Duration::from_secs(1),
+        header_read: Duration::from_secs(10),
+        upstream_response: Duration::from_secs(30),
+        idle: Duration::from_secs(60),
+        upstream_idle: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(30),
+    };
+    if let Some(mut t) = top.table(ctx, "timeouts") {
+        for (key, slot) in [
+            ("connect", &mut out.connect),
+            ("header_read", &mut out.header_read),
+            ("upstream_response", &mut out.upstream_response),
+            ("idle", &mut out.idle),
+            ("upstream_idle", &mut out.upstream_idle),
+            ("shutdown_grace", &mut out.shutdown_grace),
+        ] {
+            if let Some(d) = t.duration(ctx, key) {
+                if d.is_zero() && key != "shutdown_grace" {
+                    ctx.error(&t.key_path(key), Some(&t.span), "must be greater than zero");
+                } else {
+                    *slot = d;
+                }
+            }
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
+    let mut out = Limits {
+        max_header_bytes: 65_536,
+        max_headers: 100,
+        max_connections: 10_000,
+    };
+    if let Some(mut t) = top.table(ctx, "limits") {
+        // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+        if let Some(n) = t.integer(ctx, "max_header_bytes", 8192..=16 << 20) {
+            out.max_header_bytes = n as usize;
+        }
+        if let Some(n) = t.integer(ctx, "max_headers", 1..=10_000) {
+            out.max_headers = n as usize;
+        }
+        if let Some(n) = t.integer(ctx, "max_connections", 1..=10_000_000) {
+            out.max_connections = n as usize;
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
+    let mut out = Log { access: AccessLog::Off };
+    if let Some(mut t) = top.table(ctx, "log") {
+        if let Some(s) = t.string(ctx, "access") {
+            out.access = match s.as_str() {
+                "off" => AccessLog::Off,
+                "stdout" => AccessLog::Stdout,
+                "" => {
+                    ctx.error(&t.key_path("access"), Some(&t.span), "use \"off\", \"stdout\" or a file path");
+                    AccessLog::Off
+                }
+                path => AccessLog::File(PathBuf::from(path)),
+            };
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+/// Names that end up in metric labels and URLs: keep them boring.
+fn check_name(ctx: &mut Ctx<'_>, path: &str, span: Option<&std::ops::Range<usize>>, name: &str) -> bool {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        ctx.error(path, span, format!("\"{name}\" is not a valid name (1-64 characters: letters, digits, '-', '_', '.')"));
+    }
+    ok
+}
+
+fn address(text: &str) -> Result<Address, String> {
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Ok(Address { host: sa.ip().to_string(), port: sa.port() });
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("\"{text}\" is not host:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("\"{text}\" has an invalid port"))?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid_host || port == 0 {
+        return Err(format!("\"{text}\" is not host:port"));
+    }
+    Ok(Address { host: host.to_ascii_lowercase(), port })
+}
+
+fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Backend> {
+    let mut out = BTreeMap::new();
+    let Some(all) = top.table(ctx, "backends") else {
+        ctx.error("backends", None, "at least one backend is required");
+        return out;
+    };
+    let entries: Vec<_> = all.entries().collect();
+    for (name, value) in entries {
+        let path = all.key_path(name);
+        check_name(ctx, &path, Some(&value.span()), name);
+        let Some(mut t) = Table::from_value(ctx, path.clone(), value) else { continue };
+        let mut addrs = Vec::new();
+        match t.array(ctx, "addrs") {
+            Some(list) if !list.is_empty() => {
+                for (i, v) in list.iter().enumerate() {
+                    let p = format!("{path}.addrs[{i}]");
+                    if let Some(s) = as_str(ctx, &p, v) {
+                        match address(s) {
+                            Ok(a) => addrs.push(a),
+                            Err(e) => ctx.error(&p, Some(&v.span()), e),
+                        }
+                    }
+                }
+            }
+            Some(_) => ctx.error(&t.key_path("addrs"), Some(&t.span), "needs at least one address"),
+            None if t.get("addrs").is_none() => ctx.error(&t.key_path("addrs"), Some(&t.span), "is required"),
+            None => {}
+        }
+        let version = t.string(ctx, "version");
+        t.finish(ctx);
+        out.insert(name.to_string(), Backend { addrs, version });
+    }
+    if out.is_empty() {
+        ctx.error("backends", Some(&all.span), "at least one backend is required");
+    }
+    all.finish_as_map();
+    out
+}
+
+fn header_name(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>, s: &str) -> Option<String> {
+    let ok = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Some(s.to_ascii_lowercase())
+    } else {
+        ctx.error(path, Some(&v.span()), format!("\"{s}\" is not a valid header name"));
+        None
+    }
+}
+
+/// `{ header = "x" }` or `{ cookie = "y" }` (exactly one), plus extra keys
+/// read by the caller through `t`.
+fn key_source(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<KeySource> {
+    let header = t.get("header");
+    let cookie = t.get("cookie");
+    match (header, cookie) {
+        (Some(h), None) => {
+            let path = t.key_path("header");
+            let s = as_str(ctx, &path, h)?;
+            header_name(ctx, &path, h, s).map(KeySource::Header)
+        }
+        (None, Some(c)) => {
+            let path = t.key_path("cookie");
+            let s = as_str(ctx, &path, c)?;
+            if s.is_empty() || s.bytes().any(|b| b <= b' ' || b"=;,\"\\".contains(&b) || b >= 0x7f) {
+                ctx.error(&path, Some(&c.span()), format!("\"{s}\" is not a valid cookie name"));
+                return None;
+            }
+            Some(KeySource::Cookie(s.to_string()))
+        }
+        (Some(_), Some(_)) => {
+            ctx.error(&t.path, Some(&t.span), "set either header or cookie, not both");
+            None
+        }
+        (None, None) => {
+            ctx.error(&t.path, Some(&t.span), "needs header = \"NAME\" or cookie = \"NAME\"");
+            None
+        }
+    }
+}
+
+fn cohort(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Cohort> {
+    let source = key_source(ctx, t);
+    let path = t.key_path("values");
+    let values = match t.array(ctx, "values") {
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, v) in list.iter().enumerate() {
+                if let Some(s) = as_str(ctx, &format!("{path}[{i}]"), v) {
+                    out.push(s.to_string());
+                }
+            }
+            if out.is_empty() {
+                ctx.error(&path, Some(&t.span), "needs at least one value");
+            }
+            out
+        }
+        None => {
+            if t.get("values").is_none() {
+                ctx.error(&path, Some(&t.span), "is required");
+            }
+            Vec::new()
+        }
+    };
+    t.finish(ctx);
+    Some(Cohort { source: source?, values }).filter(|c| !c.values.is_empty())
+}
+
+fn weight(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Weight> {
+    let percent = t.number(ctx, "weight")?;
+    match Weight::from_percent(percent) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            ctx.error(&t.key_path("weight"), Some(&t.span), e);
+            None
+        }
+    }
+}
+
+fn routes(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>, backends: &BTreeMap<String, Backend>) -> Vec<Route> {
+    let mut out = Vec::new();
+    let Some(list) = top.array(ctx, "routes") else {
+        if top.get("routes").is_none() {
+            ctx.error("routes", None, "at least one [[routes]] entry is required");
+        }
+        return out;
+    };
+    let mut names = HashSet::new();
+    let mut matches = HashSet::new();
+    for (i, value) in list.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(mut t) = Table::from_value(ctx, path.clone(), value) else { continue };
+        if let Some(r) = route(ctx, &mut t, backends) {
+            if !names.insert(r.name.clone()) {
+                ctx.error(&t.key_path("name"), Some(&t.span), format!("duplicate route name \"{}\"", r.name));
+            }
+            if !matches.insert((r.host.clone(), r.path_prefix.clone())) {
+                ctx.error(
+                    &t.key_path("match"),
+                    Some(&t.span),
+                    format!("another route already matches host {:?} and path_prefix \"{}\"", r.host, r.path_prefix),
+                );
+            }
+            out.push(r);
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+fn backend_ref(
+    ctx: &mut Ctx<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+    backends: &BTreeMap<String, Backend>,
+) -> Option<String> {
+    let name = t.string(ctx, key)?;
+    if backends.contains_key(&name) {
+        Some(name)
+    } else {
+        let v = t.get(key).map(|v| v.span());
+        ctx.error(&t.key_path(key), v.as_ref(), format!("unknown backend \"{name}\""));
+        None
+    }
+}
+
+fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, Backend>) -> Option<Route> {
+    let name = t.required_string(ctx, "name");
+    if let (Some(n), Some(v)) = (&name, t.get("name")) {
+        check_name(ctx, &t.key_path("name"), Some(&v.span()), n);
+    }
+    let (mut host, mut path_prefix) = (None, "/".to_string());
+    if let Some(mut m) = t.table(ctx, "match") {
+        if let Some(h) = m.string(ctx, "host") {
+            let lower = h.to_ascii_lowercase();
+            if lower.is_empty() || lower.contains(['/', ' ', ':']) {
+                ctx.error(&m.key_path("host"), Some(&m.span), format!("\"{h}\" is not a host name (no port, no scheme)"));
+            }
+            host = Some(lower);
+        }
+        if let Some(p) = m.string(ctx, "path_prefix") {
+            if !p.starts_with('/') {
+                ctx.error(&m.key_path("path_prefix"), Some(&m.span), format!("\"{p}\" must start with '/'"));
+            }
+            path_prefix = p;
+        }
+        m.finish(ctx);
+    }
+    if t.get("stable").is_none() {
+        ctx.error(&t.key_path("stable"), Some(&t.span), "is required");
+    }
+    let stable = backend_ref(ctx, t, "stable", backends);
+    let canary = backend_ref(ctx, t, "canary", backends);
+    let has_canary = t.get("canary").is_some();
+    if let (Some(s), Some(c)) = (&stable, &canary) {
+        if s == c {
+            ctx.error(&t.key_path("canary"), Some(&t.span), format!("is the same backend as stable (\"{s}\")"));
+        }
+    }
+    let mut salt = None;
+    let sticky = t.table(ctx, "sticky").and_then(|mut s| {
+        let src = key_source(ctx, &mut s);
+        salt = s.string(ctx, "salt");
+        s.finish(ctx);
+        src
+    });
+    let force = t.table(ctx, "force").and_then(|mut s| {
+        let src = key_source(ctx, &mut s);
+        s.finish(ctx);
+        src
+    });
+    let static_cohort = t.table(ctx, "cohort").and_then(|mut c| cohort(ctx, &mut c));
+    let w = weight(ctx, t);
+    let variant_header = match t.get("variant_header") {
+        None => None,
+        Some(v) => match v.get_ref() {
+            DeValue::Boolean(true) => Some("x-weir-variant".to_string()),
+            DeValue::Boolean(false) => None,
+            DeValue::String(s) => header_name(ctx, &t.key_path("variant_header"), v, s),
+            _ => {
+                ctx.error(&t.key_path("variant_header"), Some(&v.span()), "expected true, false or a header name");
+                None
+            }
+        },
+    };
+    let rollout = t.table(ctx, "rollout").and_then(|mut r| rollout(ctx, &mut r));
+    if !has_canary {
+        for (key, set) in [
+            ("weight", w.is_some_and(|w| w.bp() > 0)),
+            ("rollout", t.get("rollout").is_some()),
+            ("cohort", t.get("cohort").is_some()),
+        ] {
+            if set {
+                ctx.error(&t.key_path(key), Some(&t.span), "needs a canary backend on the route");
+            }
+        }
+    }
+    if t.get("rollout").is_some() {
+        for key in ["weight", "cohort"] {
+            if t.get(key).is_some() {
+                ctx.error(
+                    &t.key_path(key),
+                    Some(&t.span),
+                    "a route with a rollout takes this from its current stage; remove it",
+                );
+            }
+        }
+    }
+    let name = name?;
+    Some(Route {
+        salt: salt.unwrap_or_else(|| name.clone()),
+        name,
+        host,
+        path_prefix,
+        stable: stable?,
+        canary,
+        sticky,
+        force,
+        cohort: static_cohort,
+        weight: w.unwrap_or(Weight::ZERO),
+        variant_header,
+        rollout,
+    })
+}
+
+fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
+    let interval = t.duration(ctx, "interval").unwrap_or(Duration::from_secs(1));
+    let on_failure = match t.string(ctx, "on_failure").as_deref() {
+        None | Some("rollback") => OnFailure::Rollback,
+        Some("pause") => OnFailure::Pause,
+        Some(other) => {
+            ctx.error(&t.key_path("on_failure"), Some(&t.span), format!("\"{other}\" is not rollback or pause"));
+            OnFailure::Rollback
+        }
+    };
+    let failure_threshold = t.integer(ctx, "failure_threshold", 1..=1000).unwrap_or(2) as u32;
+    let mut stages = Vec::new();
+    match t.array(ctx, "stages") {
+        Some(list) => {
+            for (i, v) in list.iter().enumerate() {
+                let Some(mut s) = Table::from_value(ctx, t.key_path(&format!("stages[{i}]")), v) else { continue };
+                let weight = if s.get("weight").is_none() {
+                    ctx.error(&s.key_path("weight"), Some(&s.span), "is required");
+                    None
+                } else {
+                    weight(ctx, &mut s)
+                };
+                let cohort = s.table(ctx, "cohort").and_then(|mut c| cohort(ctx, &mut c));
+                let bake = s.duration(ctx, "bake").unwrap_or(Duration::ZERO);
+                let min_requests = s.integer(ctx, "min_requests", 0..=u64::MAX >> 1).unwrap_or(0);
+                let max_duration = s.duration(ctx, "max_duration");
+                if let Some(w) = weight {
+                    if let Some(prev) = stages.last().map(|p: &Stage| p.weight) {
+                        if w < prev {
+                            ctx.error(&s.key_path("weight"), Some(&s.span), format!("{w} is lower than the previous stage's {prev}"));
+                        }
+                    }
+                    stages.push(Stage { weight: w, cohort, bake, min_requests, max_duration });
+                }
+                s.finish(ctx);
+            }
+            if list.is_empty() {
+                ctx.error(&t.key_path("stages"), Some(&t.span), "needs at least one stage");
+            }
+        }
+        None => {
+            if t.get("stages").is_none() {
+                ctx.error(&t.key_path("stages"), Some(&t.span), "is required");
+            }
+        }
+    }
+    let mut gates = Vec::new();
+    if let Some(list) = t.array(ctx, "gates") {
+        for (i, v) in list.iter().enumerate() {
+            let Some(mut g) = Table::from_value(ctx, t.key_path(&format!("gates[{i}]")), v) else { continue };
+            if let Some(gate) = gate(ctx, &mut g) {
+                gates.push(gate);
+            }
+            g.finish(ctx);
+        }
+    }
+    t.finish(ctx);
+    Some(Rollout { interval, on_failure, failure_threshold, stages, gates })
+}
+
+fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
+    let metric_path = g.key_path("metric");
+    let metric = match g.required_string(ctx, "metric")?.as_str() {
+        "error_rate" => GateMetric::ErrorRate,
+        "latency_p50" => GateMetric::Latency(0.50),
+        "latency_p90" => GateMetric::Latency(0.90),
+        "latency_p95" => GateMetric::Latency(0.95),
+        "latency_p99" => GateMetric::Latency(0.99),
+        "latency_p999" => GateMetric::Latency(0.999),
+        other => {
+            ctx.error(
+                &metric_path,
+                Some(&g.span),
+                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999)"),
+            );
+            return None;
+        }
+    };
+    // Error-rate thresholds are fractions; latency thresholds are durations.
+    let mut threshold = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<f64> {
+        match metric {
+            GateMetric::ErrorRate => {
+                let x = g.number(ctx, key)?;
+                if !(0.0..=1.0).contains(&x) {
+                    ctx.error(&g.key_path(key), Some(&g.span), format!("{x} is not a fraction between 0 and 1"));
+                    return None;
+                }
+                Some(x)
+            }
+            GateMetric::Latency(_) => g.duration(ctx, key).map(|d| d.as_secs_f64()),
+        }
+    };
+    let max = threshold(ctx, "max");
+    let max_delta_to_stable = threshold(ctx, "max_delta_to_stable");
+    let max_ratio_to_stable = g.number(ctx, "max_ratio_to_stable");
+    if let Some(r) = max_ratio_to_stable {
+        if r < 1.0 {
+            ctx.error(&g.key_path("max_ratio_to_stable"), Some(&g.span), format!("{r} must be at least 1.0"));
+        }
+    }
+    if max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
+        ctx.error(&g.path, Some(&g.span), "needs max, max_ratio_to_stable or max_delta_to_stable");
+        return None;
+    }
+    Some(Gate { metric, max, max_ratio_to_stable, max_delta_to_stable })
+}

@@ -1,0 +1,196 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[backends.stable]
+addrs = ["127.0.0.1:9001"]
+[backends.canary]
+addrs = ["localhost:9002", "[::1]:9003"]
+version = "v2"
+
+[[routes]]
+name = "web"
+stable = "stable"
+canary = "canary"
+weight = 12.5
+sticky = { cookie = "uid" }
+force = { header = "X-Canary" }
+"#;
+
+fn errors(src: &str) -> Vec<String> {
+    match parse(src) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.listen.addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin.addr.to_string(), "127.0.0.1:9901");
+    assert_eq!(c.timeouts.header_read, Duration::from_secs(10));
+    assert_eq!(c.limits.max_headers, 100);
+    let r = &c.routes[0];
+    assert_eq!(r.path_prefix, "/");
+    assert_eq!(r.weight.bp(), 1250);
+    assert_eq!(r.salt, "web");
+    assert_eq!(r.sticky, Some(KeySource::Cookie("uid".into())));
+    assert_eq!(r.force, Some(KeySource::Header("x-canary".into())));
+    let canary = &c.backends["canary"];
+    assert_eq!(canary.addrs[0], Address { host: "localhost".into(), port: 9002 });
+    assert_eq!(canary.addrs[1].to_string(), "[::1]:9003");
+    assert_eq!(canary.version.as_deref(), Some("v2"));
+}
+
+#[test]
+fn design_example_parses() {
+    let src = r#"
+[listen]
+addr = "127.0.0.1:8080"
+[admin]
+addr = "127.0.0.1:9901"
+[timeouts]
+connect = "1s"
+header_read = "10s"
+upstream_response = "30s"
+idle = "60s"
+[limits]
+max_header_bytes = 65536
+max_headers = 100
+max_connections = 10000
+[backends.stable]
+addrs = ["127.0.0.1:9001"]
+version = "v1.4.2"
+[backends.canary]
+addrs = ["127.0.0.1:9002"]
+version = "v1.5.0"
+[[routes]]
+name = "web"
+match = { path_prefix = "/" }
+stable = "stable"
+canary = "canary"
+sticky = { header = "x-user-id" }
+force = { header = "x-canary" }
+[routes.rollout]
+interval = "1s"
+on_failure = "rollback"
+stages = [
+  { weight = 0, cohort = { header = "x-user-group", values = ["internal"] }, bake = "30s", min_requests = 100 },
+  { weight = 5,  bake = "1m", min_requests = 500 },
+  { weight = 100, bake = "1m" },
+]
+gates = [
+  { metric = "error_rate", max = 0.01 },
+  { metric = "latency_p99", max = "250ms" },
+  { metric = "latency_p99", max_ratio_to_stable = 1.25 },
+]
+"#;
+    let c = parse(src).unwrap();
+    let ro = c.routes[0].rollout.as_ref().unwrap();
+    assert_eq!(ro.stages.len(), 3);
+    assert_eq!(ro.stages[1].bake, Duration::from_secs(60));
+    assert_eq!(ro.stages[0].cohort.as_ref().unwrap().values, vec!["internal".to_string()]);
+    assert_eq!(ro.gates[1].max, Some(0.25));
+    assert_eq!(ro.gates[2].metric, GateMetric::Latency(0.99));
+}
+
+#[test]
+fn unknown_backend_is_named_with_its_path_and_line() {
+    let src = MINIMAL.replace("canary = \"canary\"", "canary = \"canry\"");
+    let e = errors(&src);
+    assert_eq!(e, vec!["routes[0].canary: unknown backend \"canry\" (line 11)".to_string()]);
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let src = r#"
+[listen]
+addr = "nowhere"
+[timeouts]
+connect = "5 parsecs"
+idle = 30
+[limits]
+max_headers = 0
+[backends.stable]
+addrs = []
+[backends."bad name"]
+addrs = ["x:99999"]
+[[routes]]
+stable = "stable"
+weight = 0.001
+colour = "blue"
+sticky = { header = "a", cookie = "b" }
+"#;
+    let e = errors(src);
+    let joined = e.join("\n");
+    for needle in [
+        "listen.addr: \"nowhere\" is not an IP:port address (line 3)",
+        "timeouts.connect: unknown duration unit \"parsecs\"",
+        "timeouts.idle: expected a string, found integer",
+        "limits.max_headers: 0 is out of range 1..=10000",
+        "backends.stable.addrs: needs at least one address",
+        "backends.bad name: \"bad name\" is not a valid name",
+        "backends.bad name.addrs[0]: \"x:99999\" has an invalid port",
+        "routes[0].name: is required",
+        "routes[0].weight: 0.001 has more than two decimals",
+        "routes[0].colour: unknown key",
+        "routes[0].sticky: set either header or cookie, not both",
+    ] {
+        assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
+    }
+    // Sorted by line.
+    let lines: Vec<u32> = parse(src).unwrap_err().0.iter().filter_map(|e| e.line).collect();
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let e = errors("[listen]\naddr = \n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("(line 2)"), "{e:?}");
+}
+
+#[test]
+fn route_rules() {
+    let base = MINIMAL.to_string();
+    let dup = format!("{base}\n[[routes]]\nname = \"web\"\nstable = \"stable\"\n");
+    let e = errors(&dup).join("\n");
+    assert!(e.contains("duplicate route name \"web\""), "{e}");
+    assert!(e.contains("another route already matches"), "{e}");
+
+    let same = base.replace("canary = \"canary\"", "canary = \"stable\"");
+    assert!(errors(&same).join("\n").contains("is the same backend as stable"));
+
+    let no_canary = base.replace("canary = \"canary\"\n", "");
+    assert!(errors(&no_canary).join("\n").contains("routes[0].weight: needs a canary backend"));
+
+    let both = base.replace("weight = 12.5", "weight = 5\n[routes.rollout]\nstages = [{ weight = 10 }]");
+    assert!(errors(&both).join("\n").contains("routes[0].weight: a route with a rollout"));
+
+    let down = base.replace(
+        "weight = 12.5",
+        "[routes.rollout]\nstages = [{ weight = 10 }, { weight = 5 }]\ngates = [{ metric = \"latency_p42\", max = \"1s\" }, { metric = \"error_rate\" }]",
+    );
+    let e = errors(&down).join("\n");
+    assert!(e.contains("routes[0].rollout.stages[1].weight: 5% is lower than the previous stage's 10%"), "{e}");
+    assert!(e.contains("routes[0].rollout.gates[0].metric: unknown metric \"latency_p42\""), "{e}");
+    assert!(e.contains("routes[0].rollout.gates[1]: needs max"), "{e}");
+}
+
+#[test]
+fn public_admin_needs_a_token() {
+    let src = format!("[admin]\naddr = \"0.0.0.0:9901\"\n{MINIMAL}");
+    assert!(errors(&src)[0].contains("admin.addr: 0.0.0.0:9901 is not a loopback address"));
+    let ok = format!("[admin]\naddr = \"0.0.0.0:9901\"\ntoken_file = \"t\"\n{MINIMAL}");
+    assert!(parse(&ok).is_ok());
+}
+
+#[test]
+fn variant_header_forms() {
+    let t = MINIMAL.replace("weight = 12.5", "weight = 12.5\nvariant_header = true");
+    assert_eq!(parse(&t).unwrap().routes[0].variant_header.as_deref(), Some("x-weir-variant"));
+    let s = MINIMAL.replace("weight = 12.5", "weight = 12.5\nvariant_header = \"X-Side\"");
+    assert_eq!(parse(&s).unwrap().routes[0].variant_header.as_deref(), Some("x-side"));
+    let bad = MINIMAL.replace("weight = 12.5", "weight = 12.5\nvariant_header = \"a b\"");
+    assert!(errors(&bad)[0].contains("is not a valid header name"));
+}

@@ -1,0 +1,19 @@
+//! weir's pure, synchronous core.
+//!
+//! `weir-control` owns everything that can be decided without a socket or a
+//! clock: the config schema and its validation, the routing arithmetic
+//! (weights in basis points, sticky buckets, the smooth split sequence), and,
+//! as the project grows, the rollout state machine and the gate statistics.
+//!
+//! ```text
+//!  TOML text ──config::parse──▶ config::Config ──(proxy)──▶ runtime Snapshot
+//!                  │
+//!                  └── every error, with its key path and line
+//! ```
+//!
+//! Nothing here opens a socket, reads the clock or draws a random number:
+//! time is always passed in, so every decision is testable with a simulated
+//! clock. The `proxy` crate is the async shell around it.
+
+pub mod config;
+pub mod split;
