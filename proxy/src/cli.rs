@@ -1,0 +1,101 @@
+//! Command line: `weir run | check | demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a bad config or bad usage (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code when serving failed at run time (sysexits' EX_SOFTWARE).
+pub const EXIT_RUNTIME: u8 = 70;
+
+/// weir: a progressive-delivery reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic with the given config (reloaded on change and on SIGHUP).
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = "weir.toml")]
+        config: PathBuf,
+        /// Runtime worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a config file and print every error.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = "weir.toml")]
+        config: PathBuf,
+    },
+    /// Run a self-contained demo: two upstreams, the proxy and sticky traffic.
+    Demo {
+        /// How long the traffic runs, in seconds.
+        #[arg(long, default_value_t = 12)]
+        seconds: u64,
+    },
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, workers } => {
+            crate::log::init();
+            let rt = match runtime(workers) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("weir: cannot start the runtime: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
+            rt.block_on(crate::run(config))
+        }
+        Command::Demo { seconds } => {
+            let rt = match runtime(None) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("weir: cannot start the runtime: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
+            rt.block_on(crate::demo::run(std::time::Duration::from_secs(seconds)))
+        }
+    }
+}
+
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().thread_name("weir-worker").build()
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match crate::reload::read_config(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} backends, {} routes)",
+                path.display(),
+                cfg.backends.len(),
+                cfg.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: invalid config", path.display());
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

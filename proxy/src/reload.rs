@@ -1,0 +1,144 @@
+//! Loading the config file and hot reload.
+//!
+//! The file watcher, SIGHUP and [`crate::Weir::reload`] all go through
+//! [`reload_file`]: read → parse and validate (in `weir-control`) → build a
+//! complete snapshot → one atomic store. Any failure leaves the serving
+//! snapshot untouched, is logged with its key paths, and is counted.
+//!
+//! The watcher watches the file's *directory*, so it survives editors that
+//! save by rename and Kubernetes ConfigMap symlink swaps; events are
+//! debounced, and a reload runs only when the file's bytes changed.
+//!
+//! Settings that need a restart (`listen.addr`, `admin.addr`,
+//! `limits.max_connections`, `log.access`) are logged as such and keep their
+//! running values; everything else applies to new requests at once (and
+//! server settings to new connections).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use weir_control::config::{self, Config, ConfigErrors};
+
+use crate::server::Shared;
+use crate::snapshot::{self, BuildError};
+
+/// Why a reload was refused (the old config keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The config is invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    /// The runtime snapshot could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// There is no file to reload from.
+    #[error("weir was started without a config file")]
+    NoFile,
+}
+
+/// Reads and validates a config file.
+pub fn read_config(path: &Path) -> Result<Config, ReloadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read { path: path.to_path_buf(), source })?;
+    Ok(config::parse(&text)?)
+}
+
+pub(crate) async fn reload_file(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
+    let path = shared.config_path.clone().ok_or(ReloadError::NoFile)?;
+    let cfg = match read_config(&path) {
+        Ok(cfg) => cfg,
+        Err(e) => return Err(failed(shared, e)),
+    };
+    apply(shared, cfg).await
+}
+
+fn failed(shared: &Shared, e: ReloadError) -> ReloadError {
+    shared.reloads_error.fetch_add(1, Ordering::Relaxed);
+    tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
+    e
+}
+
+/// Swaps in `cfg`; returns the new generation.
+pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, ReloadError> {
+    let _serial = shared.reload_lock.lock().await;
+    let prev = shared.snapshot.load_full();
+    let old = &prev.config;
+    for (key, changed) in [
+        ("listen.addr", old.listen.addr != cfg.listen.addr),
+        ("admin.addr", old.admin.addr != cfg.admin.addr),
+        ("limits.max_connections", old.limits.max_connections != cfg.limits.max_connections),
+        ("log.access", old.log.access != cfg.log.access),
+    ] {
+        if changed {
+            tracing::warn!("{key} changed: this setting needs a restart; the running value stays");
+        }
+    }
+    if *old.as_ref() == cfg {
+        tracing::info!(generation = prev.generation, "config unchanged");
+        shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        return Ok(prev.generation);
+    }
+    let next = match snapshot::build(Arc::new(cfg), Some(&prev)).await {
+        Ok(s) => s,
+        Err(e) => return Err(failed(shared, e.into())),
+    };
+    let generation = next.generation;
+    shared.snapshot.store(Arc::new(next));
+    shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(generation, "config reloaded");
+    Ok(generation)
+}
+
+/// Watches `path` and reloads on change until shutdown.
+pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            // Full channel = a reload is already pending: nothing to add.
+            let _ = tx.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("cannot watch {}: {e}; reload with SIGHUP", path.display());
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!("cannot watch {}: {e}; reload with SIGHUP", dir.display());
+        return;
+    }
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut last = std::fs::read(&path).ok();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                got = rx.recv() => if got.is_none() { return },
+            }
+            // Debounce: editors write in several steps.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while rx.try_recv().is_ok() {}
+            let now = std::fs::read(&path).ok();
+            if now.is_none() || now == last {
+                continue; // mid-rename, or another file in the directory
+            }
+            last = now;
+            tracing::info!("{} changed: reloading", path.display());
+            let _ = reload_file(&shared).await;
+        }
+    });
+}

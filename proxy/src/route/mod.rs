@@ -1,0 +1,141 @@
+//! Routes at run time: matching a request to a route ([`table`]) and
+//! choosing stable or canary for it ([`select`]).
+
+pub(crate) mod select;
+pub(crate) mod table;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::HeaderName;
+use weir_control::config;
+use weir_control::split::{Salt, Side, Weight};
+
+use crate::upstream::Backend;
+
+/// Live state of a route that survives reloads keyed by route name: the
+/// current weight and stage (written by the rollout driver or the config),
+/// and the keyless split sequence.
+#[derive(Debug, Default)]
+pub(crate) struct RouteState {
+    weight_bp: AtomicU32,
+    stage: AtomicU32,
+    sequence: AtomicU64,
+}
+
+impl RouteState {
+    pub(crate) fn weight(&self) -> Weight {
+        Weight::from_bp(self.weight_bp.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_weight(&self, w: Weight) {
+        self.weight_bp.store(w.bp(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn stage(&self) -> usize {
+        self.stage.load(Ordering::Relaxed) as usize
+    }
+
+    pub(crate) fn set_stage(&self, stage: usize) {
+        self.stage.store(stage as u32, Ordering::Relaxed);
+    }
+
+    fn next_sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Where a request key is read, with names pre-parsed.
+#[derive(Debug, Clone)]
+pub(crate) enum Key {
+    Header(HeaderName),
+    Cookie(Box<str>),
+}
+
+impl Key {
+    fn from_config(k: &config::KeySource) -> Result<Self, String> {
+        Ok(match k {
+            config::KeySource::Header(h) => {
+                Key::Header(HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("header {h}: {e}"))?)
+            }
+            config::KeySource::Cookie(c) => Key::Cookie(c.as_str().into()),
+        })
+    }
+}
+
+/// A cohort with pre-parsed key.
+#[derive(Debug, Clone)]
+pub(crate) struct Cohort {
+    key: Key,
+    values: Box<[Box<str>]>,
+}
+
+impl Cohort {
+    fn from_config(c: &config::Cohort) -> Result<Self, String> {
+        Ok(Cohort {
+            key: Key::from_config(&c.source)?,
+            values: c.values.iter().map(|v| v.as_str().into()).collect(),
+        })
+    }
+}
+
+/// A route of a snapshot.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) host: Option<Box<str>>,
+    pub(crate) path_prefix: Box<str>,
+    pub(crate) stable: Arc<Backend>,
+    pub(crate) canary: Option<Arc<Backend>>,
+    pub(crate) salt: Salt,
+    pub(crate) sticky: Option<Key>,
+    pub(crate) force: Option<Key>,
+    /// Static cohort, or one per rollout stage (indexed by the live stage).
+    pub(crate) cohorts: Box<[Option<Cohort>]>,
+    pub(crate) variant_header: Option<HeaderName>,
+    pub(crate) state: Arc<RouteState>,
+}
+
+impl Route {
+    /// Builds a route; `state` is the previous generation's when kept.
+    pub(crate) fn build(
+        cfg: &config::Route,
+        stable: Arc<Backend>,
+        canary: Option<Arc<Backend>>,
+        state: Arc<RouteState>,
+    ) -> Result<Self, String> {
+        let cohorts = match &cfg.rollout {
+            Some(r) => r
+                .stages
+                .iter()
+                .map(|s| s.cohort.as_ref().map(Cohort::from_config).transpose())
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![cfg.cohort.as_ref().map(Cohort::from_config).transpose()?],
+        };
+        Ok(Route {
+            name: cfg.name.as_str().into(),
+            host: cfg.host.as_deref().map(Into::into),
+            path_prefix: cfg.path_prefix.as_str().into(),
+            stable,
+            canary,
+            salt: Salt::new(&cfg.salt),
+            sticky: cfg.sticky.as_ref().map(Key::from_config).transpose()?,
+            force: cfg.force.as_ref().map(Key::from_config).transpose()?,
+            cohorts: cohorts.into_boxed_slice(),
+            variant_header: cfg
+                .variant_header
+                .as_deref()
+                .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("variant_header: {e}")))
+                .transpose()?,
+            state,
+        })
+    }
+
+    /// The backend serving `side`.
+    pub(crate) fn backend(&self, side: Side) -> &Arc<Backend> {
+        match (side, &self.canary) {
+            (Side::Canary, Some(c)) => c,
+            _ => &self.stable,
+        }
+    }
+}

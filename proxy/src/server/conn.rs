@@ -1,0 +1,255 @@
+//! One downstream connection: HTTP/1.1 or h2c (detected from the preface),
+//! with weir's own connection timers.
+//!
+//! hyper's HTTP/1 `header_read_timeout` also covers the wait *between*
+//! keep-alive requests, so it cannot give an idle timeout longer than the
+//! head timeout, and HTTP/2 has neither. weir therefore keeps both timers
+//! itself, from three atomics per connection:
+//!
+//! * **idle**: no request in flight and no byte of a new one since the last
+//!   response finished → graceful close after `timeouts.idle`;
+//! * **header_read**: the first byte of a new HTTP/1 request head arrived and
+//!   the head is still incomplete after `timeouts.header_read` → the
+//!   connection is dropped (slowloris). Checked every `header_read / 2`, so a
+//!   slow head is cut between 1× and 1.5× the timeout.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use weir_control::config::Timeouts;
+
+use super::Shared;
+use crate::upstream::EndpointGuard;
+
+/// Per-connection facts shared by the connection task, its IO and requests.
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    pub(crate) peer: SocketAddr,
+    /// The peer IP, formatted once for X-Forwarded-For.
+    pub(crate) peer_ip: HeaderValue,
+    epoch: Instant,
+    active: AtomicU32,
+    /// Millis since `epoch` (+1) when the connection last became idle.
+    idle_since: AtomicU64,
+    /// Millis since `epoch` (+1) of the first byte of a pending head; 0 = none.
+    head_started: AtomicU64,
+    is_h2: AtomicBool,
+}
+
+impl ConnCtx {
+    fn new(peer: SocketAddr, epoch: Instant) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let ctx = ConnCtx {
+            peer,
+            peer_ip,
+            epoch,
+            active: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
+            is_h2: AtomicBool::new(false),
+        };
+        ctx.idle_since.store(ctx.now_ms(), Ordering::Relaxed);
+        ctx
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn request_started(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+    }
+
+    fn request_finished(&self) {
+        if self.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.idle_since.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn on_bytes_read(&self, first_read: bool, bytes: &[u8]) {
+        if first_read && bytes.starts_with(b"PRI * HTTP/2") {
+            self.is_h2.store(true, Ordering::Relaxed);
+        }
+        if !self.is_h2.load(Ordering::Relaxed)
+            && self.active.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn check(&self, t: &Timeouts) -> Timer {
+        let now = self.now_ms();
+        let header_read = t.header_read.as_millis() as u64;
+        let idle = t.idle.as_millis() as u64;
+        let tick = (header_read / 2).max(1);
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return Timer::Wait(Duration::from_millis(tick.min(idle)));
+        }
+        let head = self.head_started.load(Ordering::Relaxed);
+        if head != 0 {
+            let waited = now.saturating_sub(head);
+            return if waited >= header_read {
+                Timer::HeadTimeout
+            } else {
+                Timer::Wait(Duration::from_millis((header_read - waited).min(tick)))
+            };
+        }
+        let waited = now.saturating_sub(self.idle_since.load(Ordering::Relaxed));
+        if waited >= idle {
+            Timer::Idle
+        } else {
+            Timer::Wait(Duration::from_millis((idle - waited).min(tick)))
+        }
+    }
+}
+
+enum Timer {
+    Wait(Duration),
+    Idle,
+    HeadTimeout,
+}
+
+/// Marks a request in flight on its connection (and endpoint) until dropped,
+/// which happens when the response body is finished or abandoned.
+#[derive(Debug)]
+pub(crate) struct RequestGuard {
+    conn: Arc<ConnCtx>,
+    endpoint: Option<EndpointGuard>,
+}
+
+impl RequestGuard {
+    pub(crate) fn new(conn: Arc<ConnCtx>) -> Self {
+        conn.request_started();
+        RequestGuard { conn, endpoint: None }
+    }
+
+    pub(crate) fn set_endpoint(&mut self, ep: EndpointGuard) {
+        self.endpoint = Some(ep);
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.conn.request_finished();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The TCP stream, noticing the first byte of each request head.
+    struct TrackedIo {
+        #[pin]
+        inner: TcpStream,
+        ctx: Arc<ConnCtx>,
+        first_read: bool,
+    }
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &res {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                this.ctx.on_bytes_read(*this.first_read, new);
+                *this.first_read = false;
+            }
+        }
+        res
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Serves one accepted connection until it closes, times out, or drains.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _permit = permit;
+    let ctx = Arc::new(ConnCtx::new(peer, shared.epoch));
+    let io = TokioIo::new(TrackedIo { inner: stream, ctx: ctx.clone(), first_read: true });
+    // The connection keeps the settings of the snapshot it was accepted on.
+    let snap = shared.snapshot.load_full();
+    let svc_ctx = ctx.clone();
+    let svc = service_fn(move |req| super::proxy::handle(shared.clone(), svc_ctx.clone(), req));
+    let conn = snap.server.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut timer => match ctx.check(&snap.timeouts) {
+                Timer::Wait(d) => timer.as_mut().reset(Instant::now() + d),
+                Timer::HeadTimeout => {
+                    tracing::debug!(%peer, "request head not complete within timeouts.header_read: closing");
+                    return;
+                }
+                Timer::Idle => {
+                    if !draining {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    timer.as_mut().reset(Instant::now() + snap.timeouts.idle);
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A running weir: listeners, connection tasks, reload and shutdown.
+
+mod conn;
+mod headers;
+pub(crate) mod proxy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use weir_control::config::Config;
+
+pub(crate) use conn::{ConnCtx, RequestGuard};
+
+use crate::access_log::AccessLog;
+use crate::reload::{self, ReloadError};
+use crate::snapshot::{self, BuildError, Snapshot};
+
+/// State shared by every task of a running weir.
+pub(crate) struct Shared {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) epoch: Instant,
+    pub(crate) access_log: Option<AccessLog>,
+    pub(crate) ready: AtomicBool,
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    pub(crate) reloads_ok: AtomicU64,
+    pub(crate) reloads_error: AtomicU64,
+    pub(crate) config_path: Option<PathBuf>,
+}
+
+/// Why weir could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is valid but could not be turned into a runtime snapshot.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The access log could not be opened.
+    #[error("log.access: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// A running weir instance (data and admin listeners).
+pub struct Weir {
+    shared: Arc<Shared>,
+    data_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Weir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weir").field("data_addr", &self.data_addr).field("admin_addr", &self.admin_addr).finish()
+    }
+}
+
+impl Weir {
+    /// Builds the first snapshot, binds both listeners and starts serving.
+    /// With `config_path`, the file is watched and reloaded on change.
+    pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Weir, StartError> {
+        let cfg = Arc::new(cfg);
+        let snap = snapshot::build(cfg.clone(), None).await?;
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let data = bind("listen.addr", cfg.listen.addr).await?;
+        let admin = bind("admin.addr", cfg.admin.addr).await?;
+        let data_addr = data.local_addr().map_err(|source| StartError::Bind { what: "listen.addr", addr: cfg.listen.addr, source })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { what: "admin.addr", addr: cfg.admin.addr, source })?;
+        let access_log = AccessLog::open(&cfg.log.access).map_err(StartError::AccessLog)?;
+
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snap),
+            epoch: Instant::now(),
+            access_log,
+            ready: AtomicBool::new(false),
+            reload_lock: tokio::sync::Mutex::new(()),
+            reloads_ok: AtomicU64::new(0),
+            reloads_error: AtomicU64::new(0),
+            config_path: config_path.clone(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));
+        tokio::spawn(accept_loop(shared.clone(), data, limit, shutdown_rx.clone(), tracker.clone()));
+        tokio::spawn(crate::admin::serve(shared.clone(), admin, shutdown_rx.clone(), tracker.clone()));
+        if let Some(path) = config_path {
+            reload::watch_file(shared.clone(), path, shutdown_rx);
+        }
+        shared.ready.store(true, Ordering::Relaxed);
+        tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening");
+        Ok(Weir { shared, data_addr, admin_addr, shutdown, tracker })
+    }
+
+    /// The bound data-plane address (useful with port 0).
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Re-reads the config file (as SIGHUP does). On error the old config
+    /// keeps serving and the error says why.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        reload::reload_file(&self.shared).await
+    }
+
+    /// Applies an in-memory config, through the same path as a file reload.
+    pub async fn apply(&self, cfg: Config) -> Result<u64, ReloadError> {
+        reload::apply(&self.shared, cfg).await
+    }
+
+    /// The current canary weight of a route, in basis points.
+    pub fn route_weight_bp(&self, route: &str) -> Option<u32> {
+        let snap = self.shared.snapshot.load();
+        snap.routes.routes().iter().find(|r| &*r.name == route).map(|r| r.state.weight().bp())
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to
+    /// `timeouts.shutdown_grace`, then returns (whether or not all finished).
+    pub async fn shutdown(self) -> bool {
+        let grace = self.shared.snapshot.load().timeouts.shutdown_grace;
+        self.shared.ready.store(false, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        self.tracker.close();
+        let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        if drained {
+            tracing::info!("drained all connections");
+        } else {
+            tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
+        }
+        drained
+    }
+
+    /// Serves until SIGTERM or SIGINT (SIGHUP reloads), then shuts down.
+    pub async fn serve_until_signal(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    let _ = self.reload().await;
+                }
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tracker.spawn(conn::serve(shared.clone(), stream, peer, permit, shutdown.clone()));
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "limits.max_connections reached: refusing connection");
+                tokio::spawn(refuse(stream));
+            }
+        }
+    }
+}
+
+/// Past the connection limit: a short 503 and close, rather than a hang.
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,158 @@
+//! The request path: route, select a side, pick an address, forward.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Parts as UriParts, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::conn::{ConnCtx, RequestGuard};
+use super::headers;
+use super::Shared;
+use crate::body::{ResponseBody, UpstreamBody};
+use crate::rescue::{rescue, ProxyError};
+use crate::upstream::UpstreamErrorKind;
+
+static STABLE: HeaderValue = HeaderValue::from_static("stable");
+static CANARY: HeaderValue = HeaderValue::from_static("canary");
+
+/// What the access log and telemetry learn about a finished request.
+pub(crate) struct Outcome<'a> {
+    pub(crate) route: Option<&'a str>,
+    pub(crate) backend: Option<&'a str>,
+    pub(crate) side: Option<weir_control::split::Side>,
+    pub(crate) upstream: Option<std::net::SocketAddr>,
+    pub(crate) error: Option<ProxyError>,
+}
+
+/// hyper service entry point: never fails; failures become responses.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let mut guard = RequestGuard::new(conn.clone());
+    let method = shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
+    let snap = shared.snapshot.load_full();
+    let mut outcome = Outcome { route: None, backend: None, side: None, upstream: None, error: None };
+    let resp = match forward(&snap, &conn, req, &mut guard, &mut outcome).await {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, ResponseBody::upstream(body, guard))
+        }
+        Err(e) => {
+            outcome.error = Some(e);
+            rescue(e, guard)
+        }
+    };
+    if let (Some(log), Some((method, uri))) = (&shared.access_log, method) {
+        log.record(&conn, &method, &uri, resp.status(), started.elapsed(), &outcome);
+    }
+    Ok(resp)
+}
+
+async fn forward<'s>(
+    snap: &'s crate::snapshot::Snapshot,
+    conn: &ConnCtx,
+    req: Request<Incoming>,
+    guard: &mut RequestGuard,
+    outcome: &mut Outcome<'s>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+
+    // RFC 9112 §6.3: a message with both Transfer-Encoding and Content-Length
+    // is a smuggling attempt or a broken client. hyper lets TE win; weir
+    // refuses it and closes the connection.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) && parts.headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::BadRequest("weir: both Transfer-Encoding and Content-Length\n"));
+    }
+
+    let host_value = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+    let route = snap.routes.find(host, parts.uri.path()).ok_or(ProxyError::NoRoute)?;
+    outcome.route = Some(&route.name);
+    let (side, _reason) = route.select(&parts.headers);
+    outcome.side = Some(side);
+    let backend = route.backend(side);
+    outcome.backend = Some(&backend.name);
+    let endpoint = backend.pick().ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
+
+    let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::add_forwarded(&mut parts.headers, &conn.peer_ip, host_value.clone());
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(h) = host_value {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    if let Some(name) = &route.variant_header {
+        let v = match side {
+            weir_control::split::Side::Stable => STABLE.clone(),
+            weir_control::split::Side::Canary => CANARY.clone(),
+        };
+        parts.headers.insert(name.clone(), v);
+    }
+
+    let mut uri = UriParts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(endpoint.endpoint().authority.clone());
+    uri.path_and_query = Some(
+        std::mem::take(&mut parts.uri)
+            .into_parts()
+            .path_and_query
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("weir: invalid request target\n"))?;
+    parts.version = Version::HTTP_11;
+    outcome.upstream = Some(endpoint.endpoint().addr);
+    guard.set_endpoint(endpoint);
+
+    let mut downstream_upgrade = None;
+    let mut up_req = Request::from_parts(parts, UpstreamBody::Incoming(body));
+    if upgrade {
+        // The request's upgrade handle was moved into `up_req` with its
+        // extensions; take it back before the request is sent.
+        downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
+    }
+
+    let sent = tokio::time::timeout(snap.timeouts.upstream_response, snap.client.request(up_req)).await;
+    let mut resp = match sent {
+        Err(_elapsed) => return Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
+        Ok(Err(e)) => {
+            let kind = UpstreamErrorKind::classify(&e);
+            tracing::debug!(route = %route.name, backend = %backend.name, kind = kind.as_str(), "upstream error: {e:#}");
+            return Err(ProxyError::Upstream(kind));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(downstream) = downstream_upgrade else {
+            return Err(ProxyError::Upstream(UpstreamErrorKind::Protocol));
+        };
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(downstream, upstream) {
+                Ok((d, u)) => {
+                    let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
+                        tracing::debug!("upgraded tunnel ended: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!("upgrade failed: {e}"),
+            }
+        });
+        return Ok(resp);
+    }
+    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    Ok(resp)
+}

@@ -1,0 +1,168 @@
+//! One immutable snapshot per config generation, behind one `ArcSwap`.
+//!
+//! Everything a request needs is built here, off the hot path: the route
+//! table, resolved upstream addresses, pre-parsed header names, the pooled
+//! client and the server builder. A reload builds a complete new snapshot and
+//! stores it once; in-flight requests finish on the snapshot they loaded.
+//!
+//! A reload is a diff keyed by route name: a route that still exists keeps
+//! its [`RouteState`] (live weight, stage, keyless sequence). Its weight is
+//! rewritten from the config only for static routes, or when the rollout
+//! definition changed (then it restarts at stage 0).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use weir_control::config::{Address, Config, Timeouts};
+use weir_control::split::Weight;
+
+use crate::route::table::RouteTable;
+use crate::route::{Route, RouteState};
+use crate::upstream::client::{self, ClientSettings, HttpClient};
+use crate::upstream::Backend;
+
+/// Everything the data plane reads, for one config generation.
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    pub(crate) config: Arc<Config>,
+    pub(crate) routes: RouteTable,
+    pub(crate) client: HttpClient,
+    client_settings: ClientSettings,
+    pub(crate) server: auto::Builder<TokioExecutor>,
+    pub(crate) timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
+/// Why a snapshot could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A backend address did not resolve.
+    #[error("backends.{backend}.addrs: cannot resolve {addr}: {reason}")]
+    Resolve {
+        /// Backend name.
+        backend: String,
+        /// The address as written.
+        addr: String,
+        /// Resolver error.
+        reason: String,
+    },
+    /// Anything else that the validator could not see.
+    #[error("{0}")]
+    Other(String),
+}
+
+async fn resolve(backend: &str, a: &Address) -> Result<Vec<SocketAddr>, BuildError> {
+    let err = |reason: String| BuildError::Resolve { backend: backend.to_string(), addr: a.to_string(), reason };
+    if let Ok(ip) = a.host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, a.port)]);
+    }
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((a.host.as_str(), a.port))
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .collect();
+    if found.is_empty() {
+        return Err(err("no addresses".into()));
+    }
+    Ok(found)
+}
+
+fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(cfg.limits.max_header_bytes)
+        .max_headers(cfg.limits.max_headers);
+    // Envoy's edge recommendations: 100 streams, 64 KiB stream window,
+    // 1 MiB connection window, bounded header list.
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_header_list_size(cfg.limits.max_header_bytes as u32);
+    b
+}
+
+/// Builds the snapshot for `cfg`, reusing what `prev` has for unchanged parts.
+pub(crate) async fn build(cfg: Arc<Config>, prev: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+    let mut backends: HashMap<&str, Arc<Backend>> = HashMap::new();
+    for (name, b) in &cfg.backends {
+        let mut addrs = Vec::new();
+        for a in &b.addrs {
+            addrs.extend(resolve(name, a).await?);
+        }
+        let backend = Backend::new(name, &addrs).map_err(BuildError::Other)?;
+        backends.insert(name.as_str(), Arc::new(backend));
+    }
+
+    let mut routes = Vec::with_capacity(cfg.routes.len());
+    for r in &cfg.routes {
+        let old = prev.and_then(|p| {
+            let old_cfg = p.config.routes.iter().find(|o| o.name == r.name)?;
+            let old_rt = p.routes.routes().iter().find(|o| *o.name == *r.name)?;
+            Some((old_cfg, old_rt.state.clone()))
+        });
+        let state = match old {
+            Some((old_cfg, state)) => {
+                let rollout_kept = r.rollout.is_some()
+                    && old_cfg.rollout == r.rollout
+                    && old_cfg.canary.as_ref().and_then(|c| cfg.backends[c].version.as_ref())
+                        == r.canary.as_ref().and_then(|c| cfg.backends[c].version.as_ref());
+                if !rollout_kept {
+                    reset_state(&state, r);
+                    if r.rollout.is_some() {
+                        tracing::info!(route = %r.name, "rollout definition or canary version changed: restarting at stage 0");
+                    }
+                }
+                state
+            }
+            None => {
+                let state = Arc::new(RouteState::default());
+                reset_state(&state, r);
+                state
+            }
+        };
+        let stable = backends[r.stable.as_str()].clone();
+        let canary = r.canary.as_deref().map(|c| backends[c].clone());
+        let route = Route::build(r, stable, canary, state)
+            .map_err(|e| BuildError::Other(format!("routes.{}: {e}", r.name)))?;
+        routes.push(route);
+    }
+
+    let settings = ClientSettings { connect_timeout: cfg.timeouts.connect, pool_idle: cfg.timeouts.upstream_idle };
+    let client = match prev {
+        Some(p) if p.client_settings == settings => p.client.clone(),
+        _ => client::build(settings),
+    };
+    Ok(Snapshot {
+        generation: prev.map_or(1, |p| p.generation + 1),
+        server: server_builder(&cfg),
+        timeouts: cfg.timeouts.clone(),
+        routes: RouteTable::new(routes),
+        client,
+        client_settings: settings,
+        config: cfg,
+    })
+}
+
+/// Puts a route's live state where its config says it starts.
+fn reset_state(state: &RouteState, r: &weir_control::config::Route) {
+    match &r.rollout {
+        Some(ro) => {
+            state.set_stage(0);
+            state.set_weight(ro.stages.first().map_or(Weight::ZERO, |s| s.weight));
+        }
+        None => {
+            state.set_stage(0);
+            state.set_weight(r.weight);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The real binary: `weir check`, signals, graceful shutdown.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+#[test]
+fn check_accepts_the_shipped_configs() {
+    for name in ["weir.toml", "full.toml"] {
+        let path = workspace().join("config").join(name);
+        let out = Command::new(weir_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    }
+}
+
+#[test]
+fn check_prints_every_error_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[timeouts]\nconnect = \"soon\"\n[backends.stable]\naddrs = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"web\"\nstable = \"stable\"\ncanary = \"canry\"\n",
+    )
+    .unwrap();
+    let out = Command::new(weir_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("timeouts.connect: unknown duration unit \"soon\" (line 2)") || err.contains("timeouts.connect:"), "{err}");
+    assert!(err.contains("routes[0].canary: unknown backend \"canry\" (line 8)"), "{err}");
+
+    let missing = Command::new(weir_bin()).args(["check", "-c", "/nonexistent/weir.toml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let stable = Upstream::start("stable", Mode::Delay(Duration::from_millis(700))).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, config_text(stable.addr, canary.addr, "", "")).unwrap();
+    let mut p = Process::spawn(&path);
+    let url = format!("http://{}/", p.data_addr);
+    let inflight = tokio::spawn(async move { get(&client(), &url, &[]).await });
+    while stable.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = Instant::now();
+    p.signal("TERM");
+    assert_eq!(inflight.await.unwrap(), (StatusCode::OK, "stable".to_string()));
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // New connections are refused once draining has started.
+    assert!(std::net::TcpStream::connect(p.data_addr).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_bad_file_keeps_serving() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    let base = config_text(stable.addr, canary.addr, "weight = 0", "");
+    std::fs::write(&path, &base).unwrap();
+    let mut p = Process::spawn(&path);
+    let url = format!("http://{}/", p.data_addr);
+    let c = client();
+    assert_eq!(get(&c, &url, &[]).await.1, "stable");
+
+    p.signal("HUP");
+    p.wait_for_line("SIGHUP: reloading config", Duration::from_secs(5));
+    p.wait_for_line("config unchanged", Duration::from_secs(5));
+
+    std::fs::write(&path, base.replace("weight = 0", "weight = 100\nbogus = 1")).unwrap();
+    p.wait_for_line("routes[0].bogus: unknown key", Duration::from_secs(5));
+    assert_eq!(get(&c, &url, &[]).await.1, "stable");
+
+    std::fs::write(&path, base.replace("weight = 0", "weight = 100")).unwrap();
+    p.wait_for_line("config reloaded", Duration::from_secs(5));
+    assert_eq!(get(&c, &url, &[]).await.1, "canary");
+}

@@ -1,0 +1,6 @@
+mod cli;
+mod failures;
+mod protocols;
+mod reload;
+mod split;
+mod streaming;

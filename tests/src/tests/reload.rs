@@ -1,0 +1,119 @@
+//! Hot reload under load: the file watcher, rename-on-save, bad files.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+fn write_atomically(path: &std::path::Path, text: &str) {
+    // What editors do: write a temp file, rename it over the original.
+    let tmp = path.with_extension("toml.swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_loses_nothing_and_applies_within_a_second() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let base = config_text(stable.addr, canary.addr, "weight = 0", "");
+    let w = InProcess::start(&base).await;
+    let url = w.url("/");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                match c.request(req).await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.into_body().collect().await;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+
+    let probe = client();
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let (weight, expect) = if i % 2 == 0 { (100, "canary") } else { (0, "stable") };
+        let text = base.replace("weight = 0", &format!("weight = {weight}"));
+        let t = Instant::now();
+        if i % 3 == 0 {
+            write_atomically(&w.path, &text);
+        } else {
+            std::fs::write(&w.path, &text).unwrap();
+        }
+        loop {
+            if get(&probe, &url, &[]).await.1 == expect {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(1), "weight {weight} not applied within 1 s (write {i})");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(250).saturating_sub(t.elapsed())).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("reload under load: {ok} ok, {failed} failed, slowest apply {worst:?}");
+    assert_eq!(failed, 0);
+    assert!(ok > 100, "too little load: {ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_keeps_the_old_config_serving() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let base = config_text(stable.addr, canary.addr, "weight = 100", "");
+    let w = InProcess::start(&base).await;
+    let c = client();
+    assert_eq!(get(&c, &w.url("/"), &[]).await.1, "canary");
+
+    let broken = base.replace("weight = 100", "weight = 100\ncanary = \"canry\"");
+    std::fs::write(&w.path, &broken).unwrap();
+    let err = w.weir.reload().await.unwrap_err().to_string();
+    assert!(err.contains("routes[0].canary"), "{err}");
+    let syntax = base.replace("weight = 100", "weight = ");
+    std::fs::write(&w.path, &syntax).unwrap();
+    assert!(w.weir.reload().await.is_err());
+    // Still serving the last good config.
+    for _ in 0..10 {
+        assert_eq!(get(&c, &w.url("/"), &[]).await, (StatusCode::OK, "canary".to_string()));
+    }
+    // A good file is picked up again.
+    std::fs::write(&w.path, base.replace("weight = 100", "weight = 0")).unwrap();
+    w.weir.reload().await.unwrap();
+    assert_eq!(get(&c, &w.url("/"), &[]).await.1, "stable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_finish_on_their_snapshot() {
+    let stable = Upstream::start("stable", Mode::Delay(Duration::from_millis(400))).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let base = config_text(stable.addr, canary.addr, "weight = 0", "");
+    let w = InProcess::start(&base).await;
+    let url = w.url("/");
+    let slow = tokio::spawn(async move { get(&client(), &url, &[]).await });
+    while stable.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Remove the stable backend's route target entirely.
+    let other = base.replace(&stable.addr.to_string(), &canary.addr.to_string());
+    std::fs::write(&w.path, other).unwrap();
+    w.weir.reload().await.unwrap();
+    assert_eq!(slow.await.unwrap(), (StatusCode::OK, "stable".to_string()));
+}
