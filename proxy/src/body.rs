@@ -21,7 +21,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Incoming(b) => Pin::new(b).poll_frame(cx),
         }
@@ -56,12 +59,18 @@ enum Kind {
 
 impl ResponseBody {
     pub(crate) fn upstream(body: Incoming, guard: RequestGuard) -> Self {
-        ResponseBody { kind: Kind::Upstream(body), _guard: guard }
+        ResponseBody {
+            kind: Kind::Upstream(body),
+            _guard: guard,
+        }
     }
 
     pub(crate) fn full(bytes: Bytes, guard: RequestGuard) -> Self {
         let kind = Kind::Full(if bytes.is_empty() { None } else { Some(bytes) });
-        ResponseBody { kind, _guard: guard }
+        ResponseBody {
+            kind,
+            _guard: guard,
+        }
     }
 }
 
@@ -69,7 +78,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
             Kind::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),

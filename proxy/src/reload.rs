@@ -49,7 +49,10 @@ pub enum ReloadError {
 
 /// Reads and validates a config file.
 pub fn read_config(path: &Path) -> Result<Config, ReloadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(config::parse(&text)?)
 }
 
@@ -76,7 +79,10 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
     for (key, changed) in [
         ("listen.addr", old.listen.addr != cfg.listen.addr),
         ("admin.addr", old.admin.addr != cfg.admin.addr),
-        ("limits.max_connections", old.limits.max_connections != cfg.limits.max_connections),
+        (
+            "limits.max_connections",
+            old.limits.max_connections != cfg.limits.max_connections,
+        ),
         ("log.access", old.log.access != cfg.log.access),
     ] {
         if changed {
@@ -103,7 +109,11 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
 pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok() {
             // Full channel = a reload is already pending: nothing to add.

@@ -37,7 +37,9 @@ pub(crate) struct Snapshot {
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("generation", &self.generation).finish_non_exhaustive()
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,7 +62,11 @@ pub enum BuildError {
 }
 
 async fn resolve(backend: &str, a: &Address) -> Result<Vec<SocketAddr>, BuildError> {
-    let err = |reason: String| BuildError::Resolve { backend: backend.to_string(), addr: a.to_string(), reason };
+    let err = |reason: String| BuildError::Resolve {
+        backend: backend.to_string(),
+        addr: a.to_string(),
+        reason,
+    };
     if let Ok(ip) = a.host.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, a.port)]);
     }
@@ -92,7 +98,10 @@ fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
 }
 
 /// Builds the snapshot for `cfg`, reusing what `prev` has for unchanged parts.
-pub(crate) async fn build(cfg: Arc<Config>, prev: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+pub(crate) async fn build(
+    cfg: Arc<Config>,
+    prev: Option<&Snapshot>,
+) -> Result<Snapshot, BuildError> {
     let mut backends: HashMap<&str, Arc<Backend>> = HashMap::new();
     for (name, b) in &cfg.backends {
         let mut addrs = Vec::new();
@@ -114,8 +123,13 @@ pub(crate) async fn build(cfg: Arc<Config>, prev: Option<&Snapshot>) -> Result<S
             Some((old_cfg, state)) => {
                 let rollout_kept = r.rollout.is_some()
                     && old_cfg.rollout == r.rollout
-                    && old_cfg.canary.as_ref().and_then(|c| cfg.backends[c].version.as_ref())
-                        == r.canary.as_ref().and_then(|c| cfg.backends[c].version.as_ref());
+                    && old_cfg
+                        .canary
+                        .as_ref()
+                        .and_then(|c| cfg.backends[c].version.as_ref())
+                        == r.canary
+                            .as_ref()
+                            .and_then(|c| cfg.backends[c].version.as_ref());
                 if !rollout_kept {
                     reset_state(&state, r);
                     if r.rollout.is_some() {
@@ -137,7 +151,10 @@ pub(crate) async fn build(cfg: Arc<Config>, prev: Option<&Snapshot>) -> Result<S
         routes.push(route);
     }
 
-    let settings = ClientSettings { connect_timeout: cfg.timeouts.connect, pool_idle: cfg.timeouts.upstream_idle };
+    let settings = ClientSettings {
+        connect_timeout: cfg.timeouts.connect,
+        pool_idle: cfg.timeouts.upstream_idle,
+    };
     let client = match prev {
         Some(p) if p.client_settings == settings => p.client.clone(),
         _ => client::build(settings),

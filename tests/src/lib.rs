@@ -2,7 +2,13 @@
 //! `127.0.0.1:0`, weir started in process or as the real binary, and real
 //! HTTP clients. The tests themselves live in `tests/` (one test binary).
 
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -63,7 +69,9 @@ impl Upstream {
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let seen = seen2.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -82,7 +90,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, name, seen, task }
+        Upstream {
+            addr,
+            name,
+            seen,
+            task,
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -99,7 +112,11 @@ impl Drop for Upstream {
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 async fn respond(name: &'static str, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
-    let full = |s: String| Full::new(Bytes::from(s)).map_err(|never| match never {}).boxed();
+    let full = |s: String| {
+        Full::new(Bytes::from(s))
+            .map_err(|never| match never {})
+            .boxed()
+    };
     match mode {
         Mode::Named => Response::new(full(name.to_string())),
         Mode::Hang => {
@@ -129,7 +146,12 @@ async fn respond(name: &'static str, mode: Mode, req: Request<Incoming>) -> Resp
                         return None;
                     }
                     let n = left.min(chunk.len() as u64);
-                    Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(chunk.slice(..n as usize))), left - n))
+                    Some((
+                        Ok::<_, std::io::Error>(hyper::body::Frame::data(
+                            chunk.slice(..n as usize),
+                        )),
+                        left - n,
+                    ))
                 }
             });
             Response::new(http_body_util::StreamBody::new(stream).boxed())
@@ -145,7 +167,9 @@ pub async fn websocket_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_text() || msg.is_binary() {
                         let _ = ws.send(msg).await;
@@ -159,7 +183,12 @@ pub async fn websocket_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 
 /// A config with two backends, `stable` and `canary`, and one route `web`
 /// whose extra keys are `route_extra` (TOML lines).
-pub fn config_text(stable: SocketAddr, canary: SocketAddr, route_extra: &str, top_extra: &str) -> String {
+pub fn config_text(
+    stable: SocketAddr,
+    canary: SocketAddr,
+    route_extra: &str,
+    top_extra: &str,
+) -> String {
     format!(
         r#"
 [listen]
@@ -196,7 +225,9 @@ impl InProcess {
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, text).unwrap();
         let cfg = weir_proxy::reload::read_config(&path).unwrap();
-        let weir = weir_proxy::Weir::start(cfg, Some(path.clone())).await.unwrap();
+        let weir = weir_proxy::Weir::start(cfg, Some(path.clone()))
+            .await
+            .unwrap();
         InProcess { weir, dir, path }
     }
 
@@ -212,34 +243,62 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// An h2c (prior knowledge) client.
 pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 /// GET `url` with headers; returns status and body text.
-pub async fn get(c: &Client<HttpConnector, Full<Bytes>>, url: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+pub async fn get(
+    c: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
     let mut b = Request::get(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = c.request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = c
+        .request(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The real `weir` binary.
+/// The real `weir` binary, built on first use. `cargo test` builds the
+/// test harnesses but not other packages' binaries, so the helper asks cargo
+/// for it (a no-op when it is fresh) instead of testing a stale file.
 pub fn weir_bin() -> PathBuf {
-    // tests/ → workspace root → target/<profile>/weir
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("weir");
-    assert!(bin.exists(), "{} not built: run cargo build -p weir-proxy first", bin.display());
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/weir_tests-HASH → target/<profile>/weir
+            let profile_dir = exe.parent().unwrap().parent().unwrap();
+            let bin = profile_dir.join("weir");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-q", "-p", "weir-proxy", "--bin", "weir"])
+                .current_dir(workspace());
+            if profile_dir.file_name().is_some_and(|p| p == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().unwrap();
+            assert!(status.success(), "building the weir binary failed");
+            assert!(bin.exists(), "{} missing after build", bin.display());
+            bin
+        })
+        .clone()
 }
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `weir run` as a child process, with its addresses read from its log.
@@ -273,11 +332,22 @@ impl Process {
                 let _ = tx.send(line);
             }
         });
-        let mut p = Process { child, data_addr: ([0, 0, 0, 0], 0).into(), admin_addr: ([0, 0, 0, 0], 0).into(), log, lines: rx };
+        let mut p = Process {
+            child,
+            data_addr: ([0, 0, 0, 0], 0).into(),
+            admin_addr: ([0, 0, 0, 0], 0).into(),
+            log,
+            lines: rx,
+        };
         let line = p.wait_for_line("weir listening", Duration::from_secs(20));
         let field = |name: &str| -> SocketAddr {
             let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..].split_whitespace().next().unwrap().parse().unwrap()
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         };
         p.data_addr = field("data");
         p.admin_addr = field("admin");
@@ -292,13 +362,20 @@ impl Process {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?}; log:\n{}", self.log.lock().unwrap().join("\n")),
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
             }
         }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 

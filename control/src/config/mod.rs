@@ -42,7 +42,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(file)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(file)"
+        } else {
+            &self.path
+        };
         match self.line {
             Some(line) => write!(f, "{path}: {} (line {line})", self.message),
             None => write!(f, "{path}: {}", self.message),

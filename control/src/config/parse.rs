@@ -41,15 +41,28 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     }))
 }
 
-fn socket_addr(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str, default: &str) -> SocketAddr {
-    let fallback: SocketAddr = default.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+fn socket_addr(
+    ctx: &mut Ctx<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+    default: &str,
+) -> SocketAddr {
+    let fallback: SocketAddr = default
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let Some(v) = t.get(key) else { return fallback };
     let path = t.key_path(key);
-    let Some(text) = as_str(ctx, &path, v) else { return fallback };
+    let Some(text) = as_str(ctx, &path, v) else {
+        return fallback;
+    };
     match text.parse() {
         Ok(a) => a,
         Err(_) => {
-            ctx.error(&path, Some(&v.span()), format!("\"{text}\" is not an IP:port address"));
+            ctx.error(
+                &path,
+                Some(&v.span()),
+                format!("\"{text}\" is not an IP:port address"),
+            );
             fallback
         }
     }
@@ -144,14 +157,20 @@ fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
 }
 
 fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
-    let mut out = Log { access: AccessLog::Off };
+    let mut out = Log {
+        access: AccessLog::Off,
+    };
     if let Some(mut t) = top.table(ctx, "log") {
         if let Some(s) = t.string(ctx, "access") {
             out.access = match s.as_str() {
                 "off" => AccessLog::Off,
                 "stdout" => AccessLog::Stdout,
                 "" => {
-                    ctx.error(&t.key_path("access"), Some(&t.span), "use \"off\", \"stdout\" or a file path");
+                    ctx.error(
+                        &t.key_path("access"),
+                        Some(&t.span),
+                        "use \"off\", \"stdout\" or a file path",
+                    );
                     AccessLog::Off
                 }
                 path => AccessLog::File(PathBuf::from(path)),
@@ -163,35 +182,58 @@ fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
 }
 
 /// Names that end up in metric labels and URLs: keep them boring.
-fn check_name(ctx: &mut Ctx<'_>, path: &str, span: Option<&std::ops::Range<usize>>, name: &str) -> bool {
+fn check_name(
+    ctx: &mut Ctx<'_>,
+    path: &str,
+    span: Option<&std::ops::Range<usize>>,
+    name: &str,
+) -> bool {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if !ok {
-        ctx.error(path, span, format!("\"{name}\" is not a valid name (1-64 characters: letters, digits, '-', '_', '.')"));
+        ctx.error(
+            path,
+            span,
+            format!(
+                "\"{name}\" is not a valid name (1-64 characters: letters, digits, '-', '_', '.')"
+            ),
+        );
     }
     ok
 }
 
 fn address(text: &str) -> Result<Address, String> {
     if let Ok(sa) = text.parse::<SocketAddr>() {
-        return Ok(Address { host: sa.ip().to_string(), port: sa.port() });
+        return Ok(Address {
+            host: sa.ip().to_string(),
+            port: sa.port(),
+        });
     }
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| format!("\"{text}\" is not host:port"))?;
-    let port: u16 = port.parse().map_err(|_| format!("\"{text}\" has an invalid port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("\"{text}\" has an invalid port"))?;
     let valid_host = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if !valid_host || port == 0 {
         return Err(format!("\"{text}\" is not host:port"));
     }
-    Ok(Address { host: host.to_ascii_lowercase(), port })
+    Ok(Address {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
 }
 
 fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Backend> {
@@ -204,7 +246,9 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
     for (name, value) in entries {
         let path = all.key_path(name);
         check_name(ctx, &path, Some(&value.span()), name);
-        let Some(mut t) = Table::from_value(ctx, path.clone(), value) else { continue };
+        let Some(mut t) = Table::from_value(ctx, path.clone(), value) else {
+            continue;
+        };
         let mut addrs = Vec::new();
         match t.array(ctx, "addrs") {
             Some(list) if !list.is_empty() => {
@@ -218,8 +262,14 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
                     }
                 }
             }
-            Some(_) => ctx.error(&t.key_path("addrs"), Some(&t.span), "needs at least one address"),
-            None if t.get("addrs").is_none() => ctx.error(&t.key_path("addrs"), Some(&t.span), "is required"),
+            Some(_) => ctx.error(
+                &t.key_path("addrs"),
+                Some(&t.span),
+                "needs at least one address",
+            ),
+            None if t.get("addrs").is_none() => {
+                ctx.error(&t.key_path("addrs"), Some(&t.span), "is required")
+            }
             None => {}
         }
         let version = t.string(ctx, "version");
@@ -227,7 +277,11 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
         out.insert(name.to_string(), Backend { addrs, version });
     }
     if out.is_empty() {
-        ctx.error("backends", Some(&all.span), "at least one backend is required");
+        ctx.error(
+            "backends",
+            Some(&all.span),
+            "at least one backend is required",
+        );
     }
     all.finish_as_map();
     out
@@ -235,11 +289,16 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
 
 fn header_name(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>, s: &str) -> Option<String> {
     let ok = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if ok {
         Some(s.to_ascii_lowercase())
     } else {
-        ctx.error(path, Some(&v.span()), format!("\"{s}\" is not a valid header name"));
+        ctx.error(
+            path,
+            Some(&v.span()),
+            format!("\"{s}\" is not a valid header name"),
+        );
         None
     }
 }
@@ -258,18 +317,33 @@ fn key_source(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<KeySource> {
         (None, Some(c)) => {
             let path = t.key_path("cookie");
             let s = as_str(ctx, &path, c)?;
-            if s.is_empty() || s.bytes().any(|b| b <= b' ' || b"=;,\"\\".contains(&b) || b >= 0x7f) {
-                ctx.error(&path, Some(&c.span()), format!("\"{s}\" is not a valid cookie name"));
+            if s.is_empty()
+                || s.bytes()
+                    .any(|b| b <= b' ' || b"=;,\"\\".contains(&b) || b >= 0x7f)
+            {
+                ctx.error(
+                    &path,
+                    Some(&c.span()),
+                    format!("\"{s}\" is not a valid cookie name"),
+                );
                 return None;
             }
             Some(KeySource::Cookie(s.to_string()))
         }
         (Some(_), Some(_)) => {
-            ctx.error(&t.path, Some(&t.span), "set either header or cookie, not both");
+            ctx.error(
+                &t.path,
+                Some(&t.span),
+                "set either header or cookie, not both",
+            );
             None
         }
         (None, None) => {
-            ctx.error(&t.path, Some(&t.span), "needs header = \"NAME\" or cookie = \"NAME\"");
+            ctx.error(
+                &t.path,
+                Some(&t.span),
+                "needs header = \"NAME\" or cookie = \"NAME\"",
+            );
             None
         }
     }
@@ -299,7 +373,11 @@ fn cohort(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Cohort> {
         }
     };
     t.finish(ctx);
-    Some(Cohort { source: source?, values }).filter(|c| !c.values.is_empty())
+    Some(Cohort {
+        source: source?,
+        values,
+    })
+    .filter(|c| !c.values.is_empty())
 }
 
 fn weight(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Weight> {
@@ -313,7 +391,11 @@ fn weight(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Weight> {
     }
 }
 
-fn routes(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>, backends: &BTreeMap<String, Backend>) -> Vec<Route> {
+fn routes(
+    ctx: &mut Ctx<'_>,
+    top: &mut Table<'_, '_>,
+    backends: &BTreeMap<String, Backend>,
+) -> Vec<Route> {
     let mut out = Vec::new();
     let Some(list) = top.array(ctx, "routes") else {
         if top.get("routes").is_none() {
@@ -325,16 +407,25 @@ fn routes(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>, backends: &BTreeMap<String
     let mut matches = HashSet::new();
     for (i, value) in list.iter().enumerate() {
         let path = format!("routes[{i}]");
-        let Some(mut t) = Table::from_value(ctx, path.clone(), value) else { continue };
+        let Some(mut t) = Table::from_value(ctx, path.clone(), value) else {
+            continue;
+        };
         if let Some(r) = route(ctx, &mut t, backends) {
             if !names.insert(r.name.clone()) {
-                ctx.error(&t.key_path("name"), Some(&t.span), format!("duplicate route name \"{}\"", r.name));
+                ctx.error(
+                    &t.key_path("name"),
+                    Some(&t.span),
+                    format!("duplicate route name \"{}\"", r.name),
+                );
             }
             if !matches.insert((r.host.clone(), r.path_prefix.clone())) {
                 ctx.error(
                     &t.key_path("match"),
                     Some(&t.span),
-                    format!("another route already matches host {:?} and path_prefix \"{}\"", r.host, r.path_prefix),
+                    format!(
+                        "another route already matches host {:?} and path_prefix \"{}\"",
+                        r.host, r.path_prefix
+                    ),
                 );
             }
             out.push(r);
@@ -355,12 +446,20 @@ fn backend_ref(
         Some(name)
     } else {
         let v = t.get(key).map(|v| v.span());
-        ctx.error(&t.key_path(key), v.as_ref(), format!("unknown backend \"{name}\""));
+        ctx.error(
+            &t.key_path(key),
+            v.as_ref(),
+            format!("unknown backend \"{name}\""),
+        );
         None
     }
 }
 
-fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, Backend>) -> Option<Route> {
+fn route(
+    ctx: &mut Ctx<'_>,
+    t: &mut Table<'_, '_>,
+    backends: &BTreeMap<String, Backend>,
+) -> Option<Route> {
     let name = t.required_string(ctx, "name");
     if let (Some(n), Some(v)) = (&name, t.get("name")) {
         check_name(ctx, &t.key_path("name"), Some(&v.span()), n);
@@ -370,13 +469,21 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
         if let Some(h) = m.string(ctx, "host") {
             let lower = h.to_ascii_lowercase();
             if lower.is_empty() || lower.contains(['/', ' ', ':']) {
-                ctx.error(&m.key_path("host"), Some(&m.span), format!("\"{h}\" is not a host name (no port, no scheme)"));
+                ctx.error(
+                    &m.key_path("host"),
+                    Some(&m.span),
+                    format!("\"{h}\" is not a host name (no port, no scheme)"),
+                );
             }
             host = Some(lower);
         }
         if let Some(p) = m.string(ctx, "path_prefix") {
             if !p.starts_with('/') {
-                ctx.error(&m.key_path("path_prefix"), Some(&m.span), format!("\"{p}\" must start with '/'"));
+                ctx.error(
+                    &m.key_path("path_prefix"),
+                    Some(&m.span),
+                    format!("\"{p}\" must start with '/'"),
+                );
             }
             path_prefix = p;
         }
@@ -390,7 +497,11 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
     let has_canary = t.get("canary").is_some();
     if let (Some(s), Some(c)) = (&stable, &canary) {
         if s == c {
-            ctx.error(&t.key_path("canary"), Some(&t.span), format!("is the same backend as stable (\"{s}\")"));
+            ctx.error(
+                &t.key_path("canary"),
+                Some(&t.span),
+                format!("is the same backend as stable (\"{s}\")"),
+            );
         }
     }
     let mut salt = None;
@@ -414,12 +525,18 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
             DeValue::Boolean(false) => None,
             DeValue::String(s) => header_name(ctx, &t.key_path("variant_header"), v, s),
             _ => {
-                ctx.error(&t.key_path("variant_header"), Some(&v.span()), "expected true, false or a header name");
+                ctx.error(
+                    &t.key_path("variant_header"),
+                    Some(&v.span()),
+                    "expected true, false or a header name",
+                );
                 None
             }
         },
     };
-    let rollout = t.table(ctx, "rollout").and_then(|mut r| rollout(ctx, &mut r));
+    let rollout = t
+        .table(ctx, "rollout")
+        .and_then(|mut r| rollout(ctx, &mut r));
     if !has_canary {
         for (key, set) in [
             ("weight", w.is_some_and(|w| w.bp() > 0)),
@@ -427,7 +544,11 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
             ("cohort", t.get("cohort").is_some()),
         ] {
             if set {
-                ctx.error(&t.key_path(key), Some(&t.span), "needs a canary backend on the route");
+                ctx.error(
+                    &t.key_path(key),
+                    Some(&t.span),
+                    "needs a canary backend on the route",
+                );
             }
         }
     }
@@ -460,12 +581,18 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
 }
 
 fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
-    let interval = t.duration(ctx, "interval").unwrap_or(Duration::from_secs(1));
+    let interval = t
+        .duration(ctx, "interval")
+        .unwrap_or(Duration::from_secs(1));
     let on_failure = match t.string(ctx, "on_failure").as_deref() {
         None | Some("rollback") => OnFailure::Rollback,
         Some("pause") => OnFailure::Pause,
         Some(other) => {
-            ctx.error(&t.key_path("on_failure"), Some(&t.span), format!("\"{other}\" is not rollback or pause"));
+            ctx.error(
+                &t.key_path("on_failure"),
+                Some(&t.span),
+                format!("\"{other}\" is not rollback or pause"),
+            );
             OnFailure::Rollback
         }
     };
@@ -474,7 +601,10 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
     match t.array(ctx, "stages") {
         Some(list) => {
             for (i, v) in list.iter().enumerate() {
-                let Some(mut s) = Table::from_value(ctx, t.key_path(&format!("stages[{i}]")), v) else { continue };
+                let Some(mut s) = Table::from_value(ctx, t.key_path(&format!("stages[{i}]")), v)
+                else {
+                    continue;
+                };
                 let weight = if s.get("weight").is_none() {
                     ctx.error(&s.key_path("weight"), Some(&s.span), "is required");
                     None
@@ -483,20 +613,36 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
                 };
                 let cohort = s.table(ctx, "cohort").and_then(|mut c| cohort(ctx, &mut c));
                 let bake = s.duration(ctx, "bake").unwrap_or(Duration::ZERO);
-                let min_requests = s.integer(ctx, "min_requests", 0..=u64::MAX >> 1).unwrap_or(0);
+                let min_requests = s
+                    .integer(ctx, "min_requests", 0..=u64::MAX >> 1)
+                    .unwrap_or(0);
                 let max_duration = s.duration(ctx, "max_duration");
                 if let Some(w) = weight {
                     if let Some(prev) = stages.last().map(|p: &Stage| p.weight) {
                         if w < prev {
-                            ctx.error(&s.key_path("weight"), Some(&s.span), format!("{w} is lower than the previous stage's {prev}"));
+                            ctx.error(
+                                &s.key_path("weight"),
+                                Some(&s.span),
+                                format!("{w} is lower than the previous stage's {prev}"),
+                            );
                         }
                     }
-                    stages.push(Stage { weight: w, cohort, bake, min_requests, max_duration });
+                    stages.push(Stage {
+                        weight: w,
+                        cohort,
+                        bake,
+                        min_requests,
+                        max_duration,
+                    });
                 }
                 s.finish(ctx);
             }
             if list.is_empty() {
-                ctx.error(&t.key_path("stages"), Some(&t.span), "needs at least one stage");
+                ctx.error(
+                    &t.key_path("stages"),
+                    Some(&t.span),
+                    "needs at least one stage",
+                );
             }
         }
         None => {
@@ -508,7 +654,9 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
     let mut gates = Vec::new();
     if let Some(list) = t.array(ctx, "gates") {
         for (i, v) in list.iter().enumerate() {
-            let Some(mut g) = Table::from_value(ctx, t.key_path(&format!("gates[{i}]")), v) else { continue };
+            let Some(mut g) = Table::from_value(ctx, t.key_path(&format!("gates[{i}]")), v) else {
+                continue;
+            };
             if let Some(gate) = gate(ctx, &mut g) {
                 gates.push(gate);
             }
@@ -516,7 +664,13 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
         }
     }
     t.finish(ctx);
-    Some(Rollout { interval, on_failure, failure_threshold, stages, gates })
+    Some(Rollout {
+        interval,
+        on_failure,
+        failure_threshold,
+        stages,
+        gates,
+    })
 }
 
 fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
@@ -543,7 +697,11 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
             GateMetric::ErrorRate => {
                 let x = g.number(ctx, key)?;
                 if !(0.0..=1.0).contains(&x) {
-                    ctx.error(&g.key_path(key), Some(&g.span), format!("{x} is not a fraction between 0 and 1"));
+                    ctx.error(
+                        &g.key_path(key),
+                        Some(&g.span),
+                        format!("{x} is not a fraction between 0 and 1"),
+                    );
                     return None;
                 }
                 Some(x)
@@ -556,12 +714,25 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
     let max_ratio_to_stable = g.number(ctx, "max_ratio_to_stable");
     if let Some(r) = max_ratio_to_stable {
         if r < 1.0 {
-            ctx.error(&g.key_path("max_ratio_to_stable"), Some(&g.span), format!("{r} must be at least 1.0"));
+            ctx.error(
+                &g.key_path("max_ratio_to_stable"),
+                Some(&g.span),
+                format!("{r} must be at least 1.0"),
+            );
         }
     }
     if max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
-        ctx.error(&g.path, Some(&g.span), "needs max, max_ratio_to_stable or max_delta_to_stable");
+        ctx.error(
+            &g.path,
+            Some(&g.span),
+            "needs max, max_ratio_to_stable or max_delta_to_stable",
+        );
         return None;
     }
-    Some(Gate { metric, max, max_ratio_to_stable, max_delta_to_stable })
+    Some(Gate {
+        metric,
+        max,
+        max_ratio_to_stable,
+        max_delta_to_stable,
+    })
 }

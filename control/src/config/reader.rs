@@ -91,7 +91,11 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// Reads `value` as a table, or records a type error.
-    pub(crate) fn from_value(ctx: &mut Ctx<'_>, path: String, value: &'a Value<'i>) -> Option<Self> {
+    pub(crate) fn from_value(
+        ctx: &mut Ctx<'_>,
+        path: String,
+        value: &'a Value<'i>,
+    ) -> Option<Self> {
         match value.get_ref() {
             DeValue::Table(entries) => Some(Table {
                 path,
@@ -155,7 +159,11 @@ impl<'a, 'i> Table<'a, 'i> {
         as_str(ctx, &self.key_path(key), v).map(str::to_string)
     }
 
-    pub(crate) fn required_string(&mut self, ctx: &mut Ctx<'_>, key: &'static str) -> Option<String> {
+    pub(crate) fn required_string(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        key: &'static str,
+    ) -> Option<String> {
         if self.get(key).is_none() {
             ctx.error(&self.key_path(key), Some(&self.span.clone()), "is required");
             return None;
@@ -208,7 +216,11 @@ impl<'a, 'i> Table<'a, 'i> {
         Table::from_value(ctx, self.key_path(key), v)
     }
 
-    pub(crate) fn array(&mut self, ctx: &mut Ctx<'_>, key: &'static str) -> Option<&'a DeArray<'i>> {
+    pub(crate) fn array(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        key: &'static str,
+    ) -> Option<&'a DeArray<'i>> {
         let v = self.get(key)?;
         as_array(ctx, &self.key_path(key), v)
     }
@@ -265,7 +277,11 @@ pub(crate) fn as_number(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>) -> Option<
     }
 }
 
-pub(crate) fn as_array<'a, 'i>(ctx: &mut Ctx<'_>, path: &str, v: &'a Value<'i>) -> Option<&'a DeArray<'i>> {
+pub(crate) fn as_array<'a, 'i>(
+    ctx: &mut Ctx<'_>,
+    path: &str,
+    v: &'a Value<'i>,
+) -> Option<&'a DeArray<'i>> {
     match v.get_ref() {
         DeValue::Array(a) => Some(a),
         other => {

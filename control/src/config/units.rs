@@ -24,7 +24,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown duration unit \"{other}\" (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit \"{other}\" (use ms, s, m or h)"
+            ))
+        }
     };
     let secs = value * scale;
     if !secs.is_finite() || secs > 365.0 * 86400.0 {
@@ -51,7 +55,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MiB" => 1 << 20,
         "GB" => 1_000_000_000,
         "GiB" => 1 << 30,
-        other => return Err(format!("unknown size unit \"{other}\" (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit \"{other}\" (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
     };
     value
         .checked_mul(scale)
@@ -71,7 +79,9 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
         assert!(parse_duration("ms").is_err());
-        assert!(parse_duration("5d").unwrap_err().contains("unknown duration unit"));
+        assert!(parse_duration("5d")
+            .unwrap_err()
+            .contains("unknown duration unit"));
         assert!(parse_duration("1.2.3s").is_err());
     }
 

@@ -55,9 +55,9 @@ pub(crate) enum Key {
 impl Key {
     fn from_config(k: &config::KeySource) -> Result<Self, String> {
         Ok(match k {
-            config::KeySource::Header(h) => {
-                Key::Header(HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("header {h}: {e}"))?)
-            }
+            config::KeySource::Header(h) => Key::Header(
+                HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("header {h}: {e}"))?,
+            ),
             config::KeySource::Cookie(c) => Key::Cookie(c.as_str().into()),
         })
     }
@@ -125,7 +125,9 @@ impl Route {
             variant_header: cfg
                 .variant_header
                 .as_deref()
-                .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("variant_header: {e}")))
+                .map(|h| {
+                    HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("variant_header: {e}"))
+                })
                 .transpose()?,
             state,
         })

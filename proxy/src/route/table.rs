@@ -26,10 +26,15 @@ impl RouteTable {
                 None => any_host.push(i),
             }
         }
-        let by_len = |v: &mut Vec<usize>| v.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
+        let by_len =
+            |v: &mut Vec<usize>| v.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
         by_host.values_mut().for_each(by_len);
         by_len(&mut any_host);
-        RouteTable { routes, by_host, any_host }
+        RouteTable {
+            routes,
+            by_host,
+            any_host,
+        }
     }
 
     pub(crate) fn routes(&self) -> &[Route] {

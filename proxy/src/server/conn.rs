@@ -135,7 +135,10 @@ pub(crate) struct RequestGuard {
 impl RequestGuard {
     pub(crate) fn new(conn: Arc<ConnCtx>) -> Self {
         conn.request_started();
-        RequestGuard { conn, endpoint: None }
+        RequestGuard {
+            conn,
+            endpoint: None,
+        }
     }
 
     pub(crate) fn set_endpoint(&mut self, ep: EndpointGuard) {
@@ -160,7 +163,11 @@ pin_project_lite::pin_project! {
 }
 
 impl AsyncRead for TrackedIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
@@ -176,7 +183,11 @@ impl AsyncRead for TrackedIo {
 }
 
 impl AsyncWrite for TrackedIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 
@@ -211,7 +222,11 @@ pub(crate) async fn serve(
 ) {
     let _permit = permit;
     let ctx = Arc::new(ConnCtx::new(peer, shared.epoch));
-    let io = TokioIo::new(TrackedIo { inner: stream, ctx: ctx.clone(), first_read: true });
+    let io = TokioIo::new(TrackedIo {
+        inner: stream,
+        ctx: ctx.clone(),
+        first_read: true,
+    });
     // The connection keeps the settings of the snapshot it was accepted on.
     let snap = shared.snapshot.load_full();
     let svc_ctx = ctx.clone();

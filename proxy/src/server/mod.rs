@@ -68,7 +68,10 @@ pub struct Weir {
 
 impl std::fmt::Debug for Weir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Weir").field("data_addr", &self.data_addr).field("admin_addr", &self.admin_addr).finish()
+        f.debug_struct("Weir")
+            .field("data_addr", &self.data_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish()
     }
 }
 
@@ -79,12 +82,22 @@ impl Weir {
         let cfg = Arc::new(cfg);
         let snap = snapshot::build(cfg.clone(), None).await?;
         let bind = |what, addr| async move {
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
         };
         let data = bind("listen.addr", cfg.listen.addr).await?;
         let admin = bind("admin.addr", cfg.admin.addr).await?;
-        let data_addr = data.local_addr().map_err(|source| StartError::Bind { what: "listen.addr", addr: cfg.listen.addr, source })?;
-        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { what: "admin.addr", addr: cfg.admin.addr, source })?;
+        let data_addr = data.local_addr().map_err(|source| StartError::Bind {
+            what: "listen.addr",
+            addr: cfg.listen.addr,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            what: "admin.addr",
+            addr: cfg.admin.addr,
+            source,
+        })?;
         let access_log = AccessLog::open(&cfg.log.access).map_err(StartError::AccessLog)?;
 
         let shared = Arc::new(Shared {
@@ -100,14 +113,31 @@ impl Weir {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));
-        tokio::spawn(accept_loop(shared.clone(), data, limit, shutdown_rx.clone(), tracker.clone()));
-        tokio::spawn(crate::admin::serve(shared.clone(), admin, shutdown_rx.clone(), tracker.clone()));
+        tokio::spawn(accept_loop(
+            shared.clone(),
+            data,
+            limit,
+            shutdown_rx.clone(),
+            tracker.clone(),
+        ));
+        tokio::spawn(crate::admin::serve(
+            shared.clone(),
+            admin,
+            shutdown_rx.clone(),
+            tracker.clone(),
+        ));
         if let Some(path) = config_path {
             reload::watch_file(shared.clone(), path, shutdown_rx);
         }
         shared.ready.store(true, Ordering::Relaxed);
         tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening");
-        Ok(Weir { shared, data_addr, admin_addr, shutdown, tracker })
+        Ok(Weir {
+            shared,
+            data_addr,
+            admin_addr,
+            shutdown,
+            tracker,
+        })
     }
 
     /// The bound data-plane address (useful with port 0).
@@ -134,7 +164,11 @@ impl Weir {
     /// The current canary weight of a route, in basis points.
     pub fn route_weight_bp(&self, route: &str) -> Option<u32> {
         let snap = self.shared.snapshot.load();
-        snap.routes.routes().iter().find(|r| &*r.name == route).map(|r| r.state.weight().bp())
+        snap.routes
+            .routes()
+            .iter()
+            .find(|r| &*r.name == route)
+            .map(|r| r.state.weight().bp())
     }
 
     /// Stops accepting, lets in-flight requests finish for up to
@@ -144,11 +178,16 @@ impl Weir {
         self.shared.ready.store(false, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         self.tracker.close();
-        let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        let drained = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
         if drained {
             tracing::info!("drained all connections");
         } else {
-            tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
+            tracing::warn!(
+                ?grace,
+                "shutdown grace period over: closing remaining connections"
+            );
         }
         drained
     }
@@ -198,7 +237,13 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
-                tracker.spawn(conn::serve(shared.clone(), stream, peer, permit, shutdown.clone()));
+                tracker.spawn(conn::serve(
+                    shared.clone(),
+                    stream,
+                    peer,
+                    permit,
+                    shutdown.clone(),
+                ));
             }
             Err(_) => {
                 tracing::warn!(%peer, "limits.max_connections reached: refusing connection");

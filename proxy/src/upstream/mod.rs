@@ -61,7 +61,11 @@ impl Backend {
                 .to_string()
                 .parse()
                 .map_err(|e| format!("address {addr}: {e}"))?;
-            endpoints.push(Arc::new(Endpoint { addr: *addr, authority, inflight: AtomicU32::new(0) }));
+            endpoints.push(Arc::new(Endpoint {
+                addr: *addr,
+                authority,
+                inflight: AtomicU32::new(0),
+            }));
         }
         Ok(Backend {
             name: name.into(),
@@ -127,13 +131,19 @@ mod tests {
 
     #[test]
     fn p2c_avoids_the_busy_endpoint_and_spreads_load() {
-        let addrs: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
+        let addrs: Vec<SocketAddr> = (0..3)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .collect();
         let b = Backend::new("b", &addrs).unwrap();
         // Pin 50 requests on endpoint 0: it must (almost) never be chosen.
-        let busy: Vec<_> = (0..50).map(|_| EndpointGuard({
-            b.endpoints()[0].inflight.fetch_add(1, Ordering::Relaxed);
-            b.endpoints()[0].clone()
-        })).collect();
+        let busy: Vec<_> = (0..50)
+            .map(|_| {
+                EndpointGuard({
+                    b.endpoints()[0].inflight.fetch_add(1, Ordering::Relaxed);
+                    b.endpoints()[0].clone()
+                })
+            })
+            .collect();
         let mut counts = [0usize; 3];
         for _ in 0..3000 {
             let g = b.pick().unwrap();

@@ -12,7 +12,11 @@ async fn setup(route_extra: &str) -> (Upstream, Upstream, InProcess) {
 }
 
 /// Sends one request per key (8 at a time); returns key → side.
-async fn sides(w: &InProcess, header: &str, keys: impl Iterator<Item = String>) -> HashMap<String, String> {
+async fn sides(
+    w: &InProcess,
+    header: &str,
+    keys: impl Iterator<Item = String>,
+) -> HashMap<String, String> {
     use futures_util::StreamExt;
     let c = client();
     let url = w.url("/");
@@ -43,11 +47,16 @@ async fn sticky_split_is_accurate_stable_and_monotonic() {
     let c = client();
     let probe = at10.iter().find(|(_, s)| *s == "canary").unwrap().0.clone();
     for _ in 0..100 {
-        assert_eq!(get(&c, &w.url("/"), &[("x-user-id", &probe)]).await.1, "canary");
+        assert_eq!(
+            get(&c, &w.url("/"), &[("x-user-id", &probe)]).await.1,
+            "canary"
+        );
     }
 
     // 10 % → 30 %: every canary user stays on the canary.
-    let text = std::fs::read_to_string(&w.path).unwrap().replace("weight = 10", "weight = 30");
+    let text = std::fs::read_to_string(&w.path)
+        .unwrap()
+        .replace("weight = 10", "weight = 30");
     std::fs::write(&w.path, text).unwrap();
     w.weir.reload().await.unwrap();
     assert_eq!(w.weir.route_weight_bp("web"), Some(3000));
@@ -74,20 +83,62 @@ async fn keyless_split_is_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_header_and_cookie_always_and_never() {
-    let (_s, _c, w) = setup("weight = 50\nsticky = { header = \"x-user-id\" }\nforce = { header = \"x-canary\" }").await;
+    let (_s, _c, w) = setup(
+        "weight = 50\nsticky = { header = \"x-user-id\" }\nforce = { header = \"x-canary\" }",
+    )
+    .await;
     let c = client();
     for i in 0..50 {
         let id = format!("u{i}");
-        assert_eq!(get(&c, &w.url("/"), &[("x-user-id", &id), ("x-canary", "always")]).await.1, "canary");
-        assert_eq!(get(&c, &w.url("/"), &[("x-user-id", &id), ("x-canary", "never")]).await.1, "stable");
+        assert_eq!(
+            get(
+                &c,
+                &w.url("/"),
+                &[("x-user-id", &id), ("x-canary", "always")]
+            )
+            .await
+            .1,
+            "canary"
+        );
+        assert_eq!(
+            get(
+                &c,
+                &w.url("/"),
+                &[("x-user-id", &id), ("x-canary", "never")]
+            )
+            .await
+            .1,
+            "stable"
+        );
     }
     // Cookie form, and an unknown value falls through to the weight.
-    let text = std::fs::read_to_string(&w.path).unwrap().replace("force = { header = \"x-canary\" }", "force = { cookie = \"weir-canary\" }\nweight = 0").replace("weight = 50\n", "");
+    let text = std::fs::read_to_string(&w.path)
+        .unwrap()
+        .replace(
+            "force = { header = \"x-canary\" }",
+            "force = { cookie = \"weir-canary\" }\nweight = 0",
+        )
+        .replace("weight = 50\n", "");
     std::fs::write(&w.path, text).unwrap();
     w.weir.reload().await.unwrap();
-    assert_eq!(get(&c, &w.url("/"), &[("cookie", "a=b; weir-canary=always")]).await.1, "canary");
-    assert_eq!(get(&c, &w.url("/"), &[("cookie", "weir-canary=never")]).await.1, "stable");
-    assert_eq!(get(&c, &w.url("/"), &[("cookie", "weir-canary=maybe")]).await.1, "stable");
+    assert_eq!(
+        get(&c, &w.url("/"), &[("cookie", "a=b; weir-canary=always")])
+            .await
+            .1,
+        "canary"
+    );
+    assert_eq!(
+        get(&c, &w.url("/"), &[("cookie", "weir-canary=never")])
+            .await
+            .1,
+        "stable"
+    );
+    assert_eq!(
+        get(&c, &w.url("/"), &[("cookie", "weir-canary=maybe")])
+            .await
+            .1,
+        "stable"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,11 +148,31 @@ async fn cohort_goes_to_canary_and_opt_out_beats_it() {
     )
     .await;
     let c = client();
-    assert_eq!(get(&c, &w.url("/"), &[("x-user-group", "internal")]).await.1, "canary");
-    assert_eq!(get(&c, &w.url("/"), &[("x-user-group", "staff")]).await.1, "canary");
-    assert_eq!(get(&c, &w.url("/"), &[("x-user-group", "public")]).await.1, "stable");
+    assert_eq!(
+        get(&c, &w.url("/"), &[("x-user-group", "internal")])
+            .await
+            .1,
+        "canary"
+    );
+    assert_eq!(
+        get(&c, &w.url("/"), &[("x-user-group", "staff")]).await.1,
+        "canary"
+    );
+    assert_eq!(
+        get(&c, &w.url("/"), &[("x-user-group", "public")]).await.1,
+        "stable"
+    );
     assert_eq!(get(&c, &w.url("/"), &[]).await.1, "stable");
-    assert_eq!(get(&c, &w.url("/"), &[("x-user-group", "internal"), ("x-canary", "never")]).await.1, "stable");
+    assert_eq!(
+        get(
+            &c,
+            &w.url("/"),
+            &[("x-user-group", "internal"), ("x-canary", "never")]
+        )
+        .await
+        .1,
+        "stable"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,8 +212,18 @@ stable = "b"
     assert_eq!(get(&c, &w.url("/x"), &[]).await.1, "a");
     assert_eq!(get(&c, &w.url("/api/x"), &[]).await.1, "b");
     assert_eq!(get(&c, &w.url("/api/v1/x"), &[]).await.1, "a");
-    assert_eq!(get(&c, &w.url("/x"), &[("host", "SHOP.example:8080")]).await.1, "b");
-    assert_eq!(get(&c, &w.url("/api/v1"), &[("host", "other.example")]).await.1, "a");
+    assert_eq!(
+        get(&c, &w.url("/x"), &[("host", "SHOP.example:8080")])
+            .await
+            .1,
+        "b"
+    );
+    assert_eq!(
+        get(&c, &w.url("/api/v1"), &[("host", "other.example")])
+            .await
+            .1,
+        "a"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +233,17 @@ async fn variant_header_tells_the_upstream_its_side() {
     for _ in 0..4 {
         get(&c, &w.url("/"), &[]).await;
     }
-    assert!(stable.seen.lock().unwrap().iter().all(|s| s.headers["x-weir-variant"] == "stable"));
-    assert!(canary.seen.lock().unwrap().iter().all(|s| s.headers["x-weir-variant"] == "canary"));
+    assert!(stable
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s.headers["x-weir-variant"] == "stable"));
+    assert!(canary
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s.headers["x-weir-variant"] == "canary"));
     assert_eq!(canary.count(), 2);
 }
