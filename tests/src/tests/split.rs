@@ -247,3 +247,74 @@ async fn variant_header_tells_the_upstream_its_side() {
         .all(|s| s.headers["x-weir-variant"] == "canary"));
     assert_eq!(canary.count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_with_several_addresses_uses_them_all() {
+    let a = Upstream::start("a", Mode::Named).await;
+    let b = Upstream::start("b", Mode::Named).await;
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[backends.app]\naddrs = [\"{}\", \"{}\"]\n[[routes]]\nname = \"r\"\nstable = \"app\"\n",
+        a.addr, b.addr
+    );
+    let w = InProcess::start(&text).await;
+    let c = client();
+    for _ in 0..200 {
+        assert_eq!(get(&c, &w.url("/"), &[]).await.0, 200);
+    }
+    // Sequential requests tie on in-flight counts, so P2C picks at random.
+    assert!(
+        a.count() > 50 && b.count() > 50,
+        "a={} b={}",
+        a.count(),
+        b.count()
+    );
+    assert_eq!(a.count() + b.count(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_writes_one_json_line_per_request() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let top = format!("[log]\naccess = \"{}\"", log.display());
+    let w = InProcess::start(&config_text(
+        stable.addr,
+        dead,
+        "force = { header = \"x-canary\" }",
+        &top,
+    ))
+    .await;
+    let c = client();
+    assert_eq!(get(&c, &w.url("/a?q=1"), &[]).await.0, 200);
+    assert_eq!(
+        get(&c, &w.url("/b"), &[("x-canary", "always")]).await.0,
+        502
+    );
+    // The log is written by its own thread: wait for both lines.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 2 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["path"], "/a");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["route"], "web");
+    assert_eq!(lines[0]["backend"], "stable");
+    assert_eq!(lines[0]["side"], "stable");
+    assert_eq!(lines[1]["status"], 502);
+    assert_eq!(lines[1]["side"], "canary");
+    assert_eq!(lines[1]["error"], "connect");
+}
