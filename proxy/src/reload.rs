@@ -133,7 +133,10 @@ pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch
     }
     tokio::spawn(async move {
         let _watcher = watcher;
-        let mut last = std::fs::read(&path).ok();
+        // Unknown at first, so the first event always reloads: the file may
+        // have changed between the initial load and the watch starting.
+        // `apply` ignores a reload whose config equals the serving one.
+        let mut last: Option<Vec<u8>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,

@@ -81,7 +81,8 @@ impl ConnCtx {
     }
 
     fn on_bytes_read(&self, first_read: bool, bytes: &[u8]) {
-        if first_read && bytes.starts_with(b"PRI * HTTP/2") {
+        // The h2 preface starts "PRI * HTTP/2.0"; no HTTP/1 method is "PRI".
+        if first_read && bytes.starts_with(b"PRI") {
             self.is_h2.store(true, Ordering::Relaxed);
         }
         if !self.is_h2.load(Ordering::Relaxed)
