@@ -25,6 +25,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_A=$(free_port); UP_B=$(free_port); P_NGINX=$(free_port); P_WEIR=$(free_port); P_ADMIN=$(free_port)
+P_NOREC=$(free_port); P_ADMIN2=$(free_port)
 HZ=$(getconf CLK_TCK)
 BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
 
@@ -70,9 +71,13 @@ canary = "canary"
 weight = 10
 CONF
 RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/weir.toml" --workers 1 & WEIR_PID=$!; PIDS+=($WEIR_PID)
+# The same weir with recording switched off, to price the telemetry.
+sed -e "s/$P_WEIR/$P_NOREC/; s/$P_ADMIN/$P_ADMIN2/" "$WORK/weir.toml" > "$WORK/norec.toml"
+printf '[telemetry]\nrecord = false\n' >> "$WORK/norec.toml"
+RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/norec.toml" --workers 1 & NOREC_PID=$!; PIDS+=($NOREC_PID)
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not up"; exit 1; }
-wait_port "$P_NGINX"; wait_port "$P_WEIR"
+wait_port "$P_NGINX"; wait_port "$P_WEIR"; wait_port "$P_NOREC"
 
 tree_ticks() { # utime+stime of a pid and its children
   local total=0
@@ -98,27 +103,34 @@ run_one() { # name port pid → "rps us_per_req p50 p99"
 # warm-up
 taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P_NGINX/" >/dev/null
 taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P_WEIR/" >/dev/null
+taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P_NOREC/" >/dev/null
 
 echo "round contender req/s cpu_us_per_req p50 p99"
 : > "$WORK/results"
 for r in $(seq "$ROUNDS"); do
-  if [ $((r % 2)) = 1 ]; then order="nginx weir"; else order="weir nginx"; fi
+  if [ $((r % 2)) = 1 ]; then order="nginx weir weir-norec"; else order="weir-norec weir nginx"; fi
   for c in $order; do
-    if [ "$c" = nginx ]; then res=$(run_one nginx "$P_NGINX" "$NGINX_PID"); else res=$(run_one weir "$P_WEIR" "$WEIR_PID"); fi
+    case $c in
+      nginx) res=$(run_one nginx "$P_NGINX" "$NGINX_PID") ;;
+      weir) res=$(run_one weir "$P_WEIR" "$WEIR_PID") ;;
+      weir-norec) res=$(run_one weir-norec "$P_NOREC" "$NOREC_PID") ;;
+    esac
     echo "$r $c $res" | tee -a "$WORK/results"
   done
 done
 
-# Split accuracy: the upstreams' own counters are not kept, so count at the
-# source with a short run against weir and the upstream logs disabled; instead
-# the keyless split is exact by construction and covered by the test suite.
+# Split accuracy: weir's own counters, per backend, from /metrics.
+curl -s "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^weir_requests_total/ && /code_class="2xx"/ {
+  if ($0 ~ /backend="canary"/) c += $2; else s += $2 }
+  END { if (c + s > 0) printf "weir delivered canary share: %.4f%% of %d requests (configured 10%%)\n", 100*c/(c+s), c+s }'
 python3 - "$WORK/results" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
-for c in ("nginx", "weir"):
+for c in ("nginx", "weir", "weir-norec"):
     rs = [r for r in rows if r[1] == c]
     med[c] = (statistics.median(float(r[2]) for r in rs), statistics.median(float(r[3]) for r in rs))
     print(f"median {c:6} {med[c][0]:>10.0f} req/s  {med[c][1]:6.2f} CPU us/req")
 print(f"weir/nginx: throughput {med['weir'][0]/med['nginx'][0]:.2f}x, CPU per request {med['weir'][1]/med['nginx'][1]:.2f}x")
+print(f"recording on/off: throughput {med['weir'][0]/med['weir-norec'][0]:.3f}x, CPU per request {med['weir'][1]/med['weir-norec'][1]:.3f}x")
 PY

@@ -11,13 +11,7 @@ fn decisions(c: &mut Criterion) {
     let salt = Salt::new("web");
     let w = Weight::from_bp(1000);
     c.bench_function("sticky_side/16B key", |b| {
-        b.iter(|| {
-            sticky_side(
-                black_box(salt),
-                black_box(b"user-1234567890ab"),
-                black_box(w),
-            )
-        })
+        b.iter(|| sticky_side(black_box(salt), black_box(b"user-1234567890ab"), black_box(w)))
     });
     let mut n = 0u64;
     c.bench_function("sequence_side", |b| {

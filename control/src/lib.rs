@@ -16,4 +16,5 @@
 //! clock. The `proxy` crate is the async shell around it.
 
 pub mod config;
+pub mod sample;
 pub mod split;

@@ -40,9 +40,7 @@ impl Weight {
         }
         let bp = (percent * 100.0).round();
         if (bp - percent * 100.0).abs() > 1e-6 {
-            return Err(format!(
-                "{percent} has more than two decimals (the resolution is 0.01 %)"
-            ));
+            return Err(format!("{percent} has more than two decimals (the resolution is 0.01 %)"));
         }
         Ok(Weight(bp as u32))
     }
@@ -168,9 +166,7 @@ mod tests {
         for bp in [0, 1, 7, 500, 1000, 3333, 5000, 9999, 10_000] {
             let w = Weight(bp);
             for start in [0u64, 12_345, 1 << 40] {
-                let canary = (start..start + u64::from(FULL))
-                    .filter(|&n| sequence_side(n, w) == Side::Canary)
-                    .count();
+                let canary = (start..start + u64::from(FULL)).filter(|&n| sequence_side(n, w) == Side::Canary).count();
                 assert_eq!(canary, bp as usize, "bp={bp} start={start}");
             }
         }
@@ -181,9 +177,7 @@ mod tests {
         // At 10 %, every window of 100 consecutive requests holds exactly 10.
         let w = Weight(1000);
         for start in 0..500u64 {
-            let c = (start..start + 100)
-                .filter(|&n| sequence_side(n, w) == Side::Canary)
-                .count();
+            let c = (start..start + 100).filter(|&n| sequence_side(n, w) == Side::Canary).count();
             assert_eq!(c, 10);
         }
     }

@@ -21,27 +21,20 @@ impl AccessLog {
         let out: Box<dyn Write + Send> = match dest {
             Dest::Off => return Ok(None),
             Dest::Stdout => Box::new(std::io::stdout()),
-            Dest::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+            Dest::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
         let (tx, rx) = mpsc::channel::<String>();
-        std::thread::Builder::new()
-            .name("weir-access-log".into())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::new(out);
-                while let Ok(line) = rx.recv() {
+        std::thread::Builder::new().name("weir-access-log".into()).spawn(move || {
+            let mut out = std::io::BufWriter::new(out);
+            while let Ok(line) = rx.recv() {
+                let _ = out.write_all(line.as_bytes());
+                // Drain what is queued, then flush once.
+                while let Ok(line) = rx.try_recv() {
                     let _ = out.write_all(line.as_bytes());
-                    // Drain what is queued, then flush once.
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = out.write_all(line.as_bytes());
-                    }
-                    let _ = out.flush();
                 }
-            })?;
+                let _ = out.flush();
+            }
+        })?;
         Ok(Some(AccessLog { tx }))
     }
 
@@ -54,9 +47,7 @@ impl AccessLog {
         elapsed: Duration,
         o: &Outcome<'_>,
     ) {
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let error = match o.error {
             Some(ProxyError::Upstream(k)) => Some(k.as_str()),
             Some(ProxyError::BadRequest(_)) => Some("bad_request"),

@@ -21,10 +21,7 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Incoming(b) => Pin::new(b).poll_frame(cx),
         }
@@ -48,7 +45,7 @@ impl Body for UpstreamBody {
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
     kind: Kind,
-    _guard: RequestGuard,
+    guard: RequestGuard,
 }
 
 #[derive(Debug)]
@@ -59,18 +56,12 @@ enum Kind {
 
 impl ResponseBody {
     pub(crate) fn upstream(body: Incoming, guard: RequestGuard) -> Self {
-        ResponseBody {
-            kind: Kind::Upstream(body),
-            _guard: guard,
-        }
+        ResponseBody { kind: Kind::Upstream(body), guard }
     }
 
     pub(crate) fn full(bytes: Bytes, guard: RequestGuard) -> Self {
         let kind = Kind::Full(if bytes.is_empty() { None } else { Some(bytes) });
-        ResponseBody {
-            kind,
-            _guard: guard,
-        }
+        ResponseBody { kind, guard }
     }
 }
 
@@ -78,12 +69,16 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
-            Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Upstream(b) => {
+                let polled = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    this.guard.body_failed();
+                }
+                polled
+            }
             Kind::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }

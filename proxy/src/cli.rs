@@ -84,12 +84,7 @@ fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
 fn check(path: &std::path::Path) -> ExitCode {
     match crate::reload::read_config(path) {
         Ok(cfg) => {
-            println!(
-                "{}: ok ({} backends, {} routes)",
-                path.display(),
-                cfg.backends.len(),
-                cfg.routes.len()
-            );
+            println!("{}: ok ({} backends, {} routes)", path.display(), cfg.backends.len(), cfg.routes.len());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -33,24 +33,16 @@ async fn upstream(body: &'static str) -> std::io::Result<SocketAddr> {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let svc = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                        body.as_bytes(),
-                    ))))
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(body.as_bytes()))))
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     });
     Ok(addr)
 }
 
-fn demo_config(
-    stable: SocketAddr,
-    canary: SocketAddr,
-    weight: u32,
-) -> Result<Config, config::ConfigErrors> {
+fn demo_config(stable: SocketAddr, canary: SocketAddr, weight: u32) -> Result<Config, config::ConfigErrors> {
     config::parse(&format!(
         r#"
 [listen]
@@ -98,13 +90,8 @@ async fn demo(duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let weir = Weir::start(demo_config(stable, canary, STEPS[0])?, None).await?;
     let url = format!("http://{}/", weir.data_addr());
     println!("weir demo: stable upstream {stable}, canary upstream {canary}");
-    println!(
-        "weir demo: proxy on {url} (admin {}), {USERS} sticky users",
-        weir.admin_addr()
-    );
-    println!(
-        "weir demo: try  curl -H 'x-user-id: alice' {url}   or   curl -H 'x-canary: always' {url}"
-    );
+    println!("weir demo: proxy on {url} (admin {}), {USERS} sticky users", weir.admin_addr());
+    println!("weir demo: try  curl -H 'x-user-id: alice' {url}   or   curl -H 'x-canary: always' {url}");
     println!();
 
     let counts = Arc::new(Counts::default());
@@ -113,13 +100,8 @@ async fn demo(duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut workers = Vec::new();
     for w in 0..4u32 {
-        let (client, url, counts, stop, moved_back) = (
-            client.clone(),
-            url.clone(),
-            counts.clone(),
-            stop.clone(),
-            moved_back.clone(),
-        );
+        let (client, url, counts, stop, moved_back) =
+            (client.clone(), url.clone(), counts.clone(), stop.clone(), moved_back.clone());
         workers.push(tokio::spawn(async move {
             // Each worker owns a quarter of the users and remembers their side.
             let mut on_canary: HashMap<u32, bool> = HashMap::new();
@@ -127,9 +109,7 @@ async fn demo(duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
             while !stop.load(Ordering::Relaxed) {
                 let user = w + 4 * (i % (USERS / 4));
                 i = i.wrapping_add(1);
-                let req = Request::get(&url)
-                    .header("x-user-id", format!("user-{user}"))
-                    .body(Empty::new());
+                let req = Request::get(&url).header("x-user-id", format!("user-{user}")).body(Empty::new());
                 let Ok(req) = req else { continue };
                 let body = match client.request(req).await {
                     Ok(resp) => resp.into_body().collect().await.map(|b| b.to_bytes()).ok(),
@@ -166,11 +146,7 @@ async fn demo(duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
             let s = counts.stable.swap(0, Ordering::Relaxed);
             let c = counts.canary.swap(0, Ordering::Relaxed);
             total = (total.0 + s, total.1 + c);
-            let share = if s + c > 0 {
-                100.0 * c as f64 / (s + c) as f64
-            } else {
-                0.0
-            };
+            let share = if s + c > 0 { 100.0 * c as f64 / (s + c) as f64 } else { 0.0 };
             let bar_len = (share / 2.0).round() as usize;
             println!(
                 "weight {weight:>3}%  |{:<50}|  canary {share:5.1}%  ({c:>5} canary / {s:>6} stable in 0.5 s)",

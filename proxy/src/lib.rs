@@ -31,6 +31,7 @@ mod rescue;
 mod route;
 mod server;
 mod snapshot;
+pub mod telemetry;
 mod upstream;
 
 pub use server::{StartError, Weir};

@@ -15,7 +15,6 @@
 //! server settings to new connections).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,10 +48,8 @@ pub enum ReloadError {
 
 /// Reads and validates a config file.
 pub fn read_config(path: &Path) -> Result<Config, ReloadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ReloadError::Read { path: path.to_path_buf(), source })?;
     Ok(config::parse(&text)?)
 }
 
@@ -66,7 +63,7 @@ pub(crate) async fn reload_file(shared: &Arc<Shared>) -> Result<u64, ReloadError
 }
 
 fn failed(shared: &Shared, e: ReloadError) -> ReloadError {
-    shared.reloads_error.fetch_add(1, Ordering::Relaxed);
+    shared.telemetry.reload_error();
     tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
     e
 }
@@ -79,10 +76,7 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
     for (key, changed) in [
         ("listen.addr", old.listen.addr != cfg.listen.addr),
         ("admin.addr", old.admin.addr != cfg.admin.addr),
-        (
-            "limits.max_connections",
-            old.limits.max_connections != cfg.limits.max_connections,
-        ),
+        ("limits.max_connections", old.limits.max_connections != cfg.limits.max_connections),
         ("log.access", old.log.access != cfg.log.access),
     ] {
         if changed {
@@ -91,16 +85,16 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
     }
     if *old.as_ref() == cfg {
         tracing::info!(generation = prev.generation, "config unchanged");
-        shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        shared.telemetry.reload_ok();
         return Ok(prev.generation);
     }
-    let next = match snapshot::build(Arc::new(cfg), Some(&prev)).await {
+    let next = match snapshot::build(Arc::new(cfg), Some(&prev), &shared.telemetry).await {
         Ok(s) => s,
         Err(e) => return Err(failed(shared, e.into())),
     };
     let generation = next.generation;
     shared.snapshot.store(Arc::new(next));
-    shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+    shared.telemetry.reload_ok();
     tracing::info!(generation, "config reloaded");
     Ok(generation)
 }
@@ -109,11 +103,7 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
 pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok() {
             // Full channel = a reload is already pending: nothing to add.

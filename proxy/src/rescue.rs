@@ -32,13 +32,11 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Upstream(k) => match k {
-                UpstreamErrorKind::Connect
-                | UpstreamErrorKind::Reset
-                | UpstreamErrorKind::Protocol => StatusCode::BAD_GATEWAY,
-                UpstreamErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::Timeout => {
-                    StatusCode::GATEWAY_TIMEOUT
+                UpstreamErrorKind::Connect | UpstreamErrorKind::Reset | UpstreamErrorKind::Protocol => {
+                    StatusCode::BAD_GATEWAY
                 }
+                UpstreamErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             },
         }
     }
@@ -61,16 +59,10 @@ impl ProxyError {
 
 /// Builds the response for `err`.
 pub(crate) fn rescue(err: ProxyError, guard: RequestGuard) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(
-        Bytes::from_static(err.message().as_bytes()),
-        guard,
-    ));
+    let mut resp = Response::new(ResponseBody::full(Bytes::from_static(err.message().as_bytes()), guard));
     *resp.status_mut() = err.status();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let ProxyError::BadRequest(_) = err {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

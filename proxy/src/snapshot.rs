@@ -20,7 +20,8 @@ use weir_control::config::{Address, Config, Timeouts};
 use weir_control::split::Weight;
 
 use crate::route::table::RouteTable;
-use crate::route::{Route, RouteState};
+use crate::route::{Route, RouteState, RouteTelemetry};
+use crate::telemetry::Telemetry;
 use crate::upstream::client::{self, ClientSettings, HttpClient};
 use crate::upstream::Backend;
 
@@ -37,9 +38,7 @@ pub(crate) struct Snapshot {
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("generation", &self.generation)
-            .finish_non_exhaustive()
+        f.debug_struct("Snapshot").field("generation", &self.generation).finish_non_exhaustive()
     }
 }
 
@@ -62,18 +61,12 @@ pub enum BuildError {
 }
 
 async fn resolve(backend: &str, a: &Address) -> Result<Vec<SocketAddr>, BuildError> {
-    let err = |reason: String| BuildError::Resolve {
-        backend: backend.to_string(),
-        addr: a.to_string(),
-        reason,
-    };
+    let err = |reason: String| BuildError::Resolve { backend: backend.to_string(), addr: a.to_string(), reason };
     if let Ok(ip) = a.host.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, a.port)]);
     }
-    let found: Vec<SocketAddr> = tokio::net::lookup_host((a.host.as_str(), a.port))
-        .await
-        .map_err(|e| err(e.to_string()))?
-        .collect();
+    let found: Vec<SocketAddr> =
+        tokio::net::lookup_host((a.host.as_str(), a.port)).await.map_err(|e| err(e.to_string()))?.collect();
     if found.is_empty() {
         return Err(err("no addresses".into()));
     }
@@ -82,10 +75,7 @@ async fn resolve(backend: &str, a: &Address) -> Result<Vec<SocketAddr>, BuildErr
 
 fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(cfg.limits.max_header_bytes)
-        .max_headers(cfg.limits.max_headers);
+    b.http1().timer(TokioTimer::new()).max_buf_size(cfg.limits.max_header_bytes).max_headers(cfg.limits.max_headers);
     // Envoy's edge recommendations: 100 streams, 64 KiB stream window,
     // 1 MiB connection window, bounded header list.
     b.http2()
@@ -101,6 +91,7 @@ fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
 pub(crate) async fn build(
     cfg: Arc<Config>,
     prev: Option<&Snapshot>,
+    telemetry: &Telemetry,
 ) -> Result<Snapshot, BuildError> {
     let mut backends: HashMap<&str, Arc<Backend>> = HashMap::new();
     for (name, b) in &cfg.backends {
@@ -113,6 +104,7 @@ pub(crate) async fn build(
     }
 
     let mut routes = Vec::with_capacity(cfg.routes.len());
+    let mut in_use = Vec::new();
     for r in &cfg.routes {
         let old = prev.and_then(|p| {
             let old_cfg = p.config.routes.iter().find(|o| o.name == r.name)?;
@@ -123,13 +115,8 @@ pub(crate) async fn build(
             Some((old_cfg, state)) => {
                 let rollout_kept = r.rollout.is_some()
                     && old_cfg.rollout == r.rollout
-                    && old_cfg
-                        .canary
-                        .as_ref()
-                        .and_then(|c| cfg.backends[c].version.as_ref())
-                        == r.canary
-                            .as_ref()
-                            .and_then(|c| cfg.backends[c].version.as_ref());
+                    && old_cfg.canary.as_ref().and_then(|c| cfg.backends[c].version.as_ref())
+                        == r.canary.as_ref().and_then(|c| cfg.backends[c].version.as_ref());
                 if !rollout_kept {
                     reset_state(&state, r);
                     if r.rollout.is_some() {
@@ -146,15 +133,25 @@ pub(crate) async fn build(
         };
         let stable = backends[r.stable.as_str()].clone();
         let canary = r.canary.as_deref().map(|c| backends[c].clone());
-        let route = Route::build(r, stable, canary, state)
+        let version = |b: &str| cfg.backends.get(b).and_then(|b| b.version.as_deref());
+        telemetry.set_versions(&r.name, version(&r.stable), r.canary.as_deref().and_then(version));
+        in_use.push((r.name.clone(), r.stable.clone()));
+        if let Some(c) = &r.canary {
+            in_use.push((r.name.clone(), c.clone()));
+        }
+        let route_telemetry = RouteTelemetry {
+            stable: telemetry.stats(&r.name, &r.stable),
+            canary: r.canary.as_deref().map(|c| telemetry.stats(&r.name, c)),
+            weight_gauge: telemetry.weight_gauge(&r.name),
+        };
+        let route = Route::build(r, stable, canary, state, route_telemetry)
             .map_err(|e| BuildError::Other(format!("routes.{}: {e}", r.name)))?;
+        route.publish_weight();
         routes.push(route);
     }
+    telemetry.retain(&in_use);
 
-    let settings = ClientSettings {
-        connect_timeout: cfg.timeouts.connect,
-        pool_idle: cfg.timeouts.upstream_idle,
-    };
+    let settings = ClientSettings { connect_timeout: cfg.timeouts.connect, pool_idle: cfg.timeouts.upstream_idle };
     let client = match prev {
         Some(p) if p.client_settings == settings => p.client.clone(),
         _ => client::build(settings),

@@ -2,13 +2,7 @@
 //! `127.0.0.1:0`, weir started in process or as the real binary, and real
 //! HTTP clients. The tests themselves live in `tests/` (one test binary).
 
-#![allow(
-    missing_docs,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -44,6 +38,8 @@ pub enum Mode {
     Stream(u64),
     /// Answers 200 with its name after a delay.
     Delay(Duration),
+    /// Answers with this status and its name.
+    Status(u16),
 }
 
 /// A request as an upstream saw it.
@@ -77,25 +73,18 @@ impl Upstream {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let seen = seen.clone();
                         async move {
-                            seen.lock().unwrap().push(Seen {
-                                headers: req.headers().clone(),
-                                path: req.uri().to_string(),
-                            });
+                            seen.lock()
+                                .unwrap()
+                                .push(Seen { headers: req.headers().clone(), path: req.uri().to_string() });
                             Ok::<_, Infallible>(respond(name, mode, req).await)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
-        Upstream {
-            addr,
-            name,
-            seen,
-            task,
-        }
+        Upstream { addr, name, seen, task }
     }
 
     pub fn count(&self) -> usize {
@@ -112,16 +101,17 @@ impl Drop for Upstream {
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 async fn respond(name: &'static str, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
-    let full = |s: String| {
-        Full::new(Bytes::from(s))
-            .map_err(|never| match never {})
-            .boxed()
-    };
+    let full = |s: String| Full::new(Bytes::from(s)).map_err(|never| match never {}).boxed();
     match mode {
         Mode::Named => Response::new(full(name.to_string())),
         Mode::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        Mode::Status(code) => {
+            let mut r = Response::new(full(name.to_string()));
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            r
         }
         Mode::Delay(d) => {
             tokio::time::sleep(d).await;
@@ -146,12 +136,7 @@ async fn respond(name: &'static str, mode: Mode, req: Request<Incoming>) -> Resp
                         return None;
                     }
                     let n = left.min(chunk.len() as u64);
-                    Some((
-                        Ok::<_, std::io::Error>(hyper::body::Frame::data(
-                            chunk.slice(..n as usize),
-                        )),
-                        left - n,
-                    ))
+                    Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(chunk.slice(..n as usize))), left - n))
                 }
             });
             Response::new(http_body_util::StreamBody::new(stream).boxed())
@@ -183,12 +168,7 @@ pub async fn websocket_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 
 /// A config with two backends, `stable` and `canary`, and one route `web`
 /// whose extra keys are `route_extra` (TOML lines).
-pub fn config_text(
-    stable: SocketAddr,
-    canary: SocketAddr,
-    route_extra: &str,
-    top_extra: &str,
-) -> String {
+pub fn config_text(stable: SocketAddr, canary: SocketAddr, route_extra: &str, top_extra: &str) -> String {
     format!(
         r#"
 [listen]
@@ -225,9 +205,7 @@ impl InProcess {
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, text).unwrap();
         let cfg = weir_proxy::reload::read_config(&path).unwrap();
-        let weir = weir_proxy::Weir::start(cfg, Some(path.clone()))
-            .await
-            .unwrap();
+        let weir = weir_proxy::Weir::start(cfg, Some(path.clone())).await.unwrap();
         InProcess { weir, dir, path }
     }
 
@@ -243,25 +221,16 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// An h2c (prior knowledge) client.
 pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
 /// GET `url` with headers; returns status and body text.
-pub async fn get(
-    c: &Client<HttpConnector, Full<Bytes>>,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, String) {
+pub async fn get(c: &Client<HttpConnector, Full<Bytes>>, url: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
     let mut b = Request::get(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = c
-        .request(b.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
+    let resp = c.request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -280,8 +249,7 @@ pub fn weir_bin() -> PathBuf {
             let bin = profile_dir.join("weir");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-q", "-p", "weir-proxy", "--bin", "weir"])
-                .current_dir(workspace());
+            cmd.args(["build", "-q", "-p", "weir-proxy", "--bin", "weir"]).current_dir(workspace());
             if profile_dir.file_name().is_some_and(|p| p == "release") {
                 cmd.arg("--release");
             }
@@ -295,10 +263,7 @@ pub fn weir_bin() -> PathBuf {
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// `weir run` as a child process, with its addresses read from its log.
@@ -342,12 +307,7 @@ impl Process {
         let line = p.wait_for_line("weir listening", Duration::from_secs(20));
         let field = |name: &str| -> SocketAddr {
             let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
+            line[start..].split_whitespace().next().unwrap().parse().unwrap()
         };
         p.data_addr = field("data");
         p.admin_addr = field("admin");
@@ -362,20 +322,13 @@ impl Process {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!(
-                    "no log line with {needle:?}; log:\n{}",
-                    self.log.lock().unwrap().join("\n")
-                ),
+                Err(_) => panic!("no log line with {needle:?}; log:\n{}", self.log.lock().unwrap().join("\n")),
             }
         }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(ok.success());
     }
 
@@ -401,4 +354,37 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = s.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Samples of a Prometheus exposition: (name, sorted labels) → value.
+pub type Samples = std::collections::HashMap<(String, Vec<(String, String)>), f64>;
+
+/// Parses a Prometheus text exposition into [`Samples`].
+pub fn parse_prometheus(text: &str) -> Samples {
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut pairs: Vec<(String, String)> = labels
+            .split("\",")
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        pairs.sort();
+        out.insert((name.to_string(), pairs), value.parse().unwrap());
+    }
+    out
+}
+
+/// One sample's value (0 when absent) from [`parse_prometheus`]'s output.
+pub fn sample(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut key: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    key.sort();
+    m.get(&(name.to_string(), key)).copied().unwrap_or(0.0)
 }

@@ -42,11 +42,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() {
-            "(file)"
-        } else {
-            &self.path
-        };
+        let path = if self.path.is_empty() { "(file)" } else { &self.path };
         match self.line {
             Some(line) => write!(f, "{path}: {} (line {line})", self.message),
             None => write!(f, "{path}: {}", self.message),
@@ -85,6 +81,8 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: Log,
+    /// In-process measurement.
+    pub telemetry: Telemetry,
     /// Upstream backends by name.
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
@@ -140,6 +138,16 @@ pub struct Limits {
 pub struct Log {
     /// Where JSON access-log lines go.
     pub access: AccessLog,
+}
+
+/// `[telemetry]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Telemetry {
+    /// Record every request (per route and backend). Switching it off exists
+    /// to measure the recording cost: gates then see no data.
+    pub record: bool,
+    /// Longest window the gate engine and the API can ask for.
+    pub window_max: Duration,
 }
 
 /// Destination of the JSON access log.

@@ -27,29 +27,15 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     let timeouts = timeouts(&mut ctx, &mut top);
     let limits = limits(&mut ctx, &mut top);
     let log = log(&mut ctx, &mut top);
+    let telemetry = telemetry(&mut ctx, &mut top);
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
     top.finish(&mut ctx);
-    ctx.finish(Some(Config {
-        listen,
-        admin,
-        timeouts,
-        limits,
-        log,
-        backends,
-        routes,
-    }))
+    ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, backends, routes }))
 }
 
-fn socket_addr(
-    ctx: &mut Ctx<'_>,
-    t: &mut Table<'_, '_>,
-    key: &'static str,
-    default: &str,
-) -> SocketAddr {
-    let fallback: SocketAddr = default
-        .parse()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+fn socket_addr(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str, default: &str) -> SocketAddr {
+    let fallback: SocketAddr = default.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let Some(v) = t.get(key) else { return fallback };
     let path = t.key_path(key);
     let Some(text) = as_str(ctx, &path, v) else {
@@ -58,11 +44,7 @@ fn socket_addr(
     match text.parse() {
         Ok(a) => a,
         Err(_) => {
-            ctx.error(
-                &path,
-                Some(&v.span()),
-                format!("\"{text}\" is not an IP:port address"),
-            );
+            ctx.error(&path, Some(&v.span()), format!("\"{text}\" is not an IP:port address"));
             fallback
         }
     }
@@ -81,10 +63,7 @@ fn listen(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Listen {
 }
 
 fn admin(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Admin {
-    let mut admin = Admin {
-        addr: SocketAddr::from(([127, 0, 0, 1], 9901)),
-        token_file: None,
-    };
+    let mut admin = Admin { addr: SocketAddr::from(([127, 0, 0, 1], 9901)), token_file: None };
     if let Some(mut t) = top.table(ctx, "admin") {
         admin.addr = socket_addr(ctx, &mut t, "addr", "127.0.0.1:9901");
         admin.token_file = t.string(ctx, "token_file").map(PathBuf::from);
@@ -135,11 +114,7 @@ fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
 }
 
 fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
-    let mut out = Limits {
-        max_header_bytes: 65_536,
-        max_headers: 100,
-        max_connections: 10_000,
-    };
+    let mut out = Limits { max_header_bytes: 65_536, max_headers: 100, max_connections: 10_000 };
     if let Some(mut t) = top.table(ctx, "limits") {
         // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
         if let Some(n) = t.integer(ctx, "max_header_bytes", 8192..=16 << 20) {
@@ -157,20 +132,14 @@ fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
 }
 
 fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
-    let mut out = Log {
-        access: AccessLog::Off,
-    };
+    let mut out = Log { access: AccessLog::Off };
     if let Some(mut t) = top.table(ctx, "log") {
         if let Some(s) = t.string(ctx, "access") {
             out.access = match s.as_str() {
                 "off" => AccessLog::Off,
                 "stdout" => AccessLog::Stdout,
                 "" => {
-                    ctx.error(
-                        &t.key_path("access"),
-                        Some(&t.span),
-                        "use \"off\", \"stdout\" or a file path",
-                    );
+                    ctx.error(&t.key_path("access"), Some(&t.span), "use \"off\", \"stdout\" or a file path");
                     AccessLog::Off
                 }
                 path => AccessLog::File(PathBuf::from(path)),
@@ -181,25 +150,34 @@ fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
     out
 }
 
+fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Telemetry {
+    let mut out = Telemetry { record: true, window_max: Duration::from_secs(300) };
+    if let Some(mut t) = top.table(ctx, "telemetry") {
+        if let Some(b) = t.boolean(ctx, "record") {
+            out.record = b;
+        }
+        if let Some(d) = t.duration(ctx, "window_max") {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                ctx.error(&t.key_path("window_max"), Some(&t.span), "must be between 1s and 1h");
+            } else {
+                out.window_max = d;
+            }
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
 /// Names that end up in metric labels and URLs: keep them boring.
-fn check_name(
-    ctx: &mut Ctx<'_>,
-    path: &str,
-    span: Option<&std::ops::Range<usize>>,
-    name: &str,
-) -> bool {
+fn check_name(ctx: &mut Ctx<'_>, path: &str, span: Option<&std::ops::Range<usize>>, name: &str) -> bool {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if !ok {
         ctx.error(
             path,
             span,
-            format!(
-                "\"{name}\" is not a valid name (1-64 characters: letters, digits, '-', '_', '.')"
-            ),
+            format!("\"{name}\" is not a valid name (1-64 characters: letters, digits, '-', '_', '.')"),
         );
     }
     ok
@@ -207,33 +185,19 @@ fn check_name(
 
 fn address(text: &str) -> Result<Address, String> {
     if let Ok(sa) = text.parse::<SocketAddr>() {
-        return Ok(Address {
-            host: sa.ip().to_string(),
-            port: sa.port(),
-        });
+        return Ok(Address { host: sa.ip().to_string(), port: sa.port() });
     }
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("\"{text}\" is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("\"{text}\" has an invalid port"))?;
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("\"{text}\" is not host:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("\"{text}\" has an invalid port"))?;
     let valid_host = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if !valid_host || port == 0 {
         return Err(format!("\"{text}\" is not host:port"));
     }
-    Ok(Address {
-        host: host.to_ascii_lowercase(),
-        port,
-    })
+    Ok(Address { host: host.to_ascii_lowercase(), port })
 }
 
 fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Backend> {
@@ -262,14 +226,8 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
                     }
                 }
             }
-            Some(_) => ctx.error(
-                &t.key_path("addrs"),
-                Some(&t.span),
-                "needs at least one address",
-            ),
-            None if t.get("addrs").is_none() => {
-                ctx.error(&t.key_path("addrs"), Some(&t.span), "is required")
-            }
+            Some(_) => ctx.error(&t.key_path("addrs"), Some(&t.span), "needs at least one address"),
+            None if t.get("addrs").is_none() => ctx.error(&t.key_path("addrs"), Some(&t.span), "is required"),
             None => {}
         }
         let version = t.string(ctx, "version");
@@ -277,28 +235,18 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
         out.insert(name.to_string(), Backend { addrs, version });
     }
     if out.is_empty() {
-        ctx.error(
-            "backends",
-            Some(&all.span),
-            "at least one backend is required",
-        );
+        ctx.error("backends", Some(&all.span), "at least one backend is required");
     }
     all.finish_as_map();
     out
 }
 
 fn header_name(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>, s: &str) -> Option<String> {
-    let ok = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if ok {
         Some(s.to_ascii_lowercase())
     } else {
-        ctx.error(
-            path,
-            Some(&v.span()),
-            format!("\"{s}\" is not a valid header name"),
-        );
+        ctx.error(path, Some(&v.span()), format!("\"{s}\" is not a valid header name"));
         None
     }
 }
@@ -317,33 +265,18 @@ fn key_source(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<KeySource> {
         (None, Some(c)) => {
             let path = t.key_path("cookie");
             let s = as_str(ctx, &path, c)?;
-            if s.is_empty()
-                || s.bytes()
-                    .any(|b| b <= b' ' || b"=;,\"\\".contains(&b) || b >= 0x7f)
-            {
-                ctx.error(
-                    &path,
-                    Some(&c.span()),
-                    format!("\"{s}\" is not a valid cookie name"),
-                );
+            if s.is_empty() || s.bytes().any(|b| b <= b' ' || b"=;,\"\\".contains(&b) || b >= 0x7f) {
+                ctx.error(&path, Some(&c.span()), format!("\"{s}\" is not a valid cookie name"));
                 return None;
             }
             Some(KeySource::Cookie(s.to_string()))
         }
         (Some(_), Some(_)) => {
-            ctx.error(
-                &t.path,
-                Some(&t.span),
-                "set either header or cookie, not both",
-            );
+            ctx.error(&t.path, Some(&t.span), "set either header or cookie, not both");
             None
         }
         (None, None) => {
-            ctx.error(
-                &t.path,
-                Some(&t.span),
-                "needs header = \"NAME\" or cookie = \"NAME\"",
-            );
+            ctx.error(&t.path, Some(&t.span), "needs header = \"NAME\" or cookie = \"NAME\"");
             None
         }
     }
@@ -373,11 +306,7 @@ fn cohort(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Cohort> {
         }
     };
     t.finish(ctx);
-    Some(Cohort {
-        source: source?,
-        values,
-    })
-    .filter(|c| !c.values.is_empty())
+    Some(Cohort { source: source?, values }).filter(|c| !c.values.is_empty())
 }
 
 fn weight(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Weight> {
@@ -391,11 +320,7 @@ fn weight(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Weight> {
     }
 }
 
-fn routes(
-    ctx: &mut Ctx<'_>,
-    top: &mut Table<'_, '_>,
-    backends: &BTreeMap<String, Backend>,
-) -> Vec<Route> {
+fn routes(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>, backends: &BTreeMap<String, Backend>) -> Vec<Route> {
     let mut out = Vec::new();
     let Some(list) = top.array(ctx, "routes") else {
         if top.get("routes").is_none() {
@@ -412,20 +337,13 @@ fn routes(
         };
         if let Some(r) = route(ctx, &mut t, backends) {
             if !names.insert(r.name.clone()) {
-                ctx.error(
-                    &t.key_path("name"),
-                    Some(&t.span),
-                    format!("duplicate route name \"{}\"", r.name),
-                );
+                ctx.error(&t.key_path("name"), Some(&t.span), format!("duplicate route name \"{}\"", r.name));
             }
             if !matches.insert((r.host.clone(), r.path_prefix.clone())) {
                 ctx.error(
                     &t.key_path("match"),
                     Some(&t.span),
-                    format!(
-                        "another route already matches host {:?} and path_prefix \"{}\"",
-                        r.host, r.path_prefix
-                    ),
+                    format!("another route already matches host {:?} and path_prefix \"{}\"", r.host, r.path_prefix),
                 );
             }
             out.push(r);
@@ -446,20 +364,12 @@ fn backend_ref(
         Some(name)
     } else {
         let v = t.get(key).map(|v| v.span());
-        ctx.error(
-            &t.key_path(key),
-            v.as_ref(),
-            format!("unknown backend \"{name}\""),
-        );
+        ctx.error(&t.key_path(key), v.as_ref(), format!("unknown backend \"{name}\""));
         None
     }
 }
 
-fn route(
-    ctx: &mut Ctx<'_>,
-    t: &mut Table<'_, '_>,
-    backends: &BTreeMap<String, Backend>,
-) -> Option<Route> {
+fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, Backend>) -> Option<Route> {
     let name = t.required_string(ctx, "name");
     if let (Some(n), Some(v)) = (&name, t.get("name")) {
         check_name(ctx, &t.key_path("name"), Some(&v.span()), n);
@@ -479,11 +389,7 @@ fn route(
         }
         if let Some(p) = m.string(ctx, "path_prefix") {
             if !p.starts_with('/') {
-                ctx.error(
-                    &m.key_path("path_prefix"),
-                    Some(&m.span),
-                    format!("\"{p}\" must start with '/'"),
-                );
+                ctx.error(&m.key_path("path_prefix"), Some(&m.span), format!("\"{p}\" must start with '/'"));
             }
             path_prefix = p;
         }
@@ -497,11 +403,7 @@ fn route(
     let has_canary = t.get("canary").is_some();
     if let (Some(s), Some(c)) = (&stable, &canary) {
         if s == c {
-            ctx.error(
-                &t.key_path("canary"),
-                Some(&t.span),
-                format!("is the same backend as stable (\"{s}\")"),
-            );
+            ctx.error(&t.key_path("canary"), Some(&t.span), format!("is the same backend as stable (\"{s}\")"));
         }
     }
     let mut salt = None;
@@ -525,18 +427,12 @@ fn route(
             DeValue::Boolean(false) => None,
             DeValue::String(s) => header_name(ctx, &t.key_path("variant_header"), v, s),
             _ => {
-                ctx.error(
-                    &t.key_path("variant_header"),
-                    Some(&v.span()),
-                    "expected true, false or a header name",
-                );
+                ctx.error(&t.key_path("variant_header"), Some(&v.span()), "expected true, false or a header name");
                 None
             }
         },
     };
-    let rollout = t
-        .table(ctx, "rollout")
-        .and_then(|mut r| rollout(ctx, &mut r));
+    let rollout = t.table(ctx, "rollout").and_then(|mut r| rollout(ctx, &mut r));
     if !has_canary {
         for (key, set) in [
             ("weight", w.is_some_and(|w| w.bp() > 0)),
@@ -544,11 +440,7 @@ fn route(
             ("cohort", t.get("cohort").is_some()),
         ] {
             if set {
-                ctx.error(
-                    &t.key_path(key),
-                    Some(&t.span),
-                    "needs a canary backend on the route",
-                );
+                ctx.error(&t.key_path(key), Some(&t.span), "needs a canary backend on the route");
             }
         }
     }
@@ -581,18 +473,12 @@ fn route(
 }
 
 fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
-    let interval = t
-        .duration(ctx, "interval")
-        .unwrap_or(Duration::from_secs(1));
+    let interval = t.duration(ctx, "interval").unwrap_or(Duration::from_secs(1));
     let on_failure = match t.string(ctx, "on_failure").as_deref() {
         None | Some("rollback") => OnFailure::Rollback,
         Some("pause") => OnFailure::Pause,
         Some(other) => {
-            ctx.error(
-                &t.key_path("on_failure"),
-                Some(&t.span),
-                format!("\"{other}\" is not rollback or pause"),
-            );
+            ctx.error(&t.key_path("on_failure"), Some(&t.span), format!("\"{other}\" is not rollback or pause"));
             OnFailure::Rollback
         }
     };
@@ -601,8 +487,7 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
     match t.array(ctx, "stages") {
         Some(list) => {
             for (i, v) in list.iter().enumerate() {
-                let Some(mut s) = Table::from_value(ctx, t.key_path(&format!("stages[{i}]")), v)
-                else {
+                let Some(mut s) = Table::from_value(ctx, t.key_path(&format!("stages[{i}]")), v) else {
                     continue;
                 };
                 let weight = if s.get("weight").is_none() {
@@ -613,9 +498,7 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
                 };
                 let cohort = s.table(ctx, "cohort").and_then(|mut c| cohort(ctx, &mut c));
                 let bake = s.duration(ctx, "bake").unwrap_or(Duration::ZERO);
-                let min_requests = s
-                    .integer(ctx, "min_requests", 0..=u64::MAX >> 1)
-                    .unwrap_or(0);
+                let min_requests = s.integer(ctx, "min_requests", 0..=u64::MAX >> 1).unwrap_or(0);
                 let max_duration = s.duration(ctx, "max_duration");
                 if let Some(w) = weight {
                     if let Some(prev) = stages.last().map(|p: &Stage| p.weight) {
@@ -627,22 +510,12 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
                             );
                         }
                     }
-                    stages.push(Stage {
-                        weight: w,
-                        cohort,
-                        bake,
-                        min_requests,
-                        max_duration,
-                    });
+                    stages.push(Stage { weight: w, cohort, bake, min_requests, max_duration });
                 }
                 s.finish(ctx);
             }
             if list.is_empty() {
-                ctx.error(
-                    &t.key_path("stages"),
-                    Some(&t.span),
-                    "needs at least one stage",
-                );
+                ctx.error(&t.key_path("stages"), Some(&t.span), "needs at least one stage");
             }
         }
         None => {
@@ -664,13 +537,7 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
         }
     }
     t.finish(ctx);
-    Some(Rollout {
-        interval,
-        on_failure,
-        failure_threshold,
-        stages,
-        gates,
-    })
+    Some(Rollout { interval, on_failure, failure_threshold, stages, gates })
 }
 
 fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
@@ -697,11 +564,7 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
             GateMetric::ErrorRate => {
                 let x = g.number(ctx, key)?;
                 if !(0.0..=1.0).contains(&x) {
-                    ctx.error(
-                        &g.key_path(key),
-                        Some(&g.span),
-                        format!("{x} is not a fraction between 0 and 1"),
-                    );
+                    ctx.error(&g.key_path(key), Some(&g.span), format!("{x} is not a fraction between 0 and 1"));
                     return None;
                 }
                 Some(x)
@@ -714,25 +577,12 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
     let max_ratio_to_stable = g.number(ctx, "max_ratio_to_stable");
     if let Some(r) = max_ratio_to_stable {
         if r < 1.0 {
-            ctx.error(
-                &g.key_path("max_ratio_to_stable"),
-                Some(&g.span),
-                format!("{r} must be at least 1.0"),
-            );
+            ctx.error(&g.key_path("max_ratio_to_stable"), Some(&g.span), format!("{r} must be at least 1.0"));
         }
     }
     if max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
-        ctx.error(
-            &g.path,
-            Some(&g.span),
-            "needs max, max_ratio_to_stable or max_delta_to_stable",
-        );
+        ctx.error(&g.path, Some(&g.span), "needs max, max_ratio_to_stable or max_delta_to_stable");
         return None;
     }
-    Some(Gate {
-        metric,
-        max,
-        max_ratio_to_stable,
-        max_delta_to_stable,
-    })
+    Some(Gate { metric, max, max_ratio_to_stable, max_delta_to_stable })
 }

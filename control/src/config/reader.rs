@@ -21,34 +21,19 @@ pub(crate) struct Ctx<'s> {
 
 impl<'s> Ctx<'s> {
     pub(crate) fn new(src: &'s str) -> Self {
-        Ctx {
-            src,
-            errors: Vec::new(),
-        }
+        Ctx { src, errors: Vec::new() }
     }
 
     pub(crate) fn line_of(&self, span: &Range<usize>) -> Option<u32> {
         let end = span.start.min(self.src.len());
-        let line = self.src.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
+        let line = self.src.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count();
         u32::try_from(line + 1).ok()
     }
 
     /// Records an error at `path`, located at `span` when known.
-    pub(crate) fn error(
-        &mut self,
-        path: &str,
-        span: Option<&Range<usize>>,
-        message: impl Into<String>,
-    ) {
+    pub(crate) fn error(&mut self, path: &str, span: Option<&Range<usize>>, message: impl Into<String>) {
         let line = span.and_then(|s| self.line_of(s));
-        self.errors.push(ConfigError {
-            path: path.to_string(),
-            line,
-            message: message.into(),
-        });
+        self.errors.push(ConfigError { path: path.to_string(), line, message: message.into() });
     }
 
     pub(crate) fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigErrors> {
@@ -82,33 +67,15 @@ pub(crate) struct Table<'a, 'i> {
 
 impl<'a, 'i> Table<'a, 'i> {
     pub(crate) fn root(table: &'a Spanned<DeTable<'i>>) -> Self {
-        Table {
-            path: String::new(),
-            span: table.span(),
-            entries: table.get_ref(),
-            used: Vec::new(),
-        }
+        Table { path: String::new(), span: table.span(), entries: table.get_ref(), used: Vec::new() }
     }
 
     /// Reads `value` as a table, or records a type error.
-    pub(crate) fn from_value(
-        ctx: &mut Ctx<'_>,
-        path: String,
-        value: &'a Value<'i>,
-    ) -> Option<Self> {
+    pub(crate) fn from_value(ctx: &mut Ctx<'_>, path: String, value: &'a Value<'i>) -> Option<Self> {
         match value.get_ref() {
-            DeValue::Table(entries) => Some(Table {
-                path,
-                span: value.span(),
-                entries,
-                used: Vec::new(),
-            }),
+            DeValue::Table(entries) => Some(Table { path, span: value.span(), entries, used: Vec::new() }),
             other => {
-                ctx.error(
-                    &path,
-                    Some(&value.span()),
-                    format!("expected a table, found {}", other.type_str()),
-                );
+                ctx.error(&path, Some(&value.span()), format!("expected a table, found {}", other.type_str()));
                 None
             }
         }
@@ -117,10 +84,7 @@ impl<'a, 'i> Table<'a, 'i> {
     /// The value at `key`, marking the key as known.
     pub(crate) fn get(&mut self, key: &'static str) -> Option<&'a Value<'i>> {
         self.used.push(key);
-        self.entries
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == key)
-            .map(|(_, v)| v)
+        self.entries.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
     }
 
     /// All entries (for maps keyed by user names, such as `backends`).
@@ -159,11 +123,7 @@ impl<'a, 'i> Table<'a, 'i> {
         as_str(ctx, &self.key_path(key), v).map(str::to_string)
     }
 
-    pub(crate) fn required_string(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        key: &'static str,
-    ) -> Option<String> {
+    pub(crate) fn required_string(&mut self, ctx: &mut Ctx<'_>, key: &'static str) -> Option<String> {
         if self.get(key).is_none() {
             ctx.error(&self.key_path(key), Some(&self.span.clone()), "is required");
             return None;
@@ -196,11 +156,7 @@ impl<'a, 'i> Table<'a, 'i> {
         match u64::try_from(n) {
             Ok(n) if range.contains(&n) => Some(n),
             _ => {
-                ctx.error(
-                    &path,
-                    Some(&v.span()),
-                    format!("{n} is out of range {}..={}", range.start(), range.end()),
-                );
+                ctx.error(&path, Some(&v.span()), format!("{n} is out of range {}..={}", range.start(), range.end()));
                 None
             }
         }
@@ -211,27 +167,30 @@ impl<'a, 'i> Table<'a, 'i> {
         as_number(ctx, &self.key_path(key), v)
     }
 
+    pub(crate) fn boolean(&mut self, ctx: &mut Ctx<'_>, key: &'static str) -> Option<bool> {
+        let v = self.get(key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                type_error(ctx, &self.key_path(key), v, "a boolean", other);
+                None
+            }
+        }
+    }
+
     pub(crate) fn table(&mut self, ctx: &mut Ctx<'_>, key: &'static str) -> Option<Table<'a, 'i>> {
         let v = self.get(key)?;
         Table::from_value(ctx, self.key_path(key), v)
     }
 
-    pub(crate) fn array(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        key: &'static str,
-    ) -> Option<&'a DeArray<'i>> {
+    pub(crate) fn array(&mut self, ctx: &mut Ctx<'_>, key: &'static str) -> Option<&'a DeArray<'i>> {
         let v = self.get(key)?;
         as_array(ctx, &self.key_path(key), v)
     }
 }
 
 fn type_error(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>, expected: &str, found: &DeValue<'_>) {
-    ctx.error(
-        path,
-        Some(&v.span()),
-        format!("expected {expected}, found {}", found.type_str()),
-    );
+    ctx.error(path, Some(&v.span()), format!("expected {expected}, found {}", found.type_str()));
 }
 
 pub(crate) fn as_str<'a>(ctx: &mut Ctx<'_>, path: &str, v: &'a Value<'_>) -> Option<&'a str> {
@@ -277,11 +236,7 @@ pub(crate) fn as_number(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>) -> Option<
     }
 }
 
-pub(crate) fn as_array<'a, 'i>(
-    ctx: &mut Ctx<'_>,
-    path: &str,
-    v: &'a Value<'i>,
-) -> Option<&'a DeArray<'i>> {
+pub(crate) fn as_array<'a, 'i>(ctx: &mut Ctx<'_>, path: &str, v: &'a Value<'i>) -> Option<&'a DeArray<'i>> {
     match v.get_ref() {
         DeValue::Array(a) => Some(a),
         other => {

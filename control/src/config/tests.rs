@@ -37,13 +37,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(r.sticky, Some(KeySource::Cookie("uid".into())));
     assert_eq!(r.force, Some(KeySource::Header("x-canary".into())));
     let canary = &c.backends["canary"];
-    assert_eq!(
-        canary.addrs[0],
-        Address {
-            host: "localhost".into(),
-            port: 9002
-        }
-    );
+    assert_eq!(canary.addrs[0], Address { host: "localhost".into(), port: 9002 });
     assert_eq!(canary.addrs[1].to_string(), "[::1]:9003");
     assert_eq!(canary.version.as_deref(), Some("v2"));
 }
@@ -95,10 +89,7 @@ gates = [
     let ro = c.routes[0].rollout.as_ref().unwrap();
     assert_eq!(ro.stages.len(), 3);
     assert_eq!(ro.stages[1].bake, Duration::from_secs(60));
-    assert_eq!(
-        ro.stages[0].cohort.as_ref().unwrap().values,
-        vec!["internal".to_string()]
-    );
+    assert_eq!(ro.stages[0].cohort.as_ref().unwrap().values, vec!["internal".to_string()]);
     assert_eq!(ro.gates[1].max, Some(0.25));
     assert_eq!(ro.gates[2].metric, GateMetric::Latency(0.99));
 }
@@ -107,10 +98,7 @@ gates = [
 fn unknown_backend_is_named_with_its_path_and_line() {
     let src = MINIMAL.replace("canary = \"canary\"", "canary = \"canry\"");
     let e = errors(&src);
-    assert_eq!(
-        e,
-        vec!["routes[0].canary: unknown backend \"canry\" (line 11)".to_string()]
-    );
+    assert_eq!(e, vec!["routes[0].canary: unknown backend \"canry\" (line 11)".to_string()]);
 }
 
 #[test]
@@ -151,12 +139,7 @@ sticky = { header = "a", cookie = "b" }
         assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
     }
     // Sorted by line.
-    let lines: Vec<u32> = parse(src)
-        .unwrap_err()
-        .0
-        .iter()
-        .filter_map(|e| e.line)
-        .collect();
+    let lines: Vec<u32> = parse(src).unwrap_err().0.iter().filter_map(|e| e.line).collect();
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
 }
 
@@ -176,36 +159,21 @@ fn route_rules() {
     assert!(e.contains("another route already matches"), "{e}");
 
     let same = base.replace("canary = \"canary\"", "canary = \"stable\"");
-    assert!(errors(&same)
-        .join("\n")
-        .contains("is the same backend as stable"));
+    assert!(errors(&same).join("\n").contains("is the same backend as stable"));
 
     let no_canary = base.replace("canary = \"canary\"\n", "");
-    assert!(errors(&no_canary)
-        .join("\n")
-        .contains("routes[0].weight: needs a canary backend"));
+    assert!(errors(&no_canary).join("\n").contains("routes[0].weight: needs a canary backend"));
 
-    let both = base.replace(
-        "weight = 12.5",
-        "weight = 5\n[routes.rollout]\nstages = [{ weight = 10 }]",
-    );
-    assert!(errors(&both)
-        .join("\n")
-        .contains("routes[0].weight: a route with a rollout"));
+    let both = base.replace("weight = 12.5", "weight = 5\n[routes.rollout]\nstages = [{ weight = 10 }]");
+    assert!(errors(&both).join("\n").contains("routes[0].weight: a route with a rollout"));
 
     let down = base.replace(
         "weight = 12.5",
         "[routes.rollout]\nstages = [{ weight = 10 }, { weight = 5 }]\ngates = [{ metric = \"latency_p42\", max = \"1s\" }, { metric = \"error_rate\" }]",
     );
     let e = errors(&down).join("\n");
-    assert!(
-        e.contains("routes[0].rollout.stages[1].weight: 5% is lower than the previous stage's 10%"),
-        "{e}"
-    );
-    assert!(
-        e.contains("routes[0].rollout.gates[0].metric: unknown metric \"latency_p42\""),
-        "{e}"
-    );
+    assert!(e.contains("routes[0].rollout.stages[1].weight: 5% is lower than the previous stage's 10%"), "{e}");
+    assert!(e.contains("routes[0].rollout.gates[0].metric: unknown metric \"latency_p42\""), "{e}");
     assert!(e.contains("routes[0].rollout.gates[1]: needs max"), "{e}");
 }
 
@@ -220,18 +188,9 @@ fn public_admin_needs_a_token() {
 #[test]
 fn variant_header_forms() {
     let t = MINIMAL.replace("weight = 12.5", "weight = 12.5\nvariant_header = true");
-    assert_eq!(
-        parse(&t).unwrap().routes[0].variant_header.as_deref(),
-        Some("x-weir-variant")
-    );
-    let s = MINIMAL.replace(
-        "weight = 12.5",
-        "weight = 12.5\nvariant_header = \"X-Side\"",
-    );
-    assert_eq!(
-        parse(&s).unwrap().routes[0].variant_header.as_deref(),
-        Some("x-side")
-    );
+    assert_eq!(parse(&t).unwrap().routes[0].variant_header.as_deref(), Some("x-weir-variant"));
+    let s = MINIMAL.replace("weight = 12.5", "weight = 12.5\nvariant_header = \"X-Side\"");
+    assert_eq!(parse(&s).unwrap().routes[0].variant_header.as_deref(), Some("x-side"));
     let bad = MINIMAL.replace("weight = 12.5", "weight = 12.5\nvariant_header = \"a b\"");
     assert!(errors(&bad)[0].contains("is not a valid header name"));
 }

@@ -15,20 +15,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if number.is_empty() {
         return Err(format!("\"{text}\" does not start with a number"));
     }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("\"{number}\" is not a number"))?;
+    let value: f64 = number.parse().map_err(|_| format!("\"{number}\" is not a number"))?;
     let scale = match unit.trim() {
         "us" | "µs" => 1e-6,
         "ms" => 1e-3,
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit \"{other}\" (use ms, s, m or h)"
-            ))
-        }
+        other => return Err(format!("unknown duration unit \"{other}\" (use ms, s, m or h)")),
     };
     let secs = value * scale;
     if !secs.is_finite() || secs > 365.0 * 86400.0 {
@@ -40,13 +34,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a byte size such as `512`, `64KiB`, `10MB` or `1GiB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\" does not start with a whole number"))?;
+    let value: u64 = number.parse().map_err(|_| format!("\"{text}\" does not start with a whole number"))?;
     let scale: u64 = match unit.trim() {
         "" | "B" => 1,
         "KB" | "kB" => 1000,
@@ -55,15 +45,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MiB" => 1 << 20,
         "GB" => 1_000_000_000,
         "GiB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit \"{other}\" (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ))
-        }
+        other => return Err(format!("unknown size unit \"{other}\" (use B, KiB, MiB, GiB, KB, MB or GB)")),
     };
-    value
-        .checked_mul(scale)
-        .ok_or_else(|| format!("\"{text}\" is too large"))
+    value.checked_mul(scale).ok_or_else(|| format!("\"{text}\" is too large"))
 }
 
 #[cfg(test)]
@@ -79,9 +63,7 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
         assert!(parse_duration("ms").is_err());
-        assert!(parse_duration("5d")
-            .unwrap_err()
-            .contains("unknown duration unit"));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown duration unit"));
         assert!(parse_duration("1.2.3s").is_err());
     }
 

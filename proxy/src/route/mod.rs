@@ -11,6 +11,7 @@ use http::HeaderName;
 use weir_control::config;
 use weir_control::split::{Salt, Side, Weight};
 
+use crate::telemetry::BackendStats;
 use crate::upstream::Backend;
 
 /// Live state of a route that survives reloads keyed by route name: the
@@ -55,9 +56,9 @@ pub(crate) enum Key {
 impl Key {
     fn from_config(k: &config::KeySource) -> Result<Self, String> {
         Ok(match k {
-            config::KeySource::Header(h) => Key::Header(
-                HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("header {h}: {e}"))?,
-            ),
+            config::KeySource::Header(h) => {
+                Key::Header(HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("header {h}: {e}"))?)
+            }
             config::KeySource::Cookie(c) => Key::Cookie(c.as_str().into()),
         })
     }
@@ -72,10 +73,7 @@ pub(crate) struct Cohort {
 
 impl Cohort {
     fn from_config(c: &config::Cohort) -> Result<Self, String> {
-        Ok(Cohort {
-            key: Key::from_config(&c.source)?,
-            values: c.values.iter().map(|v| v.as_str().into()).collect(),
-        })
+        Ok(Cohort { key: Key::from_config(&c.source)?, values: c.values.iter().map(|v| v.as_str().into()).collect() })
     }
 }
 
@@ -94,6 +92,17 @@ pub(crate) struct Route {
     pub(crate) cohorts: Box<[Option<Cohort>]>,
     pub(crate) variant_header: Option<HeaderName>,
     pub(crate) state: Arc<RouteState>,
+    /// Measurements of the stable and canary backends (kept across reloads).
+    pub(crate) stable_stats: Arc<BackendStats>,
+    pub(crate) canary_stats: Option<Arc<BackendStats>>,
+    weight_gauge: metrics::Gauge,
+}
+
+/// Per-route telemetry handles, resolved when the snapshot is built.
+pub(crate) struct RouteTelemetry {
+    pub(crate) stable: Arc<BackendStats>,
+    pub(crate) canary: Option<Arc<BackendStats>>,
+    pub(crate) weight_gauge: metrics::Gauge,
 }
 
 impl Route {
@@ -103,6 +112,7 @@ impl Route {
         stable: Arc<Backend>,
         canary: Option<Arc<Backend>>,
         state: Arc<RouteState>,
+        telemetry: RouteTelemetry,
     ) -> Result<Self, String> {
         let cohorts = match &cfg.rollout {
             Some(r) => r
@@ -125,12 +135,26 @@ impl Route {
             variant_header: cfg
                 .variant_header
                 .as_deref()
-                .map(|h| {
-                    HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("variant_header: {e}"))
-                })
+                .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("variant_header: {e}")))
                 .transpose()?,
             state,
+            stable_stats: telemetry.stable,
+            canary_stats: telemetry.canary,
+            weight_gauge: telemetry.weight_gauge,
         })
+    }
+
+    /// The stats of the backend serving `side`.
+    pub(crate) fn stats(&self, side: Side) -> Option<&Arc<BackendStats>> {
+        match side {
+            Side::Stable => Some(&self.stable_stats),
+            Side::Canary => self.canary_stats.as_ref(),
+        }
+    }
+
+    /// Publishes the live weight as `weir_canary_weight` (percent).
+    pub(crate) fn publish_weight(&self) {
+        self.weight_gauge.set(self.state.weight().percent());
     }
 
     /// The backend serving `side`.

@@ -29,12 +29,8 @@ impl Route {
         }
         if let Some(force) = &self.force {
             match read_key(force, headers) {
-                Some(v) if v.eq_ignore_ascii_case(b"always") => {
-                    return (Side::Canary, Reason::Forced)
-                }
-                Some(v) if v.eq_ignore_ascii_case(b"never") => {
-                    return (Side::Stable, Reason::Forced)
-                }
+                Some(v) if v.eq_ignore_ascii_case(b"always") => return (Side::Canary, Reason::Forced),
+                Some(v) if v.eq_ignore_ascii_case(b"never") => return (Side::Stable, Reason::Forced),
                 _ => {}
             }
         }
@@ -55,24 +51,15 @@ impl Route {
         if weight == Weight::ZERO {
             return (Side::Stable, Reason::Sequence);
         }
-        (
-            split::sequence_side(self.state.next_sequence(), weight),
-            Reason::Sequence,
-        )
+        (split::sequence_side(self.state.next_sequence(), weight), Reason::Sequence)
     }
 }
 
 /// The key's value, borrowed from the headers; empty values count as absent.
 fn read_key<'h>(key: &Key, headers: &'h HeaderMap) -> Option<&'h [u8]> {
     match key {
-        Key::Header(name) => headers
-            .get(name)
-            .map(|v| v.as_bytes())
-            .filter(|v| !v.is_empty()),
-        Key::Cookie(name) => headers
-            .get_all(COOKIE)
-            .iter()
-            .find_map(|v| cookie_value(v.as_bytes(), name.as_bytes())),
+        Key::Header(name) => headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty()),
+        Key::Cookie(name) => headers.get_all(COOKIE).iter().find_map(|v| cookie_value(v.as_bytes(), name.as_bytes())),
     }
 }
 
@@ -82,10 +69,7 @@ fn cookie_value<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|&b| b == b'=')?;
         let (k, v) = (&pair[..eq], &pair[eq + 1..]);
-        let v = v
-            .strip_prefix(b"\"")
-            .and_then(|v| v.strip_suffix(b"\""))
-            .unwrap_or(v);
+        let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
         (k == name && !v.is_empty()).then_some(v)
     })
 }

@@ -26,15 +26,10 @@ impl RouteTable {
                 None => any_host.push(i),
             }
         }
-        let by_len =
-            |v: &mut Vec<usize>| v.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
+        let by_len = |v: &mut Vec<usize>| v.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
         by_host.values_mut().for_each(by_len);
         by_len(&mut any_host);
-        RouteTable {
-            routes,
-            by_host,
-            any_host,
-        }
+        RouteTable { routes, by_host, any_host }
     }
 
     pub(crate) fn routes(&self) -> &[Route] {
@@ -43,11 +38,7 @@ impl RouteTable {
 
     /// The route for `host` (may carry a port; any case) and `path`.
     pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        let first = |list: &[usize]| {
-            list.iter()
-                .map(|&i| &self.routes[i])
-                .find(|r| path.starts_with(&*r.path_prefix))
-        };
+        let first = |list: &[usize]| list.iter().map(|&i| &self.routes[i]).find(|r| path.starts_with(&*r.path_prefix));
         if !self.by_host.is_empty() {
             if let Some(host) = host.map(strip_port) {
                 let hit = if host.bytes().any(|b| b.is_ascii_uppercase()) {

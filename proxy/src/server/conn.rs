@@ -31,7 +31,9 @@ use tokio::time::Instant;
 use weir_control::config::Timeouts;
 
 use super::Shared;
+use crate::telemetry::BackendStats;
 use crate::upstream::EndpointGuard;
+use weir_control::sample::{CodeClass, UpstreamErrorKind};
 
 /// Per-connection facts shared by the connection task, its IO and requests.
 #[derive(Debug)]
@@ -50,8 +52,8 @@ pub(crate) struct ConnCtx {
 
 impl ConnCtx {
     fn new(peer: SocketAddr, epoch: Instant) -> Self {
-        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let peer_ip =
+            HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         let ctx = ConnCtx {
             peer,
             peer_ip,
@@ -126,19 +128,41 @@ enum Timer {
 }
 
 /// Marks a request in flight on its connection (and endpoint) until dropped,
-/// which happens when the response body is finished or abandoned.
+/// which happens when the response body is finished or abandoned; then the
+/// request is recorded, once, with its outcome.
 #[derive(Debug)]
 pub(crate) struct RequestGuard {
     conn: Arc<ConnCtx>,
     endpoint: Option<EndpointGuard>,
+    record: Option<Record>,
+}
+
+/// What is recorded when a request completes.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) stats: Arc<BackendStats>,
+    pub(crate) class: CodeClass,
+    pub(crate) error: Option<UpstreamErrorKind>,
+    /// Request received → upstream response headers (or the failure).
+    pub(crate) latency: Duration,
 }
 
 impl RequestGuard {
     pub(crate) fn new(conn: Arc<ConnCtx>) -> Self {
         conn.request_started();
-        RequestGuard {
-            conn,
-            endpoint: None,
+        RequestGuard { conn, endpoint: None, record: None }
+    }
+
+    pub(crate) fn set_record(&mut self, record: Record) {
+        self.record = Some(record);
+    }
+
+    /// The response body failed mid-stream: the request counts as an
+    /// upstream reset, whatever its status said.
+    pub(crate) fn body_failed(&mut self) {
+        if let Some(r) = &mut self.record {
+            r.class = CodeClass::Error;
+            r.error = Some(UpstreamErrorKind::Reset);
         }
     }
 
@@ -149,6 +173,9 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            r.stats.record(r.class, r.error, r.latency);
+        }
         self.conn.request_finished();
     }
 }
@@ -164,11 +191,7 @@ pin_project_lite::pin_project! {
 }
 
 impl AsyncRead for TrackedIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
@@ -184,11 +207,7 @@ impl AsyncRead for TrackedIo {
 }
 
 impl AsyncWrite for TrackedIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 
@@ -223,11 +242,7 @@ pub(crate) async fn serve(
 ) {
     let _permit = permit;
     let ctx = Arc::new(ConnCtx::new(peer, shared.epoch));
-    let io = TokioIo::new(TrackedIo {
-        inner: stream,
-        ctx: ctx.clone(),
-        first_read: true,
-    });
+    let io = TokioIo::new(TrackedIo { inner: stream, ctx: ctx.clone(), first_read: true });
     // The connection keeps the settings of the snapshot it was accepted on.
     let snap = shared.snapshot.load_full();
     let svc_ctx = ctx.clone();

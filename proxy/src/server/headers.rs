@@ -31,13 +31,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING] {
         headers.remove(name);
     }
     if upgrade {
@@ -51,22 +45,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .map(|s| {
-                    s.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-                })
-                .unwrap_or(false)
+            v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false)
         })
 }
 
 /// Appends the peer to X-Forwarded-For and sets X-Forwarded-Proto and -Host
 /// (the client's values for those two are not trusted).
-pub(crate) fn add_forwarded(
-    headers: &mut HeaderMap,
-    peer_ip: &HeaderValue,
-    host: Option<HeaderValue>,
-) {
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, host: Option<HeaderValue>) {
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
     if prior.peek().is_some() {
         let mut joined: Vec<u8> = Vec::with_capacity(64);
@@ -104,10 +89,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         m
     }
@@ -142,15 +124,8 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends() {
-        let mut h = map(&[
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-proto", "https"),
-        ]);
-        add_forwarded(
-            &mut h,
-            &HeaderValue::from_static("10.0.0.1"),
-            Some(HeaderValue::from_static("a.example")),
-        );
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-proto", "https")]);
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"), Some(HeaderValue::from_static("a.example")));
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.example");

@@ -6,7 +6,7 @@ pub(crate) mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +17,14 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use weir_control::config::Config;
+use weir_control::sample::Window;
 
 pub(crate) use conn::{ConnCtx, RequestGuard};
 
 use crate::access_log::AccessLog;
 use crate::reload::{self, ReloadError};
 use crate::snapshot::{self, BuildError, Snapshot};
+use crate::telemetry::Telemetry;
 
 /// State shared by every task of a running weir.
 pub(crate) struct Shared {
@@ -31,8 +33,7 @@ pub(crate) struct Shared {
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) ready: AtomicBool,
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
-    pub(crate) reloads_ok: AtomicU64,
-    pub(crate) reloads_error: AtomicU64,
+    pub(crate) telemetry: Telemetry,
     pub(crate) config_path: Option<PathBuf>,
 }
 
@@ -68,10 +69,7 @@ pub struct Weir {
 
 impl std::fmt::Debug for Weir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Weir")
-            .field("data_addr", &self.data_addr)
-            .field("admin_addr", &self.admin_addr)
-            .finish()
+        f.debug_struct("Weir").field("data_addr", &self.data_addr).field("admin_addr", &self.admin_addr).finish()
     }
 }
 
@@ -80,11 +78,10 @@ impl Weir {
     /// With `config_path`, the file is watched and reloaded on change.
     pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Weir, StartError> {
         let cfg = Arc::new(cfg);
-        let snap = snapshot::build(cfg.clone(), None).await?;
+        let telemetry = Telemetry::new();
+        let snap = snapshot::build(cfg.clone(), None, &telemetry).await?;
         let bind = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { what, addr, source })
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
         let data = bind("listen.addr", cfg.listen.addr).await?;
         let admin = bind("admin.addr", cfg.admin.addr).await?;
@@ -106,38 +103,21 @@ impl Weir {
             access_log,
             ready: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
-            reloads_ok: AtomicU64::new(0),
-            reloads_error: AtomicU64::new(0),
+            telemetry,
             config_path: config_path.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));
-        tokio::spawn(accept_loop(
-            shared.clone(),
-            data,
-            limit,
-            shutdown_rx.clone(),
-            tracker.clone(),
-        ));
-        tokio::spawn(crate::admin::serve(
-            shared.clone(),
-            admin,
-            shutdown_rx.clone(),
-            tracker.clone(),
-        ));
+        tokio::spawn(accept_loop(shared.clone(), data, limit, shutdown_rx.clone(), tracker.clone()));
+        tokio::spawn(crate::admin::serve(shared.clone(), admin, shutdown_rx.clone(), tracker.clone()));
+        tokio::spawn(ticker(shared.clone(), shutdown_rx.clone()));
         if let Some(path) = config_path {
             reload::watch_file(shared.clone(), path, shutdown_rx);
         }
         shared.ready.store(true, Ordering::Relaxed);
         tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening");
-        Ok(Weir {
-            shared,
-            data_addr,
-            admin_addr,
-            shutdown,
-            tracker,
-        })
+        Ok(Weir { shared, data_addr, admin_addr, shutdown, tracker })
     }
 
     /// The bound data-plane address (useful with port 0).
@@ -164,11 +144,18 @@ impl Weir {
     /// The current canary weight of a route, in basis points.
     pub fn route_weight_bp(&self, route: &str) -> Option<u32> {
         let snap = self.shared.snapshot.load();
-        snap.routes
-            .routes()
-            .iter()
-            .find(|r| &*r.name == route)
-            .map(|r| r.state.weight().bp())
+        snap.routes.routes().iter().find(|r| &*r.name == route).map(|r| r.state.weight().bp())
+    }
+
+    /// The measurements of a route's stable or canary backend over the last
+    /// `span` (whole seconds, at most `telemetry.window_max`).
+    pub fn window(&self, route: &str, side: weir_control::split::Side, span: Duration) -> Option<Window> {
+        let snap = self.shared.snapshot.load();
+        let r = snap.routes.routes().iter().find(|r| &*r.name == route)?;
+        let stats = r.stats(side)?;
+        let keep = snap.config.telemetry.window_max.as_secs();
+        let span = span.as_secs().clamp(1, keep);
+        Some(stats.window(self.shared.telemetry.now_sec(), span, keep))
     }
 
     /// Stops accepting, lets in-flight requests finish for up to
@@ -178,16 +165,11 @@ impl Weir {
         self.shared.ready.store(false, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         self.tracker.close();
-        let drained = tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
         if drained {
             tracing::info!("drained all connections");
         } else {
-            tracing::warn!(
-                ?grace,
-                "shutdown grace period over: closing remaining connections"
-            );
+            tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
         }
         drained
     }
@@ -214,6 +196,24 @@ impl Weir {
     }
 }
 
+/// Once a second: fold recorded samples into the current slot and publish
+/// the routes' current weights.
+async fn ticker(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = every.tick() => {}
+        }
+        let snap = shared.snapshot.load_full();
+        shared.telemetry.rotate_all(snap.config.telemetry.window_max);
+        for r in snap.routes.routes() {
+            r.publish_weight();
+        }
+    }
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -237,13 +237,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
-                tracker.spawn(conn::serve(
-                    shared.clone(),
-                    stream,
-                    peer,
-                    permit,
-                    shutdown.clone(),
-                ));
+                tracker.spawn(conn::serve(shared.clone(), stream, peer, permit, shutdown.clone()));
             }
             Err(_) => {
                 tracing::warn!(%peer, "limits.max_connections reached: refusing connection");
@@ -256,7 +250,9 @@ async fn accept_loop(
 /// Past the connection limit: a short 503 and close, rather than a hang.
 async fn refuse(mut stream: TcpStream) {
     let _ = stream
-        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n")
+        .write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n",
+        )
         .await;
     let _ = stream.shutdown().await;
 }

@@ -10,12 +10,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use super::conn::{ConnCtx, RequestGuard};
+use super::conn::{ConnCtx, Record, RequestGuard};
 use super::headers;
 use super::Shared;
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::rescue::{rescue, ProxyError};
 use crate::upstream::UpstreamErrorKind;
+use weir_control::sample::CodeClass;
 
 static STABLE: HeaderValue = HeaderValue::from_static("stable");
 static CANARY: HeaderValue = HeaderValue::from_static("canary");
@@ -26,6 +27,7 @@ pub(crate) struct Outcome<'a> {
     pub(crate) backend: Option<&'a str>,
     pub(crate) side: Option<weir_control::split::Side>,
     pub(crate) upstream: Option<std::net::SocketAddr>,
+    pub(crate) stats: Option<&'a Arc<crate::telemetry::BackendStats>>,
     pub(crate) error: Option<ProxyError>,
 }
 
@@ -37,19 +39,19 @@ pub(crate) async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let mut guard = RequestGuard::new(conn.clone());
-    let method = shared
-        .access_log
-        .is_some()
-        .then(|| (req.method().clone(), req.uri().clone()));
+    let method = shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let snap = shared.snapshot.load_full();
-    let mut outcome = Outcome {
-        route: None,
-        backend: None,
-        side: None,
-        upstream: None,
-        error: None,
-    };
-    let resp = match forward(&snap, &conn, req, &mut guard, &mut outcome).await {
+    let mut outcome = Outcome { route: None, backend: None, side: None, upstream: None, stats: None, error: None };
+    let result = forward(&snap, &conn, req, &mut guard, &mut outcome).await;
+    if let (true, Some(stats)) = (snap.config.telemetry.record, outcome.stats) {
+        let (class, error) = match &result {
+            Ok(resp) => (CodeClass::of_status(resp.status().as_u16()), None),
+            Err(ProxyError::Upstream(k)) => (CodeClass::Error, Some(*k)),
+            Err(e) => (CodeClass::of_status(e.status().as_u16()), None),
+        };
+        guard.set_record(Record { stats: stats.clone(), class, error, latency: started.elapsed() });
+    }
+    let resp = match result {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             Response::from_parts(parts, ResponseBody::upstream(body, guard))
@@ -60,14 +62,7 @@ pub(crate) async fn handle(
         }
     };
     if let (Some(log), Some((method, uri))) = (&shared.access_log, method) {
-        log.record(
-            &conn,
-            &method,
-            &uri,
-            resp.status(),
-            started.elapsed(),
-            &outcome,
-        );
+        log.record(&conn, &method, &uri, resp.status(), started.elapsed(), &outcome);
     }
     Ok(resp)
 }
@@ -88,25 +83,20 @@ async fn forward<'s>(
     // is therefore unambiguous, and nothing after the body is ever read as
     // another request.
 
-    let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let host_value = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let host = host_value.as_ref().and_then(|h| h.to_str().ok());
-    let route = snap
-        .routes
-        .find(host, parts.uri.path())
-        .ok_or(ProxyError::NoRoute)?;
+    let route = snap.routes.find(host, parts.uri.path()).ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(&route.name);
     let (side, _reason) = route.select(&parts.headers);
     outcome.side = Some(side);
     let backend = route.backend(side);
+    outcome.stats = route.stats(side);
     outcome.backend = Some(&backend.name);
-    let endpoint = backend
-        .pick()
-        .ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
+    let endpoint = backend.pick().ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
 
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -128,13 +118,9 @@ async fn forward<'s>(
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(endpoint.endpoint().authority.clone());
     uri.path_and_query = Some(
-        std::mem::take(&mut parts.uri)
-            .into_parts()
-            .path_and_query
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        std::mem::take(&mut parts.uri).into_parts().path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")),
     );
-    parts.uri = Uri::from_parts(uri)
-        .map_err(|_| ProxyError::BadRequest("weir: invalid request target\n"))?;
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("weir: invalid request target\n"))?;
     parts.version = Version::HTTP_11;
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);
@@ -144,17 +130,14 @@ async fn forward<'s>(
     if upgrade {
         // The request's upgrade handle was moved into `up_req` with its
         // extensions; take it back before the request is sent.
-        downstream_upgrade = up_req
-            .extensions_mut()
-            .remove::<hyper::upgrade::OnUpgrade>();
+        downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     }
 
-    let sent =
-        tokio::time::timeout(snap.timeouts.upstream_response, snap.client.request(up_req)).await;
+    let sent = tokio::time::timeout(snap.timeouts.upstream_response, snap.client.request(up_req)).await;
     let mut resp = match sent {
         Err(_elapsed) => return Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {
-            let kind = UpstreamErrorKind::classify(&e);
+            let kind = crate::upstream::error::classify(&e);
             tracing::debug!(route = %route.name, backend = %backend.name, kind = kind.as_str(), "upstream error: {e:#}");
             return Err(ProxyError::Upstream(kind));
         }

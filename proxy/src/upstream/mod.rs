@@ -57,20 +57,10 @@ impl Backend {
     pub(crate) fn new(name: &str, addrs: &[SocketAddr]) -> Result<Self, String> {
         let mut endpoints = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            let authority: Authority = addr
-                .to_string()
-                .parse()
-                .map_err(|e| format!("address {addr}: {e}"))?;
-            endpoints.push(Arc::new(Endpoint {
-                addr: *addr,
-                authority,
-                inflight: AtomicU32::new(0),
-            }));
+            let authority: Authority = addr.to_string().parse().map_err(|e| format!("address {addr}: {e}"))?;
+            endpoints.push(Arc::new(Endpoint { addr: *addr, authority, inflight: AtomicU32::new(0) }));
         }
-        Ok(Backend {
-            name: name.into(),
-            endpoints: endpoints.into_boxed_slice(),
-        })
+        Ok(Backend { name: name.into(), endpoints: endpoints.into_boxed_slice() })
     }
 
     /// Picks an endpoint (P2C, see the module doc), or `None` if there is none.
@@ -131,9 +121,7 @@ mod tests {
 
     #[test]
     fn p2c_avoids_the_busy_endpoint_and_spreads_load() {
-        let addrs: Vec<SocketAddr> = (0..3)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
-            .collect();
+        let addrs: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
         let b = Backend::new("b", &addrs).unwrap();
         // Pin 50 requests on endpoint 0: it must (almost) never be chosen.
         let busy: Vec<_> = (0..50)

@@ -9,16 +9,8 @@ use crate::*;
 fn check_accepts_the_shipped_configs() {
     for name in ["weir.toml", "full.toml"] {
         let path = workspace().join("config").join(name);
-        let out = Command::new(weir_bin())
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(weir_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     }
 }
@@ -32,27 +24,16 @@ fn check_prints_every_error_and_fails() {
         "[timeouts]\nconnect = \"soon\"\n[backends.stable]\naddrs = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"web\"\nstable = \"stable\"\ncanary = \"canry\"\n",
     )
     .unwrap();
-    let out = Command::new(weir_bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(weir_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("timeouts.connect: unknown duration unit \"soon\" (line 2)")
-            || err.contains("timeouts.connect:"),
+        err.contains("timeouts.connect: unknown duration unit \"soon\" (line 2)") || err.contains("timeouts.connect:"),
         "{err}"
     );
-    assert!(
-        err.contains("routes[0].canary: unknown backend \"canry\" (line 8)"),
-        "{err}"
-    );
+    assert!(err.contains("routes[0].canary: unknown backend \"canry\" (line 8)"), "{err}");
 
-    let missing = Command::new(weir_bin())
-        .args(["check", "-c", "/nonexistent/weir.toml"])
-        .output()
-        .unwrap();
+    let missing = Command::new(weir_bin()).args(["check", "-c", "/nonexistent/weir.toml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
@@ -72,10 +53,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     }
     let t = Instant::now();
     p.signal("TERM");
-    assert_eq!(
-        inflight.await.unwrap(),
-        (StatusCode::OK, "stable".to_string())
-    );
+    assert_eq!(inflight.await.unwrap(), (StatusCode::OK, "stable".to_string()));
     let status = p.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(t.elapsed() < Duration::from_secs(10));
@@ -111,21 +89,11 @@ async fn sighup_reloads_and_a_bad_file_keeps_serving() {
 
 #[test]
 fn demo_runs_the_split_and_exits_zero() {
-    let out = Command::new(weir_bin())
-        .args(["demo", "--seconds", "2"])
-        .output()
-        .unwrap();
+    let out = Command::new(weir_bin()).args(["demo", "--seconds", "2"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for weight in ["weight   5%", "weight  10%", "weight  25%", "weight  50%"] {
         assert!(stdout.contains(weight), "{stdout}");
     }
-    assert!(
-        stdout.contains("0 failed; users moved back from canary to stable: 0"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("0 failed; users moved back from canary to stable: 0"), "{stdout}");
 }

@@ -24,10 +24,7 @@ async fn upstream_down_is_502_and_no_route_is_404() {
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("connect"), "{body}");
     // The proxy still serves other routes after the failure.
-    assert_eq!(
-        get(&c, &w.url("/api/x"), &[("host", "api.example")]).await,
-        (StatusCode::OK, "stable".to_string())
-    );
+    assert_eq!(get(&c, &w.url("/api/x"), &[("host", "api.example")]).await, (StatusCode::OK, "stable".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,10 +43,7 @@ async fn hung_upstream_is_504_at_the_configured_timeout() {
     let (status, _) = get(&c, &w.url("/"), &[]).await;
     let took = t.elapsed();
     assert_eq!(status, 504);
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
     assert_eq!(hung.count(), 1);
 }
 
@@ -91,10 +85,7 @@ async fn slowloris_is_cut_at_header_read_while_others_are_served() {
         assert_eq!(get(&c, &w.url("/"), &[]).await.0, 200);
     }
     let cut_after = slow.await.unwrap();
-    assert!(
-        cut_after >= Duration::from_millis(500) && cut_after < Duration::from_millis(1500),
-        "{cut_after:?}"
-    );
+    assert!(cut_after >= Duration::from_millis(500) && cut_after < Duration::from_millis(1500), "{cut_after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,36 +112,21 @@ async fn idle_keep_alive_connections_are_closed_after_idle_but_not_before() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // Then idle past `idle`: closed by the proxy.
     let t = Instant::now();
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(
-        t.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_get_503() {
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Named).await;
-    let w = InProcess::start(&config_text(
-        stable.addr,
-        canary.addr,
-        "",
-        "[limits]\nmax_connections = 2",
-    ))
-    .await;
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, "", "[limits]\nmax_connections = 2")).await;
     let addr = w.weir.data_addr();
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 256];
         let n = s.read(&mut buf).await.unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
@@ -159,10 +135,6 @@ async fn connections_past_the_limit_get_503() {
     let mut third = TcpStream::connect(addr).await.unwrap();
     let mut resp = Vec::new();
     third.read_to_end(&mut resp).await.unwrap();
-    assert!(
-        resp.starts_with(b"HTTP/1.1 503"),
-        "{}",
-        String::from_utf8_lossy(&resp)
-    );
+    assert!(resp.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&resp));
     drop(held);
 }

@@ -4,3 +4,4 @@ mod protocols;
 mod reload;
 mod split;
 mod streaming;
+mod telemetry;

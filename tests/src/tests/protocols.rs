@@ -30,20 +30,10 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 async fn h2c_client_reaches_http1_upstream() {
     let (stable, _c, w) = setup("").await;
     let c = h2c_client();
-    let resp = c
-        .request(
-            Request::get(w.url("/h2?x=1"))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = c.request(Request::get(w.url("/h2?x=1")).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.into_body().collect().await.unwrap().to_bytes(),
-        "stable"
-    );
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "stable");
     let seen = stable.seen.lock().unwrap()[0].clone();
     assert_eq!(seen.path, "/h2?x=1");
     // h2 has no Host header: the proxy sends the :authority as Host.
@@ -57,23 +47,15 @@ async fn websocket_echo_through_the_proxy() {
     let (ws_addr, _task) = websocket_echo().await;
     let stable = Upstream::start("stable", Mode::Named).await;
     let w = InProcess::start(&config_text(stable.addr, ws_addr, "weight = 100", "")).await;
-    let (mut ws, resp) =
-        tokio_tungstenite::connect_async(format!("ws://{}/chat", w.weir.data_addr()))
-            .await
-            .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", w.weir.data_addr())).await.unwrap();
     assert_eq!(resp.status(), 101);
     for i in 0..10 {
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
         let got = ws.next().await.unwrap().unwrap();
         assert_eq!(got.into_text().unwrap().as_str(), format!("hello {i}"));
     }
-    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
-        .await
-        .unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap().into_data().as_ref(),
-        &[0u8, 1, 2, 255]
-    );
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().as_ref(), &[0u8, 1, 2, 255]);
     ws.close(None).await.unwrap();
 }
 
@@ -87,26 +69,12 @@ async fn hop_by_hop_headers_never_reach_the_upstream() {
     .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let seen = stable.seen.lock().unwrap()[0].clone();
-    for h in [
-        "x-hop",
-        "keep-alive",
-        "te",
-        "trailer",
-        "proxy-connection",
-        "upgrade",
-    ] {
-        assert!(
-            !seen.headers.contains_key(h),
-            "{h} reached the upstream: {:?}",
-            seen.headers
-        );
+    for h in ["x-hop", "keep-alive", "te", "trailer", "proxy-connection", "upgrade"] {
+        assert!(!seen.headers.contains_key(h), "{h} reached the upstream: {:?}", seen.headers);
     }
     // hyper's client adds its own `connection` only when closing; the
     // client's never passes.
-    assert_ne!(
-        seen.headers.get("connection").map(|v| v.to_str().unwrap()),
-        Some("keep-alive, X-Hop, close")
-    );
+    assert_ne!(seen.headers.get("connection").map(|v| v.to_str().unwrap()), Some("keep-alive, X-Hop, close"));
     assert_eq!(seen.headers["x-end"], "kept");
     assert_eq!(seen.headers["host"], "app.example");
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
@@ -125,44 +93,24 @@ async fn content_length_with_transfer_encoding_is_framed_by_te_alone_and_closes(
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(
-        resp.to_ascii_lowercase().contains("connection: close"),
-        "{resp}"
-    );
-    assert_eq!(
-        resp.matches("HTTP/1.1").count(),
-        1,
-        "a second response means the smuggled request was served: {resp}"
-    );
+    assert!(resp.to_ascii_lowercase().contains("connection: close"), "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1").count(), 1, "a second response means the smuggled request was served: {resp}");
     let seen = stable.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/");
-    assert!(
-        !seen[0].headers.contains_key("content-length"),
-        "{:?}",
-        seen[0].headers
-    );
+    assert!(!seen[0].headers.contains_key("content-length"), "{:?}", seen[0].headers);
     assert_eq!(seen[0].headers["transfer-encoding"], "chunked");
 
     // Conflicting Content-Length values: 400 and close, nothing forwarded.
-    let resp = raw(
-        w.weir.data_addr(),
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
-    )
-    .await;
+    let resp =
+        raw(w.weir.data_addr(), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde")
+            .await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     // Transfer-Encoding on HTTP/1.0, and a TE that is not chunked: 400.
-    let resp = raw(
-        w.weir.data_addr(),
-        b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    )
-    .await;
+    let resp =
+        raw(w.weir.data_addr(), b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
-    let resp = raw(
-        w.weir.data_addr(),
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
-    )
-    .await;
+    let resp = raw(w.weir.data_addr(), b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert_eq!(stable.count(), 1);
 
@@ -174,22 +122,10 @@ async fn content_length_with_transfer_encoding_is_framed_by_te_alone_and_closes(
 async fn oversized_header_block_is_431() {
     let (stable, _c, w) = setup("").await;
     let big = "a".repeat(70_000);
-    let resp = raw(
-        w.weir.data_addr(),
-        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
-    )
-    .await;
-    assert!(
-        resp.starts_with("HTTP/1.1 431"),
-        "{}",
-        &resp[..resp.len().min(200)]
-    );
+    let resp = raw(w.weir.data_addr(), format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{}", &resp[..resp.len().min(200)]);
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let resp = raw(
-        w.weir.data_addr(),
-        format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
-    )
-    .await;
+    let resp = raw(w.weir.data_addr(), format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
     assert_eq!(stable.count(), 0);
 }

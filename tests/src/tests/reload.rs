@@ -46,11 +46,7 @@ async fn reload_under_load_loses_nothing_and_applies_within_a_second() {
     let probe = client();
     let mut worst = Duration::ZERO;
     for i in 0..20 {
-        let (weight, expect) = if i % 2 == 0 {
-            (100, "canary")
-        } else {
-            (0, "stable")
-        };
+        let (weight, expect) = if i % 2 == 0 { (100, "canary") } else { (0, "stable") };
         let text = base.replace("weight = 0", &format!("weight = {weight}"));
         let t = Instant::now();
         if i % 3 == 0 {
@@ -62,10 +58,7 @@ async fn reload_under_load_loses_nothing_and_applies_within_a_second() {
             if get(&probe, &url, &[]).await.1 == expect {
                 break;
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(1),
-                "weight {weight} not applied within 1 s (write {i})"
-            );
+            assert!(t.elapsed() < Duration::from_secs(1), "weight {weight} not applied within 1 s (write {i})");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         worst = worst.max(t.elapsed());
@@ -99,10 +92,7 @@ async fn a_broken_file_keeps_the_old_config_serving() {
     assert!(w.weir.reload().await.is_err());
     // Still serving the last good config.
     for _ in 0..10 {
-        assert_eq!(
-            get(&c, &w.url("/"), &[]).await,
-            (StatusCode::OK, "canary".to_string())
-        );
+        assert_eq!(get(&c, &w.url("/"), &[]).await, (StatusCode::OK, "canary".to_string()));
     }
     // A good file is picked up again.
     std::fs::write(&w.path, base.replace("weight = 100", "weight = 0")).unwrap();

@@ -12,11 +12,7 @@ async fn setup(route_extra: &str) -> (Upstream, Upstream, InProcess) {
 }
 
 /// Sends one request per key (8 at a time); returns key → side.
-async fn sides(
-    w: &InProcess,
-    header: &str,
-    keys: impl Iterator<Item = String>,
-) -> HashMap<String, String> {
+async fn sides(w: &InProcess, header: &str, keys: impl Iterator<Item = String>) -> HashMap<String, String> {
     use futures_util::StreamExt;
     let c = client();
     let url = w.url("/");
@@ -47,16 +43,11 @@ async fn sticky_split_is_accurate_stable_and_monotonic() {
     let c = client();
     let probe = at10.iter().find(|(_, s)| *s == "canary").unwrap().0.clone();
     for _ in 0..100 {
-        assert_eq!(
-            get(&c, &w.url("/"), &[("x-user-id", &probe)]).await.1,
-            "canary"
-        );
+        assert_eq!(get(&c, &w.url("/"), &[("x-user-id", &probe)]).await.1, "canary");
     }
 
     // 10 % → 30 %: every canary user stays on the canary.
-    let text = std::fs::read_to_string(&w.path)
-        .unwrap()
-        .replace("weight = 10", "weight = 30");
+    let text = std::fs::read_to_string(&w.path).unwrap().replace("weight = 10", "weight = 30");
     std::fs::write(&w.path, text).unwrap();
     w.weir.reload().await.unwrap();
     assert_eq!(w.weir.route_weight_bp("web"), Some(3000));
@@ -83,62 +74,24 @@ async fn keyless_split_is_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_header_and_cookie_always_and_never() {
-    let (_s, _c, w) = setup(
-        "weight = 50\nsticky = { header = \"x-user-id\" }\nforce = { header = \"x-canary\" }",
-    )
-    .await;
+    let (_s, _c, w) =
+        setup("weight = 50\nsticky = { header = \"x-user-id\" }\nforce = { header = \"x-canary\" }").await;
     let c = client();
     for i in 0..50 {
         let id = format!("u{i}");
-        assert_eq!(
-            get(
-                &c,
-                &w.url("/"),
-                &[("x-user-id", &id), ("x-canary", "always")]
-            )
-            .await
-            .1,
-            "canary"
-        );
-        assert_eq!(
-            get(
-                &c,
-                &w.url("/"),
-                &[("x-user-id", &id), ("x-canary", "never")]
-            )
-            .await
-            .1,
-            "stable"
-        );
+        assert_eq!(get(&c, &w.url("/"), &[("x-user-id", &id), ("x-canary", "always")]).await.1, "canary");
+        assert_eq!(get(&c, &w.url("/"), &[("x-user-id", &id), ("x-canary", "never")]).await.1, "stable");
     }
     // Cookie form, and an unknown value falls through to the weight.
     let text = std::fs::read_to_string(&w.path)
         .unwrap()
-        .replace(
-            "force = { header = \"x-canary\" }",
-            "force = { cookie = \"weir-canary\" }\nweight = 0",
-        )
+        .replace("force = { header = \"x-canary\" }", "force = { cookie = \"weir-canary\" }\nweight = 0")
         .replace("weight = 50\n", "");
     std::fs::write(&w.path, text).unwrap();
     w.weir.reload().await.unwrap();
-    assert_eq!(
-        get(&c, &w.url("/"), &[("cookie", "a=b; weir-canary=always")])
-            .await
-            .1,
-        "canary"
-    );
-    assert_eq!(
-        get(&c, &w.url("/"), &[("cookie", "weir-canary=never")])
-            .await
-            .1,
-        "stable"
-    );
-    assert_eq!(
-        get(&c, &w.url("/"), &[("cookie", "weir-canary=maybe")])
-            .await
-            .1,
-        "stable"
-    );
+    assert_eq!(get(&c, &w.url("/"), &[("cookie", "a=b; weir-canary=always")]).await.1, "canary");
+    assert_eq!(get(&c, &w.url("/"), &[("cookie", "weir-canary=never")]).await.1, "stable");
+    assert_eq!(get(&c, &w.url("/"), &[("cookie", "weir-canary=maybe")]).await.1, "stable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,31 +101,11 @@ async fn cohort_goes_to_canary_and_opt_out_beats_it() {
     )
     .await;
     let c = client();
-    assert_eq!(
-        get(&c, &w.url("/"), &[("x-user-group", "internal")])
-            .await
-            .1,
-        "canary"
-    );
-    assert_eq!(
-        get(&c, &w.url("/"), &[("x-user-group", "staff")]).await.1,
-        "canary"
-    );
-    assert_eq!(
-        get(&c, &w.url("/"), &[("x-user-group", "public")]).await.1,
-        "stable"
-    );
+    assert_eq!(get(&c, &w.url("/"), &[("x-user-group", "internal")]).await.1, "canary");
+    assert_eq!(get(&c, &w.url("/"), &[("x-user-group", "staff")]).await.1, "canary");
+    assert_eq!(get(&c, &w.url("/"), &[("x-user-group", "public")]).await.1, "stable");
     assert_eq!(get(&c, &w.url("/"), &[]).await.1, "stable");
-    assert_eq!(
-        get(
-            &c,
-            &w.url("/"),
-            &[("x-user-group", "internal"), ("x-canary", "never")]
-        )
-        .await
-        .1,
-        "stable"
-    );
+    assert_eq!(get(&c, &w.url("/"), &[("x-user-group", "internal"), ("x-canary", "never")]).await.1, "stable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,18 +145,8 @@ stable = "b"
     assert_eq!(get(&c, &w.url("/x"), &[]).await.1, "a");
     assert_eq!(get(&c, &w.url("/api/x"), &[]).await.1, "b");
     assert_eq!(get(&c, &w.url("/api/v1/x"), &[]).await.1, "a");
-    assert_eq!(
-        get(&c, &w.url("/x"), &[("host", "SHOP.example:8080")])
-            .await
-            .1,
-        "b"
-    );
-    assert_eq!(
-        get(&c, &w.url("/api/v1"), &[("host", "other.example")])
-            .await
-            .1,
-        "a"
-    );
+    assert_eq!(get(&c, &w.url("/x"), &[("host", "SHOP.example:8080")]).await.1, "b");
+    assert_eq!(get(&c, &w.url("/api/v1"), &[("host", "other.example")]).await.1, "a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,18 +156,8 @@ async fn variant_header_tells_the_upstream_its_side() {
     for _ in 0..4 {
         get(&c, &w.url("/"), &[]).await;
     }
-    assert!(stable
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|s| s.headers["x-weir-variant"] == "stable"));
-    assert!(canary
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|s| s.headers["x-weir-variant"] == "canary"));
+    assert!(stable.seen.lock().unwrap().iter().all(|s| s.headers["x-weir-variant"] == "stable"));
+    assert!(canary.seen.lock().unwrap().iter().all(|s| s.headers["x-weir-variant"] == "canary"));
     assert_eq!(canary.count(), 2);
 }
 
@@ -262,12 +175,7 @@ async fn a_backend_with_several_addresses_uses_them_all() {
         assert_eq!(get(&c, &w.url("/"), &[]).await.0, 200);
     }
     // Sequential requests tie on in-flight counts, so P2C picks at random.
-    assert!(
-        a.count() > 50 && b.count() > 50,
-        "a={} b={}",
-        a.count(),
-        b.count()
-    );
+    assert!(a.count() > 50 && b.count() > 50, "a={} b={}", a.count(), b.count());
     assert_eq!(a.count() + b.count(), 200);
 }
 
@@ -276,33 +184,17 @@ async fn access_log_writes_one_json_line_per_request() {
     let stable = Upstream::start("stable", Mode::Named).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let top = format!("[log]\naccess = \"{}\"", log.display());
-    let w = InProcess::start(&config_text(
-        stable.addr,
-        dead,
-        "force = { header = \"x-canary\" }",
-        &top,
-    ))
-    .await;
+    let w = InProcess::start(&config_text(stable.addr, dead, "force = { header = \"x-canary\" }", &top)).await;
     let c = client();
     assert_eq!(get(&c, &w.url("/a?q=1"), &[]).await.0, 200);
-    assert_eq!(
-        get(&c, &w.url("/b"), &[("x-canary", "always")]).await.0,
-        502
-    );
+    assert_eq!(get(&c, &w.url("/b"), &[("x-canary", "always")]).await.0, 502);
     // The log is written by its own thread: wait for both lines.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let lines = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         if lines.len() >= 2 || std::time::Instant::now() > deadline {
             break lines;
         }

@@ -13,16 +13,7 @@ async fn hundred_megabyte_bodies_stream_both_ways_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weir.toml");
     // stable counts request bodies; canary (forced) streams a response.
-    std::fs::write(
-        &path,
-        config_text(
-            sink.addr,
-            source.addr,
-            "force = { header = \"x-canary\" }",
-            "",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, config_text(sink.addr, source.addr, "force = { header = \"x-canary\" }", "")).unwrap();
     let p = Process::spawn(&path);
     let base = format!("http://{}/", p.data_addr);
 
@@ -38,20 +29,14 @@ async fn hundred_megabyte_bodies_stream_both_ways_in_bounded_memory() {
     );
     let body = http_body_util::StreamBody::new(stream);
     let up: Client<HttpConnector, _> = Client::builder(TokioExecutor::new()).build_http();
-    let resp = up
-        .request(Request::post(&base).body(body).unwrap())
-        .await
-        .unwrap();
+    let resp = up.request(Request::post(&base).body(body).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
     let got = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(got, SIZE.to_string());
 
     // Response body: 100 MB streamed down.
     let c = client();
-    let req = Request::get(&base)
-        .header("x-canary", "always")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = Request::get(&base).header("x-canary", "always").body(Full::new(Bytes::new())).unwrap();
     let resp = c.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();

@@ -1,0 +1,309 @@
+//! What the proxy measures and the gate engine reads: per-backend request
+//! outcomes and latency, merged over a time window.
+//!
+//! The proxy records into lock-free sharded buckets laid out by [`bucket`];
+//! once per second it folds them into one-second slots, and a [`Window`] is
+//! the merge of the slots that fall in the requested span. Latency is in
+//! microseconds, held in an HdrHistogram for quantiles and rank tests.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Outcome class of a request: the response's status class, or `Error`
+/// when the upstream gave no usable response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CodeClass {
+    /// 1xx
+    Informational,
+    /// 2xx
+    Success,
+    /// 3xx
+    Redirection,
+    /// 4xx
+    ClientError,
+    /// 5xx
+    ServerError,
+    /// No response from the upstream (see [`UpstreamErrorKind`]).
+    Error,
+}
+
+impl CodeClass {
+    /// Every class, in label order.
+    pub const ALL: [CodeClass; 6] = [
+        CodeClass::Informational,
+        CodeClass::Success,
+        CodeClass::Redirection,
+        CodeClass::ClientError,
+        CodeClass::ServerError,
+        CodeClass::Error,
+    ];
+
+    /// The class of an HTTP status code.
+    pub fn of_status(code: u16) -> CodeClass {
+        match code {
+            100..=199 => CodeClass::Informational,
+            200..=299 => CodeClass::Success,
+            300..=399 => CodeClass::Redirection,
+            400..=499 => CodeClass::ClientError,
+            _ => CodeClass::ServerError,
+        }
+    }
+
+    /// Index into per-class arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Label value: `1xx` … `5xx`, `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeClass::Informational => "1xx",
+            CodeClass::Success => "2xx",
+            CodeClass::Redirection => "3xx",
+            CodeClass::ClientError => "4xx",
+            CodeClass::ServerError => "5xx",
+            CodeClass::Error => "error",
+        }
+    }
+}
+
+/// Why a request got no usable upstream response. Bounded: it is the `kind`
+/// label of `weir_upstream_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamErrorKind {
+    /// TCP connect refused or failed.
+    Connect,
+    /// TCP connect did not finish within `timeouts.connect`.
+    ConnectTimeout,
+    /// No response headers within `timeouts.upstream_response`.
+    Timeout,
+    /// The connection was reset or closed before a complete response.
+    Reset,
+    /// The upstream sent something that is not valid HTTP.
+    Protocol,
+    /// The backend has no usable address.
+    Unavailable,
+}
+
+impl UpstreamErrorKind {
+    /// Every kind, in label order.
+    pub const ALL: [UpstreamErrorKind; 6] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::ConnectTimeout,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Reset,
+        UpstreamErrorKind::Protocol,
+        UpstreamErrorKind::Unavailable,
+    ];
+
+    /// Index into per-kind arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::ConnectTimeout => "connect_timeout",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Reset => "reset",
+            UpstreamErrorKind::Protocol => "protocol",
+            UpstreamErrorKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Request counts by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// By [`CodeClass::index`].
+    pub by_class: [u64; 6],
+    /// By [`UpstreamErrorKind::index`] (a subset of the `Error` class).
+    pub by_error: [u64; 6],
+}
+
+impl Counts {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// Requests that count as failures for gates: 5xx and upstream errors.
+    pub fn failures(&self) -> u64 {
+        self.by_class[CodeClass::ServerError.index()] + self.by_class[CodeClass::Error.index()]
+    }
+
+    /// Failures / total, or `None` without requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        let total = self.total();
+        (total > 0).then(|| self.failures() as f64 / total as f64)
+    }
+
+    /// Requests of one class.
+    pub fn class(&self, c: CodeClass) -> u64 {
+        self.by_class[c.index()]
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Counts) {
+        for (a, b) in self.by_class.iter_mut().zip(other.by_class) {
+            *a += b;
+        }
+        for (a, b) in self.by_error.iter_mut().zip(other.by_error) {
+            *a += b;
+        }
+    }
+}
+
+/// The bucket layout of the proxy's lock-free latency shards: exact below
+/// 64 µs, then 64 linear sub-buckets per power of two (≤ 1.6 % relative
+/// error), up to [`bucket::MAX_MICROS`] (values above are clamped).
+pub mod bucket {
+    const SUB_BITS: u32 = 6;
+    const SUB: u64 = 1 << SUB_BITS;
+    /// Largest recorded latency in µs (60 s).
+    pub const MAX_MICROS: u64 = 60_000_000;
+    /// Number of buckets.
+    pub const COUNT: usize = index(MAX_MICROS) + 1;
+
+    /// Bucket of a latency in µs.
+    pub const fn index(micros: u64) -> usize {
+        let v = if micros > MAX_MICROS { MAX_MICROS } else { micros };
+        if v < SUB {
+            return v as usize;
+        }
+        let magnitude = 63 - v.leading_zeros();
+        let shift = magnitude - SUB_BITS;
+        let sub = (v >> shift) - SUB;
+        ((shift as u64 + 1) * SUB + sub) as usize
+    }
+
+    /// The middle of a bucket's range, in µs (used when merging).
+    pub const fn value(index: usize) -> u64 {
+        let i = index as u64;
+        if i < SUB {
+            return i;
+        }
+        let shift = i / SUB - 1;
+        let sub = i % SUB;
+        let low = (SUB + sub) << shift;
+        low + ((1u64 << shift) >> 1)
+    }
+}
+
+/// Latency distribution of a window, in microseconds.
+#[derive(Clone, Debug)]
+pub struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::new()
+    }
+}
+
+impl PartialEq for Latency {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Latency {
+    /// An empty distribution (1 µs to 60 s, 2 significant digits).
+    #[allow(clippy::expect_used)] // constant bounds that hdrhistogram accepts
+    pub fn new() -> Self {
+        Latency(Histogram::new_with_bounds(1, bucket::MAX_MICROS, 2).expect("valid histogram bounds"))
+    }
+
+    /// Builds a distribution from per-bucket counts laid out by [`bucket`].
+    pub fn from_buckets(counts: &[u64]) -> Self {
+        let mut l = Latency::new();
+        for (i, &n) in counts.iter().enumerate() {
+            if n > 0 {
+                l.0.saturating_record_n(bucket::value(i).max(1), n);
+            }
+        }
+        l
+    }
+
+    /// Records `n` samples of `micros`.
+    pub fn record_n(&mut self, micros: u64, n: u64) {
+        self.0.saturating_record_n(micros.clamp(1, bucket::MAX_MICROS), n);
+    }
+
+    /// Number of samples.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The `q` quantile (0..=1), or `None` without samples.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        (!self.0.is_empty()).then(|| Duration::from_micros(self.0.value_at_quantile(q)))
+    }
+
+    /// Adds another distribution.
+    pub fn add(&mut self, other: &Latency) {
+        // Same bounds by construction; an error would only mean saturation.
+        let _ = self.0.add(&other.0);
+    }
+
+    /// The underlying histogram (for rank tests over buckets).
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.0
+    }
+}
+
+/// One backend's requests over a window of time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Window {
+    /// The span the window covers.
+    pub span: Duration,
+    /// Requests by outcome.
+    pub counts: Counts,
+    /// Latency from request received to upstream response headers.
+    pub latency: Latency,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_layout_is_monotonic_and_accurate() {
+        let mut last = 0;
+        for v in [0u64, 1, 63, 64, 65, 127, 128, 1000, 50_000, 1_000_000, 59_999_999, 60_000_000, u64::MAX] {
+            let i = bucket::index(v);
+            assert!(i >= last, "{v}");
+            assert!(i < bucket::COUNT);
+            last = i;
+            if (1..=bucket::MAX_MICROS).contains(&v) {
+                let mid = bucket::value(i) as f64;
+                assert!((mid - v as f64).abs() / v as f64 <= 0.016, "{v} → {mid}");
+            }
+        }
+        const { assert!(bucket::COUNT < 1400) };
+    }
+
+    #[test]
+    fn window_math() {
+        let mut c = Counts::default();
+        c.by_class[CodeClass::Success.index()] = 90;
+        c.by_class[CodeClass::ServerError.index()] = 6;
+        c.by_class[CodeClass::Error.index()] = 4;
+        assert_eq!(c.total(), 100);
+        assert_eq!(c.error_rate(), Some(0.1));
+        assert_eq!(Counts::default().error_rate(), None);
+        assert_eq!(CodeClass::of_status(204), CodeClass::Success);
+        assert_eq!(CodeClass::of_status(503).as_str(), "5xx");
+
+        let mut buckets = vec![0u64; bucket::COUNT];
+        buckets[bucket::index(50_000)] = 99;
+        buckets[bucket::index(2_000)] = 1;
+        let l = Latency::from_buckets(&buckets);
+        assert_eq!(l.count(), 100);
+        let p50 = l.quantile(0.5).unwrap().as_micros() as f64;
+        assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.03, "{p50}");
+        assert!(Latency::new().quantile(0.5).is_none());
+    }
+}

@@ -1,0 +1,206 @@
+//! In-process measurement: per (route, backend) recording for the gate
+//! engine's windows, and the Prometheus registry behind `GET /metrics`.
+//!
+//! Each running weir has its own [`Telemetry`] (no global recorder), so
+//! several instances in one process never mix their numbers. Stats objects
+//! are keyed by (route, backend) name and reused across reloads, so a reload
+//! that keeps a route keeps its windows and counters.
+
+pub(crate) mod names;
+mod recorder;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use tokio::time::Instant;
+use weir_control::sample::{CodeClass, UpstreamErrorKind};
+
+pub use recorder::BackendStats;
+pub(crate) use recorder::Handles;
+
+use names::label;
+
+static METADATA: Metadata<'static> = Metadata::new("weir", metrics::Level::INFO, Some("weir_proxy::telemetry"));
+
+/// The registry of one running weir: Prometheus handles and per
+/// (route, backend) stats.
+pub struct Telemetry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    epoch: Instant,
+    stats: Mutex<HashMap<(String, String), Arc<BackendStats>>>,
+    build_info: Mutex<HashMap<String, Gauge>>,
+    reloads_ok: Counter,
+    reloads_error: Counter,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect()
+}
+
+impl Telemetry {
+    /// A registry with weir's metric descriptions and latency buckets.
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder
+            .set_buckets_for_metric(Matcher::Full(names::REQUEST_DURATION_SECONDS.to_string()), names::DURATION_BUCKETS)
+        {
+            Ok(b) => b,
+            // Only fails for an empty bucket list, which the constant is not.
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        describe(&recorder);
+        let reload = |result: &str| {
+            recorder.register_counter(
+                &Key::from_parts(names::CONFIG_RELOADS_TOTAL, labels(&[(label::RESULT, result)])),
+                &METADATA,
+            )
+        };
+        let (reloads_ok, reloads_error) = (reload("ok"), reload("error"));
+        let version = recorder.register_gauge(
+            &Key::from_parts(names::BUILD_INFO, labels(&[(label::VERSION, env!("CARGO_PKG_VERSION"))])),
+            &METADATA,
+        );
+        version.set(1.0);
+        Telemetry {
+            recorder,
+            handle,
+            epoch: Instant::now(),
+            stats: Mutex::new(HashMap::new()),
+            build_info: Mutex::new(HashMap::new()),
+            reloads_ok,
+            reloads_error,
+        }
+    }
+
+    /// Seconds since this instance started (the slot clock).
+    pub(crate) fn now_sec(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    pub(crate) fn reload_ok(&self) {
+        self.reloads_ok.increment(1);
+    }
+
+    pub(crate) fn reload_error(&self) {
+        self.reloads_error.increment(1);
+    }
+
+    /// The stats of (route, backend), created with resolved metric handles
+    /// on first use and kept across reloads.
+    pub fn stats(&self, route: &str, backend: &str) -> Arc<BackendStats> {
+        let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((route.to_string(), backend.to_string()))
+            .or_insert_with(|| Arc::new(BackendStats::new(Some(self.handles(route, backend)))))
+            .clone()
+    }
+
+    /// Forgets stats that no route uses any more.
+    pub(crate) fn retain(&self, in_use: &[(String, String)]) {
+        let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|k, _| in_use.contains(k));
+    }
+
+    fn handles(&self, route: &str, backend: &str) -> Handles {
+        let counter = |name: &'static str, extra: (&'static str, &str)| {
+            self.recorder.register_counter(
+                &Key::from_parts(name, labels(&[(label::ROUTE, route), (label::BACKEND, backend), extra])),
+                &METADATA,
+            )
+        };
+        Handles {
+            requests: CodeClass::ALL.map(|c| counter(names::REQUESTS_TOTAL, (label::CODE_CLASS, c.as_str()))),
+            errors: UpstreamErrorKind::ALL.map(|k| counter(names::UPSTREAM_ERRORS_TOTAL, (label::KIND, k.as_str()))),
+            duration: self.recorder.register_histogram(
+                &Key::from_parts(
+                    names::REQUEST_DURATION_SECONDS,
+                    labels(&[(label::ROUTE, route), (label::BACKEND, backend)]),
+                ),
+                &METADATA,
+            ),
+        }
+    }
+
+    /// The canary-weight gauge of a route.
+    pub(crate) fn weight_gauge(&self, route: &str) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_parts(names::CANARY_WEIGHT, labels(&[(label::ROUTE, route)])), &METADATA)
+    }
+
+    /// Sets `weir_build_info` for a route's release versions; the previous
+    /// label set of the route (if different) drops to 0.
+    pub(crate) fn set_versions(&self, route: &str, stable: Option<&str>, canary: Option<&str>) {
+        let key = Key::from_parts(
+            names::BUILD_INFO,
+            labels(&[
+                (label::VERSION, env!("CARGO_PKG_VERSION")),
+                (label::ROUTE, route),
+                (label::STABLE_VERSION, stable.unwrap_or("")),
+                (label::CANARY_VERSION, canary.unwrap_or("")),
+            ]),
+        );
+        let gauge = self.recorder.register_gauge(&key, &METADATA);
+        gauge.set(1.0);
+        let mut map = self.build_info.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = map.insert(route.to_string(), gauge.clone()) {
+            // Same labels → same underlying gauge, set again to 1 below.
+            old.set(0.0);
+            gauge.set(1.0);
+        }
+    }
+
+    /// Folds every stats object's shards into the current slot.
+    pub(crate) fn rotate_all(&self, keep: Duration) {
+        let now = self.now_sec();
+        let all: Vec<Arc<BackendStats>> =
+            self.stats.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for s in all {
+            s.rotate(now, keep.as_secs().max(1));
+        }
+        self.handle.run_upkeep();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+fn describe(r: &PrometheusRecorder) {
+    use metrics::{SharedString, Unit};
+    let d = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+        r.describe_counter(name.into(), unit, SharedString::const_str(help));
+    };
+    d(names::REQUESTS_TOTAL, None, "Proxied requests by route, backend and code class (error: no upstream response).");
+    d(names::UPSTREAM_ERRORS_TOTAL, None, "Requests that got no usable upstream response, by kind.");
+    d(names::CONFIG_RELOADS_TOTAL, None, "Config reloads by result.");
+    r.describe_histogram(
+        names::REQUEST_DURATION_SECONDS.into(),
+        Some(Unit::Seconds),
+        SharedString::const_str("Time from request received to upstream response headers."),
+    );
+    r.describe_gauge(names::CANARY_WEIGHT.into(), None, SharedString::const_str("Current canary weight, percent."));
+    r.describe_gauge(
+        names::BUILD_INFO.into(),
+        None,
+        SharedString::const_str("weir version, and the stable and canary release versions per route."),
+    );
+}

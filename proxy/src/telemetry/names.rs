@@ -1,0 +1,34 @@
+//! Every `weir_*` metric name and label, declared once.
+
+/// Requests by route, backend and code class (counter).
+pub(crate) const REQUESTS_TOTAL: &str = "weir_requests_total";
+/// Request latency to upstream response headers, seconds (histogram).
+pub(crate) const REQUEST_DURATION_SECONDS: &str = "weir_request_duration_seconds";
+/// Upstream failures by route, backend and kind (counter).
+pub(crate) const UPSTREAM_ERRORS_TOTAL: &str = "weir_upstream_errors_total";
+/// Current canary weight of a route, percent (gauge).
+pub(crate) const CANARY_WEIGHT: &str = "weir_canary_weight";
+/// Config reloads by result (counter).
+pub(crate) const CONFIG_RELOADS_TOTAL: &str = "weir_config_reloads_total";
+/// Build and release versions (gauge, always 1 for the current set).
+pub(crate) const BUILD_INFO: &str = "weir_build_info";
+
+/// Label names.
+pub(crate) mod label {
+    pub(crate) const ROUTE: &str = "route";
+    pub(crate) const BACKEND: &str = "backend";
+    pub(crate) const CODE_CLASS: &str = "code_class";
+    pub(crate) const KIND: &str = "kind";
+    pub(crate) const RESULT: &str = "result";
+    pub(crate) const VERSION: &str = "version";
+    pub(crate) const STABLE_VERSION: &str = "stable_version";
+    pub(crate) const CANARY_VERSION: &str = "canary_version";
+}
+
+/// Histogram buckets for request latency, seconds: fine enough between
+/// 0.5 ms and 10 s for canary gates, and explicit so that fleet-wide
+/// quantiles aggregate across instances.
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5,
+    5.0, 10.0,
+];

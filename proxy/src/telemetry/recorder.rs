@@ -1,0 +1,237 @@
+//! Per (route, backend) recording: lock-free on the request path, folded
+//! into one-second slots off it.
+//!
+//! Each [`BackendStats`] has a few shards (a power of two ≥ the core count);
+//! a thread always writes to the same shard, so two threads rarely touch the
+//! same cache line. Recording a request is two relaxed `fetch_add`s on the
+//! shard (outcome and latency bucket), plus the Prometheus counter and
+//! histogram handles resolved when the route was built. Once a second (and
+//! whenever a window is read) the shards are swapped to zero into the slot of
+//! the current second; a window is the merge of its slots.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+use weir_control::sample::{bucket, CodeClass, Counts, Latency, UpstreamErrorKind, Window};
+
+/// Prometheus handles of one (route, backend).
+#[derive(Debug)]
+pub(crate) struct Handles {
+    pub(crate) requests: [Counter; 6],
+    pub(crate) errors: [Counter; 6],
+    pub(crate) duration: Histogram,
+}
+
+#[repr(align(128))] // keep shards on separate cache lines
+#[derive(Debug)]
+struct Shard {
+    class: [AtomicU64; 6],
+    error: [AtomicU64; 6],
+    recorded: AtomicU64,
+    buckets: Box<[AtomicU64]>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            class: Default::default(),
+            error: Default::default(),
+            recorded: AtomicU64::new(0),
+            buckets: (0..bucket::COUNT).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// One second of data, latency kept sparse.
+#[derive(Debug, Default)]
+struct Slot {
+    sec: u64,
+    counts: Counts,
+    buckets: Vec<(u16, u32)>,
+}
+
+/// Measurements of one backend of one route.
+#[derive(Debug)]
+pub struct BackendStats {
+    shards: Box<[Shard]>,
+    ring: Mutex<VecDeque<Slot>>,
+    handles: Option<Handles>,
+}
+
+thread_local! {
+    static THREAD_SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+}
+
+fn shard_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16).next_power_of_two()
+}
+
+impl Default for BackendStats {
+    fn default() -> Self {
+        BackendStats::new(None)
+    }
+}
+
+impl BackendStats {
+    /// Stats with the given Prometheus handles (`None`: windows only).
+    pub(crate) fn new(handles: Option<Handles>) -> Self {
+        BackendStats {
+            shards: (0..shard_count()).map(|_| Shard::new()).collect(),
+            ring: Mutex::new(VecDeque::new()),
+            handles,
+        }
+    }
+
+    /// Records one finished request. Lock-free.
+    pub fn record(&self, class: CodeClass, error: Option<UpstreamErrorKind>, latency: Duration) {
+        let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        let shard = &self.shards[THREAD_SHARD.with(|s| *s) & (self.shards.len() - 1)];
+        shard.class[class.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(k) = error {
+            shard.error[k.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        shard.buckets[bucket::index(micros)].fetch_add(1, Ordering::Relaxed);
+        shard.recorded.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = &self.handles {
+            h.requests[class.index()].increment(1);
+            if let Some(k) = error {
+                h.errors[k.index()].increment(1);
+            }
+            h.duration.record(latency.as_secs_f64());
+        }
+    }
+
+    /// Folds what the shards hold into the slot of second `now_sec` and
+    /// forgets slots older than `keep_secs`.
+    pub fn rotate(&self, now_sec: u64, keep_secs: u64) {
+        let mut counts = Counts::default();
+        let mut dense: Option<Vec<u64>> = None;
+        for shard in self.shards.iter() {
+            if shard.recorded.swap(0, Ordering::Relaxed) == 0 {
+                continue;
+            }
+            for (c, a) in counts.by_class.iter_mut().zip(&shard.class) {
+                *c += a.swap(0, Ordering::Relaxed);
+            }
+            for (c, a) in counts.by_error.iter_mut().zip(&shard.error) {
+                *c += a.swap(0, Ordering::Relaxed);
+            }
+            let d = dense.get_or_insert_with(|| vec![0; bucket::COUNT]);
+            for (slot, b) in d.iter_mut().zip(shard.buckets.iter()) {
+                if b.load(Ordering::Relaxed) != 0 {
+                    *slot += b.swap(0, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = dense {
+            match ring.back_mut() {
+                Some(last) if last.sec == now_sec => {
+                    let mut merged = vec![0u64; bucket::COUNT];
+                    add_sparse(&mut merged, &last.buckets);
+                    for (m, x) in merged.iter_mut().zip(&d) {
+                        *m += x;
+                    }
+                    last.counts.add(&counts);
+                    last.buckets = sparse(&merged);
+                }
+                _ => ring.push_back(Slot { sec: now_sec, counts, buckets: sparse(&d) }),
+            }
+        }
+        while ring.front().is_some_and(|s| s.sec + keep_secs <= now_sec) {
+            ring.pop_front();
+        }
+    }
+
+    /// The merged data of the last `span_secs` seconds (the current one
+    /// included), after folding in what the shards hold.
+    pub fn window(&self, now_sec: u64, span_secs: u64, keep_secs: u64) -> Window {
+        self.rotate(now_sec, keep_secs);
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = Counts::default();
+        let mut dense = vec![0u64; bucket::COUNT];
+        for slot in ring.iter().filter(|s| s.sec + span_secs > now_sec) {
+            counts.add(&slot.counts);
+            add_sparse(&mut dense, &slot.buckets);
+        }
+        Window { span: Duration::from_secs(span_secs), counts, latency: Latency::from_buckets(&dense) }
+    }
+}
+
+fn sparse(dense: &[u64]) -> Vec<(u16, u32)> {
+    dense
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(i, &n)| (i as u16, n.min(u64::from(u32::MAX)) as u32))
+        .collect()
+}
+
+fn add_sparse(dense: &mut [u64], sparse: &[(u16, u32)]) {
+    for &(i, n) in sparse {
+        if let Some(d) = dense.get_mut(usize::from(i)) {
+            *d += u64::from(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_merge_slots_and_forget_old_ones() {
+        let s = BackendStats::new(None);
+        for _ in 0..90 {
+            s.record(CodeClass::Success, None, Duration::from_millis(2));
+        }
+        s.rotate(10, 300);
+        for _ in 0..10 {
+            s.record(CodeClass::Error, Some(UpstreamErrorKind::Connect), Duration::from_millis(50));
+        }
+        let w = s.window(12, 5, 300);
+        assert_eq!(w.counts.total(), 100);
+        assert_eq!(w.counts.by_error[UpstreamErrorKind::Connect.index()], 10);
+        assert_eq!(w.counts.error_rate(), Some(0.1));
+        assert_eq!(w.latency.count(), 100);
+        // Only the last two seconds: the 90 successes at second 10 are out.
+        let w = s.window(12, 2, 300);
+        assert_eq!(w.counts.total(), 10);
+        let p50 = w.latency.quantile(0.5).unwrap();
+        assert!(p50 >= Duration::from_millis(49) && p50 <= Duration::from_millis(51), "{p50:?}");
+        // Past keep_secs, slots are dropped.
+        s.rotate(400, 300);
+        assert_eq!(s.window(400, 300, 300).counts.total(), 0);
+    }
+
+    #[test]
+    fn concurrent_recording_loses_nothing() {
+        let s = std::sync::Arc::new(BackendStats::new(None));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50_000u64 {
+                        s.record(CodeClass::Success, None, Duration::from_micros(i % 5000));
+                    }
+                })
+            })
+            .collect();
+        // Rotate while writers run: every record lands in some slot.
+        for sec in 0..20 {
+            s.rotate(sec, 300);
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        let w = s.window(20, 300, 300);
+        assert_eq!(w.counts.total(), 200_000);
+        assert_eq!(w.latency.count(), 200_000);
+    }
+}
