@@ -72,7 +72,7 @@ weight = 10
 CONF
 RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/weir.toml" --workers 1 & WEIR_PID=$!; PIDS+=($WEIR_PID)
 # The same weir with recording switched off, to price the telemetry.
-sed -e "s/$P_WEIR/$P_NOREC/; s/$P_ADMIN/$P_ADMIN2/" "$WORK/weir.toml" > "$WORK/norec.toml"
+sed -e "s/:$P_WEIR\"/:$P_NOREC\"/; s/:$P_ADMIN\"/:$P_ADMIN2\"/" "$WORK/weir.toml" > "$WORK/norec.toml"
 printf '[telemetry]\nrecord = false\n' >> "$WORK/norec.toml"
 RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/norec.toml" --workers 1 & NOREC_PID=$!; PIDS+=($NOREC_PID)
 

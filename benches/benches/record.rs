@@ -9,18 +9,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use weir_control::sample::CodeClass;
-use weir_proxy::telemetry::{BackendStats, Telemetry};
+use weir_proxy::telemetry::Telemetry;
 
 fn record(c: &mut Criterion) {
     let telemetry = Telemetry::new();
     let stats = telemetry.stats("web", "canary");
-    let windows_only = Arc::new(BackendStats::default());
     let latency = Duration::from_micros(1234);
 
     c.bench_function("record/1 thread", |b| b.iter(|| stats.record(CodeClass::Success, None, latency)));
-    c.bench_function("record/1 thread, windows only", |b| {
-        b.iter(|| windows_only.record(CodeClass::Success, None, latency))
-    });
     c.bench_function("record/2 threads contending (per record)", |b| {
         b.iter_custom(|iters| {
             let barrier = Arc::new(Barrier::new(2));

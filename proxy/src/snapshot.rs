@@ -150,6 +150,7 @@ pub(crate) async fn build(
         routes.push(route);
     }
     telemetry.retain(&in_use);
+    telemetry.set_keep(cfg.telemetry.window_max);
 
     let settings = ClientSettings { connect_timeout: cfg.timeouts.connect, pool_idle: cfg.timeouts.upstream_idle };
     let client = match prev {

@@ -207,7 +207,7 @@ async fn ticker(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = every.tick() => {}
         }
         let snap = shared.snapshot.load_full();
-        shared.telemetry.rotate_all(snap.config.telemetry.window_max);
+        shared.telemetry.rotate_all();
         for r in snap.routes.routes() {
             r.publish_weight();
         }

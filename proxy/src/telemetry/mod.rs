@@ -35,6 +35,7 @@ pub struct Telemetry {
     build_info: Mutex<HashMap<String, Gauge>>,
     reloads_ok: Counter,
     reloads_error: Counter,
+    keep_secs: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -87,6 +88,7 @@ impl Telemetry {
             build_info: Mutex::new(HashMap::new()),
             reloads_ok,
             reloads_error,
+            keep_secs: std::sync::atomic::AtomicU64::new(300),
         }
     }
 
@@ -166,20 +168,27 @@ impl Telemetry {
         }
     }
 
-    /// Folds every stats object's shards into the current slot.
-    pub(crate) fn rotate_all(&self, keep: Duration) {
+    /// Sets how much history the slots keep (`telemetry.window_max`).
+    pub(crate) fn set_keep(&self, keep: Duration) {
+        self.keep_secs.store(keep.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Folds every stats object's shards into the current slot and into the
+    /// Prometheus handles.
+    pub(crate) fn rotate_all(&self) {
         let now = self.now_sec();
+        let keep = self.keep_secs.load(std::sync::atomic::Ordering::Relaxed);
         let all: Vec<Arc<BackendStats>> =
             self.stats.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for s in all {
-            s.rotate(now, keep.as_secs().max(1));
+            s.rotate(now, keep);
         }
         self.handle.run_upkeep();
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        self.handle.run_upkeep();
+        self.rotate_all();
         self.handle.render()
     }
 }
