@@ -16,5 +16,7 @@
 //! clock. The `proxy` crate is the async shell around it.
 
 pub mod config;
+pub mod gate;
+pub mod rollout;
 pub mod sample;
 pub mod split;

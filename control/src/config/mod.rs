@@ -83,6 +83,8 @@ pub struct Config {
     pub log: Log,
     /// In-process measurement.
     pub telemetry: Telemetry,
+    /// Persistence of rollout state.
+    pub state: State,
     /// Upstream backends by name.
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
@@ -249,6 +251,22 @@ pub struct Rollout {
     pub stages: Vec<Stage>,
     /// Gates evaluated every interval.
     pub gates: Vec<Gate>,
+    /// A stage still without a decision after this long (or its own
+    /// `max_duration`) runs `on_hold`: never a silent pass.
+    pub hold_timeout: Duration,
+    /// What a stage that stays undecided does.
+    pub on_hold: OnFailure,
+    /// Canary error rate that acts at once, without waiting for
+    /// `failure_threshold` …
+    pub severe_error_rate: f64,
+    /// … once the canary has served at least this many requests in the stage.
+    pub severe_min_requests: u64,
+    /// URL that must answer 2xx before a stage advances (`http://` only).
+    pub pre_stage: Option<String>,
+    /// URL that receives every transition as JSON (`http://` only).
+    pub notify: Option<String>,
+    /// Timeout of each webhook call.
+    pub webhook_timeout: Duration,
 }
 
 /// Action when gates fail.
@@ -278,8 +296,17 @@ pub struct Stage {
 /// A gate: a measured value compared with thresholds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gate {
+    /// Unique name within the rollout (default: the metric, `#2`… on repeats).
+    pub name: String,
     /// What is measured on the canary.
     pub metric: GateMetric,
+    /// Fewer samples than this (canary, and stable for comparisons) makes
+    /// the verdict inconclusive.
+    pub min_samples: u64,
+    /// False-alarm rate of statistical gates.
+    pub alpha: f64,
+    /// Smallest effect that may fail a statistical gate (see `weir_control::gate`).
+    pub min_effect: f64,
     /// Absolute ceiling (error rate as a fraction; latency in seconds).
     pub max: Option<f64>,
     /// Ceiling as a ratio to stable's value in the same window.
@@ -295,6 +322,35 @@ pub enum GateMetric {
     ErrorRate,
     /// Latency quantile in (0, 1), e.g. 0.99.
     Latency(f64),
+    /// Canary error rate higher than stable's, by a sequential test (mSPRT)
+    /// that stays valid when checked every tick.
+    ErrorRateVsStable,
+    /// Canary latency shifted up from stable's (Mann-Whitney U over the
+    /// histogram buckets, with an effect-size floor).
+    LatencyShift,
+}
+
+impl GateMetric {
+    /// The config name of the metric.
+    pub fn name(&self) -> String {
+        match self {
+            GateMetric::ErrorRate => "error_rate".into(),
+            GateMetric::Latency(q) => match q {
+                x if (*x - 0.999).abs() < 1e-9 => "latency_p999".into(),
+                x => format!("latency_p{}", (x * 100.0).round() as u32),
+            },
+            GateMetric::ErrorRateVsStable => "error_rate_vs_stable".into(),
+            GateMetric::LatencyShift => "latency_shift".into(),
+        }
+    }
+}
+
+/// `[state]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    /// Where rollout state is persisted (atomically) so that a restart
+    /// resumes every rollout where it was. `None`: not persisted.
+    pub file: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -28,10 +28,18 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     let limits = limits(&mut ctx, &mut top);
     let log = log(&mut ctx, &mut top);
     let telemetry = telemetry(&mut ctx, &mut top);
+    let state = match top.table(&mut ctx, "state") {
+        Some(mut t) => {
+            let file = t.string(&mut ctx, "file").map(PathBuf::from);
+            t.finish(&mut ctx);
+            State { file }
+        }
+        None => State { file: None },
+    };
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
     top.finish(&mut ctx);
-    ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, backends, routes }))
+    ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, state, backends, routes }))
 }
 
 fn socket_addr(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str, default: &str) -> SocketAddr {
@@ -524,20 +532,82 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
             }
         }
     }
-    let mut gates = Vec::new();
+    let mut gates: Vec<Gate> = Vec::new();
     if let Some(list) = t.array(ctx, "gates") {
         for (i, v) in list.iter().enumerate() {
-            let Some(mut g) = Table::from_value(ctx, t.key_path(&format!("gates[{i}]")), v) else {
-                continue;
-            };
-            if let Some(gate) = gate(ctx, &mut g) {
+            let Some(mut g) = Table::from_value(ctx, t.key_path(&format!("gates[{i}]")), v) else { continue };
+            if let Some(mut gate) = gate(ctx, &mut g) {
+                if gates.iter().any(|o| o.name == gate.name) {
+                    if g.get("name").is_some() {
+                        ctx.error(&g.key_path("name"), Some(&g.span), format!("duplicate gate name \"{}\"", gate.name));
+                    } else {
+                        let n = gates.iter().filter(|o| o.name.starts_with(&gate.name)).count() + 1;
+                        gate.name = format!("{}#{n}", gate.name);
+                    }
+                }
                 gates.push(gate);
             }
             g.finish(ctx);
         }
     }
+    let hold_timeout = t.duration(ctx, "hold_timeout").unwrap_or(Duration::from_secs(600));
+    let on_hold = match t.string(ctx, "on_hold").as_deref() {
+        None | Some("pause") => OnFailure::Pause,
+        Some("rollback") => OnFailure::Rollback,
+        Some(other) => {
+            ctx.error(&t.key_path("on_hold"), Some(&t.span), format!("\"{other}\" is not pause or rollback"));
+            OnFailure::Pause
+        }
+    };
+    let severe_error_rate = match t.number(ctx, "severe_error_rate") {
+        Some(x) if x > 0.0 && x <= 1.0 => x,
+        Some(x) => {
+            ctx.error(&t.key_path("severe_error_rate"), Some(&t.span), format!("{x} is not a fraction in (0, 1]"));
+            0.5
+        }
+        None => 0.5,
+    };
+    let severe_min_requests = t.integer(ctx, "severe_min_requests", 1..=1_000_000).unwrap_or(20);
+    let mut url = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<String> {
+        let u = t.string(ctx, key)?;
+        let ok = u.strip_prefix("http://").is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
+        if !ok {
+            ctx.error(
+                &t.key_path(key),
+                Some(&t.span),
+                format!("\"{u}\" is not an http:// URL (https webhooks come with TLS support)"),
+            );
+            return None;
+        }
+        Some(u)
+    };
+    let pre_stage = url(ctx, "pre_stage");
+    let notify = url(ctx, "notify");
+    let webhook_timeout = t.duration(ctx, "webhook_timeout").unwrap_or(Duration::from_secs(5));
     t.finish(ctx);
-    Some(Rollout { interval, on_failure, failure_threshold, stages, gates })
+    Some(Rollout {
+        interval,
+        on_failure,
+        failure_threshold,
+        stages,
+        gates,
+        hold_timeout,
+        on_hold,
+        severe_error_rate,
+        severe_min_requests,
+        pre_stage,
+        notify,
+        webhook_timeout,
+    })
+}
+
+fn fraction(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>, key: &'static str, lo: f64, hi: f64) -> Option<f64> {
+    let x = g.number(ctx, key)?;
+    if !(lo..=hi).contains(&x) {
+        ctx.error(&g.key_path(key), Some(&g.span), format!("{x} is not between {lo} and {hi}"));
+        return None;
+    }
+    Some(x)
 }
 
 fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
@@ -549,40 +619,57 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
         "latency_p95" => GateMetric::Latency(0.95),
         "latency_p99" => GateMetric::Latency(0.99),
         "latency_p999" => GateMetric::Latency(0.999),
+        "error_rate_vs_stable" => GateMetric::ErrorRateVsStable,
+        "latency_shift" => GateMetric::LatencyShift,
         other => {
             ctx.error(
                 &metric_path,
                 Some(&g.span),
-                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999)"),
+                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999, error_rate_vs_stable, latency_shift)"),
             );
             return None;
         }
     };
+    let name = g.string(ctx, "name").unwrap_or_else(|| metric.name());
+    let min_samples = g.integer(ctx, "min_samples", 1..=10_000_000).unwrap_or(50);
+    let statistical = matches!(metric, GateMetric::ErrorRateVsStable | GateMetric::LatencyShift);
+    let alpha = fraction(ctx, g, "alpha", 1e-6, 0.2).unwrap_or(0.01);
+    let min_effect = fraction(ctx, g, "min_effect", 0.0, 0.5).unwrap_or(match metric {
+        GateMetric::LatencyShift => 0.1,
+        _ => 0.0,
+    });
+    if !statistical {
+        for key in ["alpha", "min_effect"] {
+            if g.get(key).is_some() {
+                ctx.error(&g.key_path(key), Some(&g.span), "only error_rate_vs_stable and latency_shift take this");
+            }
+        }
+    }
     // Error-rate thresholds are fractions; latency thresholds are durations.
     let mut threshold = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<f64> {
         match metric {
-            GateMetric::ErrorRate => {
-                let x = g.number(ctx, key)?;
-                if !(0.0..=1.0).contains(&x) {
-                    ctx.error(&g.key_path(key), Some(&g.span), format!("{x} is not a fraction between 0 and 1"));
-                    return None;
-                }
-                Some(x)
-            }
+            GateMetric::ErrorRate => fraction(ctx, g, key, 0.0, 1.0),
             GateMetric::Latency(_) => g.duration(ctx, key).map(|d| d.as_secs_f64()),
+            _ => {
+                if g.get(key).is_some() {
+                    ctx.error(&g.key_path(key), Some(&g.span), "a statistical gate takes alpha and min_effect instead");
+                }
+                None
+            }
         }
     };
     let max = threshold(ctx, "max");
     let max_delta_to_stable = threshold(ctx, "max_delta_to_stable");
-    let max_ratio_to_stable = g.number(ctx, "max_ratio_to_stable");
+    let max_ratio_to_stable =
+        if statistical { threshold(ctx, "max_ratio_to_stable") } else { g.number(ctx, "max_ratio_to_stable") };
     if let Some(r) = max_ratio_to_stable {
         if r < 1.0 {
             ctx.error(&g.key_path("max_ratio_to_stable"), Some(&g.span), format!("{r} must be at least 1.0"));
         }
     }
-    if max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
+    if !statistical && max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
         ctx.error(&g.path, Some(&g.span), "needs max, max_ratio_to_stable or max_delta_to_stable");
         return None;
     }
-    Some(Gate { metric, max, max_ratio_to_stable, max_delta_to_stable })
+    Some(Gate { name, metric, min_samples, alpha, min_effect, max, max_ratio_to_stable, max_delta_to_stable })
 }

@@ -1,0 +1,462 @@
+//! The rollout state machine: time and windows in, transitions and audit
+//! events out. No clock, no I/O, no randomness: the proxy calls
+//! [`Engine::tick`] every `interval` with the current time (unix ms) and the
+//! canary and stable windows since the stage started, and applies
+//! [`Engine::weight`] in the same tick.
+//!
+//! ```text
+//!              all gates pass, bake done, min_requests met (and pre_stage 2xx)
+//!   ┌──────────────┐ ─────────────────────────────▶ next stage … last stage ─▶ promoted
+//!   │ progressing  │ ── failure_threshold consecutive fails, or a severe breach ─▶ on_failure
+//!   └──────────────┘ ── no decision by the hold deadline ─────────────────────▶ on_hold
+//!        ▲   │ pause (manual)                       on_failure / on_hold: rolled_back | paused
+//!  resume│   ▼
+//!   ┌──────────────┐        abort (manual, any state) ─▶ aborted (weight 0)
+//!   │   paused     │
+//!   └──────────────┘
+//! ```
+//!
+//! Decisions, in plain words:
+//! * inconclusive gates never promote; past the hold deadline the stage runs
+//!   `on_hold` (default pause), never a silent pass;
+//! * failures must repeat `failure_threshold` times in a row, but a severe
+//!   breach (canary error rate ≥ `severe_error_rate` over at least
+//!   `severe_min_requests` requests) acts in the same tick;
+//! * every transition restarts the gate window, so verdicts never rest on
+//!   data from before it (no flapping on stale numbers); a rolled-back
+//!   version is not retried automatically: a new canary version (a reload)
+//!   or a manual resume starts it again;
+//! * after promotion, the absolute limits keep running for
+//!   `post_promotion_bake` (the last stage's bake) and any failure falls back
+//!   to stable at once.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{OnFailure, Rollout};
+use crate::gate::{self, GateResult, Verdict};
+use crate::sample::Window;
+use crate::split::{Weight, FULL};
+
+/// Where a rollout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Moving through the stages.
+    Progressing,
+    /// Held at the current weight until resumed.
+    Paused,
+    /// The canary serves everything.
+    Promoted,
+    /// Back on stable after failing gates (weight 0).
+    RolledBack,
+    /// Stopped by hand (weight 0).
+    Aborted,
+}
+
+impl Phase {
+    /// Every phase, in metric order.
+    pub const ALL: [Phase; 5] = [Phase::Progressing, Phase::Paused, Phase::Promoted, Phase::RolledBack, Phase::Aborted];
+
+    /// Lower-case name (the `state` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::Promoted => "promoted",
+            Phase::RolledBack => "rolled_back",
+            Phase::Aborted => "aborted",
+        }
+    }
+}
+
+/// Who caused a transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// The gate engine.
+    Auto,
+    /// An operator through the admin API.
+    Manual,
+}
+
+/// What an audit event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A rollout began at stage 0.
+    Started,
+    /// State restored after a restart.
+    Restored,
+    /// Gate verdicts changed (an evaluation summary).
+    Evaluated,
+    /// Moved to the next stage.
+    Advanced,
+    /// The canary took all traffic.
+    Promoted,
+    /// Back to stable.
+    RolledBack,
+    /// Held at the current weight.
+    Paused,
+    /// Progress resumed.
+    Resumed,
+    /// Stopped by hand.
+    Aborted,
+    /// The pre_stage webhook did not approve the next stage.
+    Held,
+}
+
+/// One audit event: every transition, and evaluation summaries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix time, milliseconds.
+    pub at_ms: u64,
+    /// Route name.
+    pub route: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// Who caused it.
+    pub actor: Actor,
+    /// Phase before.
+    pub from: Phase,
+    /// Phase after.
+    pub to: Phase,
+    /// Stage index after.
+    pub stage: usize,
+    /// Canary weight after, percent.
+    pub weight: f64,
+    /// Why, in words.
+    pub cause: String,
+    /// Gate verdicts with values, thresholds, p-values and sample counts.
+    pub verdicts: Vec<GateResult>,
+    /// Stable release label.
+    pub stable_version: Option<String>,
+    /// Canary release label.
+    pub canary_version: Option<String>,
+    /// Hash of the config that was in force.
+    pub config_hash: String,
+}
+
+/// Identity of a rollout, stamped on its events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    /// Route name.
+    pub route: String,
+    /// Stable release label.
+    pub stable_version: Option<String>,
+    /// Canary release label.
+    pub canary_version: Option<String>,
+    /// Hash of the config in force.
+    pub config_hash: String,
+}
+
+/// The state that is persisted and restored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Current phase.
+    pub phase: Phase,
+    /// Current stage index.
+    pub stage: usize,
+    /// When the current stage (or the last transition) started, unix ms.
+    pub since_ms: u64,
+    /// Consecutive evaluations with a failing gate.
+    pub consecutive_failures: u32,
+    /// The latest verdicts.
+    pub verdicts: Vec<GateResult>,
+}
+
+/// The result of one tick.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Audit events to record (transitions, changed verdicts).
+    pub events: Vec<Event>,
+    /// The stage is ready to advance but needs the pre_stage webhook's 2xx:
+    /// call it, then [`Engine::approve`].
+    pub needs_approval: bool,
+}
+
+/// A rejected manual action.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} a rollout that is {phase}")]
+pub struct ActionError {
+    /// The action.
+    pub action: &'static str,
+    /// The phase it was tried in.
+    pub phase: &'static str,
+}
+
+/// A rollout of one route.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    plan: Rollout,
+    ctx: Context,
+    state: State,
+}
+
+impl Engine {
+    /// A new rollout at stage 0, progressing from `now_ms`.
+    pub fn new(plan: Rollout, ctx: Context, now_ms: u64) -> (Engine, Event) {
+        let state =
+            State { phase: Phase::Progressing, stage: 0, since_ms: now_ms, consecutive_failures: 0, verdicts: vec![] };
+        let e = Engine { plan, ctx, state };
+        let ev = e.event(now_ms, EventKind::Started, Actor::Auto, Phase::Progressing, "rollout started".into());
+        e.check_invariants();
+        (e, ev)
+    }
+
+    /// Restores a persisted state; `None` if it does not fit the plan.
+    pub fn restore(plan: Rollout, ctx: Context, state: State, now_ms: u64) -> Option<(Engine, Event)> {
+        if state.stage >= plan.stages.len() {
+            return None;
+        }
+        let e = Engine { plan, ctx, state };
+        let ev = e.event(
+            now_ms,
+            EventKind::Restored,
+            Actor::Auto,
+            e.state.phase,
+            format!("restored after restart: {} at stage {}", e.state.phase.as_str(), e.state.stage),
+        );
+        e.check_invariants();
+        Some((e, ev))
+    }
+
+    /// The persisted state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Rollout {
+        &self.plan
+    }
+
+    /// The identity stamped on events.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The canary weight the route must serve now.
+    pub fn weight(&self) -> Weight {
+        match self.state.phase {
+            Phase::Progressing | Phase::Paused => self.plan.stages[self.state.stage].weight,
+            Phase::Promoted => Weight::FULL,
+            Phase::RolledBack | Phase::Aborted => Weight::ZERO,
+        }
+    }
+
+    /// Whether the stage's cohort applies (not after rollback or abort).
+    pub fn cohort_active(&self) -> bool {
+        matches!(self.state.phase, Phase::Progressing | Phase::Paused)
+    }
+
+    /// Span of the gate window: time since the last transition.
+    pub fn window_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.state.since_ms)
+    }
+
+    /// Evaluates the gates on the windows since the last transition and
+    /// decides.
+    pub fn tick(&mut self, now_ms: u64, canary: &Window, stable: &Window) -> Tick {
+        let mut out = Tick::default();
+        let post_promotion = self.state.phase == Phase::Promoted;
+        if !(self.state.phase == Phase::Progressing || post_promotion) {
+            return out;
+        }
+        let last = self.plan.stages.len() - 1;
+        if post_promotion && self.window_ms(now_ms) >= self.plan.stages[last].bake.as_millis() as u64 {
+            return out; // post-promotion bake over: nothing left to watch
+        }
+        let canary_only = post_promotion || self.weight() == Weight::FULL;
+        let verdicts: Vec<GateResult> =
+            self.plan.gates.iter().map(|g| gate::evaluate(g, canary, stable, canary_only)).collect();
+        let changed = summary(&verdicts) != summary(&self.state.verdicts);
+        self.state.verdicts = verdicts;
+        let failing: Vec<&str> =
+            self.state.verdicts.iter().filter(|v| v.verdict == Verdict::Fail).map(|v| v.gate.as_str()).collect();
+        let n = canary.counts.total();
+        let severe = n >= self.plan.severe_min_requests
+            && canary.counts.error_rate().is_some_and(|r| r >= self.plan.severe_error_rate);
+
+        if severe {
+            let cause = format!(
+                "severe breach: canary error rate {:.1}% over {n} requests (limit {:.1}%)",
+                100.0 * canary.counts.error_rate().unwrap_or(0.0),
+                100.0 * self.plan.severe_error_rate
+            );
+            let action = if post_promotion { OnFailure::Rollback } else { self.plan.on_failure };
+            out.events.push(self.act(now_ms, action, cause));
+        } else if !failing.is_empty() {
+            self.state.consecutive_failures += 1;
+            let k = self.state.consecutive_failures;
+            let at_once = post_promotion || canary_only;
+            if at_once || k >= self.plan.failure_threshold {
+                let cause = format!(
+                    "gates failing ({}) {k} time(s) in a row{}",
+                    failing.join(", "),
+                    if at_once { " at full weight" } else { "" }
+                );
+                let action = if post_promotion { OnFailure::Rollback } else { self.plan.on_failure };
+                out.events.push(self.act(now_ms, action, cause));
+            } else if changed {
+                let cause = format!("gates failing ({}): {k} of {}", failing.join(", "), self.plan.failure_threshold);
+                out.events.push(self.event(now_ms, EventKind::Evaluated, Actor::Auto, self.state.phase, cause));
+            }
+        } else {
+            self.state.consecutive_failures = 0;
+            let stage = &self.plan.stages[self.state.stage];
+            let elapsed = self.window_ms(now_ms);
+            let decided = self.state.verdicts.iter().all(|v| matches!(v.verdict, Verdict::Pass | Verdict::Skipped));
+            let ready = !post_promotion
+                && decided
+                && elapsed >= stage.bake.as_millis() as u64
+                && canary.counts.total() >= stage.min_requests;
+            let deadline = stage.max_duration.unwrap_or(self.plan.hold_timeout).as_millis() as u64;
+            if ready {
+                if self.plan.pre_stage.is_some() {
+                    out.needs_approval = true;
+                } else {
+                    out.events.push(self.advance(now_ms, Actor::Auto, "all gates pass".into()));
+                }
+            } else if !post_promotion && elapsed >= deadline {
+                let cause = format!("no decision after {}s in stage {}: holding", elapsed / 1000, self.state.stage);
+                out.events.push(self.act(now_ms, self.plan.on_hold, cause));
+            } else if changed {
+                let cause = format!("verdicts: {}", summary(&self.state.verdicts));
+                out.events.push(self.event(now_ms, EventKind::Evaluated, Actor::Auto, self.state.phase, cause));
+            }
+        }
+        self.check_invariants();
+        out
+    }
+
+    /// Answer of the pre_stage webhook for a stage that was ready.
+    pub fn approve(&mut self, now_ms: u64, approved: bool, detail: String) -> Event {
+        let ev = if approved && self.state.phase == Phase::Progressing {
+            self.advance(now_ms, Actor::Auto, format!("all gates pass; pre_stage webhook: {detail}"))
+        } else {
+            self.event(now_ms, EventKind::Held, Actor::Auto, self.state.phase, format!("pre_stage webhook: {detail}"))
+        };
+        self.check_invariants();
+        ev
+    }
+
+    /// Manual pause: keep the weight, stop progressing.
+    pub fn pause(&mut self, now_ms: u64) -> Result<Event, ActionError> {
+        self.require("pause", &[Phase::Progressing])?;
+        Ok(self.transition(now_ms, Phase::Paused, EventKind::Paused, Actor::Manual, "paused by hand".into()))
+    }
+
+    /// Manual resume: a paused rollout continues its stage; a rolled-back or
+    /// aborted one starts again at stage 0.
+    pub fn resume(&mut self, now_ms: u64) -> Result<Event, ActionError> {
+        self.require("resume", &[Phase::Paused, Phase::RolledBack, Phase::Aborted])?;
+        if self.state.phase != Phase::Paused {
+            self.state.stage = 0;
+        }
+        Ok(self.transition(now_ms, Phase::Progressing, EventKind::Resumed, Actor::Manual, "resumed by hand".into()))
+    }
+
+    /// Manual promote: the next stage, or straight to 100 % with `full`.
+    pub fn promote(&mut self, now_ms: u64, full: bool) -> Result<Event, ActionError> {
+        self.require("promote", &[Phase::Progressing, Phase::Paused])?;
+        if full {
+            self.state.stage = self.plan.stages.len() - 1;
+            return Ok(self.transition(
+                now_ms,
+                Phase::Promoted,
+                EventKind::Promoted,
+                Actor::Manual,
+                "promoted to 100% by hand".into(),
+            ));
+        }
+        self.state.phase = Phase::Progressing;
+        Ok(self.advance(now_ms, Actor::Manual, "promoted to the next stage by hand".into()))
+    }
+
+    /// Manual abort: weight 0 at once.
+    pub fn abort(&mut self, now_ms: u64) -> Result<Event, ActionError> {
+        self.require("abort", &[Phase::Progressing, Phase::Paused, Phase::Promoted])?;
+        Ok(self.transition(now_ms, Phase::Aborted, EventKind::Aborted, Actor::Manual, "aborted by hand".into()))
+    }
+
+    fn require(&self, action: &'static str, phases: &[Phase]) -> Result<(), ActionError> {
+        if phases.contains(&self.state.phase) {
+            Ok(())
+        } else {
+            Err(ActionError { action, phase: self.state.phase.as_str() })
+        }
+    }
+
+    fn advance(&mut self, now_ms: u64, actor: Actor, cause: String) -> Event {
+        if self.state.stage + 1 < self.plan.stages.len() {
+            self.state.stage += 1;
+            let cause = format!("{cause}: stage {} at {}", self.state.stage, self.weight());
+            self.transition(now_ms, Phase::Progressing, EventKind::Advanced, actor, cause)
+        } else {
+            self.transition(now_ms, Phase::Promoted, EventKind::Promoted, actor, format!("{cause}: promoted"))
+        }
+    }
+
+    fn act(&mut self, now_ms: u64, action: OnFailure, cause: String) -> Event {
+        match action {
+            OnFailure::Rollback => {
+                self.transition(now_ms, Phase::RolledBack, EventKind::RolledBack, Actor::Auto, cause)
+            }
+            OnFailure::Pause => self.transition(now_ms, Phase::Paused, EventKind::Paused, Actor::Auto, cause),
+        }
+    }
+
+    fn transition(&mut self, now_ms: u64, to: Phase, kind: EventKind, actor: Actor, cause: String) -> Event {
+        let from = self.state.phase;
+        self.state.phase = to;
+        self.state.since_ms = now_ms;
+        self.state.consecutive_failures = 0;
+        let mut ev = self.event(now_ms, kind, actor, to, cause);
+        ev.from = from;
+        self.check_invariants();
+        ev
+    }
+
+    fn event(&self, now_ms: u64, kind: EventKind, actor: Actor, to: Phase, cause: String) -> Event {
+        Event {
+            at_ms: now_ms,
+            route: self.ctx.route.clone(),
+            kind,
+            actor,
+            from: self.state.phase,
+            to,
+            stage: self.state.stage,
+            weight: self.weight().percent(),
+            cause,
+            verdicts: self.state.verdicts.clone(),
+            stable_version: self.ctx.stable_version.clone(),
+            canary_version: self.ctx.canary_version.clone(),
+            config_hash: self.ctx.config_hash.clone(),
+        }
+    }
+
+    /// Checked after every transition in debug builds (and in tests).
+    fn check_invariants(&self) {
+        debug_assert!(!self.plan.stages.is_empty(), "a rollout has stages");
+        debug_assert!(self.state.stage < self.plan.stages.len(), "stage index in range");
+        debug_assert!(
+            self.state.phase != Phase::Progressing || self.state.consecutive_failures < self.plan.failure_threshold,
+            "a progressing rollout is below its failure threshold"
+        );
+        debug_assert!(
+            match self.state.phase {
+                Phase::RolledBack | Phase::Aborted => self.weight() == Weight::ZERO,
+                Phase::Promoted => self.weight().bp() == FULL,
+                _ => true,
+            },
+            "weight follows the phase"
+        );
+    }
+}
+
+fn summary(v: &[GateResult]) -> String {
+    v.iter().map(|r| format!("{}={}", r.gate, r.verdict.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! Table-driven tests of the state machine on a simulated clock.
+
+use std::time::Duration;
+
+use super::*;
+use crate::config::{Gate, GateMetric, Stage};
+use crate::sample::{CodeClass, Counts, Latency};
+
+const S: u64 = 1000; // one second in ms
+
+fn stage(weight: u32, bake_s: u64, min_requests: u64) -> Stage {
+    Stage {
+        weight: Weight::from_bp(weight * 100),
+        cohort: None,
+        bake: Duration::from_secs(bake_s),
+        min_requests,
+        max_duration: None,
+    }
+}
+
+fn error_gate(max: f64) -> Gate {
+    Gate {
+        name: "error_rate".into(),
+        metric: GateMetric::ErrorRate,
+        min_samples: 20,
+        alpha: 0.01,
+        min_effect: 0.0,
+        max: Some(max),
+        max_ratio_to_stable: None,
+        max_delta_to_stable: None,
+    }
+}
+
+fn plan(stages: Vec<Stage>, gates: Vec<Gate>) -> Rollout {
+    Rollout {
+        interval: Duration::from_secs(1),
+        on_failure: OnFailure::Rollback,
+        failure_threshold: 2,
+        stages,
+        gates,
+        hold_timeout: Duration::from_secs(60),
+        on_hold: OnFailure::Pause,
+        severe_error_rate: 0.5,
+        severe_min_requests: 20,
+        pre_stage: None,
+        notify: None,
+        webhook_timeout: Duration::from_secs(1),
+    }
+}
+
+fn ctx() -> Context {
+    Context {
+        route: "web".into(),
+        stable_version: Some("v1".into()),
+        canary_version: Some("v2".into()),
+        config_hash: "h".into(),
+    }
+}
+
+fn win(total: u64, failures: u64) -> Window {
+    let mut counts = Counts::default();
+    counts.by_class[CodeClass::Success.index()] = total - failures;
+    counts.by_class[CodeClass::ServerError.index()] = failures;
+    let mut latency = Latency::new();
+    latency.record_n(10_000, total);
+    Window { span: Duration::from_secs(1), counts, latency }
+}
+
+fn three_stages() -> Engine {
+    Engine::new(plan(vec![stage(5, 2, 10), stage(50, 2, 10), stage(100, 2, 10)], vec![error_gate(0.05)]), ctx(), 0).0
+}
+
+#[test]
+fn healthy_canary_walks_every_stage_then_promotes() {
+    let mut e = three_stages();
+    let good = win(100, 1);
+    let mut kinds = vec![];
+    for t in 1..=20 {
+        kinds.extend(e.tick(t * S, &good, &good).events.into_iter().map(|ev| (t, ev.kind, ev.weight)));
+    }
+    let transitions: Vec<_> = kinds.iter().filter(|(_, k, _)| *k != EventKind::Evaluated).cloned().collect();
+    assert_eq!(
+        transitions,
+        vec![(2, EventKind::Advanced, 50.0), (4, EventKind::Advanced, 100.0), (6, EventKind::Promoted, 100.0)],
+        "{kinds:?}"
+    );
+    assert_eq!(e.state().phase, Phase::Promoted);
+    assert_eq!(e.weight(), Weight::FULL);
+}
+
+#[test]
+fn inconclusive_never_promotes_and_holds_at_the_deadline() {
+    let mut e = three_stages();
+    let thin = win(5, 0); // below min_samples: inconclusive
+    for t in 1..60 {
+        let tick = e.tick(t * S, &thin, &thin);
+        assert!(tick.events.iter().all(|ev| ev.kind == EventKind::Evaluated), "{:?}", tick.events);
+        assert_eq!(e.state().stage, 0);
+    }
+    let tick = e.tick(60 * S, &thin, &thin);
+    assert_eq!(tick.events[0].kind, EventKind::Paused);
+    assert!(tick.events[0].cause.contains("no decision"), "{}", tick.events[0].cause);
+    assert_eq!(e.weight().bp(), 500, "pause keeps the weight");
+
+    let mut p = plan(vec![stage(5, 2, 10)], vec![error_gate(0.05)]);
+    p.on_hold = OnFailure::Rollback;
+    p.stages[0].max_duration = Some(Duration::from_secs(5));
+    let mut e = Engine::new(p, ctx(), 0).0;
+    assert!(e.tick(4 * S, &thin, &thin).events.iter().all(|ev| ev.kind == EventKind::Evaluated));
+    assert_eq!(e.tick(5 * S, &thin, &thin).events[0].kind, EventKind::RolledBack);
+    assert_eq!(e.weight(), Weight::ZERO);
+}
+
+#[test]
+fn min_requests_and_bake_both_gate_advancing() {
+    // No gates, bake done, but only 5 canary requests (< min_requests 10): wait.
+    let mut p = three_stages().plan().clone();
+    p.gates.clear();
+    let mut e = Engine::new(p, ctx(), 0).0;
+    assert!(e.tick(3 * S, &win(5, 0), &win(100, 0)).events.is_empty());
+    assert_eq!(e.state().stage, 0);
+    // Enough requests but before the bake: wait.
+    let mut e2 = three_stages();
+    assert!(e2.tick(S, &win(100, 0), &win(100, 0)).events.iter().all(|ev| ev.kind == EventKind::Evaluated));
+    assert_eq!(e2.state().stage, 0);
+    assert_eq!(e.tick(4 * S, &win(10, 0), &win(100, 0)).events[0].kind, EventKind::Advanced);
+}
+
+#[test]
+fn failures_must_repeat_and_a_pass_resets_the_count() {
+    let mut e = three_stages();
+    let bad = win(100, 10);
+    let good = win(100, 0);
+    let t1 = e.tick(S, &bad, &good);
+    assert_eq!(t1.events[0].kind, EventKind::Evaluated);
+    assert!(t1.events[0].cause.contains("1 of 2"), "{}", t1.events[0].cause);
+    assert_eq!(e.state().phase, Phase::Progressing);
+    e.tick(2 * S, &good, &good); // resets
+    assert_eq!(e.state().consecutive_failures, 0);
+    e.tick(3 * S, &bad, &good);
+    let t4 = e.tick(4 * S, &bad, &good);
+    let ev = &t4.events[0];
+    assert_eq!(
+        (ev.kind, ev.from, ev.to, ev.weight),
+        (EventKind::RolledBack, Phase::Progressing, Phase::RolledBack, 0.0)
+    );
+    let v = &ev.verdicts[0];
+    assert_eq!((v.verdict, v.value, v.threshold, v.canary_samples), (Verdict::Fail, Some(0.1), Some(0.05), 100));
+    // A rolled-back rollout stays there: no automatic retry.
+    assert!(e.tick(100 * S, &good, &good).events.is_empty());
+    assert_eq!(e.weight(), Weight::ZERO);
+}
+
+#[test]
+fn severe_breach_acts_in_the_same_tick() {
+    let mut e = three_stages();
+    let t = e.tick(S, &win(20, 10), &win(100, 0));
+    assert_eq!(t.events[0].kind, EventKind::RolledBack);
+    assert!(t.events[0].cause.contains("severe"), "{}", t.events[0].cause);
+    // Below severe_min_requests it is an ordinary failure.
+    let mut e = three_stages();
+    let t = e.tick(S, &win(19, 19), &win(100, 0));
+    assert!(t.events.iter().all(|ev| ev.kind == EventKind::Evaluated), "{:?}", t.events);
+    assert_eq!(e.state().phase, Phase::Progressing);
+}
+
+#[test]
+fn on_failure_pause_keeps_the_weight() {
+    let mut p = three_stages().plan().clone();
+    p.on_failure = OnFailure::Pause;
+    let mut e = Engine::new(p, ctx(), 0).0;
+    e.tick(S, &win(100, 10), &win(100, 0));
+    let t = e.tick(2 * S, &win(100, 10), &win(100, 0));
+    assert_eq!(t.events[0].kind, EventKind::Paused);
+    assert_eq!(e.weight().bp(), 500);
+    assert!(e.tick(3 * S, &win(100, 0), &win(100, 0)).events.is_empty(), "paused: no evaluation");
+}
+
+#[test]
+fn post_promotion_failure_falls_back_at_once() {
+    let mut e = Engine::new(plan(vec![stage(50, 0, 0), stage(100, 5, 0)], vec![error_gate(0.05)]), ctx(), 0).0;
+    let good = win(100, 0);
+    assert_eq!(e.tick(S, &good, &good).events.last().map(|e| e.kind), Some(EventKind::Advanced));
+    // At 100 % a failing absolute gate acts at once (no threshold).
+    let t = e.tick(2 * S, &win(100, 10), &win(0, 0));
+    assert_eq!(t.events[0].kind, EventKind::RolledBack);
+    assert_eq!(e.weight(), Weight::ZERO);
+
+    // And after promotion, during the last stage's bake.
+    let mut e = Engine::new(plan(vec![stage(100, 2, 0)], vec![error_gate(0.05)]), ctx(), 0).0;
+    e.promote(0, true).unwrap();
+    let t = e.tick(S, &win(100, 10), &win(0, 0));
+    assert_eq!(t.events[0].kind, EventKind::RolledBack);
+    // Past the bake, nothing is evaluated any more.
+    let mut e = Engine::new(plan(vec![stage(100, 2, 0)], vec![error_gate(0.05)]), ctx(), 0).0;
+    e.promote(0, true).unwrap();
+    assert!(e.tick(3 * S, &win(100, 10), &win(0, 0)).events.is_empty());
+    assert_eq!(e.state().phase, Phase::Promoted);
+}
+
+#[test]
+fn relative_gates_are_skipped_when_the_canary_takes_everything() {
+    let mut g = error_gate(0.05);
+    g.max = None;
+    g.max_delta_to_stable = Some(0.01);
+    let mut e = Engine::new(plan(vec![stage(100, 1, 0)], vec![g]), ctx(), 0).0;
+    let t = e.tick(S, &win(100, 3), &win(0, 0));
+    assert_eq!(e.state().verdicts[0].verdict, Verdict::Skipped);
+    assert_eq!(t.events.last().map(|e| e.kind), Some(EventKind::Promoted));
+}
+
+#[test]
+fn pre_stage_webhook_must_approve() {
+    let mut p = three_stages().plan().clone();
+    p.pre_stage = Some("http://hook".into());
+    let mut e = Engine::new(p, ctx(), 0).0;
+    let t = e.tick(2 * S, &win(100, 0), &win(100, 0));
+    assert!(t.needs_approval);
+    assert_eq!(e.state().stage, 0);
+    let held = e.approve(2 * S, false, "status 503".into());
+    assert_eq!((held.kind, e.state().stage), (EventKind::Held, 0));
+    let ok = e.approve(3 * S, true, "status 200".into());
+    assert_eq!((ok.kind, e.state().stage), (EventKind::Advanced, 1));
+}
+
+#[test]
+fn manual_actions_by_phase() {
+    // (phase reached by, action, allowed)
+    type Setup = fn(&mut Engine);
+    let setups: [(Phase, Setup); 5] = [
+        (Phase::Progressing, |_| {}),
+        (Phase::Paused, |e| {
+            e.pause(0).unwrap();
+        }),
+        (Phase::Promoted, |e| {
+            e.promote(0, true).unwrap();
+        }),
+        (Phase::RolledBack, |e| {
+            e.tick(S, &win(100, 60), &win(100, 0));
+        }),
+        (Phase::Aborted, |e| {
+            e.abort(0).unwrap();
+        }),
+    ];
+    for (phase, setup) in setups {
+        let fresh = || {
+            let mut e = three_stages();
+            setup(&mut e);
+            assert_eq!(e.state().phase, phase);
+            e
+        };
+        let allowed = |r: Result<Event, ActionError>| r.is_ok();
+        assert_eq!(allowed(fresh().pause(5 * S)), phase == Phase::Progressing, "pause from {phase:?}");
+        assert_eq!(
+            allowed(fresh().resume(5 * S)),
+            matches!(phase, Phase::Paused | Phase::RolledBack | Phase::Aborted),
+            "resume from {phase:?}"
+        );
+        assert_eq!(
+            allowed(fresh().promote(5 * S, false)),
+            matches!(phase, Phase::Progressing | Phase::Paused),
+            "promote from {phase:?}"
+        );
+        assert_eq!(
+            allowed(fresh().abort(5 * S)),
+            matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoted),
+            "abort from {phase:?}"
+        );
+    }
+    // Resume after a rollback restarts at stage 0; after a pause, same stage.
+    let mut e = three_stages();
+    e.promote(0, false).unwrap();
+    e.pause(0).unwrap();
+    let ev = e.resume(S).unwrap();
+    assert_eq!((ev.kind, ev.actor, e.state().stage), (EventKind::Resumed, Actor::Manual, 1));
+    e.abort(2 * S).unwrap();
+    assert_eq!(e.weight(), Weight::ZERO);
+    e.resume(3 * S).unwrap();
+    assert_eq!((e.state().stage, e.state().since_ms), (0, 3 * S));
+}
+
+#[test]
+fn state_round_trips_and_restores() {
+    let mut e = three_stages();
+    e.tick(2 * S, &win(100, 0), &win(100, 0));
+    let json = serde_json::to_string(e.state()).unwrap();
+    let back: State = serde_json::from_str(&json).unwrap();
+    let (r, ev) = Engine::restore(e.plan().clone(), ctx(), back.clone(), 10 * S).unwrap();
+    assert_eq!(ev.kind, EventKind::Restored);
+    assert_eq!(r.state(), e.state());
+    assert_eq!(r.weight().bp(), 5000);
+    let mut bad = back;
+    bad.stage = 7;
+    assert!(Engine::restore(e.plan().clone(), ctx(), bad, 0).is_none());
+}
