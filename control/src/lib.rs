@@ -20,3 +20,15 @@ pub mod gate;
 pub mod rollout;
 pub mod sample;
 pub mod split;
+
+/// A short, stable fingerprint of a value's `Debug` form (FNV-1a 64, hex):
+/// used as the config hash in audit events and to tell whether a persisted
+/// rollout still matches its definition.
+pub fn fingerprint<T: std::fmt::Debug>(value: &T) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{value:?}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

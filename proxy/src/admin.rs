@@ -72,8 +72,54 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
+        (&Method::GET, "/api/v1/routes") => json(StatusCode::OK, &routes(shared)),
+        (&Method::GET, "/api/v1/events") => {
+            let route = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("route=")));
+            json(StatusCode::OK, &serde_json::json!({ "events": shared.audit.events(route) }))
+        }
         _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
+}
+
+/// Every route with its backends, versions, weight and rollout.
+fn routes(shared: &Shared) -> serde_json::Value {
+    let snap = shared.snapshot.load();
+    let cfg = &snap.config;
+    let backend = |name: &str| serde_json::json!({ "backend": name, "version": cfg.backends.get(name).and_then(|b| b.version.clone()) });
+    let list: Vec<serde_json::Value> = snap
+        .routes
+        .routes()
+        .iter()
+        .zip(&cfg.routes)
+        .map(|(r, c)| {
+            let rollout = r.state.engine().as_ref().map(|e| {
+                let st = e.state();
+                serde_json::json!({
+                    "state": st.phase.as_str(),
+                    "stage": st.stage,
+                    "stages": e.plan().stages.iter().map(|s| s.weight.percent()).collect::<Vec<_>>(),
+                    "since_ms": st.since_ms,
+                    "consecutive_failures": st.consecutive_failures,
+                    "verdicts": st.verdicts,
+                })
+            });
+            serde_json::json!({
+                "name": &*r.name,
+                "stable": backend(&c.stable),
+                "canary": c.canary.as_deref().map(backend),
+                "weight": r.state.weight().percent(),
+                "rollout": rollout,
+            })
+        })
+        .collect();
+    serde_json::json!({ "routes": list })
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -25,15 +25,18 @@ pub mod reload;
 
 mod access_log;
 mod admin;
+mod audit;
 mod body;
 mod log;
 mod rescue;
+mod rollout;
 mod route;
 mod server;
 mod snapshot;
 pub mod telemetry;
 mod upstream;
 
+pub use rollout::{ActionFailed, ManualAction};
 pub use server::{StartError, Weir};
 
 use std::path::PathBuf;

@@ -88,13 +88,15 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
         shared.telemetry.reload_ok();
         return Ok(prev.generation);
     }
-    let next = match snapshot::build(Arc::new(cfg), Some(&prev), &shared.telemetry).await {
+    let (next, events) = match snapshot::build(Arc::new(cfg), Some(&prev), &shared.telemetry, None).await {
         Ok(s) => s,
         Err(e) => return Err(failed(shared, e.into())),
     };
     let generation = next.generation;
     shared.snapshot.store(Arc::new(next));
     shared.telemetry.reload_ok();
+    crate::rollout::emit_built(shared, events);
+    crate::rollout::persist_now(shared);
     tracing::info!(generation, "config reloaded");
     Ok(generation)
 }

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use weir_control::config::{Address, Config, Timeouts};
+use weir_control::rollout::{Context, Engine, Event};
 use weir_control::split::Weight;
 
+use crate::rollout::Persisted;
 use crate::route::table::RouteTable;
 use crate::route::{Route, RouteState, RouteTelemetry};
 use crate::telemetry::Telemetry;
@@ -92,7 +94,10 @@ pub(crate) async fn build(
     cfg: Arc<Config>,
     prev: Option<&Snapshot>,
     telemetry: &Telemetry,
-) -> Result<Snapshot, BuildError> {
+    restored: Option<&HashMap<String, Persisted>>,
+) -> Result<(Snapshot, Vec<Event>), BuildError> {
+    let config_hash = weir_control::fingerprint(&*cfg);
+    let mut events = Vec::new();
     let mut backends: HashMap<&str, Arc<Backend>> = HashMap::new();
     for (name, b) in &cfg.backends {
         let mut addrs = Vec::new();
@@ -106,31 +111,58 @@ pub(crate) async fn build(
     let mut routes = Vec::with_capacity(cfg.routes.len());
     let mut in_use = Vec::new();
     for r in &cfg.routes {
+        let version_of = |c: &weir_control::config::Config, b: Option<&String>| {
+            b.and_then(|b| c.backends.get(b)).and_then(|b| b.version.clone())
+        };
+        let canary_version = version_of(&cfg, r.canary.as_ref());
         let old = prev.and_then(|p| {
             let old_cfg = p.config.routes.iter().find(|o| o.name == r.name)?;
             let old_rt = p.routes.routes().iter().find(|o| *o.name == *r.name)?;
-            Some((old_cfg, old_rt.state.clone()))
+            Some((old_cfg, version_of(&p.config, old_cfg.canary.as_ref()), old_rt.state.clone()))
         });
-        let state = match old {
-            Some((old_cfg, state)) => {
-                let rollout_kept = r.rollout.is_some()
+        let (state, kept) = match old {
+            Some((old_cfg, old_version, state)) => {
+                let kept = r.rollout.is_some()
                     && old_cfg.rollout == r.rollout
-                    && old_cfg.canary.as_ref().and_then(|c| cfg.backends[c].version.as_ref())
-                        == r.canary.as_ref().and_then(|c| cfg.backends[c].version.as_ref());
-                if !rollout_kept {
-                    reset_state(&state, r);
-                    if r.rollout.is_some() {
-                        tracing::info!(route = %r.name, "rollout definition or canary version changed: restarting at stage 0");
-                    }
-                }
-                state
+                    && old_cfg.canary == r.canary
+                    && old_version == canary_version;
+                (state, kept)
             }
-            None => {
-                let state = Arc::new(RouteState::default());
-                reset_state(&state, r);
-                state
-            }
+            None => (Arc::new(RouteState::default()), false),
         };
+        if kept {
+            if let Some(e) = state.engine().as_mut() {
+                e.set_config_hash(config_hash.clone());
+            }
+        } else {
+            reset_state(&state, r);
+            *state.engine() = None;
+            if let Some(ro) = &r.rollout {
+                let ctx = Context {
+                    route: r.name.clone(),
+                    stable_version: version_of(&cfg, Some(&r.stable)),
+                    canary_version: canary_version.clone(),
+                    config_hash: config_hash.clone(),
+                };
+                let saved = restored.and_then(|m| m.get(&r.name));
+                let fitting = saved.filter(|p| p.fits(ro, canary_version.as_deref()));
+                if saved.is_some() && fitting.is_none() {
+                    tracing::warn!(route = %r.name, "saved rollout state is for another definition or canary version: starting at stage 0");
+                }
+                let now = crate::rollout::now_ms();
+                let (engine, mut ev) =
+                    match fitting.and_then(|p| Engine::restore(ro.clone(), ctx.clone(), p.state.clone(), now)) {
+                        Some(restored) => restored,
+                        None => Engine::new(ro.clone(), ctx, now),
+                    };
+                if prev.is_some() {
+                    ev.cause = "rollout definition or canary version changed: restarting at stage 0".into();
+                }
+                state.apply(&engine);
+                events.push(ev);
+                *state.engine() = Some(engine);
+            }
+        }
         let stable = backends[r.stable.as_str()].clone();
         let canary = r.canary.as_deref().map(|c| backends[c].clone());
         let version = |b: &str| cfg.backends.get(b).and_then(|b| b.version.as_deref());
@@ -157,7 +189,7 @@ pub(crate) async fn build(
         Some(p) if p.client_settings == settings => p.client.clone(),
         _ => client::build(settings),
     };
-    Ok(Snapshot {
+    let snapshot = Snapshot {
         generation: prev.map_or(1, |p| p.generation + 1),
         server: server_builder(&cfg),
         timeouts: cfg.timeouts.clone(),
@@ -165,7 +197,8 @@ pub(crate) async fn build(
         client,
         client_settings: settings,
         config: cfg,
-    })
+    };
+    Ok((snapshot, events))
 }
 
 /// Puts a route's live state where its config says it starts.

@@ -40,6 +40,8 @@ pub enum Mode {
     Delay(Duration),
     /// Answers with this status and its name.
     Status(u16),
+    /// Answers 500 to `n` of every 10 requests, 200 otherwise.
+    FailTenths(u64),
 }
 
 /// A request as an upstream saw it.
@@ -107,6 +109,15 @@ async fn respond(name: &'static str, mode: Mode, req: Request<Incoming>) -> Resp
         Mode::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        Mode::FailTenths(n) => {
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let i = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut r = Response::new(full(name.to_string()));
+            if i % 10 < n {
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            r
         }
         Mode::Status(code) => {
             let mut r = Response::new(full(name.to_string()));
@@ -387,4 +398,67 @@ pub fn sample(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut key: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     key.sort();
     m.get(&(name.to_string(), key)).copied().unwrap_or(0.0)
+}
+
+/// Continuous traffic from `concurrency` clients until dropped or stopped.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Load {
+    pub fn start(url: String, concurrency: usize, pause: Duration) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let tasks = (0..concurrency)
+            .map(|i| {
+                let (stop, sent, url) = (stop.clone(), sent.clone(), url.clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let req = Request::get(&url)
+                            .header("x-user-id", format!("u{i}-{n}"))
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        if let Ok(r) = c.request(req).await {
+                            let _ = r.into_body().collect().await;
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        n += 1;
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, tasks, sent }
+    }
+
+    pub async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Waits for an audit event of `route` matching `pred`, up to `timeout`.
+pub async fn wait_event(
+    rx: &mut tokio::sync::broadcast::Receiver<weir_control::rollout::Event>,
+    timeout: Duration,
+    pred: impl Fn(&weir_control::rollout::Event) -> bool,
+) -> weir_control::rollout::Event {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(ev)) if pred(&ev) => return ev,
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("event stream ended: {e}"),
+            Err(_) => panic!("no matching event within {timeout:?}"),
+        }
+    }
 }

@@ -140,6 +140,8 @@ pub struct Limits {
 pub struct Log {
     /// Where JSON access-log lines go.
     pub access: AccessLog,
+    /// Where JSON audit events (rollout transitions, evaluations) go.
+    pub audit: AccessLog,
 }
 
 /// `[telemetry]`

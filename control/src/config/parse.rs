@@ -140,18 +140,20 @@ fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
 }
 
 fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
-    let mut out = Log { access: AccessLog::Off };
+    let mut out = Log { access: AccessLog::Off, audit: AccessLog::Off };
     if let Some(mut t) = top.table(ctx, "log") {
-        if let Some(s) = t.string(ctx, "access") {
-            out.access = match s.as_str() {
-                "off" => AccessLog::Off,
-                "stdout" => AccessLog::Stdout,
-                "" => {
-                    ctx.error(&t.key_path("access"), Some(&t.span), "use \"off\", \"stdout\" or a file path");
-                    AccessLog::Off
-                }
-                path => AccessLog::File(PathBuf::from(path)),
-            };
+        for (key, slot) in [("access", &mut out.access), ("audit", &mut out.audit)] {
+            if let Some(s) = t.string(ctx, key) {
+                *slot = match s.as_str() {
+                    "off" => AccessLog::Off,
+                    "stdout" => AccessLog::Stdout,
+                    "" => {
+                        ctx.error(&t.key_path(key), Some(&t.span), "use \"off\", \"stdout\" or a file path");
+                        AccessLog::Off
+                    }
+                    path => AccessLog::File(PathBuf::from(path)),
+                };
+            }
         }
         t.finish(ctx);
     }

@@ -235,6 +235,12 @@ impl Engine {
         &self.ctx
     }
 
+    /// A reload changed the config but not this rollout: new events carry
+    /// the new config hash.
+    pub fn set_config_hash(&mut self, hash: String) {
+        self.ctx.config_hash = hash;
+    }
+
     /// The canary weight the route must serve now.
     pub fn weight(&self) -> Weight {
         match self.state.phase {

@@ -4,11 +4,12 @@
 pub(crate) mod select;
 pub(crate) mod table;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::HeaderName;
 use weir_control::config;
+use weir_control::rollout::Engine;
 use weir_control::split::{Salt, Side, Weight};
 
 use crate::telemetry::BackendStats;
@@ -17,11 +18,28 @@ use crate::upstream::Backend;
 /// Live state of a route that survives reloads keyed by route name: the
 /// current weight and stage (written by the rollout driver or the config),
 /// and the keyless split sequence.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RouteState {
     weight_bp: AtomicU32,
     stage: AtomicU32,
+    cohort_active: AtomicBool,
     sequence: AtomicU64,
+    /// The rollout, for routes that have one. Locked only by the rollout
+    /// driver and the admin API, never on the request path.
+    #[allow(clippy::disallowed_types)]
+    pub(crate) engine: std::sync::Mutex<Option<Engine>>,
+}
+
+impl Default for RouteState {
+    fn default() -> Self {
+        RouteState {
+            weight_bp: AtomicU32::new(0),
+            stage: AtomicU32::new(0),
+            cohort_active: AtomicBool::new(true),
+            sequence: AtomicU64::new(0),
+            engine: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 impl RouteState {
@@ -39,6 +57,22 @@ impl RouteState {
 
     pub(crate) fn set_stage(&self, stage: usize) {
         self.stage.store(stage as u32, Ordering::Relaxed);
+    }
+
+    pub(crate) fn cohort_active(&self) -> bool {
+        self.cohort_active.load(Ordering::Relaxed)
+    }
+
+    /// Publishes what the engine decided to the request path.
+    pub(crate) fn apply(&self, engine: &Engine) {
+        self.set_stage(engine.state().stage);
+        self.cohort_active.store(engine.cohort_active(), Ordering::Relaxed);
+        self.set_weight(engine.weight());
+    }
+
+    /// Locks the engine slot (a poisoned lock still holds a valid engine).
+    pub(crate) fn engine(&self) -> std::sync::MutexGuard<'_, Option<Engine>> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn next_sequence(&self) -> u64 {

@@ -35,7 +35,9 @@ impl Route {
             }
         }
         let stage = self.state.stage();
-        if let Some(Some(cohort)) = self.cohorts.get(stage).or_else(|| self.cohorts.last()) {
+        let cohort =
+            if self.state.cohort_active() { self.cohorts.get(stage).or_else(|| self.cohorts.last()) } else { None };
+        if let Some(Some(cohort)) = cohort {
             if let Some(v) = read_key(&cohort.key, headers) {
                 if cohort.values.iter().any(|c| c.as_bytes() == v) {
                     return (Side::Canary, Reason::Cohort);

@@ -17,11 +17,20 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use weir_control::config::Config;
+use weir_control::rollout::{Event, State};
 use weir_control::sample::Window;
+
+use crate::rollout::{ActionFailed, ManualAction};
 
 pub(crate) use conn::{ConnCtx, RequestGuard};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
 use crate::access_log::AccessLog;
+use crate::audit::Audit;
 use crate::reload::{self, ReloadError};
 use crate::snapshot::{self, BuildError, Snapshot};
 use crate::telemetry::Telemetry;
@@ -35,6 +44,9 @@ pub(crate) struct Shared {
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     pub(crate) telemetry: Telemetry,
     pub(crate) config_path: Option<PathBuf>,
+    pub(crate) audit: Audit,
+    pub(crate) state_file: Option<PathBuf>,
+    pub(crate) webhooks: Client<HttpConnector, Full<Bytes>>,
 }
 
 /// Why weir could not start.
@@ -56,6 +68,9 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("log.access: {0}")]
     AccessLog(std::io::Error),
+    /// The audit log could not be opened.
+    #[error("log.audit: {0}")]
+    AuditLog(std::io::Error),
 }
 
 /// A running weir instance (data and admin listeners).
@@ -79,7 +94,15 @@ impl Weir {
     pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Weir, StartError> {
         let cfg = Arc::new(cfg);
         let telemetry = Telemetry::new();
-        let snap = snapshot::build(cfg.clone(), None, &telemetry).await?;
+        let relative = |p: &std::path::Path| crate::rollout::config_relative(p, config_path.as_deref());
+        let state_file = cfg.state.file.as_deref().map(relative);
+        let in_config_dir = |d: &weir_control::config::AccessLog| match d {
+            weir_control::config::AccessLog::File(p) => weir_control::config::AccessLog::File(relative(p)),
+            other => other.clone(),
+        };
+        let restored = state_file.as_deref().map(crate::rollout::load_state);
+        let (snap, events) = snapshot::build(cfg.clone(), None, &telemetry, restored.as_ref()).await?;
+        let audit = Audit::open(&in_config_dir(&cfg.log.audit)).map_err(StartError::AuditLog)?;
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
@@ -95,7 +118,7 @@ impl Weir {
             addr: cfg.admin.addr,
             source,
         })?;
-        let access_log = AccessLog::open(&cfg.log.access).map_err(StartError::AccessLog)?;
+        let access_log = AccessLog::open(&in_config_dir(&cfg.log.access)).map_err(StartError::AccessLog)?;
 
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
@@ -105,13 +128,18 @@ impl Weir {
             reload_lock: tokio::sync::Mutex::new(()),
             telemetry,
             config_path: config_path.clone(),
+            audit,
+            state_file,
+            webhooks: crate::rollout::webhook_client(),
         });
+        crate::rollout::emit_built(&shared, events);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));
         tokio::spawn(accept_loop(shared.clone(), data, limit, shutdown_rx.clone(), tracker.clone()));
         tokio::spawn(crate::admin::serve(shared.clone(), admin, shutdown_rx.clone(), tracker.clone()));
         tokio::spawn(ticker(shared.clone(), shutdown_rx.clone()));
+        tokio::spawn(crate::rollout::drive(shared.clone(), shutdown_rx.clone()));
         if let Some(path) = config_path {
             reload::watch_file(shared.clone(), path, shutdown_rx);
         }
@@ -156,6 +184,29 @@ impl Weir {
         let keep = snap.config.telemetry.window_max.as_secs();
         let span = span.as_secs().clamp(1, keep);
         Some(stats.window(self.shared.telemetry.now_sec(), span, keep))
+    }
+
+    /// The audit trail kept in memory (optionally of one route).
+    pub fn events(&self, route: Option<&str>) -> Vec<Event> {
+        self.shared.audit.events(route)
+    }
+
+    /// Audit events as they happen (for dashboards and tests).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.shared.audit.subscribe()
+    }
+
+    /// A route's rollout state, if it has a rollout.
+    pub fn rollout(&self, route: &str) -> Option<State> {
+        let snap = self.shared.snapshot.load();
+        let r = snap.routes.routes().iter().find(|r| &*r.name == route)?;
+        let guard = r.state.engine();
+        guard.as_ref().map(|e| e.state().clone())
+    }
+
+    /// A manual action on a route's rollout (actor `manual` in the audit).
+    pub fn act(&self, route: &str, action: ManualAction) -> Result<Event, ActionFailed> {
+        crate::rollout::manual(&self.shared, route, action)
     }
 
     /// Stops accepting, lets in-flight requests finish for up to

@@ -16,6 +16,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio::time::Instant;
+use weir_control::rollout::{Engine, Event, EventKind, Phase};
 use weir_control::sample::{CodeClass, UpstreamErrorKind};
 
 pub use recorder::BackendStats;
@@ -173,6 +174,48 @@ impl Telemetry {
         self.keep_secs.store(keep.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn gauge(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Gauge {
+        self.recorder.register_gauge(&Key::from_parts(name, labels(pairs)), &METADATA)
+    }
+
+    fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Counter {
+        self.recorder.register_counter(&Key::from_parts(name, labels(pairs)), &METADATA)
+    }
+
+    /// Publishes a rollout's stage, state and latest gate verdicts.
+    pub(crate) fn rollout_tick(&self, route: &str, engine: &Engine, evaluated: bool) {
+        let st = engine.state();
+        self.gauge(names::ROLLOUT_STAGE, &[(label::ROUTE, route)]).set(st.stage as f64);
+        for phase in Phase::ALL {
+            let on = if phase == st.phase { 1.0 } else { 0.0 };
+            self.gauge(names::ROLLOUT_STATE, &[(label::ROUTE, route), (label::STATE, phase.as_str())]).set(on);
+        }
+        if !evaluated {
+            return;
+        }
+        for v in &st.verdicts {
+            let gate = [(label::ROUTE, route), (label::GATE, v.gate.as_str())];
+            self.counter(
+                names::GATE_VERDICTS_TOTAL,
+                &[(label::ROUTE, route), (label::GATE, v.gate.as_str()), (label::VERDICT, v.verdict.as_str())],
+            )
+            .increment(1);
+            if let Some(x) = v.value {
+                self.gauge(names::GATE_VALUE, &gate).set(x);
+            }
+            if let Some(x) = v.threshold {
+                self.gauge(names::GATE_THRESHOLD, &gate).set(x);
+            }
+        }
+    }
+
+    /// Counts rollbacks.
+    pub(crate) fn rollout_event(&self, ev: &Event) {
+        if matches!(ev.kind, EventKind::RolledBack | EventKind::Aborted) {
+            self.counter(names::ROLLBACKS_TOTAL, &[(label::ROUTE, ev.route.as_str())]).increment(1);
+        }
+    }
+
     /// Folds every stats object's shards into the current slot and into the
     /// Prometheus handles.
     pub(crate) fn rotate_all(&self) {
@@ -207,6 +250,12 @@ fn describe(r: &PrometheusRecorder) {
         SharedString::const_str("Time from request received to upstream response headers."),
     );
     r.describe_gauge(names::CANARY_WEIGHT.into(), None, SharedString::const_str("Current canary weight, percent."));
+    r.describe_gauge(names::ROLLOUT_STAGE.into(), None, SharedString::const_str("Current stage index of the rollout."));
+    r.describe_gauge(names::ROLLOUT_STATE.into(), None, SharedString::const_str("1 for the rollout's current state."));
+    d(names::ROLLBACKS_TOTAL, None, "Rollbacks and aborts of the route's canary.");
+    d(names::GATE_VERDICTS_TOTAL, None, "Gate evaluations by verdict.");
+    r.describe_gauge(names::GATE_VALUE.into(), None, SharedString::const_str("Latest measured value of a gate."));
+    r.describe_gauge(names::GATE_THRESHOLD.into(), None, SharedString::const_str("Latest threshold of a gate."));
     r.describe_gauge(
         names::BUILD_INFO.into(),
         None,

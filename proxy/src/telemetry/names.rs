@@ -13,6 +13,19 @@ pub(crate) const CONFIG_RELOADS_TOTAL: &str = "weir_config_reloads_total";
 /// Build and release versions (gauge, always 1 for the current set).
 pub(crate) const BUILD_INFO: &str = "weir_build_info";
 
+/// Current stage index of a route's rollout (gauge).
+pub(crate) const ROLLOUT_STAGE: &str = "weir_rollout_stage";
+/// 1 for the rollout's current state, 0 for the others (gauge).
+pub(crate) const ROLLOUT_STATE: &str = "weir_rollout_state";
+/// Automatic and manual rollbacks (counter).
+pub(crate) const ROLLBACKS_TOTAL: &str = "weir_rollbacks_total";
+/// Gate evaluations by verdict (counter).
+pub(crate) const GATE_VERDICTS_TOTAL: &str = "weir_gate_verdicts_total";
+/// Latest measured value of a gate (gauge).
+pub(crate) const GATE_VALUE: &str = "weir_gate_value";
+/// Latest threshold of a gate (gauge).
+pub(crate) const GATE_THRESHOLD: &str = "weir_gate_threshold";
+
 /// Label names.
 pub(crate) mod label {
     pub(crate) const ROUTE: &str = "route";
@@ -23,6 +36,9 @@ pub(crate) mod label {
     pub(crate) const VERSION: &str = "version";
     pub(crate) const STABLE_VERSION: &str = "stable_version";
     pub(crate) const CANARY_VERSION: &str = "canary_version";
+    pub(crate) const STATE: &str = "state";
+    pub(crate) const GATE: &str = "gate";
+    pub(crate) const VERDICT: &str = "verdict";
 }
 
 /// Histogram buckets for request latency, seconds: fine enough between

@@ -1,0 +1,201 @@
+//! The gate engine end to end: real upstreams, real load, real decisions.
+
+use std::time::Duration;
+
+use weir_control::rollout::{EventKind, Phase};
+use weir_proxy::ManualAction;
+
+use crate::*;
+
+fn rollout(stages: &str, gates: &str, extra: &str) -> String {
+    format!("sticky = {{ header = \"x-user-id\" }}\n[routes.rollout]\ninterval = \"250ms\"\nstages = [{stages}]\ngates = [{gates}]\n{extra}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_promotes_through_three_stages() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let r = rollout(
+        "{ weight = 10, bake = \"2s\", min_requests = 10 }, { weight = 50, bake = \"2s\" }, { weight = 100, bake = \"2s\" }",
+        "{ metric = \"error_rate\", max = 0.05, min_samples = 10 }, { metric = \"latency_p99\", max = \"1s\", min_samples = 10 }",
+        "",
+    );
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
+    let mut rx = w.weir.subscribe();
+    assert_eq!(w.weir.route_weight_bp("web"), Some(1000));
+    let load = Load::start(w.url("/"), 4, Duration::from_millis(5));
+    let promoted = wait_event(&mut rx, Duration::from_secs(20), |e| e.kind == EventKind::Promoted).await;
+    load.stop().await;
+    assert_eq!(w.weir.route_weight_bp("web"), Some(10_000));
+    let kinds: Vec<(EventKind, f64)> = w
+        .weir
+        .events(Some("web"))
+        .iter()
+        .filter(|e| e.kind != EventKind::Evaluated)
+        .map(|e| (e.kind, e.weight))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Started, 10.0),
+            (EventKind::Advanced, 50.0),
+            (EventKind::Advanced, 100.0),
+            (EventKind::Promoted, 100.0)
+        ]
+    );
+    // Every stage baked for its 2 s.
+    let started = w.weir.events(Some("web"))[0].at_ms;
+    assert!(promoted.at_ms - started >= 6000, "{}", promoted.at_ms - started);
+    assert!(promoted.verdicts.iter().all(|v| v.verdict == weir_control::gate::Verdict::Pass), "{promoted:?}");
+    assert!(canary.count() > 0 && stable.count() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_30_percent_is_at_weight_zero_within_3_seconds() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::FailTenths(3)).await;
+    let r = rollout(
+        "{ weight = 20, bake = \"30s\" }, { weight = 100, bake = \"30s\" }",
+        "{ metric = \"error_rate\", max = 0.05, min_samples = 20 }",
+        "interval = \"1s\"\nfailure_threshold = 2",
+    )
+    .replace("interval = \"250ms\"\n", "");
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
+    let mut rx = w.weir.subscribe();
+    let started = w.weir.events(Some("web"))[0].at_ms;
+    let load = Load::start(w.url("/"), 8, Duration::ZERO);
+    let rb = wait_event(&mut rx, Duration::from_secs(10), |e| e.kind == EventKind::RolledBack).await;
+    assert_eq!(w.weir.route_weight_bp("web"), Some(0), "weight 0 in the same tick");
+    let took = rb.at_ms - started;
+    load.stop().await;
+    assert!(took <= 3000, "rolled back after {took} ms");
+    let v = &rb.verdicts[0];
+    assert_eq!(v.verdict, weir_control::gate::Verdict::Fail);
+    assert!(v.value.unwrap() > 0.2 && v.canary_samples >= 20, "{v:?}");
+    // The rolled-back version is not retried by itself.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.weir.rollout("web").unwrap().phase, Phase::RolledBack);
+    let m = parse_prometheus(&get(&client(), &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await.1);
+    assert_eq!(sample(&m, "weir_rollbacks_total", &[("route", "web")]), 1.0);
+    assert_eq!(sample(&m, "weir_rollout_state", &[("route", "web"), ("state", "rolled_back")]), 1.0);
+    assert_eq!(sample(&m, "weir_canary_weight", &[("route", "web")]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_canary_fails_the_latency_ratio_gate() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Delay(Duration::from_millis(200))).await;
+    let r = rollout(
+        "{ weight = 50, bake = \"30s\" }, { weight = 100 }",
+        "{ metric = \"latency_p99\", max_ratio_to_stable = 1.25, max_delta_to_stable = \"5ms\", min_samples = 10 }",
+        "",
+    );
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
+    let mut rx = w.weir.subscribe();
+    let load = Load::start(w.url("/"), 8, Duration::ZERO);
+    let rb = wait_event(&mut rx, Duration::from_secs(15), |e| e.kind == EventKind::RolledBack).await;
+    load.stop().await;
+    let v = &rb.verdicts[0];
+    assert_eq!((v.gate.as_str(), v.verdict), ("latency_p99", weir_control::gate::Verdict::Fail));
+    assert!(v.value.unwrap() >= 0.2 && v.stable_value.unwrap() < 0.05, "{v:?}");
+    assert!(rb.cause.contains("latency_p99"), "{}", rb.cause);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_traffic_stays_inconclusive_and_never_promotes() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let r = rollout(
+        "{ weight = 50, bake = \"1s\" }, { weight = 100 }",
+        "{ metric = \"error_rate\", max = 0.05, min_samples = 50 }",
+        "hold_timeout = \"3s\"",
+    );
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
+    let mut rx = w.weir.subscribe();
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &w.url("/"), &[]).await.0, 200);
+    }
+    let held = wait_event(&mut rx, Duration::from_secs(10), |e| e.kind != EventKind::Evaluated).await;
+    assert_eq!(held.kind, EventKind::Paused, "{held:?}");
+    assert!(held.cause.contains("no decision"), "{}", held.cause);
+    assert_eq!(held.verdicts[0].verdict, weir_control::gate::Verdict::Inconclusive);
+    assert!(w.weir.events(Some("web")).iter().all(|e| e.kind != EventKind::Advanced && e.kind != EventKind::Promoted));
+    assert_eq!(w.weir.route_weight_bp("web"), Some(5000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_rollout_resumes_at_the_same_stage() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let r = rollout(
+        "{ weight = 5, bake = \"1h\" }, { weight = 25, bake = \"1h\" }, { weight = 100 }",
+        "{ metric = \"error_rate\", max = 0.05 }",
+        "",
+    );
+    let text = config_text(
+        stable.addr,
+        canary.addr,
+        &r,
+        "[state]\nfile = \"weir-state.json\"\n[log]\naudit = \"audit.jsonl\"",
+    );
+    let first = InProcess::start(&text).await;
+    let ev = first.weir.act("web", ManualAction::Promote).unwrap();
+    assert_eq!((ev.kind, ev.stage, ev.actor), (EventKind::Advanced, 1, weir_control::rollout::Actor::Manual));
+    let dir = first.dir;
+    let path = first.path;
+    assert!(dir.path().join("weir-state.json").exists());
+    first.weir.shutdown().await;
+
+    let cfg = weir_proxy::reload::read_config(&path).unwrap();
+    let second = weir_proxy::Weir::start(cfg, Some(path.clone())).await.unwrap();
+    let st = second.rollout("web").unwrap();
+    assert_eq!((st.phase, st.stage), (Phase::Progressing, 1));
+    assert_eq!(second.route_weight_bp("web"), Some(2500));
+    assert_eq!(second.events(Some("web"))[0].kind, EventKind::Restored);
+    // The audit file holds both lives as JSON lines.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let kinds: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+        .filter(|k| k != "evaluated")
+        .collect();
+    assert_eq!(kinds, vec!["started", "advanced", "restored"]);
+
+    // A new canary version restarts at stage 0 (logged as an event).
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("version = \"v2\"", "version = \"v3\""))
+        .unwrap();
+    second.reload().await.unwrap();
+    let st = second.rollout("web").unwrap();
+    assert_eq!((st.phase, st.stage), (Phase::Progressing, 0));
+    assert!(second.events(Some("web")).last().unwrap().cause.contains("restarting at stage 0"));
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pre_stage_webhook_holds_the_stage() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let hook = Upstream::start("hook", Mode::Status(503)).await;
+    let notify = Upstream::start("notify", Mode::Named).await;
+    let r = rollout(
+        "{ weight = 20, bake = \"500ms\" }, { weight = 100 }",
+        "",
+        &format!("pre_stage = \"http://{}/approve\"\nnotify = \"http://{}/events\"", hook.addr, notify.addr),
+    );
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
+    let mut rx = w.weir.subscribe();
+    let load = Load::start(w.url("/"), 2, Duration::from_millis(10));
+    let held = wait_event(&mut rx, Duration::from_secs(10), |e| e.kind == EventKind::Held).await;
+    assert!(held.cause.contains("503"), "{}", held.cause);
+    // Asked again each interval, still held.
+    wait_event(&mut rx, Duration::from_secs(5), |e| e.kind == EventKind::Held).await;
+    load.stop().await;
+    assert_eq!(w.weir.rollout("web").unwrap().stage, 0);
+    assert_eq!(w.weir.route_weight_bp("web"), Some(2000));
+    assert!(hook.count() >= 2);
+    let seen = hook.seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.path, "/approve");
+    // The notify webhook received the transitions (here: the start).
+    assert!(notify.count() >= 1);
+}
