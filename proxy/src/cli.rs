@@ -37,6 +37,8 @@ pub enum Command {
         #[arg(short, long, default_value = "weir.toml")]
         config: PathBuf,
     },
+    /// Talk to a running weir's admin API: status, pause, resume, promote, abort.
+    Ctl(crate::ctl::CtlArgs),
     /// Run a self-contained demo: two upstreams, the proxy and sticky traffic.
     Demo {
         /// How long the traffic runs, in seconds.
@@ -49,6 +51,7 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Ctl(args) => crate::ctl::main(args),
         Command::Run { config, workers } => {
             crate::log::init();
             let rt = match runtime(workers) {

@@ -20,6 +20,7 @@
 //! reload), [`Weir`] (a running server), [`demo`] (the self-contained demo).
 
 pub mod cli;
+pub mod ctl;
 pub mod demo;
 pub mod reload;
 

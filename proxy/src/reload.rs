@@ -41,6 +41,9 @@ pub enum ReloadError {
     /// The runtime snapshot could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The admin token file could not be read.
+    #[error("{0}")]
+    Token(String),
     /// There is no file to reload from.
     #[error("weir was started without a config file")]
     NoFile,
@@ -71,6 +74,16 @@ fn failed(shared: &Shared, e: ReloadError) -> ReloadError {
 /// Swaps in `cfg`; returns the new generation.
 pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, ReloadError> {
     let _serial = shared.reload_lock.lock().await;
+    let token = match &cfg.admin.token_file {
+        Some(f) => {
+            let path = crate::rollout::config_relative(f, shared.config_path.as_deref());
+            match crate::admin::auth::read_token(&path) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => return Err(failed(shared, ReloadError::Token(e))),
+            }
+        }
+        None => None,
+    };
     let prev = shared.snapshot.load_full();
     let old = &prev.config;
     for (key, changed) in [
@@ -84,6 +97,7 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
         }
     }
     if *old.as_ref() == cfg {
+        shared.admin_token.store(token);
         tracing::info!(generation = prev.generation, "config unchanged");
         shared.telemetry.reload_ok();
         return Ok(prev.generation);
@@ -94,6 +108,7 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
     };
     let generation = next.generation;
     shared.snapshot.store(Arc::new(next));
+    shared.admin_token.store(token);
     shared.telemetry.reload_ok();
     crate::rollout::emit_built(shared, events);
     crate::rollout::persist_now(shared);

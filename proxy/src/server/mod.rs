@@ -47,6 +47,7 @@ pub(crate) struct Shared {
     pub(crate) audit: Audit,
     pub(crate) state_file: Option<PathBuf>,
     pub(crate) webhooks: Client<HttpConnector, Full<Bytes>>,
+    pub(crate) admin_token: arc_swap::ArcSwapOption<String>,
 }
 
 /// Why weir could not start.
@@ -68,6 +69,9 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("log.access: {0}")]
     AccessLog(std::io::Error),
+    /// The admin token file could not be read.
+    #[error("{0}")]
+    Token(String),
     /// The audit log could not be opened.
     #[error("log.audit: {0}")]
     AuditLog(std::io::Error),
@@ -103,6 +107,10 @@ impl Weir {
         let restored = state_file.as_deref().map(crate::rollout::load_state);
         let (snap, events) = snapshot::build(cfg.clone(), None, &telemetry, restored.as_ref()).await?;
         let audit = Audit::open(&in_config_dir(&cfg.log.audit)).map_err(StartError::AuditLog)?;
+        let admin_token = match &cfg.admin.token_file {
+            Some(f) => Some(Arc::new(crate::admin::auth::read_token(&relative(f)).map_err(StartError::Token)?)),
+            None => None,
+        };
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
@@ -131,6 +139,7 @@ impl Weir {
             audit,
             state_file,
             webhooks: crate::rollout::webhook_client(),
+            admin_token: arc_swap::ArcSwapOption::new(admin_token),
         });
         crate::rollout::emit_built(&shared, events);
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -1,4 +1,6 @@
+mod admin;
 mod cli;
+mod dashboard;
 mod failures;
 mod protocols;
 mod reload;

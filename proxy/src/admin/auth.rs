@@ -1,0 +1,58 @@
+//! Bearer-token check for mutating admin calls.
+//!
+//! The token comes from `admin.token_file` (read at start and on reload;
+//! surrounding whitespace trimmed). Without a token file, mutating calls are
+//! open, which the config only allows on a loopback admin address.
+
+use http::{header, Request};
+
+use crate::server::Shared;
+
+/// Reads a token file: its trimmed content, which must not be empty.
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("admin.token_file {}: the file is empty", path.display()));
+    }
+    Ok(token.to_string())
+}
+
+/// Ok when no token is configured or the request carries it.
+pub(crate) fn check<B>(shared: &Shared, req: &Request<B>) -> Result<(), &'static str> {
+    let token = shared.admin_token.load();
+    let Some(expected) = token.as_deref() else { return Ok(()) };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or("missing bearer token")?;
+    if constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err("wrong bearer token")
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a
+/// guess was right (only its length).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn compares() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

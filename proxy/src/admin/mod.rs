@@ -1,0 +1,144 @@
+//! The admin listener: health, metrics, the JSON API, and the dashboard.
+//! Never served on the data port; loopback by default.
+//!
+//! | endpoint | |
+//! | --- | --- |
+//! | `GET /healthz`, `GET /readyz` | liveness, readiness |
+//! | `GET /metrics` | Prometheus exposition |
+//! | `GET /api/v1/routes` | routes, weights, rollouts, verdicts, live numbers |
+//! | `GET /api/v1/events[?route=R]` | the audit trail |
+//! | `POST /api/v1/routes/{name}/pause\|resume\|promote\|abort` | manual control (bearer token when configured); `promote?full=true` goes straight to 100 % |
+//! | `GET /` | the live dashboard |
+
+mod api;
+pub(crate) mod auth;
+mod dashboard;
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::server::Shared;
+
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (shared, builder, mut shutdown) = (shared.clone(), builder.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(&shared, peer, req).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if shared.ready.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(shared.telemetry.render())));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            r
+        }
+        (&Method::GET, "/" | "/index.html") => dashboard::page(),
+        (&Method::GET, "/api/v1/routes") => json(StatusCode::OK, &api::routes(shared, query(&req, "window"))),
+        (&Method::GET, "/api/v1/events") => {
+            let route = query(&req, "route");
+            json(StatusCode::OK, &serde_json::json!({ "events": shared.audit.events(route.as_deref()) }))
+        }
+        (method, p) if p.starts_with("/api/v1/routes/") => {
+            let rest = &p["/api/v1/routes/".len()..];
+            let Some((name, action)) = rest.split_once('/') else {
+                return json_error(StatusCode::NOT_FOUND, "no such admin endpoint");
+            };
+            if method != Method::POST {
+                let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return r;
+            }
+            if let Err(why) = auth::check(shared, &req) {
+                tracing::warn!(%peer, %path, "admin: refused unauthenticated call ({why})");
+                let mut r = json_error(StatusCode::UNAUTHORIZED, why);
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"weir\""));
+                return r;
+            }
+            let full = query(&req, "full").is_some_and(|v| v == "true" || v == "1");
+            api::act(shared, name, action, full)
+        }
+        _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+/// A query parameter's value (no percent-decoding: names are plain).
+fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| v.to_string())
+    })
+}
+
+pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}

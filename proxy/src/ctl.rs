@@ -1,0 +1,223 @@
+//! `weir ctl`: the admin API from a shell.
+//!
+//! Exit codes: 0 done; 1 refused (the action is not allowed in the
+//! rollout's state, or another error answer); 3 no such route; 4 missing or
+//! wrong token; 5 the admin API cannot be reached.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// What `weir ctl` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CtlCommand {
+    /// Show routes, weights, rollout states and gate verdicts.
+    Status,
+    /// Hold a rollout at its current weight.
+    Pause,
+    /// Continue a paused rollout (a rolled-back or aborted one restarts at stage 0).
+    Resume,
+    /// Move to the next stage (with --full: straight to 100 %).
+    Promote,
+    /// Roll back now: canary weight 0.
+    Abort,
+}
+
+/// Options of `weir ctl`.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// What to do.
+    #[arg(value_enum)]
+    pub command: CtlCommand,
+    /// The route (required for actions; filters status).
+    pub route: Option<String>,
+    /// Admin API base URL.
+    #[arg(long, env = "WEIR_ADMIN", default_value = "http://127.0.0.1:9901")]
+    pub admin: String,
+    /// Bearer token for actions.
+    #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// With promote: go straight to 100 %.
+    #[arg(long)]
+    pub full: bool,
+}
+
+const EXIT_REFUSED: u8 = 1;
+const EXIT_NO_ROUTE: u8 = 3;
+const EXIT_AUTH: u8 = 4;
+const EXIT_UNREACHABLE: u8 = 5;
+
+/// Runs `weir ctl`.
+pub fn main(args: CtlArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir ctl: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    rt.block_on(run(args))
+}
+
+async fn run(args: CtlArgs) -> ExitCode {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(f)) => match crate::admin::auth::read_token(f) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("weir ctl: {e}");
+                return ExitCode::from(EXIT_AUTH);
+            }
+        },
+        (None, None) => None,
+    };
+    let base = args.admin.trim_end_matches('/');
+    let (method, url) = match (args.command, &args.route) {
+        (CtlCommand::Status, _) => (Method::GET, format!("{base}/api/v1/routes")),
+        (_, None) => {
+            eprintln!("weir ctl: {:?} needs a ROUTE", args.command);
+            return ExitCode::from(2);
+        }
+        (cmd, Some(route)) => {
+            let action = format!("{cmd:?}").to_lowercase();
+            let full = if args.full && cmd == CtlCommand::Promote { "?full=true" } else { "" };
+            (Method::POST, format!("{base}/api/v1/routes/{route}/{action}{full}"))
+        }
+    };
+    let (status, body) = match request(method, &url, token.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("weir ctl: cannot reach the admin API at {base}: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let msg = json["error"].as_str().map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_string);
+        eprintln!("weir ctl: {} ({})", msg, status.as_u16());
+        return ExitCode::from(match status {
+            StatusCode::UNAUTHORIZED => EXIT_AUTH,
+            StatusCode::NOT_FOUND => EXIT_NO_ROUTE,
+            _ => EXIT_REFUSED,
+        });
+    }
+    if args.json {
+        println!("{json:#}");
+        return ExitCode::SUCCESS;
+    }
+    match args.command {
+        CtlCommand::Status => {
+            let routes: Vec<&serde_json::Value> = json["routes"]
+                .as_array()
+                .map(|a| a.iter().filter(|r| args.route.as_deref().is_none_or(|n| r["name"] == n)).collect())
+                .unwrap_or_default();
+            if let Some(name) = &args.route {
+                if routes.is_empty() {
+                    eprintln!("weir ctl: no route named \"{name}\"");
+                    return ExitCode::from(EXIT_NO_ROUTE);
+                }
+            }
+            print!("{}", table(&routes));
+        }
+        _ => {
+            let ev = &json["event"];
+            println!(
+                "{}: {} -> {} (stage {}, weight {}): {}",
+                ev["route"].as_str().unwrap_or("?"),
+                ev["from"].as_str().unwrap_or("?"),
+                ev["to"].as_str().unwrap_or("?"),
+                ev["stage"],
+                percent(ev["weight"].as_f64().unwrap_or(0.0)),
+                ev["cause"].as_str().unwrap_or("")
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn request(method: Method, url: &str, token: Option<&str>) -> Result<(StatusCode, Bytes), String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body))
+}
+
+/// `10%`, `12.5%`, `0.01%`.
+fn percent(x: f64) -> String {
+    let s = format!("{x:.2}");
+    format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// The status table.
+fn table(routes: &[&serde_json::Value]) -> String {
+    let mut rows = vec![["ROUTE", "STATE", "STAGE", "WEIGHT", "STABLE", "CANARY", "GATES"].map(String::from).to_vec()];
+    for r in routes {
+        let backend = |b: &serde_json::Value| {
+            if b.is_null() {
+                "-".to_string()
+            } else {
+                format!("{} {}", b["backend"].as_str().unwrap_or("?"), b["version"].as_str().unwrap_or(""))
+                    .trim()
+                    .to_string()
+            }
+        };
+        let ro = &r["rollout"];
+        let (state, stage, gates) = if ro.is_null() {
+            ("static".to_string(), "-".to_string(), "-".to_string())
+        } else {
+            let stages = ro["stages"].as_array().map_or(0, Vec::len);
+            let gates: Vec<String> = ro["verdicts"]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .map(|g| {
+                            format!("{}={}", g["gate"].as_str().unwrap_or("?"), g["verdict"].as_str().unwrap_or("?"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                ro["state"].as_str().unwrap_or("?").to_string(),
+                format!("{}/{}", ro["stage"].as_u64().unwrap_or(0) + 1, stages),
+                if gates.is_empty() { "-".to_string() } else { gates.join(" ") },
+            )
+        };
+        rows.push(vec![
+            r["name"].as_str().unwrap_or("?").to_string(),
+            state,
+            stage,
+            percent(r["weight"].as_f64().unwrap_or(0.0)),
+            backend(&r["stable"]),
+            backend(&r["canary"]),
+            gates,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,201 @@
+//! Admin API, authentication, and `weir ctl` against the real binary.
+
+use std::process::Command;
+
+use weir_control::rollout::{Actor, EventKind, Phase};
+
+use crate::*;
+
+const TOKEN: &str = "s3cret-token";
+
+fn rollout_route() -> String {
+    "[routes.rollout]\nstages = [{ weight = 10, bake = \"1h\" }, { weight = 50, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]\n[[routes]]\nname = \"plain\"\nmatch = { path_prefix = \"/plain\" }\nstable = \"stable\"".to_string()
+}
+
+async fn post(url: &str, token: Option<&str>) -> (StatusCode, serde_json::Value) {
+    let mut b = Request::post(url);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = client().request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let auth = resp.headers().get("www-authenticate").cloned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    if status == 401 {
+        assert_eq!(auth.unwrap(), "Bearer realm=\"weir\"");
+    }
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_endpoints_and_token_auth() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    // top_extra follows [admin], so token_file lands in that table.
+    let text = config_text(stable.addr, canary.addr, &rollout_route(), "token_file = \"admin.token\"");
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, &text).unwrap();
+    let w = weir_proxy::Weir::start(weir_proxy::reload::read_config(&path).unwrap(), Some(path.clone())).await.unwrap();
+    let admin = format!("http://{}", w.admin_addr());
+    let c = client();
+
+    // Reads need no token.
+    let (status, body) = get(&c, &format!("{admin}/api/v1/routes"), &[]).await;
+    assert_eq!(status, 200);
+    let routes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let web = &routes["routes"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["weight"], 10.0);
+    assert_eq!(web["stable"]["version"], "v1");
+    assert_eq!(web["canary"]["version"], "v2");
+    assert_eq!(web["rollout"]["state"], "progressing");
+    assert_eq!(web["rollout"]["stages"], serde_json::json!([10.0, 50.0, 100.0]));
+    assert!(routes["routes"][1]["rollout"].is_null());
+    let (status, body) = get(&c, &format!("{admin}/api/v1/events?route=web"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["events"][0]["kind"], "started");
+
+    // Writes need the token.
+    let pause = format!("{admin}/api/v1/routes/web/pause");
+    assert_eq!(post(&pause, None).await.0, 401);
+    assert_eq!(post(&pause, Some("wrong")).await.0, 401);
+    assert_eq!(w.rollout("web").unwrap().phase, Phase::Progressing);
+    let (status, body) = post(&pause, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["event"]["actor"], "manual");
+    assert_eq!(w.rollout("web").unwrap().phase, Phase::Paused);
+    let (status, body) = post(&pause, Some(TOKEN)).await;
+    assert_eq!(status, 409);
+    assert!(body["error"].as_str().unwrap().contains("paused"), "{body}");
+
+    assert_eq!(post(&format!("{admin}/api/v1/routes/nope/pause"), Some(TOKEN)).await.0, 404);
+    assert_eq!(post(&format!("{admin}/api/v1/routes/web/explode"), Some(TOKEN)).await.0, 404);
+    assert_eq!(post(&format!("{admin}/api/v1/routes/plain/pause"), Some(TOKEN)).await.0, 409);
+    assert_eq!(get(&c, &pause, &[]).await.0, 405);
+    assert_eq!(get(&c, &format!("{admin}/api/v1/nothing"), &[]).await.0, 404);
+
+    assert_eq!(post(&format!("{admin}/api/v1/routes/web/resume"), Some(TOKEN)).await.0, 200);
+    assert_eq!(post(&format!("{admin}/api/v1/routes/web/promote"), Some(TOKEN)).await.0, 200);
+    assert_eq!(w.route_weight_bp("web"), Some(5000));
+    assert_eq!(post(&format!("{admin}/api/v1/routes/web/promote?full=true"), Some(TOKEN)).await.0, 200);
+    assert_eq!(w.route_weight_bp("web"), Some(10_000));
+    assert_eq!(get(&c, &w_url(&w, "/"), &[]).await.1, "canary");
+    assert_eq!(post(&format!("{admin}/api/v1/routes/web/abort"), Some(TOKEN)).await.0, 200);
+    assert_eq!(w.route_weight_bp("web"), Some(0));
+    assert_eq!(get(&c, &w_url(&w, "/"), &[]).await.1, "stable");
+
+    let manual: Vec<EventKind> =
+        w.events(Some("web")).iter().filter(|e| e.actor == Actor::Manual).map(|e| e.kind).collect();
+    assert_eq!(
+        manual,
+        vec![EventKind::Paused, EventKind::Resumed, EventKind::Advanced, EventKind::Promoted, EventKind::Aborted]
+    );
+
+    // The admin API is not on the data port: there it is an upstream path.
+    assert_eq!(get(&c, &w_url(&w, "/api/v1/routes"), &[]).await.1, "stable");
+    assert_eq!(post(&w_url(&w, "/api/v1/routes/web/resume"), Some(TOKEN)).await.0, 200);
+    assert_eq!(w.rollout("web").unwrap().phase, Phase::Aborted, "the data port must not act on rollouts");
+    assert_eq!(stable.seen.lock().unwrap().last().unwrap().path, "/api/v1/routes/web/resume");
+
+    // The dashboard is served, self-contained.
+    let (status, page) = get(&c, &format!("{admin}/"), &[]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>weir</title>") && !page.contains("http://") && !page.contains("https://"));
+}
+
+fn w_url(w: &weir_proxy::Weir, path: &str) -> String {
+    format!("http://{}{}", w.data_addr(), path)
+}
+
+fn ctl(admin: std::net::SocketAddr, args: &[&str], token_env: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(weir_bin());
+    cmd.arg("ctl").args(args).args(["--admin", &format!("http://{admin}")]).env_remove("WEIR_ADMIN_TOKEN");
+    if let Some(t) = token_env {
+        cmd.env("WEIR_ADMIN_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_ctl_drives_a_running_weir() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, config_text(stable.addr, canary.addr, &rollout_route(), "token_file = \"admin.token\""))
+        .unwrap();
+    let p = Process::spawn(&path);
+    let admin = p.admin_addr;
+
+    let (code, out, _) = ctl(admin, &["status"], None);
+    assert_eq!(code, 0);
+    let header = out.lines().next().unwrap();
+    assert!(header.starts_with("ROUTE") && header.contains("STATE") && header.contains("WEIGHT"), "{out}");
+    let web = out.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(
+        web.contains("progressing") && web.contains("1/3") && web.contains("10%") && web.contains("canary v2"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("plain ") && l.contains("static")), "{out}");
+
+    // No token → 4; unknown route → 3; missing ROUTE → 2.
+    assert_eq!(ctl(admin, &["pause", "web"], None).0, 4);
+    assert_eq!(ctl(admin, &["pause", "nope"], Some(TOKEN)).0, 3);
+    assert_eq!(ctl(admin, &["pause"], Some(TOKEN)).0, 2);
+    assert_eq!(ctl(admin, &["status", "nope"], None).0, 3);
+
+    // Token from the environment, a flag, or a file.
+    let (code, out, err) = ctl(admin, &["pause", "web"], Some(TOKEN));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("progressing -> paused"), "{out}");
+    assert!(ctl(admin, &["status", "web"], None).1.contains("paused"));
+    assert_eq!(ctl(admin, &["pause", "web", "--token", TOKEN], None).0, 1, "already paused: refused");
+    let file = token_file.to_str().unwrap();
+    assert_eq!(ctl(admin, &["resume", "web", "--token-file", file], None).0, 0);
+    assert_eq!(ctl(admin, &["promote", "web"], Some(TOKEN)).0, 0);
+    let (_, out, _) = ctl(admin, &["status", "web", "--json"], None);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(json["routes"].as_array().unwrap().iter().any(|r| r["name"] == "web" && r["weight"] == 50.0), "{json}");
+    assert_eq!(ctl(admin, &["abort", "web"], Some(TOKEN)).0, 0);
+    assert!(ctl(admin, &["status", "web"], None).1.contains("aborted"));
+
+    // The audit trail shows each manual action.
+    let (_, events) = get(&client(), &format!("http://{admin}/api/v1/events?route=web"), &[]).await;
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let manual: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "manual")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(manual, vec!["paused", "resumed", "advanced", "aborted"]);
+
+    // The admin API unreachable → 5.
+    drop(p);
+    assert_eq!(ctl(admin, &["status"], None).0, 5);
+}
+
+#[test]
+fn a_public_admin_address_without_a_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(
+        &path,
+        "[admin]\naddr = \"0.0.0.0:0\"\n[backends.s]\naddrs = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nstable = \"s\"\n",
+    )
+    .unwrap();
+    let out = Command::new(weir_bin()).args(["run", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin.addr: 0.0.0.0:0 is not a loopback address"), "{err}");
+}

@@ -1,0 +1,49 @@
+//! The dashboard in a real headless Chromium.
+
+use std::time::Duration;
+
+use weir_control::rollout::Phase;
+
+use crate::browser::Browser;
+use crate::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_weight_and_pauses_a_rollout() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Delay(Duration::from_millis(3))).await;
+    let extra = "sticky = { header = \"x-user-id\" }\n[routes.rollout]\nstages = [{ weight = 0, bake = \"1m\" }, { weight = 12.5, bake = \"1h\" }, { weight = 50 }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 10 }, { metric = \"latency_p99\", max_ratio_to_stable = 1.5, max_delta_to_stable = \"10ms\", min_samples = 10 }]";
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, extra, "")).await;
+    w.weir.act("web", weir_proxy::ManualAction::Promote).unwrap();
+    let load = Load::start(w.url("/"), 2, Duration::from_millis(5));
+
+    let mut b = Browser::launch().await;
+    b.navigate(&format!("http://{}/", w.weir.admin_addr())).await;
+    let weight = b
+        .wait_for(
+            "document.querySelector('.route[data-route=web] [data-field=weight]')?.textContent",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(weight, "12.5%");
+    assert_eq!(
+        b.eval("document.querySelector('.route[data-route=web] [data-field=state]').textContent").await,
+        "progressing"
+    );
+    // Live numbers and verdicts arrive with the next polls.
+    b.wait_for("document.querySelectorAll('.route[data-route=web] td.pass').length >= 1", Duration::from_secs(15))
+        .await;
+
+    b.eval("document.querySelector('button[data-action=pause][data-route=web]').click()").await;
+    b.wait_for(
+        "document.querySelector('.route[data-route=web] [data-field=state]')?.textContent === 'paused'",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(w.weir.rollout("web").unwrap().phase, Phase::Paused);
+    assert!(b.eval("document.getElementById('events').textContent").await.as_str().unwrap().contains("paused by hand"));
+
+    let shot = workspace().join("target").join("test-artifacts").join("dashboard.png");
+    b.screenshot(&shot).await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    load.stop().await;
+}
