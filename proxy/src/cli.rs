@@ -39,11 +39,14 @@ pub enum Command {
     },
     /// Talk to a running weir's admin API: status, pause, resume, promote, abort.
     Ctl(crate::ctl::CtlArgs),
-    /// Run a self-contained demo: two upstreams, the proxy and sticky traffic.
+    /// Run a whole staged rollout on built-in upstreams and traffic (about a minute).
     Demo {
-        /// How long the traffic runs, in seconds.
-        #[arg(long, default_value_t = 12)]
-        seconds: u64,
+        /// Use a degraded canary (8 % errors, +40 ms): watch it roll back.
+        #[arg(long)]
+        bad_canary: bool,
+        /// Short schedule (1 s bakes), for CI.
+        #[arg(long)]
+        fast: bool,
     },
 }
 
@@ -63,7 +66,7 @@ pub fn main(cli: Cli) -> ExitCode {
             };
             rt.block_on(crate::run(config))
         }
-        Command::Demo { seconds } => {
+        Command::Demo { bad_canary, fast } => {
             let rt = match runtime(None) {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -71,7 +74,7 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             };
-            rt.block_on(crate::demo::run(std::time::Duration::from_secs(seconds)))
+            rt.block_on(crate::demo::run(bad_canary, fast))
         }
     }
 }

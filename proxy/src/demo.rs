@@ -1,39 +1,65 @@
-//! `weir demo`: a self-contained tour. It starts two built-in upstreams
-//! (stable and canary), weir in front of them, and sticky traffic from a few
-//! hundred simulated users, then raises the canary weight step by step and
-//! shows the split live: the delivered share follows the weight, and no user
-//! who reached the canary is ever sent back to stable. Exits by itself.
+//! `weir demo`: a whole rollout in about a minute, with nothing to set up.
+//!
+//! It starts two built-in upstreams (stable, and canary: healthy, or with
+//! `--bad-canary` failing 8 % of requests and 40 ms slower), weir in front of
+//! them with a built-in staged rollout (internal users → 5 % → 25 % → 50 % →
+//! 100 %), and sticky traffic from 2 000 simulated users, 5 % of them
+//! internal. It shows the rollout live and ends with the outcome and the
+//! numbers that decided it. Every port is chosen by the OS, so demos and a
+//! running weir never clash.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use weir_control::config::{self, Config};
+use weir_control::gate::GateResult;
+use weir_control::rollout::{Event, EventKind, Phase};
+use weir_control::split::Side;
 
 use crate::Weir;
 
-const USERS: u32 = 500;
-const STEPS: [u32; 4] = [5, 10, 25, 50];
+const USERS: u64 = 2000;
 
-async fn upstream(body: &'static str) -> std::io::Result<SocketAddr> {
+/// How an upstream behaves.
+#[derive(Clone, Copy)]
+struct Behaviour {
+    name: &'static str,
+    /// Requests out of 1000 that fail with 500.
+    errors_per_mille: u64,
+    /// Added latency.
+    extra: Duration,
+}
+
+async fn upstream(b: Behaviour) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let seq = Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let seq = seq.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(body.as_bytes()))))
+                let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let i = seq.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        // A few ms of "work", varying per request.
+                        tokio::time::sleep(Duration::from_millis(2 + (i * 7919) % 5) + b.extra).await;
+                        let mut r = Response::new(Full::new(Bytes::from_static(b.name.as_bytes())));
+                        if (i * 7919) % 1000 < b.errors_per_mille {
+                            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Ok::<_, Infallible>(r)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
@@ -42,7 +68,7 @@ async fn upstream(body: &'static str) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn demo_config(stable: SocketAddr, canary: SocketAddr, weight: u32) -> Result<Config, config::ConfigErrors> {
+fn demo_config(stable: SocketAddr, canary: SocketAddr, bake: &str) -> Result<Config, config::ConfigErrors> {
     config::parse(&format!(
         r#"
 [listen]
@@ -51,24 +77,38 @@ addr = "127.0.0.1:0"
 addr = "127.0.0.1:0"
 [backends.stable]
 addrs = ["{stable}"]
-version = "v1"
+version = "v1.4.2"
 [backends.canary]
 addrs = ["{canary}"]
-version = "v2"
+version = "v1.5.0"
 [[routes]]
 name = "demo"
 stable = "stable"
 canary = "canary"
-weight = {weight}
 sticky = {{ header = "x-user-id" }}
 force = {{ header = "x-canary" }}
+[routes.rollout]
+interval = "500ms"
+failure_threshold = 2
+stages = [
+  {{ weight = 0, cohort = {{ header = "x-user-group", values = ["internal"] }}, bake = "{bake}", min_requests = 30 }},
+  {{ weight = 5, bake = "{bake}", min_requests = 30 }},
+  {{ weight = 25, bake = "{bake}" }},
+  {{ weight = 50, bake = "{bake}" }},
+  {{ weight = 100, bake = "{bake}" }},
+]
+gates = [
+  {{ metric = "error_rate", max = 0.02, min_samples = 30 }},
+  {{ metric = "latency_p99", max_ratio_to_stable = 1.5, max_delta_to_stable = "10ms", min_samples = 30 }},
+  {{ metric = "error_rate_vs_stable", alpha = 0.01, min_samples = 30 }},
+]
 "#
     ))
 }
 
-/// Runs the demo for about `duration`, then exits 0 (1 if something failed).
-pub async fn run(duration: Duration) -> ExitCode {
-    match demo(duration).await {
+/// Runs the demo; exits 0 whatever the outcome (it is the point of the demo).
+pub async fn run(bad_canary: bool, fast: bool) -> ExitCode {
+    match demo(bad_canary, fast).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weir demo failed: {e}");
@@ -77,99 +117,159 @@ pub async fn run(duration: Duration) -> ExitCode {
     }
 }
 
-#[derive(Default)]
-struct Counts {
-    stable: AtomicU64,
-    canary: AtomicU64,
-    failed: AtomicU64,
+fn traffic(url: String, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    (0..8u64)
+        .map(|w| {
+            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let user = (w + 8 * i) % USERS;
+                    i += 1;
+                    let mut req = Request::get(&url).header("x-user-id", format!("user-{user}"));
+                    if user % 20 == 0 {
+                        req = req.header("x-user-group", "internal");
+                    }
+                    let Ok(req) = req.body(Empty::new()) else { continue };
+                    if let Ok(resp) = client.request(req).await {
+                        let _ = resp.into_body().collect().await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            })
+        })
+        .collect()
 }
 
-async fn demo(duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
-    let stable = upstream("stable").await?;
-    let canary = upstream("canary").await?;
-    let weir = Weir::start(demo_config(stable, canary, STEPS[0])?, None).await?;
+fn side_line(w: &weir_control::sample::Window, secs: f64) -> String {
+    let p99 =
+        w.latency.quantile(0.99).map_or("   -  ".to_string(), |d| format!("{:>4.0} ms", d.as_secs_f64() * 1000.0));
+    let err = w.counts.error_rate().map_or("  -  ".to_string(), |r| format!("{:>4.1}%", 100.0 * r));
+    format!("{:>4.0} rps {err} err p99 {p99}", w.counts.total() as f64 / secs)
+}
+
+fn verdicts(v: &[GateResult]) -> String {
+    v.iter().map(|r| format!("{}={}", r.gate, r.verdict.as_str())).collect::<Vec<_>>().join(" ")
+}
+
+async fn demo(bad_canary: bool, fast: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let stable = upstream(Behaviour { name: "stable", errors_per_mille: 0, extra: Duration::ZERO }).await?;
+    let canary_b = if bad_canary {
+        Behaviour { name: "canary", errors_per_mille: 80, extra: Duration::from_millis(40) }
+    } else {
+        Behaviour { name: "canary", errors_per_mille: 0, extra: Duration::ZERO }
+    };
+    let canary = upstream(canary_b).await?;
+    let bake = if fast { "1s" } else { "8s" };
+    let weir = Weir::start(demo_config(stable, canary, bake)?, None).await?;
+    let mut events = weir.subscribe();
     let url = format!("http://{}/", weir.data_addr());
-    println!("weir demo: stable upstream {stable}, canary upstream {canary}");
-    println!("weir demo: proxy on {url} (admin {}), {USERS} sticky users", weir.admin_addr());
-    println!("weir demo: try  curl -H 'x-user-id: alice' {url}   or   curl -H 'x-canary: always' {url}");
+    println!(
+        "weir demo: rolling out canary v1.5.0 over stable v1.4.2 ({})",
+        if bad_canary { "a degraded canary: 8% errors, +40 ms" } else { "a healthy canary" }
+    );
+    println!("  proxy      {url}    try: curl -H 'x-user-id: alice' {url}");
+    println!("  dashboard  http://{}/   (open it while the demo runs)", weir.admin_addr());
+    println!("  plan       internal users -> 5% -> 25% -> 50% -> 100%, {bake} bake per stage; gates: error rate <= 2%, p99 <= 1.5x stable + 10 ms, error rate vs stable (mSPRT)");
     println!();
 
-    let counts = Arc::new(Counts::default());
-    let moved_back = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut workers = Vec::new();
-    for w in 0..4u32 {
-        let (client, url, counts, stop, moved_back) =
-            (client.clone(), url.clone(), counts.clone(), stop.clone(), moved_back.clone());
-        workers.push(tokio::spawn(async move {
-            // Each worker owns a quarter of the users and remembers their side.
-            let mut on_canary: HashMap<u32, bool> = HashMap::new();
-            let mut i = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let user = w + 4 * (i % (USERS / 4));
-                i = i.wrapping_add(1);
-                let req = Request::get(&url).header("x-user-id", format!("user-{user}")).body(Empty::new());
-                let Ok(req) = req else { continue };
-                let body = match client.request(req).await {
-                    Ok(resp) => resp.into_body().collect().await.map(|b| b.to_bytes()).ok(),
-                    Err(_) => None,
-                };
-                match body.as_deref() {
-                    Some(b"canary") => {
-                        counts.canary.fetch_add(1, Ordering::Relaxed);
-                        on_canary.insert(user, true);
-                    }
-                    Some(b"stable") => {
-                        counts.stable.fetch_add(1, Ordering::Relaxed);
-                        if on_canary.get(&user) == Some(&true) {
-                            moved_back.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    _ => {
-                        counts.failed.fetch_add(1, Ordering::Relaxed);
+    let workers = traffic(url, stop.clone());
+    let started = Instant::now();
+    let limit = if fast { Duration::from_secs(60) } else { Duration::from_secs(180) };
+    let mut tick = tokio::time::interval(Duration::from_millis(if fast { 500 } else { 1000 }));
+    let mut last_compared: Vec<GateResult> = Vec::new();
+    let decided: Option<Event> = loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.kind != EventKind::Evaluated => {
+                    println!("  -> {:>5.1}s {:?}: {}", started.elapsed().as_secs_f64(), ev.kind, ev.cause);
+                    if matches!(ev.to, Phase::Promoted | Phase::RolledBack | Phase::Paused | Phase::Aborted) {
+                        break Some(ev);
                     }
                 }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break None,
+            },
+            _ = tick.tick() => {
+                let Some(state) = weir.rollout("demo") else { break None };
+                let compared = state.verdicts.iter().all(|v| {
+                    matches!(v.verdict, weir_control::gate::Verdict::Pass | weir_control::gate::Verdict::Fail)
+                });
+                if compared && !state.verdicts.is_empty() {
+                    last_compared = state.verdicts.clone();
+                }
+                let secs = 2.0;
+                let win = |side| weir.window("demo", side, Duration::from_secs(2)).unwrap_or_default();
+                let weight = weir.route_weight_bp("demo").unwrap_or(0) as f64 / 100.0;
+                let bar = "#".repeat((weight / 5.0).round() as usize);
+                println!(
+                    "  {:>5.1}s stage {}/5 {:>5.1}% |{bar:<20}| stable {} | canary {} | {}",
+                    started.elapsed().as_secs_f64(),
+                    state.stage + 1,
+                    weight,
+                    side_line(&win(Side::Stable), secs),
+                    side_line(&win(Side::Canary), secs),
+                    verdicts(&state.verdicts),
+                );
+                if started.elapsed() > limit {
+                    break None;
+                }
             }
-        }));
-    }
-
-    let step_len = duration / STEPS.len() as u32;
-    let mut total = (0u64, 0u64);
-    for (i, &weight) in STEPS.iter().enumerate() {
-        if i > 0 {
-            weir.apply(demo_config(stable, canary, weight)?).await?;
         }
-        let ticks = (step_len.as_millis() / 500).max(1);
-        for _ in 0..ticks {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let s = counts.stable.swap(0, Ordering::Relaxed);
-            let c = counts.canary.swap(0, Ordering::Relaxed);
-            total = (total.0 + s, total.1 + c);
-            let share = if s + c > 0 { 100.0 * c as f64 / (s + c) as f64 } else { 0.0 };
-            let bar_len = (share / 2.0).round() as usize;
-            println!(
-                "weight {weight:>3}%  |{:<50}|  canary {share:5.1}%  ({c:>5} canary / {s:>6} stable in 0.5 s)",
-                "#".repeat(bar_len.min(50))
-            );
-        }
-    }
+    };
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
     }
-    let failed = counts.failed.load(Ordering::Relaxed);
-    let moved = moved_back.load(Ordering::Relaxed);
-    println!();
-    println!(
-        "weir demo: {} requests, {} on the canary, {failed} failed; users moved back from canary to stable: {moved}",
-        total.0 + total.1,
-        total.1
-    );
     weir.shutdown().await;
-    if failed > 0 || moved > 0 {
-        return Err(format!("{failed} failed requests, {moved} users moved back").into());
+    println!();
+    let took = started.elapsed().as_secs_f64();
+    match decided {
+        Some(ev) if ev.to == Phase::Promoted => {
+            println!("weir demo: promoted v1.5.0 to 100% after {took:.1}s");
+            println!("           last comparison with stable: {}", deciding(&last_compared));
+        }
+        Some(ev) if ev.to == Phase::RolledBack => {
+            println!("weir demo: rolled back v1.5.0 after {took:.1}s at stage {}: {}", ev.stage + 1, ev.cause);
+            println!("           {}", deciding(&ev.verdicts));
+        }
+        Some(ev) => println!("weir demo: {} after {took:.1}s: {}", ev.to.as_str(), ev.cause),
+        None => println!("weir demo: no decision within {:.0}s", limit.as_secs_f64()),
     }
-    println!("weir demo: done (the full staged rollout with gates comes with the gate engine)");
     Ok(())
+}
+
+/// The gate numbers, in words.
+fn deciding(v: &[GateResult]) -> String {
+    v.iter()
+        .map(|r| {
+            let show = |x: Option<f64>| match x {
+                None => "-".to_string(),
+                Some(x) if r.gate.starts_with("latency") => format!("{:.1} ms", x * 1000.0),
+                Some(x) if r.gate == "error_rate_vs_stable" => format!("{:.2}%", 100.0 * x),
+                Some(x) => format!("{:.2}%", 100.0 * x),
+            };
+            match r.gate.as_str() {
+                "error_rate_vs_stable" => format!(
+                    "{} {} (canary {} vs stable {}, p={:.1e})",
+                    r.gate,
+                    r.verdict.as_str(),
+                    show(r.value),
+                    show(r.stable_value),
+                    r.p_value.unwrap_or(1.0)
+                ),
+                _ => format!(
+                    "{} {} ({} vs limit {}, n={})",
+                    r.gate,
+                    r.verdict.as_str(),
+                    show(r.value),
+                    show(r.threshold),
+                    r.canary_samples
+                ),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -88,12 +88,23 @@ async fn sighup_reloads_and_a_bad_file_keeps_serving() {
 }
 
 #[test]
-fn demo_runs_the_split_and_exits_zero() {
-    let out = Command::new(weir_bin()).args(["demo", "--seconds", "2"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for weight in ["weight   5%", "weight  10%", "weight  25%", "weight  50%"] {
-        assert!(stdout.contains(weight), "{stdout}");
+fn demo_promotes_a_healthy_canary_and_rolls_back_a_bad_one() {
+    let run = |extra: &[&str]| {
+        let out = Command::new(weir_bin()).args(["demo", "--fast"]).args(extra).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let good = run(&[]);
+    assert!(good.contains("dashboard  http://127.0.0.1:"), "{good}");
+    for stage in ["stage 1 at 5%", "stage 2 at 25%", "stage 3 at 50%", "stage 4 at 100%"] {
+        assert!(good.contains(stage), "missing {stage}: {good}");
     }
-    assert!(stdout.contains("0 failed; users moved back from canary to stable: 0"), "{stdout}");
+    let last = good.lines().rev().find(|l| l.starts_with("weir demo:")).unwrap();
+    assert!(last.starts_with("weir demo: promoted v1.5.0 to 100%"), "{good}");
+
+    let bad = run(&["--bad-canary"]);
+    let last = bad.lines().rev().find(|l| l.starts_with("weir demo:")).unwrap();
+    assert!(last.starts_with("weir demo: rolled back v1.5.0"), "{bad}");
+    assert!(bad.contains("error_rate fail"), "{bad}");
 }
