@@ -1,6 +1,7 @@
 mod admin;
 mod cli;
 mod dashboard;
+mod examples;
 mod failures;
 mod protocols;
 mod reload;

@@ -1,0 +1,88 @@
+//! The shipped examples: every config validates, the Kubernetes manifest
+//! embeds the checked config, and the Grafana dashboard only queries
+//! metrics that weir exports.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use weir_control::rollout::EventKind;
+
+use crate::*;
+
+fn toml_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            toml_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "toml") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_config_example_passes_weir_check() {
+    let mut files = Vec::new();
+    toml_files(&workspace().join("config"), &mut files);
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let out = Command::new(weir_bin()).args(["check", "-c"]).arg(&f).output().unwrap();
+        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn the_kubernetes_manifest_embeds_the_checked_config() {
+    let k8s = workspace().join("config").join("k8s");
+    let cfg = std::fs::read_to_string(k8s.join("weir.toml")).unwrap();
+    let yaml = std::fs::read_to_string(k8s.join("deployment.yaml")).unwrap();
+    let indented: Vec<String> =
+        cfg.trim_end().lines().map(|l| if l.is_empty() { String::new() } else { format!("    {l}") }).collect();
+    assert!(yaml.contains(&indented.join("\n")), "deployment.yaml's ConfigMap differs from config/k8s/weir.toml");
+    for probe in ["path: /healthz", "path: /readyz", "runAsNonRoot: true"] {
+        assert!(yaml.contains(probe), "{probe}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_queries_only_exported_metrics() {
+    let text = std::fs::read_to_string(workspace().join("config").join("grafana-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut queried = BTreeSet::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("weir_") {
+                let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[i + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 8, "{queried:?}");
+
+    // A weir that has evaluated gates and rolled back exports every family.
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let r = "[routes.rollout]\ninterval = \"200ms\"\nstages = [{ weight = 50, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 5 }]";
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, r, "")).await;
+    let mut rx = w.weir.subscribe();
+    let c = client();
+    for _ in 0..20 {
+        get(&c, &w.url("/"), &[]).await;
+    }
+    wait_event(&mut rx, Duration::from_secs(10), |e| {
+        e.kind == EventKind::Evaluated && e.verdicts.iter().any(|v| v.value.is_some())
+    })
+    .await;
+    w.weir.act("web", weir_proxy::ManualAction::Abort).unwrap();
+    std::fs::write(&w.path, std::fs::read_to_string(&w.path).unwrap()).unwrap();
+    w.weir.reload().await.unwrap();
+    let (_, metrics) = get(&c, &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await;
+    let exported: BTreeSet<String> = parse_prometheus(&metrics).keys().map(|(name, _)| name.clone()).collect();
+    for name in &queried {
+        assert!(exported.contains(name), "the dashboard queries {name}, which weir does not export: {exported:?}");
+    }
+}
