@@ -10,7 +10,7 @@
 //! debounced, and a reload runs only when the file's bytes changed.
 //!
 //! Settings that need a restart (`listen.addr`, `admin.addr`,
-//! `limits.max_connections`, `log.access`) are logged as such and keep their
+//! `limits.max_connections`, `log.access`, `log.audit`, `state.file`) are logged as such and keep their
 //! running values; everything else applies to new requests at once (and
 //! server settings to new connections).
 
@@ -91,6 +91,8 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
         ("admin.addr", old.admin.addr != cfg.admin.addr),
         ("limits.max_connections", old.limits.max_connections != cfg.limits.max_connections),
         ("log.access", old.log.access != cfg.log.access),
+        ("log.audit", old.log.audit != cfg.log.audit),
+        ("state.file", old.state.file != cfg.state.file),
     ] {
         if changed {
             tracing::warn!("{key} changed: this setting needs a restart; the running value stays");
