@@ -228,12 +228,18 @@ async fn demo(bad_canary: bool, fast: bool) -> Result<(), Box<dyn std::error::Er
     let took = started.elapsed().as_secs_f64();
     match decided {
         Some(ev) if ev.to == Phase::Promoted => {
-            println!("weir demo: promoted v1.5.0 to 100% after {took:.1}s");
-            println!("           last comparison with stable: {}", deciding(&last_compared));
+            println!(
+                "weir demo: promoted v1.5.0 to 100% after {took:.1}s; last comparison with stable: {}",
+                deciding(&last_compared)
+            );
         }
         Some(ev) if ev.to == Phase::RolledBack => {
-            println!("weir demo: rolled back v1.5.0 after {took:.1}s at stage {}: {}", ev.stage + 1, ev.cause);
-            println!("           {}", deciding(&ev.verdicts));
+            println!(
+                "weir demo: rolled back v1.5.0 after {took:.1}s at stage {} ({}): {}",
+                ev.stage + 1,
+                ev.cause,
+                deciding(&ev.verdicts)
+            );
         }
         Some(ev) => println!("weir demo: {} after {took:.1}s: {}", ev.to.as_str(), ev.cause),
         None => println!("weir demo: no decision within {:.0}s", limit.as_secs_f64()),
