@@ -25,15 +25,24 @@ fn main() {
             ("+50% latency", Side { median_ms: 30.0, ..baseline(100) }),
         ] {
             let s = many(&plan, canary, stable, runs, 1, MAX_SECS);
-            let show = |x: Option<u64>| x.map_or("-".to_string(), |v| v.to_string());
-            println!(
-                "{:<22} {:>11.2}% {:>9.2}% {:>16} {:>14}",
-                name,
-                100.0 * s.rolled_back,
-                100.0 * s.promoted,
-                show(s.median_detect_secs),
-                show(s.p90_detect_secs)
-            );
+            print_row(name, &s);
         }
+        // The same 5x regression with five times the traffic on both sides.
+        let s = many(&plan, Side { error_rate: 0.05, ..baseline(500) }, baseline(1000), runs / 4, 1, MAX_SECS);
+        print_row("5x errors, 500 rps", &s);
+        let s = many(&plan, baseline(500), baseline(1000), runs / 4, 1, MAX_SECS);
+        print_row("healthy, 500 rps", &s);
     }
+}
+
+fn print_row(name: &str, s: &weir_benches::sim::Summary) {
+    let show = |x: Option<u64>| x.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "{:<22} {:>11.2}% {:>9.2}% {:>16} {:>14}",
+        name,
+        100.0 * s.rolled_back,
+        100.0 * s.promoted,
+        show(s.median_detect_secs),
+        show(s.p90_detect_secs)
+    );
 }
