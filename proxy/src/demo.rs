@@ -128,7 +128,7 @@ fn traffic(url: String, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()
                     let user = (w + 8 * i) % USERS;
                     i += 1;
                     let mut req = Request::get(&url).header("x-user-id", format!("user-{user}"));
-                    if user % 20 == 0 {
+                    if user.is_multiple_of(20) {
                         req = req.header("x-user-group", "internal");
                     }
                     let Ok(req) = req.body(Empty::new()) else { continue };
