@@ -42,14 +42,7 @@ pub(crate) async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => return,
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!("admin accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            pair = crate::server::accept(&listener, "admin") => pair,
         };
         let (shared, builder, mut shutdown) = (shared.clone(), builder.clone(), shutdown.clone());
         tracker.spawn(async move {

@@ -274,6 +274,20 @@ async fn ticker(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The next connection; on errors (EMFILE and friends) it backs off and
+/// tries again instead of spinning.
+pub(crate) async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(pair) => return pair,
+            Err(e) => {
+                tracing::warn!("{what} accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -284,15 +298,7 @@ async fn accept_loop(
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => return,
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            pair = accept(&listener, "data") => pair,
         };
         let _ = stream.set_nodelay(true);
         match limit.clone().try_acquire_owned() {
