@@ -79,11 +79,18 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// `--workers 1` gets a current-thread runtime: no work-stealing machinery
+/// for a single worker (the benchmarks pin weir to one core this way).
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n.max(1));
-    }
+    let mut b = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().thread_name("weir-worker").build()
 }
 
