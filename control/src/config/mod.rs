@@ -133,6 +133,21 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most concurrent downstream connections (→ 503 and close).
     pub max_connections: usize,
+    /// What to do with request headers whose name contains `_` (some
+    /// upstreams read `x_user` and `x-user` as the same header).
+    pub headers_with_underscores: Underscores,
+}
+
+/// Policy for header names with underscores (as Envoy's
+/// `headers_with_underscores_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Underscores {
+    /// Forward them.
+    Allow,
+    /// Remove them before forwarding.
+    Drop,
+    /// Answer 400.
+    Reject,
 }
 
 /// `[log]`

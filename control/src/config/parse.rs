@@ -122,7 +122,12 @@ fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
 }
 
 fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
-    let mut out = Limits { max_header_bytes: 65_536, max_headers: 100, max_connections: 10_000 };
+    let mut out = Limits {
+        max_header_bytes: 65_536,
+        max_headers: 100,
+        max_connections: 10_000,
+        headers_with_underscores: Underscores::Allow,
+    };
     if let Some(mut t) = top.table(ctx, "limits") {
         // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
         if let Some(n) = t.integer(ctx, "max_header_bytes", 8192..=16 << 20) {
@@ -133,6 +138,21 @@ fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
         }
         if let Some(n) = t.integer(ctx, "max_connections", 1..=10_000_000) {
             out.max_connections = n as usize;
+        }
+        if let Some(s) = t.string(ctx, "headers_with_underscores") {
+            out.headers_with_underscores = match s.as_str() {
+                "allow" => Underscores::Allow,
+                "drop" => Underscores::Drop,
+                "reject" => Underscores::Reject,
+                other => {
+                    ctx.error(
+                        &t.key_path("headers_with_underscores"),
+                        Some(&t.span),
+                        format!("\"{other}\" is not allow, drop or reject"),
+                    );
+                    Underscores::Allow
+                }
+            };
         }
         t.finish(ctx);
     }

@@ -16,6 +16,7 @@ use super::Shared;
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::rescue::{rescue, ProxyError};
 use crate::upstream::UpstreamErrorKind;
+use weir_control::config::Underscores;
 use weir_control::sample::CodeClass;
 
 static STABLE: HeaderValue = HeaderValue::from_static("stable");
@@ -82,6 +83,30 @@ async fn forward<'s>(
     // after the response — the RFC's second option. What is forwarded below
     // is therefore unambiguous, and nothing after the body is ever read as
     // another request.
+
+    // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host.
+    if parts.version == Version::HTTP_11 {
+        let mut hosts = parts.headers.get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) => return Err(ProxyError::BadRequest("weir: HTTP/1.1 request without Host\n")),
+            (Some(_), Some(_)) => return Err(ProxyError::BadRequest("weir: more than one Host header\n")),
+            _ => {}
+        }
+    }
+    match snap.config.limits.headers_with_underscores {
+        Underscores::Allow => {}
+        policy => {
+            if parts.headers.keys().any(|k| k.as_str().contains('_')) {
+                if policy == Underscores::Reject {
+                    return Err(ProxyError::BadRequest("weir: header name with an underscore\n"));
+                }
+                let names: Vec<_> = parts.headers.keys().filter(|k| k.as_str().contains('_')).cloned().collect();
+                for n in names {
+                    parts.headers.remove(n);
+                }
+            }
+        }
+    }
 
     let host_value = parts
         .headers

@@ -1,5 +1,6 @@
 //! Protocol behaviour: h2c, WebSocket, header hygiene, framing conflicts.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,4 +129,78 @@ async fn oversized_header_block_is_431() {
     let resp = raw(w.weir.data_addr(), format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
     assert_eq!(stable.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_needs_exactly_one_host() {
+    let (stable, _c, w) = setup("").await;
+    let resp = raw(w.weir.data_addr(), b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let resp = raw(w.weir.data_addr(), b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert_eq!(stable.count(), 0);
+    // HTTP/1.0 may omit Host.
+    let resp = raw(w.weir.data_addr(), b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_with_underscores_follow_the_policy() {
+    for (policy, expect) in [("allow", 200), ("drop", 200), ("reject", 400)] {
+        let stable = Upstream::start("stable", Mode::Named).await;
+        let canary = Upstream::start("canary", Mode::Named).await;
+        let top = format!("[limits]\nheaders_with_underscores = \"{policy}\"");
+        let w = InProcess::start(&config_text(stable.addr, canary.addr, "", &top)).await;
+        let (status, _) = get(&client(), &w.url("/"), &[("x_user", "admin"), ("x-user", "alice")]).await;
+        assert_eq!(status, expect, "{policy}");
+        let seen = stable.seen.lock().unwrap().clone();
+        match policy {
+            "allow" => assert_eq!(seen[0].headers["x_user"], "admin"),
+            "drop" => {
+                assert!(!seen[0].headers.contains_key("x_user"));
+                assert_eq!(seen[0].headers["x-user"], "alice");
+            }
+            _ => assert!(seen.is_empty()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upgrade_leaves_no_tunnel() {
+    // A raw upstream that refuses the upgrade and records every byte it gets.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let got2 = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let got = got2.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut answered = false;
+                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if !answered && got.lock().unwrap().windows(4).any(|w| w == b"\r\n\r\n") {
+                        answered = true;
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    }
+                }
+            });
+        }
+    });
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let w = InProcess::start(&config_text(stable.addr, up, "weight = 100", "")).await;
+    let resp = raw(
+        w.weir.data_addr(),
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x85TUNNELED-BYTES",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let bytes = String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+    assert_eq!(bytes.matches("GET /chat").count(), 1, "{bytes}");
+    assert!(!bytes.contains("TUNNELED-BYTES"), "bytes after a refused upgrade reached the upstream: {bytes}");
 }
