@@ -52,6 +52,7 @@ impl AccessLog {
             Some(ProxyError::Upstream(k)) => Some(k.as_str()),
             Some(ProxyError::BadRequest(_)) => Some("bad_request"),
             Some(ProxyError::NoRoute) => Some("no_route"),
+            Some(ProxyError::Injected(_)) => Some("injected"),
             None => None,
         };
         let line = serde_json::json!({

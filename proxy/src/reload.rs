@@ -104,10 +104,11 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
         shared.telemetry.reload_ok();
         return Ok(prev.generation);
     }
-    let (next, events) = match snapshot::build(Arc::new(cfg), Some(&prev), &shared.telemetry, None).await {
-        Ok(s) => s,
-        Err(e) => return Err(failed(shared, e.into())),
-    };
+    let (next, events) =
+        match snapshot::build(Arc::new(cfg), Some(&prev), &shared.telemetry, &shared.faults, None).await {
+            Ok(s) => s,
+            Err(e) => return Err(failed(shared, e.into())),
+        };
     let generation = next.generation;
     shared.snapshot.store(Arc::new(next));
     shared.admin_token.store(token);

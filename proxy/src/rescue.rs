@@ -24,6 +24,8 @@ pub(crate) enum ProxyError {
     NoRoute,
     /// The upstream failed.
     Upstream(UpstreamErrorKind),
+    /// Fault injection answered instead of the upstream.
+    Injected(u16),
 }
 
 impl ProxyError {
@@ -31,6 +33,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Injected(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             ProxyError::Upstream(k) => match k {
                 UpstreamErrorKind::Connect | UpstreamErrorKind::Reset | UpstreamErrorKind::Protocol => {
                     StatusCode::BAD_GATEWAY
@@ -45,6 +48,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute => "weir: no route for this host and path\n",
+            ProxyError::Injected(_) => "weir: injected fault\n",
             ProxyError::Upstream(k) => match k {
                 UpstreamErrorKind::Connect => "weir: upstream connect failed\n",
                 UpstreamErrorKind::ConnectTimeout => "weir: upstream connect timed out\n",

@@ -25,6 +25,7 @@ use crate::route::table::RouteTable;
 use crate::route::{Route, RouteState, RouteTelemetry};
 use crate::telemetry::Telemetry;
 use crate::upstream::client::{self, ClientSettings, HttpClient};
+use crate::upstream::fault::Faults;
 use crate::upstream::Backend;
 
 /// Everything the data plane reads, for one config generation.
@@ -94,6 +95,7 @@ pub(crate) async fn build(
     cfg: Arc<Config>,
     prev: Option<&Snapshot>,
     telemetry: &Telemetry,
+    faults: &Faults,
     restored: Option<&HashMap<String, Persisted>>,
 ) -> Result<(Snapshot, Vec<Event>), BuildError> {
     let config_hash = weir_control::fingerprint(&*cfg);
@@ -104,7 +106,9 @@ pub(crate) async fn build(
         for a in &b.addrs {
             addrs.extend(resolve(name, a).await?);
         }
-        let backend = Backend::new(name, &addrs).map_err(BuildError::Other)?;
+        let old_fault = prev.and_then(|p| p.config.backends.get(name)).and_then(|b| b.fault.as_ref());
+        faults.configure(name, old_fault, b.fault.as_ref());
+        let backend = Backend::new(name, &addrs, faults.slot(name)).map_err(BuildError::Other)?;
         backends.insert(name.as_str(), Arc::new(backend));
     }
 

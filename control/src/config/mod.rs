@@ -187,6 +187,25 @@ pub struct Backend {
     pub addrs: Vec<Address>,
     /// Release label (shown in metrics, status and audit).
     pub version: Option<String>,
+    /// Fault injection (chaos and game days).
+    pub fault: Option<Fault>,
+}
+
+/// Faults injected into a share of a backend's requests. Aborts are answered
+/// by weir itself and never reach the upstream; both are measured like any
+/// other request, so the gates see them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// Added delay before forwarding.
+    pub delay: Option<Duration>,
+    /// Share of requests delayed, basis points.
+    pub delay_bp: u32,
+    /// Status answered instead of forwarding.
+    pub abort_status: Option<u16>,
+    /// Share of requests aborted, basis points.
+    pub abort_bp: u32,
+    /// The fault switches itself off this long after it was (re)loaded.
+    pub duration: Option<Duration>,
 }
 
 /// A `host:port` upstream address.

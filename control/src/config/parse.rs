@@ -261,14 +261,44 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
             None => {}
         }
         let version = t.string(ctx, "version");
+        let fault = t.table(ctx, "fault").and_then(|mut f| {
+            let fault = fault(ctx, &mut f);
+            f.finish(ctx);
+            fault
+        });
         t.finish(ctx);
-        out.insert(name.to_string(), Backend { addrs, version });
+        out.insert(name.to_string(), Backend { addrs, version, fault });
     }
     if out.is_empty() {
         ctx.error("backends", Some(&all.span), "at least one backend is required");
     }
     all.finish_as_map();
     out
+}
+
+fn percent_bp(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<u32> {
+    let x = t.number(ctx, key)?;
+    match Weight::from_percent(x) {
+        Ok(w) => Some(w.bp()),
+        Err(e) => {
+            ctx.error(&t.key_path(key), Some(&t.span), e);
+            None
+        }
+    }
+}
+
+/// `fault = { delay = "200ms", delay_percent = 10, abort_status = 503, abort_percent = 5, duration = "5m" }`
+pub(super) fn fault(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Fault> {
+    let delay = t.duration(ctx, "delay");
+    let delay_bp = percent_bp(ctx, t, "delay_percent").unwrap_or(if delay.is_some() { 10_000 } else { 0 });
+    let abort_status = t.integer(ctx, "abort_status", 200..=599).map(|n| n as u16);
+    let abort_bp = percent_bp(ctx, t, "abort_percent").unwrap_or(if abort_status.is_some() { 10_000 } else { 0 });
+    let duration = t.duration(ctx, "duration");
+    if delay.is_none() && abort_status.is_none() {
+        ctx.error(&t.path, Some(&t.span), "needs delay or abort_status");
+        return None;
+    }
+    Some(Fault { delay, delay_bp, abort_status, abort_bp, duration })
 }
 
 fn header_name(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>, s: &str) -> Option<String> {

@@ -11,6 +11,8 @@ use weir_control::split::Side;
 use super::{json, json_error};
 use crate::rollout::{ActionFailed, ManualAction};
 use crate::server::Shared;
+use crate::upstream::fault::{Active, Source};
+use weir_control::config::Fault;
 
 fn live(w: &Window, secs: u64) -> serde_json::Value {
     let ms = |q: f64| w.latency.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
@@ -85,5 +87,101 @@ pub(super) fn act(shared: &Arc<Shared>, route: &str, action: &str, full: bool) -
         Err(e @ (ActionFailed::NoRollout(_) | ActionFailed::State(_))) => {
             json_error(StatusCode::CONFLICT, &e.to_string())
         }
+    }
+}
+
+/// Every backend with its addresses, version and active fault.
+pub(super) fn backends(shared: &Shared) -> serde_json::Value {
+    let snap = shared.snapshot.load();
+    let list: Vec<serde_json::Value> = snap
+        .config
+        .backends
+        .iter()
+        .map(|(name, b)| {
+            let slot = shared.faults.slot(name);
+            let active = slot.load();
+            let fault = active.as_ref().filter(|a| !a.expired()).map(|a| {
+                serde_json::json!({
+                    "delay_ms": a.fault.delay.map(|d| d.as_secs_f64() * 1000.0),
+                    "delay_percent": f64::from(a.fault.delay_bp) / 100.0,
+                    "abort_status": a.fault.abort_status,
+                    "abort_percent": f64::from(a.fault.abort_bp) / 100.0,
+                    "source": match a.source { Source::Config => "config", Source::Api => "api" },
+                    "remaining_secs": a.remaining(),
+                })
+            });
+            serde_json::json!({
+                "name": name,
+                "version": b.version,
+                "addrs": b.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "fault": fault,
+            })
+        })
+        .collect();
+    serde_json::json!({ "backends": list })
+}
+
+/// A fault from the API's JSON (`delay`, `delay_percent`, `abort_status`,
+/// `abort_percent`, `duration`, default 5 minutes: API faults always end).
+fn fault_from_json(v: &serde_json::Value) -> Result<Fault, String> {
+    use weir_control::config::units::parse_duration;
+    use weir_control::split::Weight;
+    let duration_of = |key: &str| -> Result<Option<std::time::Duration>, String> {
+        match &v[key] {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(s) => parse_duration(s).map(Some).map_err(|e| format!("{key}: {e}")),
+            _ => Err(format!("{key}: expected a duration string such as \"200ms\"")),
+        }
+    };
+    let percent_of = |key: &str, default: u32| -> Result<u32, String> {
+        match &v[key] {
+            serde_json::Value::Null => Ok(default),
+            x => x
+                .as_f64()
+                .ok_or_else(|| format!("{key}: expected a number"))
+                .and_then(|p| Weight::from_percent(p).map(|w| w.bp()).map_err(|e| format!("{key}: {e}"))),
+        }
+    };
+    let delay = duration_of("delay")?;
+    let abort_status = match &v["abort_status"] {
+        serde_json::Value::Null => None,
+        x => match x.as_u64() {
+            Some(n @ 200..=599) => Some(n as u16),
+            _ => return Err("abort_status: expected a status between 200 and 599".into()),
+        },
+    };
+    if delay.is_none() && abort_status.is_none() {
+        return Err("needs delay or abort_status".into());
+    }
+    Ok(Fault {
+        delay,
+        delay_bp: percent_of("delay_percent", if delay.is_some() { 10_000 } else { 0 })?,
+        abort_status,
+        abort_bp: percent_of("abort_percent", if abort_status.is_some() { 10_000 } else { 0 })?,
+        duration: Some(duration_of("duration")?.unwrap_or(std::time::Duration::from_secs(300))),
+    })
+}
+
+/// `POST` (with a JSON body) or `DELETE` a backend's fault.
+pub(super) fn set_fault(shared: &Shared, backend: &str, body: Option<&[u8]>) -> Response<Full<Bytes>> {
+    if !shared.snapshot.load().config.backends.contains_key(backend) {
+        return json_error(StatusCode::NOT_FOUND, &format!("no backend named \"{backend}\""));
+    }
+    let slot = shared.faults.slot(backend);
+    let Some(body) = body else {
+        slot.store(None);
+        tracing::warn!(backend, "fault injection off (admin API)");
+        return json(StatusCode::OK, &serde_json::json!({ "backend": backend, "fault": null }));
+    };
+    let parsed = serde_json::from_slice::<serde_json::Value>(body)
+        .map_err(|e| format!("body is not JSON: {e}"))
+        .and_then(|v| fault_from_json(&v));
+    match parsed {
+        Ok(fault) => {
+            tracing::warn!(backend, fault = ?fault, "fault injection on (admin API)");
+            slot.store(Some(Arc::new(Active::new(fault, Source::Api))));
+            json(StatusCode::OK, &backends(shared))
+        }
+        Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -86,6 +86,26 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
             let route = query(&req, "route");
             json(StatusCode::OK, &serde_json::json!({ "events": shared.audit.events(route.as_deref()) }))
         }
+        (&Method::GET, "/api/v1/backends") => json(StatusCode::OK, &api::backends(shared)),
+        (method, p) if p.starts_with("/api/v1/backends/") && p.ends_with("/fault") => {
+            let name = &p["/api/v1/backends/".len()..p.len() - "/fault".len()];
+            if method != Method::POST && method != Method::DELETE {
+                let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST or DELETE");
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+                return r;
+            }
+            if let Err(why) = auth::check(shared, &req) {
+                return unauthorized(peer, &path, why);
+            }
+            if method == Method::DELETE {
+                return api::set_fault(shared, name, None);
+            }
+            let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
+            };
+            api::set_fault(shared, name, Some(&body))
+        }
         (method, p) if p.starts_with("/api/v1/routes/") => {
             let rest = &p["/api/v1/routes/".len()..];
             let Some((name, action)) = rest.split_once('/') else {
@@ -97,16 +117,20 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
                 return r;
             }
             if let Err(why) = auth::check(shared, &req) {
-                tracing::warn!(%peer, %path, "admin: refused unauthenticated call ({why})");
-                let mut r = json_error(StatusCode::UNAUTHORIZED, why);
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"weir\""));
-                return r;
+                return unauthorized(peer, &path, why);
             }
             let full = query(&req, "full").is_some_and(|v| v == "true" || v == "1");
             api::act(shared, name, action, full)
         }
         _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
+}
+
+fn unauthorized(peer: SocketAddr, path: &str, why: &str) -> Response<Full<Bytes>> {
+    tracing::warn!(%peer, %path, "admin: refused unauthenticated call ({why})");
+    let mut r = json_error(StatusCode::UNAUTHORIZED, why);
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"weir\""));
+    r
 }
 
 /// A query parameter's value (no percent-decoding: names are plain).

@@ -48,6 +48,7 @@ pub(crate) struct Shared {
     pub(crate) state_file: Option<PathBuf>,
     pub(crate) webhooks: Client<HttpConnector, Full<Bytes>>,
     pub(crate) admin_token: arc_swap::ArcSwapOption<String>,
+    pub(crate) faults: crate::upstream::fault::Faults,
 }
 
 /// Why weir could not start.
@@ -105,7 +106,8 @@ impl Weir {
             other => other.clone(),
         };
         let restored = state_file.as_deref().map(crate::rollout::load_state);
-        let (snap, events) = snapshot::build(cfg.clone(), None, &telemetry, restored.as_ref()).await?;
+        let faults = crate::upstream::fault::Faults::default();
+        let (snap, events) = snapshot::build(cfg.clone(), None, &telemetry, &faults, restored.as_ref()).await?;
         let audit = Audit::open(&in_config_dir(&cfg.log.audit)).map_err(StartError::AuditLog)?;
         let admin_token = match &cfg.admin.token_file {
             Some(f) => Some(Arc::new(crate::admin::auth::read_token(&relative(f)).map_err(StartError::Token)?)),
@@ -140,6 +142,7 @@ impl Weir {
             state_file,
             webhooks: crate::rollout::webhook_client(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
+            faults,
         });
         crate::rollout::emit_built(&shared, events);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -268,6 +271,7 @@ async fn ticker(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         let snap = shared.snapshot.load_full();
         shared.telemetry.rotate_all();
+        shared.faults.expire();
         for r in snap.routes.routes() {
             r.publish_weight();
         }

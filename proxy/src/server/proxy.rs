@@ -121,6 +121,13 @@ async fn forward<'s>(
     let backend = route.backend(side);
     outcome.stats = route.stats(side);
     outcome.backend = Some(&backend.name);
+    let fault = crate::upstream::fault::decide(&backend.fault);
+    if let Some(delay) = fault.delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(status) = fault.abort {
+        return Err(ProxyError::Injected(status));
+    }
     let endpoint = backend.pick().ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
 
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);

@@ -11,6 +11,7 @@
 
 pub(crate) mod client;
 pub(crate) mod error;
+pub(crate) mod fault;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub(crate) struct Endpoint {
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub(crate) name: Arc<str>,
+    /// Fault injection slot (shared with the admin API, survives reloads).
+    pub(crate) fault: Arc<fault::Slot>,
     endpoints: Box<[Arc<Endpoint>]>,
 }
 
@@ -54,13 +57,13 @@ impl Drop for EndpointGuard {
 }
 
 impl Backend {
-    pub(crate) fn new(name: &str, addrs: &[SocketAddr]) -> Result<Self, String> {
+    pub(crate) fn new(name: &str, addrs: &[SocketAddr], fault: Arc<fault::Slot>) -> Result<Self, String> {
         let mut endpoints = Vec::with_capacity(addrs.len());
         for addr in addrs {
             let authority: Authority = addr.to_string().parse().map_err(|e| format!("address {addr}: {e}"))?;
             endpoints.push(Arc::new(Endpoint { addr: *addr, authority, inflight: AtomicU32::new(0) }));
         }
-        Ok(Backend { name: name.into(), endpoints: endpoints.into_boxed_slice() })
+        Ok(Backend { name: name.into(), fault, endpoints: endpoints.into_boxed_slice() })
     }
 
     /// Picks an endpoint (P2C, see the module doc), or `None` if there is none.
@@ -104,7 +107,7 @@ fn seed() -> u64 {
 }
 
 /// xorshift64*: a per-thread generator, good enough to spread load.
-fn next_random() -> u64 {
+pub(crate) fn next_random() -> u64 {
     RNG.with(|c| {
         let mut x = c.get();
         x ^= x >> 12;
@@ -122,7 +125,7 @@ mod tests {
     #[test]
     fn p2c_avoids_the_busy_endpoint_and_spreads_load() {
         let addrs: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
-        let b = Backend::new("b", &addrs).unwrap();
+        let b = Backend::new("b", &addrs, Default::default()).unwrap();
         // Pin 50 requests on endpoint 0: it must (almost) never be chosen.
         let busy: Vec<_> = (0..50)
             .map(|_| {
@@ -146,7 +149,7 @@ mod tests {
 
     #[test]
     fn empty_backend_has_no_pick() {
-        let b = Backend::new("b", &[]).unwrap();
+        let b = Backend::new("b", &[], Default::default()).unwrap();
         assert!(b.pick().is_none());
     }
 }

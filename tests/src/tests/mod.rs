@@ -3,6 +3,7 @@ mod cli;
 mod dashboard;
 mod examples;
 mod failures;
+mod faults;
 mod protocols;
 mod reload;
 mod rollout;
