@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Gate, GateMetric};
-use crate::sample::Window;
+use crate::sample::{Checks, Window};
 
 /// The outcome of one gate at one evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +81,11 @@ const TAU: f64 = 0.02;
 /// Evaluates `gate` on the canary and stable windows. `canary_only` is set
 /// when the canary takes all traffic (comparisons are then skipped).
 pub fn evaluate(gate: &Gate, canary: &Window, stable: &Window, canary_only: bool) -> GateResult {
+    evaluate_with(gate, canary, stable, Checks::default(), canary_only)
+}
+
+/// [`evaluate`], with the stage's synthetic checks for `synthetic` gates.
+pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, checks: Checks, canary_only: bool) -> GateResult {
     let mut r = GateResult {
         gate: gate.name.clone(),
         verdict: Verdict::Inconclusive,
@@ -92,6 +97,17 @@ pub fn evaluate(gate: &Gate, canary: &Window, stable: &Window, canary_only: bool
         stable_samples: stable.counts.total(),
     };
     match gate.metric {
+        GateMetric::Synthetic => {
+            r.canary_samples = checks.total();
+            r.stable_samples = 0;
+            if checks.total() >= gate.min_samples {
+                let rate = checks.failed as f64 / checks.total() as f64;
+                let max = gate.max.unwrap_or(0.0);
+                r.value = Some(rate);
+                r.threshold = Some(max);
+                r.verdict = if rate > max { Verdict::Fail } else { Verdict::Pass };
+            }
+        }
         GateMetric::ErrorRate => {
             r.canary_samples = canary.counts.total();
             limits(gate, &mut r, canary.counts.error_rate(), stable.counts.error_rate(), canary_only);

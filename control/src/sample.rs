@@ -254,6 +254,22 @@ impl Latency {
     }
 }
 
+/// Synthetic checks sent to the canary since the stage started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Got their expected status.
+    pub passed: u64,
+    /// Did not (another status, or no response).
+    pub failed: u64,
+}
+
+impl Checks {
+    /// All checks.
+    pub fn total(&self) -> u64 {
+        self.passed + self.failed
+    }
+}
+
 /// One backend's requests over a window of time.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Window {

@@ -34,6 +34,7 @@ mod rollout;
 mod route;
 mod server;
 mod snapshot;
+mod synthetic;
 pub mod telemetry;
 mod upstream;
 

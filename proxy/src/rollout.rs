@@ -197,7 +197,8 @@ async fn tick_route(shared: &Arc<Shared>, route: &Route, now: u64, window_max: D
         let canary = route.stats(Side::Canary).map(|s| s.window(sec, span, keep));
         let stable = route.stats(Side::Stable).map(|s| s.window(sec, span, keep));
         let before = engine.state().clone();
-        let tick = engine.tick(now, canary.as_ref().unwrap_or(&empty), stable.as_ref().unwrap_or(&empty));
+        let checks = shared.synthetic.checks(&route.name, engine.state().since_ms);
+        let tick = engine.tick_with(now, canary.as_ref().unwrap_or(&empty), stable.as_ref().unwrap_or(&empty), checks);
         route.state.apply(engine);
         shared.telemetry.rollout_tick(&route.name, engine, true);
         (tick, before, engine.plan().pre_stage.clone().map(|u| (u, engine.plan().webhook_timeout)))

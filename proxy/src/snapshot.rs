@@ -178,6 +178,8 @@ pub(crate) async fn build(
         let route_telemetry = RouteTelemetry {
             stable: telemetry.stats(&r.name, &r.stable),
             canary: r.canary.as_deref().map(|c| telemetry.stats(&r.name, c)),
+            synthetic_stable: telemetry.synthetic_stats(&r.name, &r.stable),
+            synthetic_canary: r.canary.as_deref().map(|c| telemetry.synthetic_stats(&r.name, c)),
             weight_gauge: telemetry.weight_gauge(&r.name),
         };
         let route = Route::build(r, stable, canary, state, route_telemetry)

@@ -327,6 +327,29 @@ pub struct Stage {
     pub min_requests: u64,
     /// Longest time the stage may take before the hold action runs.
     pub max_duration: Option<Duration>,
+    /// Synthetic requests sent during the stage.
+    pub synthetic: Option<Synthetic>,
+}
+
+/// Synthetic requests: sent by weir through its own listener and routing
+/// path, tagged (`x-weir-synthetic: 1` reaches the upstream), counted
+/// apart from user traffic, and judged by the `synthetic` gate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Synthetic {
+    /// Requests per second, per target side.
+    pub rps: f64,
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Extra request headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Optional request body.
+    pub body: Option<String>,
+    /// The status a passing check gets.
+    pub expect_status: u16,
+    /// Also send to stable, for comparison.
+    pub also_stable: bool,
 }
 
 /// A gate: a measured value compared with thresholds.
@@ -364,6 +387,9 @@ pub enum GateMetric {
     /// Canary latency shifted up from stable's (Mann-Whitney U over the
     /// histogram buckets, with an effect-size floor).
     LatencyShift,
+    /// Share of the stage's synthetic checks on the canary that did not get
+    /// their expected status.
+    Synthetic,
 }
 
 impl GateMetric {
@@ -377,6 +403,7 @@ impl GateMetric {
             },
             GateMetric::ErrorRateVsStable => "error_rate_vs_stable".into(),
             GateMetric::LatencyShift => "latency_shift".into(),
+            GateMetric::Synthetic => "synthetic".into(),
         }
     }
 }

@@ -287,6 +287,50 @@ fn percent_bp(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Op
     }
 }
 
+/// `synthetic = { rps = 20, path = "/synthetic-check", expect_status = 200 }`
+fn synthetic(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Synthetic> {
+    let rps = match t.number(ctx, "rps") {
+        Some(x) if x > 0.0 && x <= 1000.0 => x,
+        Some(x) => {
+            ctx.error(&t.key_path("rps"), Some(&t.span), format!("{x} is not between 0 and 1000"));
+            return None;
+        }
+        None => {
+            ctx.error(&t.key_path("rps"), Some(&t.span), "is required");
+            return None;
+        }
+    };
+    let method = t.string(ctx, "method").unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        ctx.error(&t.key_path("method"), Some(&t.span), format!("\"{method}\" is not a method"));
+    }
+    let path = t.string(ctx, "path").unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        ctx.error(&t.key_path("path"), Some(&t.span), format!("\"{path}\" must start with '/'"));
+    }
+    let mut headers = Vec::new();
+    if let Some(h) = t.table(ctx, "headers") {
+        for (name, v) in h.entries() {
+            let p = h.key_path(name);
+            if let (Some(n), Some(val)) = (header_name(ctx, &p, v, name), as_str(ctx, &p, v)) {
+                headers.push((n, val.to_string()));
+            }
+        }
+        h.finish_as_map();
+    }
+    let body = t.string(ctx, "body");
+    let expect_status = t.integer(ctx, "expect_status", 100..=599).unwrap_or(200) as u16;
+    let also_stable = match t.string(ctx, "target").as_deref() {
+        None | Some("canary") => false,
+        Some("both") => true,
+        Some(other) => {
+            ctx.error(&t.key_path("target"), Some(&t.span), format!("\"{other}\" is not canary or both"));
+            false
+        }
+    };
+    Some(Synthetic { rps, method, path, headers, body, expect_status, also_stable })
+}
+
 /// `fault = { delay = "200ms", delay_percent = 10, abort_status = 503, abort_percent = 5, duration = "5m" }`
 pub(super) fn fault(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Fault> {
     let delay = t.duration(ctx, "delay");
@@ -560,6 +604,11 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
                 let bake = s.duration(ctx, "bake").unwrap_or(Duration::ZERO);
                 let min_requests = s.integer(ctx, "min_requests", 0..=u64::MAX >> 1).unwrap_or(0);
                 let max_duration = s.duration(ctx, "max_duration");
+                let synthetic = s.table(ctx, "synthetic").and_then(|mut t| {
+                    let out = synthetic(ctx, &mut t);
+                    t.finish(ctx);
+                    out
+                });
                 if let Some(w) = weight {
                     if let Some(prev) = stages.last().map(|p: &Stage| p.weight) {
                         if w < prev {
@@ -570,7 +619,7 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
                             );
                         }
                     }
-                    stages.push(Stage { weight: w, cohort, bake, min_requests, max_duration });
+                    stages.push(Stage { weight: w, cohort, bake, min_requests, max_duration, synthetic });
                 }
                 s.finish(ctx);
             }
@@ -673,11 +722,12 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
         "latency_p999" => GateMetric::Latency(0.999),
         "error_rate_vs_stable" => GateMetric::ErrorRateVsStable,
         "latency_shift" => GateMetric::LatencyShift,
+        "synthetic" => GateMetric::Synthetic,
         other => {
             ctx.error(
                 &metric_path,
                 Some(&g.span),
-                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999, error_rate_vs_stable, latency_shift)"),
+                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999, error_rate_vs_stable, latency_shift, synthetic)"),
             );
             return None;
         }
@@ -700,7 +750,7 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
     // Error-rate thresholds are fractions; latency thresholds are durations.
     let mut threshold = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<f64> {
         match metric {
-            GateMetric::ErrorRate => fraction(ctx, g, key, 0.0, 1.0),
+            GateMetric::ErrorRate | GateMetric::Synthetic => fraction(ctx, g, key, 0.0, 1.0),
             GateMetric::Latency(_) => g.duration(ctx, key).map(|d| d.as_secs_f64()),
             _ => {
                 if g.get(key).is_some() {
@@ -719,7 +769,8 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
             ctx.error(&g.key_path("max_ratio_to_stable"), Some(&g.span), format!("{r} must be at least 1.0"));
         }
     }
-    if !statistical && max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
+    let synthetic = metric == GateMetric::Synthetic;
+    if !statistical && !synthetic && max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
         ctx.error(&g.path, Some(&g.span), "needs max, max_ratio_to_stable or max_delta_to_stable");
         return None;
     }

@@ -15,6 +15,7 @@ fn stage(weight: u32, bake_s: u64, min_requests: u64) -> Stage {
         bake: Duration::from_secs(bake_s),
         min_requests,
         max_duration: None,
+        synthetic: None,
     }
 }
 

@@ -129,6 +129,9 @@ pub(crate) struct Route {
     /// Measurements of the stable and canary backends (kept across reloads).
     pub(crate) stable_stats: Arc<BackendStats>,
     pub(crate) canary_stats: Option<Arc<BackendStats>>,
+    /// Synthetic requests, measured apart from user traffic.
+    synthetic_stable: Arc<BackendStats>,
+    synthetic_canary: Option<Arc<BackendStats>>,
     weight_gauge: metrics::Gauge,
 }
 
@@ -136,6 +139,8 @@ pub(crate) struct Route {
 pub(crate) struct RouteTelemetry {
     pub(crate) stable: Arc<BackendStats>,
     pub(crate) canary: Option<Arc<BackendStats>>,
+    pub(crate) synthetic_stable: Arc<BackendStats>,
+    pub(crate) synthetic_canary: Option<Arc<BackendStats>>,
     pub(crate) weight_gauge: metrics::Gauge,
 }
 
@@ -174,6 +179,8 @@ impl Route {
             state,
             stable_stats: telemetry.stable,
             canary_stats: telemetry.canary,
+            synthetic_stable: telemetry.synthetic_stable,
+            synthetic_canary: telemetry.synthetic_canary,
             weight_gauge: telemetry.weight_gauge,
         })
     }
@@ -183,6 +190,14 @@ impl Route {
         match side {
             Side::Stable => Some(&self.stable_stats),
             Side::Canary => self.canary_stats.as_ref(),
+        }
+    }
+
+    /// The synthetic-traffic stats of the backend serving `side`.
+    pub(crate) fn synthetic_stats(&self, side: Side) -> Option<&Arc<BackendStats>> {
+        match side {
+            Side::Stable => Some(&self.synthetic_stable),
+            Side::Canary => self.synthetic_canary.as_ref(),
         }
     }
 

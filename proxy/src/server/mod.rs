@@ -49,6 +49,7 @@ pub(crate) struct Shared {
     pub(crate) webhooks: Client<HttpConnector, Full<Bytes>>,
     pub(crate) admin_token: arc_swap::ArcSwapOption<String>,
     pub(crate) faults: crate::upstream::fault::Faults,
+    pub(crate) synthetic: crate::synthetic::Synthetics,
 }
 
 /// Why weir could not start.
@@ -143,6 +144,7 @@ impl Weir {
             webhooks: crate::rollout::webhook_client(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
             faults,
+            synthetic: crate::synthetic::Synthetics::new(),
         });
         crate::rollout::emit_built(&shared, events);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -152,6 +154,7 @@ impl Weir {
         tokio::spawn(crate::admin::serve(shared.clone(), admin, shutdown_rx.clone(), tracker.clone()));
         tokio::spawn(ticker(shared.clone(), shutdown_rx.clone()));
         tokio::spawn(crate::rollout::drive(shared.clone(), shutdown_rx.clone()));
+        tokio::spawn(crate::synthetic::run(shared.clone(), data_addr, shutdown_rx.clone()));
         if let Some(path) = config_path {
             reload::watch_file(shared.clone(), path, shutdown_rx);
         }

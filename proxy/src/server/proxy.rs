@@ -18,6 +18,7 @@ use crate::rescue::{rescue, ProxyError};
 use crate::upstream::UpstreamErrorKind;
 use weir_control::config::Underscores;
 use weir_control::sample::CodeClass;
+use weir_control::split::Side;
 
 static STABLE: HeaderValue = HeaderValue::from_static("stable");
 static CANARY: HeaderValue = HeaderValue::from_static("canary");
@@ -43,7 +44,7 @@ pub(crate) async fn handle(
     let method = shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let snap = shared.snapshot.load_full();
     let mut outcome = Outcome { route: None, backend: None, side: None, upstream: None, stats: None, error: None };
-    let result = forward(&snap, &conn, req, &mut guard, &mut outcome).await;
+    let result = forward(&shared, &snap, &conn, req, &mut guard, &mut outcome).await;
     if let (true, Some(stats)) = (snap.config.telemetry.record, outcome.stats) {
         let (class, error) = match &result {
             Ok(resp) => (CodeClass::of_status(resp.status().as_u16()), None),
@@ -69,6 +70,7 @@ pub(crate) async fn handle(
 }
 
 async fn forward<'s>(
+    shared: &Shared,
     snap: &'s crate::snapshot::Snapshot,
     conn: &ConnCtx,
     req: Request<Incoming>,
@@ -116,10 +118,16 @@ async fn forward<'s>(
     let host = host_value.as_ref().and_then(|h| h.to_str().ok());
     let route = snap.routes.find(host, parts.uri.path()).ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(&route.name);
-    let (side, _reason) = route.select(&parts.headers);
+    // A genuine synthetic tag steers the request and is recorded apart; any
+    // other value of the header is dropped.
+    let synthetic = parts.headers.remove(&crate::synthetic::HEADER).and_then(|v| shared.synthetic.side_of(&v));
+    let side = match synthetic {
+        Some(side) if route.canary.is_some() || side == Side::Stable => side,
+        _ => route.select(&parts.headers).0,
+    };
     outcome.side = Some(side);
     let backend = route.backend(side);
-    outcome.stats = route.stats(side);
+    outcome.stats = if synthetic.is_some() { route.synthetic_stats(side) } else { route.stats(side) };
     outcome.backend = Some(&backend.name);
     let fault = crate::upstream::fault::decide(&backend.fault);
     if let Some(delay) = fault.delay {
@@ -133,6 +141,9 @@ async fn forward<'s>(
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::add_forwarded(&mut parts.headers, &conn.peer_ip, host_value.clone());
+    if synthetic.is_some() {
+        parts.headers.insert(crate::synthetic::HEADER.clone(), HeaderValue::from_static("1"));
+    }
     if !parts.headers.contains_key(header::HOST) {
         if let Some(h) = host_value {
             parts.headers.insert(header::HOST, h);

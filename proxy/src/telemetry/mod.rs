@@ -32,7 +32,7 @@ pub struct Telemetry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     epoch: Instant,
-    stats: Mutex<HashMap<(String, String), Arc<BackendStats>>>,
+    stats: Mutex<HashMap<(String, String, bool), Arc<BackendStats>>>,
     build_info: Mutex<HashMap<String, Gauge>>,
     reloads_ok: Counter,
     reloads_error: Counter,
@@ -60,7 +60,7 @@ impl Telemetry {
     pub fn new() -> Self {
         let builder = PrometheusBuilder::new();
         let builder = match builder
-            .set_buckets_for_metric(Matcher::Full(names::REQUEST_DURATION_SECONDS.to_string()), names::DURATION_BUCKETS)
+            .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".to_string()), names::DURATION_BUCKETS)
         {
             Ok(b) => b,
             // Only fails for an empty bucket list, which the constant is not.
@@ -109,19 +109,33 @@ impl Telemetry {
     /// The stats of (route, backend), created with resolved metric handles
     /// on first use and kept across reloads.
     pub fn stats(&self, route: &str, backend: &str) -> Arc<BackendStats> {
+        self.stats_of(route, backend, false)
+    }
+
+    /// The stats of synthetic requests to (route, backend).
+    pub(crate) fn synthetic_stats(&self, route: &str, backend: &str) -> Arc<BackendStats> {
+        self.stats_of(route, backend, true)
+    }
+
+    fn stats_of(&self, route: &str, backend: &str, synthetic: bool) -> Arc<BackendStats> {
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((route.to_string(), backend.to_string()))
-            .or_insert_with(|| Arc::new(BackendStats::new(Some(self.handles(route, backend)))))
+        map.entry((route.to_string(), backend.to_string(), synthetic))
+            .or_insert_with(|| Arc::new(BackendStats::new(Some(self.handles(route, backend, synthetic)))))
             .clone()
     }
 
     /// Forgets stats that no route uses any more.
     pub(crate) fn retain(&self, in_use: &[(String, String)]) {
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|k, _| in_use.contains(k));
+        map.retain(|(r, b, _), _| in_use.iter().any(|(ur, ub)| ur == r && ub == b));
     }
 
-    fn handles(&self, route: &str, backend: &str) -> Handles {
+    fn handles(&self, route: &str, backend: &str, synthetic: bool) -> Handles {
+        let (requests, errors, duration) = if synthetic {
+            (names::SYNTHETIC_REQUESTS_TOTAL, names::SYNTHETIC_ERRORS_TOTAL, names::SYNTHETIC_DURATION_SECONDS)
+        } else {
+            (names::REQUESTS_TOTAL, names::UPSTREAM_ERRORS_TOTAL, names::REQUEST_DURATION_SECONDS)
+        };
         let counter = |name: &'static str, extra: (&'static str, &str)| {
             self.recorder.register_counter(
                 &Key::from_parts(name, labels(&[(label::ROUTE, route), (label::BACKEND, backend), extra])),
@@ -129,13 +143,10 @@ impl Telemetry {
             )
         };
         Handles {
-            requests: CodeClass::ALL.map(|c| counter(names::REQUESTS_TOTAL, (label::CODE_CLASS, c.as_str()))),
-            errors: UpstreamErrorKind::ALL.map(|k| counter(names::UPSTREAM_ERRORS_TOTAL, (label::KIND, k.as_str()))),
+            requests: CodeClass::ALL.map(|c| counter(requests, (label::CODE_CLASS, c.as_str()))),
+            errors: UpstreamErrorKind::ALL.map(|k| counter(errors, (label::KIND, k.as_str()))),
             duration: self.recorder.register_histogram(
-                &Key::from_parts(
-                    names::REQUEST_DURATION_SECONDS,
-                    labels(&[(label::ROUTE, route), (label::BACKEND, backend)]),
-                ),
+                &Key::from_parts(duration, labels(&[(label::ROUTE, route), (label::BACKEND, backend)])),
                 &METADATA,
             ),
         }
@@ -244,6 +255,13 @@ fn describe(r: &PrometheusRecorder) {
     d(names::REQUESTS_TOTAL, None, "Proxied requests by route, backend and code class (error: no upstream response).");
     d(names::UPSTREAM_ERRORS_TOTAL, None, "Requests that got no usable upstream response, by kind.");
     d(names::CONFIG_RELOADS_TOTAL, None, "Config reloads by result.");
+    d(names::SYNTHETIC_REQUESTS_TOTAL, None, "Synthetic requests sent by weir, by route, backend and code class.");
+    d(names::SYNTHETIC_ERRORS_TOTAL, None, "Synthetic requests that got no usable upstream response, by kind.");
+    r.describe_histogram(
+        names::SYNTHETIC_DURATION_SECONDS.into(),
+        Some(Unit::Seconds),
+        SharedString::const_str("Synthetic requests: time to upstream response headers."),
+    );
     r.describe_histogram(
         names::REQUEST_DURATION_SECONDS.into(),
         Some(Unit::Seconds),

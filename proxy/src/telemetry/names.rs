@@ -6,6 +6,12 @@ pub(crate) const REQUESTS_TOTAL: &str = "weir_requests_total";
 pub(crate) const REQUEST_DURATION_SECONDS: &str = "weir_request_duration_seconds";
 /// Upstream failures by route, backend and kind (counter).
 pub(crate) const UPSTREAM_ERRORS_TOTAL: &str = "weir_upstream_errors_total";
+/// Synthetic requests by route, backend and code class (counter).
+pub(crate) const SYNTHETIC_REQUESTS_TOTAL: &str = "weir_synthetic_requests_total";
+/// Synthetic request latency to upstream response headers, seconds (histogram).
+pub(crate) const SYNTHETIC_DURATION_SECONDS: &str = "weir_synthetic_request_duration_seconds";
+/// Synthetic requests without a usable upstream response (counter).
+pub(crate) const SYNTHETIC_ERRORS_TOTAL: &str = "weir_synthetic_upstream_errors_total";
 /// Current canary weight of a route, percent (gauge).
 pub(crate) const CANARY_WEIGHT: &str = "weir_canary_weight";
 /// Config reloads by result (counter).

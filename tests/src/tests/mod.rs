@@ -9,4 +9,5 @@ mod reload;
 mod rollout;
 mod split;
 mod streaming;
+mod synthetic;
 mod telemetry;
