@@ -99,7 +99,7 @@ stages = [
 ]
 gates = [
   {{ metric = "error_rate", max = 0.02, min_samples = 30 }},
-  {{ metric = "latency_p99", max_ratio_to_stable = 1.5, max_delta_to_stable = "10ms", min_samples = 30 }},
+  {{ metric = "latency_p99", max_ratio_to_stable = 1.5, max_delta_to_stable = "25ms", min_samples = 50 }},
   {{ metric = "error_rate_vs_stable", alpha = 0.01, min_samples = 30 }},
 ]
 "#
@@ -171,7 +171,7 @@ async fn demo(bad_canary: bool, fast: bool) -> Result<(), Box<dyn std::error::Er
     );
     println!("  proxy      {url}    try: curl -H 'x-user-id: alice' {url}");
     println!("  dashboard  http://{}/   (open it while the demo runs)", weir.admin_addr());
-    println!("  plan       internal users -> 5% -> 25% -> 50% -> 100%, {bake} bake per stage; gates: error rate <= 2%, p99 <= 1.5x stable + 10 ms, error rate vs stable (mSPRT)");
+    println!("  plan       internal users -> 5% -> 25% -> 50% -> 100%, {bake} bake per stage; gates: error rate <= 2%, p99 <= 1.5x stable + 25 ms, error rate vs stable (mSPRT)");
     println!();
 
     let stop = Arc::new(AtomicBool::new(false));
