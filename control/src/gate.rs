@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Gate, GateMetric};
-use crate::sample::{Checks, Window};
+use crate::sample::{Probes, Window};
 
 /// The outcome of one gate at one evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,11 +81,12 @@ const TAU: f64 = 0.02;
 /// Evaluates `gate` on the canary and stable windows. `canary_only` is set
 /// when the canary takes all traffic (comparisons are then skipped).
 pub fn evaluate(gate: &Gate, canary: &Window, stable: &Window, canary_only: bool) -> GateResult {
-    evaluate_with(gate, canary, stable, Checks::default(), canary_only)
+    evaluate_with(gate, canary, stable, Probes::default(), canary_only)
 }
 
-/// [`evaluate`], with the stage's synthetic checks for `synthetic` gates.
-pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, checks: Checks, canary_only: bool) -> GateResult {
+/// [`evaluate`], with the stage's synthetic checks and shadow comparisons
+/// for `synthetic` and `shadow_mismatch` gates.
+pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, probes: Probes, canary_only: bool) -> GateResult {
     let mut r = GateResult {
         gate: gate.name.clone(),
         verdict: Verdict::Inconclusive,
@@ -97,7 +98,8 @@ pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, checks: Chec
         stable_samples: stable.counts.total(),
     };
     match gate.metric {
-        GateMetric::Synthetic => {
+        GateMetric::Synthetic | GateMetric::ShadowMismatch => {
+            let checks = if gate.metric == GateMetric::Synthetic { probes.synthetic } else { probes.shadow };
             r.canary_samples = checks.total();
             r.stable_samples = 0;
             if checks.total() >= gate.min_samples {

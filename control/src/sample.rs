@@ -270,6 +270,17 @@ impl Checks {
     }
 }
 
+/// What weir itself sent to the canary since the stage started: synthetic
+/// checks (failed = wrong status) and shadow copies (failed = answer differed
+/// from stable's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Probes {
+    /// Synthetic checks.
+    pub synthetic: Checks,
+    /// Shadow comparisons.
+    pub shadow: Checks,
+}
+
 /// One backend's requests over a window of time.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Window {

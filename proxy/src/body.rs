@@ -15,6 +15,14 @@ use crate::server::RequestGuard;
 pub(crate) enum UpstreamBody {
     /// The downstream request body, streamed through.
     Incoming(Incoming),
+    /// A body already read (shadowed requests send it twice).
+    Bytes(Option<Bytes>),
+}
+
+impl UpstreamBody {
+    pub(crate) fn bytes(b: Bytes) -> Self {
+        UpstreamBody::Bytes(if b.is_empty() { None } else { Some(b) })
+    }
 }
 
 impl Body for UpstreamBody {
@@ -24,18 +32,21 @@ impl Body for UpstreamBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Bytes(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Incoming(b) => b.is_end_stream(),
+            UpstreamBody::Bytes(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Incoming(b) => b.size_hint(),
+            UpstreamBody::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

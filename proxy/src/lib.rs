@@ -33,6 +33,7 @@ mod rescue;
 mod rollout;
 mod route;
 mod server;
+mod shadow;
 mod snapshot;
 mod synthetic;
 pub mod telemetry;

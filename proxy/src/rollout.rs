@@ -197,8 +197,12 @@ async fn tick_route(shared: &Arc<Shared>, route: &Route, now: u64, window_max: D
         let canary = route.stats(Side::Canary).map(|s| s.window(sec, span, keep));
         let stable = route.stats(Side::Stable).map(|s| s.window(sec, span, keep));
         let before = engine.state().clone();
-        let checks = shared.synthetic.checks(&route.name, engine.state().since_ms);
-        let tick = engine.tick_with(now, canary.as_ref().unwrap_or(&empty), stable.as_ref().unwrap_or(&empty), checks);
+        let epoch = engine.state().since_ms;
+        let probes = weir_control::sample::Probes {
+            synthetic: shared.synthetic.checks(&route.name, epoch),
+            shadow: shared.shadows.checks(&route.name, epoch),
+        };
+        let tick = engine.tick_with(now, canary.as_ref().unwrap_or(&empty), stable.as_ref().unwrap_or(&empty), probes);
         route.state.apply(engine);
         shared.telemetry.rollout_tick(&route.name, engine, true);
         (tick, before, engine.plan().pre_stage.clone().map(|u| (u, engine.plan().webhook_timeout)))

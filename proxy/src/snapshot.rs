@@ -180,6 +180,7 @@ pub(crate) async fn build(
             canary: r.canary.as_deref().map(|c| telemetry.stats(&r.name, c)),
             synthetic_stable: telemetry.synthetic_stats(&r.name, &r.stable),
             synthetic_canary: r.canary.as_deref().map(|c| telemetry.synthetic_stats(&r.name, c)),
+            shadow_canary: r.canary.as_deref().map(|c| telemetry.shadow_stats(&r.name, c)),
             weight_gauge: telemetry.weight_gauge(&r.name),
         };
         let route = Route::build(r, stable, canary, state, route_telemetry)

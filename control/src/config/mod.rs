@@ -272,6 +272,24 @@ pub struct Route {
     pub variant_header: Option<String>,
     /// Automatic progression, if configured.
     pub rollout: Option<Rollout>,
+    /// Mirror a share of stable's traffic to the canary.
+    pub shadow: Option<Shadow>,
+}
+
+/// Shadow traffic: copies of live requests sent to the canary, compared with
+/// stable's answers, never affecting the client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shadow {
+    /// Share of eligible stable requests mirrored, basis points.
+    pub bp: u32,
+    /// Largest request body mirrored (bodies must declare Content-Length).
+    pub max_body: u64,
+    /// Methods mirrored (default GET, HEAD, OPTIONS: idempotent ones).
+    pub methods: Vec<String>,
+    /// Also compare this response header (e.g. `etag`), besides the status.
+    pub compare_header: Option<String>,
+    /// Shadows in flight per route; past it new ones are dropped (counted).
+    pub max_in_flight: u64,
 }
 
 /// `[routes.rollout]`
@@ -390,6 +408,9 @@ pub enum GateMetric {
     /// Share of the stage's synthetic checks on the canary that did not get
     /// their expected status.
     Synthetic,
+    /// Share of the stage's shadow requests whose canary answer differed
+    /// from stable's (status, and the compared header).
+    ShadowMismatch,
 }
 
 impl GateMetric {
@@ -404,6 +425,7 @@ impl GateMetric {
             GateMetric::ErrorRateVsStable => "error_rate_vs_stable".into(),
             GateMetric::LatencyShift => "latency_shift".into(),
             GateMetric::Synthetic => "synthetic".into(),
+            GateMetric::ShadowMismatch => "shadow_mismatch".into(),
         }
     }
 }

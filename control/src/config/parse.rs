@@ -287,6 +287,51 @@ fn percent_bp(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Op
     }
 }
 
+/// `shadow = { percent = 10, max_body = "64KiB" }`
+fn shadow(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Shadow> {
+    let bp = percent_bp(ctx, t, "percent");
+    if bp.is_none() && t.get("percent").is_none() {
+        ctx.error(&t.key_path("percent"), Some(&t.span), "is required");
+    }
+    let max_body = match t.get("max_body") {
+        None => 65_536,
+        Some(v) => match v.get_ref() {
+            DeValue::Integer(_) => {
+                super::reader::as_integer(ctx, &t.key_path("max_body"), v).map_or(0, |n| n.max(0) as u64)
+            }
+            _ => {
+                let path = t.key_path("max_body");
+                match as_str(ctx, &path, v).map(units::parse_size) {
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => {
+                        ctx.error(&path, Some(&v.span()), e);
+                        0
+                    }
+                    None => 0,
+                }
+            }
+        },
+    };
+    let mut methods = Vec::new();
+    match t.array(ctx, "methods") {
+        Some(list) => {
+            for (i, v) in list.iter().enumerate() {
+                if let Some(m) = as_str(ctx, &format!("{}[{i}]", t.key_path("methods")), v) {
+                    methods.push(m.to_ascii_uppercase());
+                }
+            }
+        }
+        None => methods.extend(["GET", "HEAD", "OPTIONS"].map(String::from)),
+    }
+    let compare_header = t.get("compare_header").and_then(|v| {
+        let p = t.key_path("compare_header");
+        let s = as_str(ctx, &p, v)?;
+        header_name(ctx, &p, v, s)
+    });
+    let max_in_flight = t.integer(ctx, "max_in_flight", 1..=100_000).unwrap_or(64);
+    Some(Shadow { bp: bp?, max_body, methods, compare_header, max_in_flight })
+}
+
 /// `synthetic = { rps = 20, path = "/synthetic-check", expect_status = 200 }`
 fn synthetic(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Synthetic> {
     let rps = match t.number(ctx, "rps") {
@@ -537,6 +582,14 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
         },
     };
     let rollout = t.table(ctx, "rollout").and_then(|mut r| rollout(ctx, &mut r));
+    let shadow = t.table(ctx, "shadow").and_then(|mut s| {
+        let out = shadow(ctx, &mut s);
+        s.finish(ctx);
+        out
+    });
+    if shadow.is_some() && !has_canary {
+        ctx.error(&t.key_path("shadow"), Some(&t.span), "needs a canary backend on the route");
+    }
     if !has_canary {
         for (key, set) in [
             ("weight", w.is_some_and(|w| w.bp() > 0)),
@@ -573,6 +626,7 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
         weight: w.unwrap_or(Weight::ZERO),
         variant_header,
         rollout,
+        shadow,
     })
 }
 
@@ -723,11 +777,12 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
         "error_rate_vs_stable" => GateMetric::ErrorRateVsStable,
         "latency_shift" => GateMetric::LatencyShift,
         "synthetic" => GateMetric::Synthetic,
+        "shadow_mismatch" => GateMetric::ShadowMismatch,
         other => {
             ctx.error(
                 &metric_path,
                 Some(&g.span),
-                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999, error_rate_vs_stable, latency_shift, synthetic)"),
+                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999, error_rate_vs_stable, latency_shift, synthetic, shadow_mismatch)"),
             );
             return None;
         }
@@ -750,7 +805,9 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
     // Error-rate thresholds are fractions; latency thresholds are durations.
     let mut threshold = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<f64> {
         match metric {
-            GateMetric::ErrorRate | GateMetric::Synthetic => fraction(ctx, g, key, 0.0, 1.0),
+            GateMetric::ErrorRate | GateMetric::Synthetic | GateMetric::ShadowMismatch => {
+                fraction(ctx, g, key, 0.0, 1.0)
+            }
             GateMetric::Latency(_) => g.duration(ctx, key).map(|d| d.as_secs_f64()),
             _ => {
                 if g.get(key).is_some() {
@@ -769,7 +826,7 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
             ctx.error(&g.key_path("max_ratio_to_stable"), Some(&g.span), format!("{r} must be at least 1.0"));
         }
     }
-    let synthetic = metric == GateMetric::Synthetic;
+    let synthetic = matches!(metric, GateMetric::Synthetic | GateMetric::ShadowMismatch);
     if !statistical && !synthetic && max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
         ctx.error(&g.path, Some(&g.span), "needs max, max_ratio_to_stable or max_delta_to_stable");
         return None;

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{OnFailure, Rollout};
 use crate::gate::{self, GateResult, Verdict};
-use crate::sample::{Checks, Window};
+use crate::sample::{Probes, Window};
 use crate::split::{Weight, FULL};
 
 /// Where a rollout stands.
@@ -263,12 +263,12 @@ impl Engine {
     /// Evaluates the gates on the windows since the last transition and
     /// decides.
     pub fn tick(&mut self, now_ms: u64, canary: &Window, stable: &Window) -> Tick {
-        self.tick_with(now_ms, canary, stable, Checks::default())
+        self.tick_with(now_ms, canary, stable, Probes::default())
     }
 
-    /// [`Engine::tick`], with the stage's synthetic checks on the canary
-    /// (they also count towards `min_requests`).
-    pub fn tick_with(&mut self, now_ms: u64, canary: &Window, stable: &Window, checks: Checks) -> Tick {
+    /// [`Engine::tick`], with the stage's synthetic checks and shadow
+    /// comparisons on the canary (both also count towards `min_requests`).
+    pub fn tick_with(&mut self, now_ms: u64, canary: &Window, stable: &Window, probes: Probes) -> Tick {
         let mut out = Tick::default();
         let post_promotion = self.state.phase == Phase::Promoted;
         if !(self.state.phase == Phase::Progressing || post_promotion) {
@@ -280,7 +280,7 @@ impl Engine {
         }
         let canary_only = post_promotion || self.weight() == Weight::FULL;
         let verdicts: Vec<GateResult> =
-            self.plan.gates.iter().map(|g| gate::evaluate_with(g, canary, stable, checks, canary_only)).collect();
+            self.plan.gates.iter().map(|g| gate::evaluate_with(g, canary, stable, probes, canary_only)).collect();
         let changed = summary(&verdicts) != summary(&self.state.verdicts);
         self.state.verdicts = verdicts;
         let failing: Vec<&str> =
@@ -321,7 +321,7 @@ impl Engine {
             let ready = !post_promotion
                 && decided
                 && elapsed >= stage.bake.as_millis() as u64
-                && canary.counts.total() + checks.total() >= stage.min_requests;
+                && canary.counts.total() + probes.synthetic.total() + probes.shadow.total() >= stage.min_requests;
             let deadline = stage.max_duration.unwrap_or(self.plan.hold_timeout).as_millis() as u64;
             if ready {
                 if self.plan.pre_stage.is_some() {

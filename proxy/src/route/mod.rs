@@ -132,6 +132,9 @@ pub(crate) struct Route {
     /// Synthetic requests, measured apart from user traffic.
     synthetic_stable: Arc<BackendStats>,
     synthetic_canary: Option<Arc<BackendStats>>,
+    shadow_canary: Option<Arc<BackendStats>>,
+    /// Shadow traffic settings.
+    pub(crate) shadow: Option<config::Shadow>,
     weight_gauge: metrics::Gauge,
 }
 
@@ -141,6 +144,7 @@ pub(crate) struct RouteTelemetry {
     pub(crate) canary: Option<Arc<BackendStats>>,
     pub(crate) synthetic_stable: Arc<BackendStats>,
     pub(crate) synthetic_canary: Option<Arc<BackendStats>>,
+    pub(crate) shadow_canary: Option<Arc<BackendStats>>,
     pub(crate) weight_gauge: metrics::Gauge,
 }
 
@@ -181,6 +185,8 @@ impl Route {
             canary_stats: telemetry.canary,
             synthetic_stable: telemetry.synthetic_stable,
             synthetic_canary: telemetry.synthetic_canary,
+            shadow_canary: telemetry.shadow_canary,
+            shadow: cfg.shadow.clone(),
             weight_gauge: telemetry.weight_gauge,
         })
     }
@@ -199,6 +205,11 @@ impl Route {
             Side::Stable => Some(&self.synthetic_stable),
             Side::Canary => self.synthetic_canary.as_ref(),
         }
+    }
+
+    /// The stats of shadow copies sent to the canary.
+    pub(crate) fn shadow_stats(&self) -> Option<&Arc<BackendStats>> {
+        self.shadow_canary.as_ref()
     }
 
     /// Publishes the live weight as `weir_canary_weight` (percent).

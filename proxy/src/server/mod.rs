@@ -50,6 +50,7 @@ pub(crate) struct Shared {
     pub(crate) admin_token: arc_swap::ArcSwapOption<String>,
     pub(crate) faults: crate::upstream::fault::Faults,
     pub(crate) synthetic: crate::synthetic::Synthetics,
+    pub(crate) shadows: crate::shadow::Shadows,
 }
 
 /// Why weir could not start.
@@ -145,6 +146,7 @@ impl Weir {
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
             faults,
             synthetic: crate::synthetic::Synthetics::new(),
+            shadows: Default::default(),
         });
         crate::rollout::emit_built(&shared, events);
         let (shutdown, shutdown_rx) = watch::channel(false);

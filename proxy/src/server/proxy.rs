@@ -168,8 +168,32 @@ async fn forward<'s>(
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);
 
+    // Shadow: copy a share of stable's requests to the canary (see shadow.rs).
+    let mut shadow_tx = None;
+    let up_body = match (&route.shadow, side, synthetic, upgrade) {
+        (Some(cfg), Side::Stable, None, false) => match crate::shadow::wanted(cfg, &parts.method, &parts.headers) {
+            Some(len) => {
+                // A small declared body is read once and sent to both.
+                let bytes = if len == 0 {
+                    bytes::Bytes::new()
+                } else {
+                    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, cfg.max_body as usize))
+                        .await
+                    {
+                        Ok(c) => c.to_bytes(),
+                        Err(_) => return Err(ProxyError::BadRequest("weir: could not read the request body\n")),
+                    }
+                };
+                shadow_tx = crate::shadow::spawn(shared, route, cfg, &parts, bytes.clone());
+                UpstreamBody::bytes(bytes)
+            }
+            None => UpstreamBody::Incoming(body),
+        },
+        _ => UpstreamBody::Incoming(body),
+    };
+
     let mut downstream_upgrade = None;
-    let mut up_req = Request::from_parts(parts, UpstreamBody::Incoming(body));
+    let mut up_req = Request::from_parts(parts, up_body);
     if upgrade {
         // The request's upgrade handle was moved into `up_req` with its
         // extensions; take it back before the request is sent.
@@ -186,6 +210,11 @@ async fn forward<'s>(
         }
         Ok(Ok(resp)) => resp,
     };
+    if let Some(tx) = shadow_tx {
+        let header =
+            route.shadow.as_ref().and_then(|c| c.compare_header.as_deref()).and_then(|h| resp.headers().get(h));
+        let _ = tx.send(Some((resp.status(), header.cloned())));
+    }
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(downstream) = downstream_upgrade else {

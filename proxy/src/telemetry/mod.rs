@@ -26,13 +26,21 @@ use names::label;
 
 static METADATA: Metadata<'static> = Metadata::new("weir", metrics::Level::INFO, Some("weir_proxy::telemetry"));
 
+/// Which traffic a stats object measures (each has its own metric names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Traffic {
+    User,
+    Synthetic,
+    Shadow,
+}
+
 /// The registry of one running weir: Prometheus handles and per
 /// (route, backend) stats.
 pub struct Telemetry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     epoch: Instant,
-    stats: Mutex<HashMap<(String, String, bool), Arc<BackendStats>>>,
+    stats: Mutex<HashMap<(String, String, Traffic), Arc<BackendStats>>>,
     build_info: Mutex<HashMap<String, Gauge>>,
     reloads_ok: Counter,
     reloads_error: Counter,
@@ -109,18 +117,28 @@ impl Telemetry {
     /// The stats of (route, backend), created with resolved metric handles
     /// on first use and kept across reloads.
     pub fn stats(&self, route: &str, backend: &str) -> Arc<BackendStats> {
-        self.stats_of(route, backend, false)
+        self.stats_of(route, backend, Traffic::User)
     }
 
     /// The stats of synthetic requests to (route, backend).
     pub(crate) fn synthetic_stats(&self, route: &str, backend: &str) -> Arc<BackendStats> {
-        self.stats_of(route, backend, true)
+        self.stats_of(route, backend, Traffic::Synthetic)
     }
 
-    fn stats_of(&self, route: &str, backend: &str, synthetic: bool) -> Arc<BackendStats> {
+    /// The stats of shadow copies sent to (route, backend).
+    pub(crate) fn shadow_stats(&self, route: &str, backend: &str) -> Arc<BackendStats> {
+        self.stats_of(route, backend, Traffic::Shadow)
+    }
+
+    /// A per-route counter (shadow drops and mismatches).
+    pub(crate) fn route_counter(&self, name: &'static str, route: &str) -> Counter {
+        self.counter(name, &[(label::ROUTE, route)])
+    }
+
+    fn stats_of(&self, route: &str, backend: &str, traffic: Traffic) -> Arc<BackendStats> {
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((route.to_string(), backend.to_string(), synthetic))
-            .or_insert_with(|| Arc::new(BackendStats::new(Some(self.handles(route, backend, synthetic)))))
+        map.entry((route.to_string(), backend.to_string(), traffic))
+            .or_insert_with(|| Arc::new(BackendStats::new(Some(self.handles(route, backend, traffic)))))
             .clone()
     }
 
@@ -130,11 +148,15 @@ impl Telemetry {
         map.retain(|(r, b, _), _| in_use.iter().any(|(ur, ub)| ur == r && ub == b));
     }
 
-    fn handles(&self, route: &str, backend: &str, synthetic: bool) -> Handles {
-        let (requests, errors, duration) = if synthetic {
-            (names::SYNTHETIC_REQUESTS_TOTAL, names::SYNTHETIC_ERRORS_TOTAL, names::SYNTHETIC_DURATION_SECONDS)
-        } else {
-            (names::REQUESTS_TOTAL, names::UPSTREAM_ERRORS_TOTAL, names::REQUEST_DURATION_SECONDS)
+    fn handles(&self, route: &str, backend: &str, traffic: Traffic) -> Handles {
+        let (requests, errors, duration) = match traffic {
+            Traffic::User => (names::REQUESTS_TOTAL, names::UPSTREAM_ERRORS_TOTAL, names::REQUEST_DURATION_SECONDS),
+            Traffic::Synthetic => {
+                (names::SYNTHETIC_REQUESTS_TOTAL, names::SYNTHETIC_ERRORS_TOTAL, names::SYNTHETIC_DURATION_SECONDS)
+            }
+            Traffic::Shadow => {
+                (names::SHADOW_REQUESTS_TOTAL, names::SHADOW_ERRORS_TOTAL, names::SHADOW_DURATION_SECONDS)
+            }
         };
         let counter = |name: &'static str, extra: (&'static str, &str)| {
             self.recorder.register_counter(
@@ -255,6 +277,15 @@ fn describe(r: &PrometheusRecorder) {
     d(names::REQUESTS_TOTAL, None, "Proxied requests by route, backend and code class (error: no upstream response).");
     d(names::UPSTREAM_ERRORS_TOTAL, None, "Requests that got no usable upstream response, by kind.");
     d(names::CONFIG_RELOADS_TOTAL, None, "Config reloads by result.");
+    d(names::SHADOW_REQUESTS_TOTAL, None, "Shadow copies sent to the canary, by route, backend and code class.");
+    d(names::SHADOW_ERRORS_TOTAL, None, "Shadow copies that got no usable upstream response, by kind.");
+    d(names::SHADOW_DROPPED_TOTAL, None, "Shadow copies not sent because too many were in flight.");
+    d(names::SHADOW_MISMATCHES_TOTAL, None, "Shadow answers that differed from stable's.");
+    r.describe_histogram(
+        names::SHADOW_DURATION_SECONDS.into(),
+        Some(Unit::Seconds),
+        SharedString::const_str("Shadow copies: time to upstream response headers."),
+    );
     d(names::SYNTHETIC_REQUESTS_TOTAL, None, "Synthetic requests sent by weir, by route, backend and code class.");
     d(names::SYNTHETIC_ERRORS_TOTAL, None, "Synthetic requests that got no usable upstream response, by kind.");
     r.describe_histogram(

@@ -12,6 +12,16 @@ pub(crate) const SYNTHETIC_REQUESTS_TOTAL: &str = "weir_synthetic_requests_total
 pub(crate) const SYNTHETIC_DURATION_SECONDS: &str = "weir_synthetic_request_duration_seconds";
 /// Synthetic requests without a usable upstream response (counter).
 pub(crate) const SYNTHETIC_ERRORS_TOTAL: &str = "weir_synthetic_upstream_errors_total";
+/// Shadow copies by route, backend and code class (counter).
+pub(crate) const SHADOW_REQUESTS_TOTAL: &str = "weir_shadow_requests_total";
+/// Shadow latency to upstream response headers, seconds (histogram).
+pub(crate) const SHADOW_DURATION_SECONDS: &str = "weir_shadow_request_duration_seconds";
+/// Shadow copies without a usable upstream response (counter).
+pub(crate) const SHADOW_ERRORS_TOTAL: &str = "weir_shadow_upstream_errors_total";
+/// Shadow copies dropped under load (counter).
+pub(crate) const SHADOW_DROPPED_TOTAL: &str = "weir_shadow_dropped_total";
+/// Shadow answers that differed from stable's (counter).
+pub(crate) const SHADOW_MISMATCHES_TOTAL: &str = "weir_shadow_mismatches_total";
 /// Current canary weight of a route, percent (gauge).
 pub(crate) const CANARY_WEIGHT: &str = "weir_canary_weight";
 /// Config reloads by result (counter).

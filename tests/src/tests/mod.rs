@@ -7,6 +7,7 @@ mod faults;
 mod protocols;
 mod reload;
 mod rollout;
+mod shadow;
 mod split;
 mod streaming;
 mod synthetic;

@@ -1,0 +1,86 @@
+//! Shadow traffic: copies reach the canary, never the client.
+
+use std::time::{Duration, Instant};
+
+use weir_control::rollout::EventKind;
+
+use crate::*;
+
+async fn metrics(w: &InProcess) -> Samples {
+    parse_prometheus(&get(&client(), &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await.1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadows_reach_the_canary_while_clients_get_stable_at_stables_speed() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Delay(Duration::from_millis(300))).await;
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, "shadow = { percent = 100 }", "")).await;
+    let c = client();
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(get(&c, &w.url("/page?q=1"), &[]).await, (StatusCode::OK, "stable".to_string()));
+        assert!(t.elapsed() < Duration::from_millis(150), "the client waited for the shadow: {:?}", t.elapsed());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while canary.count() < 20 {
+        assert!(Instant::now() < deadline, "only {} shadows arrived", canary.count());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = canary.seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.path, "/page?q=1");
+    assert_eq!(seen.headers["x-weir-shadow"], "1");
+    assert_eq!(stable.count(), 20);
+    // Recorded as shadow traffic of the canary, not as user traffic.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = metrics(&w).await;
+        let shadows =
+            sample(&m, "weir_shadow_requests_total", &[("route", "web"), ("backend", "canary"), ("code_class", "2xx")]);
+        if shadows == 20.0 {
+            assert_eq!(
+                sample(&m, "weir_requests_total", &[("route", "web"), ("backend", "canary"), ("code_class", "2xx")]),
+                0.0
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shadows} shadows recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_answers_differently_raises_the_mismatch_gate() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Status(500)).await;
+    let r = "shadow = { percent = 100 }\n[routes.rollout]\ninterval = \"250ms\"\nstages = [{ weight = 0, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"shadow_mismatch\", max = 0.05, min_samples = 10 }]";
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, r, "")).await;
+    let mut rx = w.weir.subscribe();
+    let load = Load::start(w.url("/"), 2, Duration::from_millis(10));
+    let rb = wait_event(&mut rx, Duration::from_secs(10), |e| e.kind == EventKind::RolledBack).await;
+    load.stop().await;
+    let v = rb.verdicts.iter().find(|v| v.gate == "shadow_mismatch").unwrap();
+    assert_eq!(v.verdict, weir_control::gate::Verdict::Fail);
+    assert!(v.value.unwrap() > 0.9 && v.canary_samples >= 10, "{v:?}");
+    assert!(sample(&metrics(&w).await, "weir_shadow_mismatches_total", &[("route", "web")]) >= 10.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadows_are_dropped_and_counted_under_load() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Delay(Duration::from_millis(500))).await;
+    let w =
+        InProcess::start(&config_text(stable.addr, canary.addr, "shadow = { percent = 100, max_in_flight = 1 }", ""))
+            .await;
+    let url = w.url("/");
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&client(), &url, &[]).await })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), (StatusCode::OK, "stable".to_string()));
+    }
+    let dropped = sample(&metrics(&w).await, "weir_shadow_dropped_total", &[("route", "web")]);
+    assert!(dropped >= 5.0, "{dropped}");
+}
