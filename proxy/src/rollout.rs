@@ -155,15 +155,10 @@ pub(crate) fn webhook_client() -> WebhookClient {
 }
 
 /// Runs until shutdown.
-pub(crate) async fn drive(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn drive(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut due: HashMap<Arc<str>, u64> = HashMap::new();
-    let mut every = tokio::time::interval(Duration::from_millis(100));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = every.tick() => {}
-        }
+    let mut clock = crate::server::Periodic::new(Duration::from_millis(100), shutdown);
+    while clock.tick().await {
         let snap = shared.snapshot.load_full();
         let now = now_ms();
         let mut changed = false;

@@ -104,17 +104,12 @@ impl Synthetics {
 }
 
 /// Sends the synthetic requests of every route whose current stage has them.
-pub(crate) async fn run(shared: Arc<Shared>, data: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(shared: Arc<Shared>, data: SocketAddr, shutdown: watch::Receiver<bool>) {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut every = tokio::time::interval(Duration::from_millis(50));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = crate::server::Periodic::new(Duration::from_millis(50), shutdown);
     // Route → (epoch, requests sent this stage).
     let mut sent: HashMap<String, (u64, u64)> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = every.tick() => {}
-        }
+    while clock.tick().await {
         let snap = shared.snapshot.load_full();
         let now = crate::rollout::now_ms();
         for (route, cfg) in snap.routes.routes().iter().zip(&snap.config.routes) {

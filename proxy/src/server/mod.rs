@@ -264,16 +264,34 @@ impl Weir {
     }
 }
 
-/// Once a second: fold recorded samples into the current slot and publish
-/// the routes' current weights.
-async fn ticker(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+/// The clock of a periodic background task: ticks every `period` (late
+/// ticks are delayed, not bunched) until weir shuts down.
+pub(crate) struct Periodic {
+    every: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Periodic {
+    pub(crate) fn new(period: Duration, shutdown: watch::Receiver<bool>) -> Self {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Periodic { every, shutdown }
+    }
+
+    /// Waits for the next tick; `false` once weir is shutting down.
+    pub(crate) async fn tick(&mut self) -> bool {
         tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = every.tick() => {}
+            _ = self.shutdown.changed() => false,
+            _ = self.every.tick() => true,
         }
+    }
+}
+
+/// Once a second: fold recorded samples into the current slot, expire
+/// faults, and publish the routes' current weights.
+async fn ticker(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let mut clock = Periodic::new(Duration::from_secs(1), shutdown);
+    while clock.tick().await {
         let snap = shared.snapshot.load_full();
         shared.telemetry.rotate_all();
         shared.faults.expire();
