@@ -85,7 +85,8 @@ async fn slowloris_is_cut_at_header_read_while_others_are_served() {
         assert_eq!(get(&c, &w.url("/"), &[]).await.0, 200);
     }
     let cut_after = slow.await.unwrap();
-    assert!(cut_after >= Duration::from_millis(500) && cut_after < Duration::from_millis(1500), "{cut_after:?}");
+    // Checked every header_read / 2: cut between 1x and 1.5x, plus scheduling.
+    assert!(cut_after >= Duration::from_millis(500) && cut_after < Duration::from_millis(2000), "{cut_after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,12 +57,13 @@ async fn a_canary_failing_30_percent_is_at_weight_zero_within_3_seconds() {
     let r = rollout(
         "{ weight = 20, bake = \"30s\" }, { weight = 100, bake = \"30s\" }",
         "{ metric = \"error_rate\", max = 0.05, min_samples = 20 }",
-        "interval = \"1s\"\nfailure_threshold = 2",
+        "failure_threshold = 2",
     )
-    .replace("interval = \"250ms\"\n", "");
+    .replace("interval = \"250ms\"", "interval = \"500ms\"");
     let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
     let mut rx = w.weir.subscribe();
-    let started = w.weir.events(Some("web"))[0].at_ms;
+    // First exposure: when user traffic starts reaching the canary.
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let load = Load::start(w.url("/"), 8, Duration::ZERO);
     let rb = wait_event(&mut rx, Duration::from_secs(10), |e| e.kind == EventKind::RolledBack).await;
     assert_eq!(w.weir.route_weight_bp("web"), Some(0), "weight 0 in the same tick");
