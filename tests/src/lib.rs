@@ -204,6 +204,15 @@ canary = "canary"
     )
 }
 
+/// Two named upstreams (`stable`, `canary`) and weir in front of them, with
+/// [`config_text`]'s extras.
+pub async fn named_pair(route_extra: &str, top_extra: &str) -> (Upstream, Upstream, InProcess) {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, route_extra, top_extra)).await;
+    (stable, canary, w)
+}
+
 /// weir running in this process from a config file in a temp dir.
 pub struct InProcess {
     pub weir: weir_proxy::Weir,

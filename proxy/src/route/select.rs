@@ -12,25 +12,15 @@ use weir_control::split::{self, Side, Weight};
 
 use super::{Key, Route};
 
-/// Why a side was chosen (for logs and, later, metrics).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Reason {
-    NoCanary,
-    Forced,
-    Cohort,
-    Sticky,
-    Sequence,
-}
-
 impl Route {
-    pub(crate) fn select(&self, headers: &HeaderMap) -> (Side, Reason) {
+    pub(crate) fn select(&self, headers: &HeaderMap) -> Side {
         if self.canary.is_none() {
-            return (Side::Stable, Reason::NoCanary);
+            return Side::Stable;
         }
         if let Some(force) = &self.force {
             match read_key(force, headers) {
-                Some(v) if v.eq_ignore_ascii_case(b"always") => return (Side::Canary, Reason::Forced),
-                Some(v) if v.eq_ignore_ascii_case(b"never") => return (Side::Stable, Reason::Forced),
+                Some(v) if v.eq_ignore_ascii_case(b"always") => return Side::Canary,
+                Some(v) if v.eq_ignore_ascii_case(b"never") => return Side::Stable,
                 _ => {}
             }
         }
@@ -40,20 +30,20 @@ impl Route {
         if let Some(Some(cohort)) = cohort {
             if let Some(v) = read_key(&cohort.key, headers) {
                 if cohort.values.iter().any(|c| c.as_bytes() == v) {
-                    return (Side::Canary, Reason::Cohort);
+                    return Side::Canary;
                 }
             }
         }
         let weight = self.state.weight();
         if let Some(sticky) = &self.sticky {
             if let Some(key) = read_key(sticky, headers) {
-                return (split::sticky_side(self.salt, key, weight), Reason::Sticky);
+                return split::sticky_side(self.salt, key, weight);
             }
         }
         if weight == Weight::ZERO {
-            return (Side::Stable, Reason::Sequence);
+            return Side::Stable;
         }
-        (split::sequence_side(self.state.next_sequence(), weight), Reason::Sequence)
+        split::sequence_side(self.state.next_sequence(), weight)
     }
 }
 

@@ -123,7 +123,7 @@ async fn forward<'s>(
     let synthetic = parts.headers.remove(&crate::synthetic::HEADER).and_then(|v| shared.synthetic.side_of(&v));
     let side = match synthetic {
         Some(side) if route.canary.is_some() || side == Side::Stable => side,
-        _ => route.select(&parts.headers).0,
+        _ => route.select(&parts.headers),
     };
     outcome.side = Some(side);
     let backend = route.backend(side);

@@ -120,9 +120,7 @@ async fn idle_keep_alive_connections_are_closed_after_idle_but_not_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_get_503() {
-    let stable = Upstream::start("stable", Mode::Named).await;
-    let canary = Upstream::start("canary", Mode::Named).await;
-    let w = InProcess::start(&config_text(stable.addr, canary.addr, "", "[limits]\nmax_connections = 2")).await;
+    let (_stable, _canary, w) = named_pair("", "[limits]\nmax_connections = 2").await;
     let addr = w.weir.data_addr();
     let mut held = Vec::new();
     for _ in 0..2 {

@@ -8,13 +8,6 @@ use tokio::net::TcpStream;
 
 use crate::*;
 
-async fn setup(extra: &str) -> (Upstream, Upstream, InProcess) {
-    let stable = Upstream::start("stable", Mode::Named).await;
-    let canary = Upstream::start("canary", Mode::Named).await;
-    let w = InProcess::start(&config_text(stable.addr, canary.addr, extra, "")).await;
-    (stable, canary, w)
-}
-
 /// Sends raw bytes, returns everything the proxy answers until it closes.
 async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -29,7 +22,7 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_client_reaches_http1_upstream() {
-    let (stable, _c, w) = setup("").await;
+    let (stable, _c, w) = named_pair("", "").await;
     let c = h2c_client();
     let resp = c.request(Request::get(w.url("/h2?x=1")).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
@@ -62,7 +55,7 @@ async fn websocket_echo_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_never_reach_the_upstream() {
-    let (stable, _c, w) = setup("").await;
+    let (stable, _c, w) = named_pair("", "").await;
     let resp = raw(
         w.weir.data_addr(),
         b"GET /p HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive, X-Hop, close\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.example\r\nX-End: kept\r\n\r\n",
@@ -85,7 +78,7 @@ async fn hop_by_hop_headers_never_reach_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_transfer_encoding_is_framed_by_te_alone_and_closes() {
-    let (stable, _c, w) = setup("").await;
+    let (stable, _c, w) = named_pair("", "").await;
     // RFC 9112 §6.3: TE overrides CL; the connection must close after the
     // response, so the bytes after the chunked body are never a request.
     let resp = raw(
@@ -121,7 +114,7 @@ async fn content_length_with_transfer_encoding_is_framed_by_te_alone_and_closes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_header_block_is_431() {
-    let (stable, _c, w) = setup("").await;
+    let (stable, _c, w) = named_pair("", "").await;
     let big = "a".repeat(70_000);
     let resp = raw(w.weir.data_addr(), format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 431"), "{}", &resp[..resp.len().min(200)]);
@@ -133,7 +126,7 @@ async fn oversized_header_block_is_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http11_needs_exactly_one_host() {
-    let (stable, _c, w) = setup("").await;
+    let (stable, _c, w) = named_pair("", "").await;
     let resp = raw(w.weir.data_addr(), b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     let resp = raw(w.weir.data_addr(), b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;

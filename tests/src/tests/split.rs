@@ -4,13 +4,6 @@ use std::collections::HashMap;
 
 use crate::*;
 
-async fn setup(route_extra: &str) -> (Upstream, Upstream, InProcess) {
-    let stable = Upstream::start("stable", Mode::Named).await;
-    let canary = Upstream::start("canary", Mode::Named).await;
-    let w = InProcess::start(&config_text(stable.addr, canary.addr, route_extra, "")).await;
-    (stable, canary, w)
-}
-
 /// Sends one request per key (8 at a time); returns key → side.
 async fn sides(w: &InProcess, header: &str, keys: impl Iterator<Item = String>) -> HashMap<String, String> {
     use futures_util::StreamExt;
@@ -32,7 +25,7 @@ async fn sides(w: &InProcess, header: &str, keys: impl Iterator<Item = String>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_split_is_accurate_stable_and_monotonic() {
-    let (_s, _c, w) = setup("weight = 10\nsticky = { header = \"x-user-id\" }").await;
+    let (_s, _c, w) = named_pair("weight = 10\nsticky = { header = \"x-user-id\" }", "").await;
     let keys = || (0..20_000).map(|i| format!("user-{i}"));
     let at10 = sides(&w, "x-user-id", keys()).await;
     let canary = at10.values().filter(|s| *s == "canary").count();
@@ -63,7 +56,7 @@ async fn sticky_split_is_accurate_stable_and_monotonic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_split_is_exact() {
-    let (stable, canary, w) = setup("weight = 10").await;
+    let (stable, canary, w) = named_pair("weight = 10", "").await;
     let c = client();
     for _ in 0..1000 {
         assert_eq!(get(&c, &w.url("/"), &[]).await.0, 200);
@@ -75,7 +68,7 @@ async fn keyless_split_is_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_header_and_cookie_always_and_never() {
     let (_s, _c, w) =
-        setup("weight = 50\nsticky = { header = \"x-user-id\" }\nforce = { header = \"x-canary\" }").await;
+        named_pair("weight = 50\nsticky = { header = \"x-user-id\" }\nforce = { header = \"x-canary\" }", "").await;
     let c = client();
     for i in 0..50 {
         let id = format!("u{i}");
@@ -96,8 +89,9 @@ async fn force_header_and_cookie_always_and_never() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cohort_goes_to_canary_and_opt_out_beats_it() {
-    let (_s, _c, w) = setup(
+    let (_s, _c, w) = named_pair(
         "force = { header = \"x-canary\" }\n[routes.rollout]\nstages = [{ weight = 0, bake = \"1h\", cohort = { header = \"x-user-group\", values = [\"internal\", \"staff\"] } }, { weight = 100 }]",
+        "",
     )
     .await;
     let c = client();
@@ -151,7 +145,7 @@ stable = "b"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variant_header_tells_the_upstream_its_side() {
-    let (stable, canary, w) = setup("weight = 50\nvariant_header = true").await;
+    let (stable, canary, w) = named_pair("weight = 50\nvariant_header = true", "").await;
     let c = client();
     for _ in 0..4 {
         get(&c, &w.url("/"), &[]).await;

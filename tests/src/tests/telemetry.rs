@@ -113,9 +113,7 @@ async fn windows_measure_latency_and_forget_old_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_are_not_on_the_data_port() {
-    let stable = Upstream::start("stable", Mode::Named).await;
-    let canary = Upstream::start("canary", Mode::Named).await;
-    let w = InProcess::start(&config_text(stable.addr, canary.addr, "weight = 50", "")).await;
+    let (_stable, _canary, w) = named_pair("weight = 50", "").await;
     let c = client();
     for _ in 0..10 {
         get(&c, &w.url("/"), &[]).await;
@@ -149,9 +147,7 @@ async fn metrics_pass_promtool_and_are_not_on_the_data_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_request_count() {
-    let stable = Upstream::start("stable", Mode::Named).await;
-    let canary = Upstream::start("canary", Mode::Named).await;
-    let w = InProcess::start(&config_text(stable.addr, canary.addr, "weight = 25", "")).await;
+    let (_stable, _canary, w) = named_pair("weight = 25", "").await;
     let c = client();
     for _ in 0..40 {
         assert_eq!(get(&c, &w.url("/"), &[]).await.0, 200);
