@@ -84,17 +84,21 @@ pub enum UpstreamErrorKind {
     Protocol,
     /// The backend has no usable address.
     Unavailable,
+    /// The TLS handshake with the upstream failed (untrusted, expired or
+    /// misnamed certificate, client certificate refused, no common version).
+    Tls,
 }
 
 impl UpstreamErrorKind {
     /// Every kind, in label order.
-    pub const ALL: [UpstreamErrorKind; 6] = [
+    pub const ALL: [UpstreamErrorKind; 7] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::ConnectTimeout,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::Reset,
         UpstreamErrorKind::Protocol,
         UpstreamErrorKind::Unavailable,
+        UpstreamErrorKind::Tls,
     ];
 
     /// Index into per-kind arrays.
@@ -111,6 +115,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Reset => "reset",
             UpstreamErrorKind::Protocol => "protocol",
             UpstreamErrorKind::Unavailable => "unavailable",
+            UpstreamErrorKind::Tls => "tls",
         }
     }
 }
@@ -121,7 +126,7 @@ pub struct Counts {
     /// By [`CodeClass::index`].
     pub by_class: [u64; 6],
     /// By [`UpstreamErrorKind::index`] (a subset of the `Error` class).
-    pub by_error: [u64; 6],
+    pub by_error: [u64; UpstreamErrorKind::ALL.len()],
 }
 
 impl Counts {

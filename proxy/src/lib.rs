@@ -37,6 +37,7 @@ mod shadow;
 mod snapshot;
 mod synthetic;
 pub mod telemetry;
+mod tls;
 mod upstream;
 
 pub use rollout::{ActionFailed, ManualAction};

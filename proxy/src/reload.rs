@@ -9,7 +9,8 @@
 //! save by rename and Kubernetes ConfigMap symlink swaps; events are
 //! debounced, and a reload runs only when the file's bytes changed.
 //!
-//! Settings that need a restart (`listen.addr`, `admin.addr`,
+//! Settings that need a restart (`listen.addr`, `admin.addr`, switching
+//! `listen.tls` or `admin.tls` on or off (certificates reload),
 //! `limits.max_connections`, `log.access`, `log.audit`, `state.file`) are logged as such and keep their
 //! running values; everything else applies to new requests at once (and
 //! server settings to new connections).
@@ -89,6 +90,8 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
     for (key, changed) in [
         ("listen.addr", old.listen.addr != cfg.listen.addr),
         ("admin.addr", old.admin.addr != cfg.admin.addr),
+        ("listen.tls (on or off)", old.listen.tls.is_some() != cfg.listen.tls.is_some()),
+        ("admin.tls (on or off)", old.admin.tls.is_some() != cfg.admin.tls.is_some()),
         ("limits.max_connections", old.limits.max_connections != cfg.limits.max_connections),
         ("log.access", old.log.access != cfg.log.access),
         ("log.audit", old.log.audit != cfg.log.audit),
@@ -98,17 +101,27 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
             tracing::warn!("{key} changed: this setting needs a restart; the running value stays");
         }
     }
-    if *old.as_ref() == cfg {
+    // Certificate files can change while the config text does not.
+    let tls_same = prev.tls_digest == crate::tls::digest(&crate::tls::files(&cfg, shared.config_path.as_deref()));
+    if *old.as_ref() == cfg && tls_same {
         shared.admin_token.store(token);
         tracing::info!(generation = prev.generation, "config unchanged");
         shared.telemetry.reload_ok();
         return Ok(prev.generation);
     }
-    let (next, events) =
-        match snapshot::build(Arc::new(cfg), Some(&prev), &shared.telemetry, &shared.faults, None).await {
-            Ok(s) => s,
-            Err(e) => return Err(failed(shared, e.into())),
-        };
+    let (next, events) = match snapshot::build(
+        Arc::new(cfg),
+        shared.config_path.as_deref(),
+        Some(&prev),
+        &shared.telemetry,
+        &shared.faults,
+        None,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return Err(failed(shared, e.into())),
+    };
     let generation = next.generation;
     shared.snapshot.store(Arc::new(next));
     shared.admin_token.store(token);
@@ -119,11 +132,12 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
     Ok(generation)
 }
 
-/// Watches `path` and reloads on change until shutdown.
+/// Watches `path` (and the certificate files it names) and reloads on
+/// change until shutdown.
 pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let parent = |p: &Path| p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok() {
             // Full channel = a reload is already pending: nothing to add.
@@ -137,16 +151,25 @@ pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch
             return;
         }
     };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::warn!("cannot watch {}: {e}; reload with SIGHUP", dir.display());
-        return;
-    }
+    let mut watched: Vec<PathBuf> = Vec::new();
+    let mut watch_dirs = move |watcher: &mut notify::RecommendedWatcher, files: &[PathBuf]| {
+        for dir in files.iter().map(|f| parent(f)) {
+            if !watched.contains(&dir) {
+                match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => watched.push(dir),
+                    Err(e) => tracing::warn!("cannot watch {}: {e}; reload with SIGHUP", dir.display()),
+                }
+            }
+        }
+    };
+    let tls_files = || shared.snapshot.load().tls_files.clone();
+    watch_dirs(&mut watcher, std::slice::from_ref(&path));
+    watch_dirs(&mut watcher, &tls_files());
     tokio::spawn(async move {
-        let _watcher = watcher;
-        // Unknown at first, so the first event always reloads: the file may
+        // Unknown at first, so the first event always reloads: the files may
         // have changed between the initial load and the watch starting.
         // `apply` ignores a reload whose config equals the serving one.
-        let mut last: Option<Vec<u8>> = None;
+        let mut last: Option<(Vec<u8>, u64)> = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -155,13 +178,18 @@ pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch
             // Debounce: editors write in several steps.
             tokio::time::sleep(Duration::from_millis(50)).await;
             while rx.try_recv().is_ok() {}
-            let now = std::fs::read(&path).ok();
-            if now.is_none() || now == last {
-                continue; // mid-rename, or another file in the directory
+            let Ok(text) = std::fs::read(&path) else {
+                continue; // mid-rename
+            };
+            let files = shared.snapshot.load().tls_files.clone();
+            let now = Some((text, crate::tls::digest(&files)));
+            if now == last {
+                continue; // another file in a watched directory
             }
             last = now;
-            tracing::info!("{} changed: reloading", path.display());
+            tracing::info!("{} or a certificate it names changed: reloading", path.display());
             let _ = reload_file(&shared).await;
+            watch_dirs(&mut watcher, &shared.snapshot.load().tls_files);
         }
     });
 }

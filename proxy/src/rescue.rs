@@ -35,9 +35,10 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Injected(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             ProxyError::Upstream(k) => match k {
-                UpstreamErrorKind::Connect | UpstreamErrorKind::Reset | UpstreamErrorKind::Protocol => {
-                    StatusCode::BAD_GATEWAY
-                }
+                UpstreamErrorKind::Connect
+                | UpstreamErrorKind::Reset
+                | UpstreamErrorKind::Protocol
+                | UpstreamErrorKind::Tls => StatusCode::BAD_GATEWAY,
                 UpstreamErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             },
@@ -56,6 +57,7 @@ impl ProxyError {
                 UpstreamErrorKind::Reset => "weir: upstream connection reset\n",
                 UpstreamErrorKind::Protocol => "weir: invalid upstream response\n",
                 UpstreamErrorKind::Unavailable => "weir: no upstream address available\n",
+                UpstreamErrorKind::Tls => "weir: upstream TLS handshake failed\n",
             },
         }
     }

@@ -95,11 +95,8 @@ pub(crate) fn spawn(
         return None;
     }
     let endpoint = canary.pick()?;
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(endpoint.endpoint().authority.clone());
-    uri.path_and_query = parts.uri.path_and_query().cloned();
-    let mut req = Request::builder().method(parts.method.clone()).uri(http::Uri::from_parts(uri).ok()?);
+    let uri = canary.uri(endpoint.endpoint(), parts.uri.path_and_query().cloned())?;
+    let mut req = Request::builder().method(parts.method.clone()).uri(uri);
     if let Some(h) = req.headers_mut() {
         *h = parts.headers.clone();
         h.insert(HEADER.clone(), HeaderValue::from_static("1"));
@@ -114,7 +111,7 @@ pub(crate) fn spawn(
     let epoch = counters.epoch.load(Ordering::Relaxed);
     tokio::spawn(async move {
         let started = Instant::now();
-        let sent = tokio::time::timeout(snap.timeouts.upstream_response, snap.client.request(req)).await;
+        let sent = tokio::time::timeout(snap.timeouts.upstream_response, canary.send(&snap.client, req)).await;
         let answer = match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status();

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -37,6 +38,13 @@ pub(crate) struct Snapshot {
     client_settings: ClientSettings,
     pub(crate) server: auto::Builder<TokioExecutor>,
     pub(crate) timeouts: Timeouts,
+    /// TLS on the data listener (`listen.tls`).
+    pub(crate) listen_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS on the admin listener (`admin.tls`).
+    pub(crate) admin_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Every TLS file the config names, and a digest of their contents.
+    pub(crate) tls_files: Vec<std::path::PathBuf>,
+    pub(crate) tls_digest: u64,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -90,9 +98,50 @@ fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// A backend's own client, reused from `prev` when its settings and TLS
+/// files are unchanged (so its pool survives reloads).
+fn dedicated_client(
+    name: &str,
+    b: &weir_control::config::Backend,
+    settings: ClientSettings,
+    base: Option<&Path>,
+    prev: Option<&Snapshot>,
+) -> Result<Option<(client::Dedicated, u64)>, BuildError> {
+    use std::hash::{Hash, Hasher};
+    if b.tls.is_none() && !b.http2 {
+        return Ok(None);
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&b.tls, b.http2, settings).hash(&mut h);
+    if let Some(t) = &b.tls {
+        crate::tls::digest(&crate::tls::backend_files(t, base)).hash(&mut h);
+    }
+    let key = h.finish();
+    let old = prev.and_then(|p| {
+        p.routes.routes().iter().flat_map(|r| std::iter::once(&r.stable).chain(&r.canary)).find(|o| &*o.name == name)
+    });
+    if let Some(c) = old.filter(|o| o.client_key == key).and_then(|o| o.client.as_ref()) {
+        return Ok(Some((c.clone(), key)));
+    }
+    let at = format!("backends.{name}.tls");
+    let tls = match &b.tls {
+        None => None,
+        Some(t) => {
+            let cc = crate::tls::client_config(t, b.http2, base, &at).map_err(BuildError::Other)?;
+            let host = t.server_name.clone().or_else(|| b.addrs.first().map(|a| a.host.clone())).unwrap_or_default();
+            let name = rustls_pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| BuildError::Other(format!("{at}.server_name: \"{host}\": {e}")))?;
+            Some((cc, name))
+        }
+    };
+    Ok(Some((client::build_dedicated(settings, tls), key)))
+}
+
 /// Builds the snapshot for `cfg`, reusing what `prev` has for unchanged parts.
+/// Relative file names (certificates) are relative to `config_path`'s directory.
 pub(crate) async fn build(
     cfg: Arc<Config>,
+    config_path: Option<&Path>,
     prev: Option<&Snapshot>,
     telemetry: &Telemetry,
     faults: &Faults,
@@ -101,6 +150,7 @@ pub(crate) async fn build(
     let config_hash = weir_control::fingerprint(&*cfg);
     let mut events = Vec::new();
     let mut backends: HashMap<&str, Arc<Backend>> = HashMap::new();
+    let settings = ClientSettings { connect_timeout: cfg.timeouts.connect, pool_idle: cfg.timeouts.upstream_idle };
     for (name, b) in &cfg.backends {
         let mut addrs = Vec::new();
         for a in &b.addrs {
@@ -108,7 +158,10 @@ pub(crate) async fn build(
         }
         let old_fault = prev.and_then(|p| p.config.backends.get(name)).and_then(|b| b.fault.as_ref());
         faults.configure(name, old_fault, b.fault.as_ref());
-        let backend = Backend::new(name, &addrs, faults.slot(name)).map_err(BuildError::Other)?;
+        let mut backend = Backend::new(name, &addrs, faults.slot(name)).map_err(BuildError::Other)?;
+        if let Some((c, key)) = dedicated_client(name, b, settings, config_path, prev)? {
+            backend = backend.with_client(c, key);
+        }
         backends.insert(name.as_str(), Arc::new(backend));
     }
 
@@ -191,13 +244,25 @@ pub(crate) async fn build(
     telemetry.retain(&in_use);
     telemetry.set_keep(cfg.telemetry.window_max);
 
-    let settings = ClientSettings { connect_timeout: cfg.timeouts.connect, pool_idle: cfg.timeouts.upstream_idle };
     let client = match prev {
         Some(p) if p.client_settings == settings => p.client.clone(),
         _ => client::build(settings),
     };
+    let listen_tls = match &cfg.listen.tls {
+        Some(t) => Some(crate::tls::acceptor(t, config_path, "listen.tls").map_err(BuildError::Other)?),
+        None => None,
+    };
+    let admin_tls = match &cfg.admin.tls {
+        Some(t) => Some(crate::tls::acceptor(t, config_path, "admin.tls").map_err(BuildError::Other)?),
+        None => None,
+    };
+    let tls_files = crate::tls::files(&cfg, config_path);
     let snapshot = Snapshot {
         generation: prev.map_or(1, |p| p.generation + 1),
+        listen_tls,
+        admin_tls,
+        tls_digest: crate::tls::digest(&tls_files),
+        tls_files,
         server: server_builder(&cfg),
         timeouts: cfg.timeouts.clone(),
         routes: RouteTable::new(routes),

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 pub mod browser;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 /// What a test upstream does with a request.
 #[derive(Clone, Copy, Debug)]

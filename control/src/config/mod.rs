@@ -94,8 +94,53 @@ pub struct Config {
 /// `[listen]`
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listen {
-    /// Address of the data-plane listener (HTTP/1.1 and h2c on one port).
+    /// Address of the data-plane listener (HTTP/1.1 and h2c on one port,
+    /// or HTTP/1.1 and h2 by ALPN when `tls` is set).
     pub addr: SocketAddr,
+    /// TLS termination; with it the port speaks TLS only.
+    pub tls: Option<ServerTls>,
+}
+
+/// A certificate chain and its private key, as PEM files (relative paths
+/// are relative to the config file's directory).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CertPair {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `listen.tls` / `admin.tls`: server certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// Served when the client sends no SNI name or one that no `sni` entry
+    /// lists.
+    pub default: CertPair,
+    /// Certificates chosen by the SNI name (exact, or `*.example.com`
+    /// matching one label).
+    pub sni: Vec<SniCert>,
+}
+
+/// One `[[listen.tls.sni]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SniCert {
+    /// Server names (lower-case), exact or `*.suffix`.
+    pub names: Vec<String>,
+    /// The certificate served for them.
+    pub pair: CertPair,
+}
+
+/// `backends.NAME.tls`: TLS to the upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// CA bundle to verify the upstream against; the system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// Name sent in SNI and verified in the certificate; the host of the
+    /// first address when absent.
+    pub server_name: Option<String>,
+    /// Client certificate for mutual TLS.
+    pub client: Option<CertPair>,
 }
 
 /// `[admin]`
@@ -105,6 +150,8 @@ pub struct Admin {
     pub addr: SocketAddr,
     /// File holding the bearer token for mutating admin calls.
     pub token_file: Option<PathBuf>,
+    /// Serve the admin API and dashboard over TLS.
+    pub tls: Option<ServerTls>,
 }
 
 /// `[timeouts]`
@@ -122,6 +169,8 @@ pub struct Timeouts {
     pub upstream_idle: Duration,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     pub shutdown_grace: Duration,
+    /// A downstream TLS handshake must finish within this (from accept).
+    pub tls_handshake: Duration,
 }
 
 /// `[limits]`
@@ -189,6 +238,12 @@ pub struct Backend {
     pub version: Option<String>,
     /// Fault injection (chaos and game days).
     pub fault: Option<Fault>,
+    /// TLS to the upstream (`tls = true` or a table); never falls back to
+    /// plaintext.
+    pub tls: Option<UpstreamTls>,
+    /// Speak HTTP/2 to the upstream: offered by ALPN with TLS, prior
+    /// knowledge (h2c) without.
+    pub http2: bool,
 }
 
 /// Faults injected into a share of a backend's requests. Aborts are answered

@@ -64,17 +64,109 @@ fn listen(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Listen {
         Some(t) => socket_addr(ctx, t, "addr", "127.0.0.1:8080"),
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
     };
+    let tls = t.as_mut().and_then(|t| server_tls(ctx, t));
     if let Some(t) = t {
         t.finish(ctx);
     }
-    Listen { addr }
+    Listen { addr, tls }
+}
+
+/// `cert = "…", key = "…"`, both required.
+fn cert_pair(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<CertPair> {
+    let cert = t.required_string(ctx, "cert");
+    let key = t.required_string(ctx, "key");
+    for (k, v) in [("cert", &cert), ("key", &key)] {
+        if v.as_deref() == Some("") {
+            ctx.error(&t.key_path(k), Some(&t.span), "must not be empty");
+            return None;
+        }
+    }
+    Some(CertPair { cert: PathBuf::from(cert?), key: PathBuf::from(key?) })
+}
+
+/// A server name as written in SNI: lower-case DNS labels, optionally
+/// starting with the `*.` wildcard.
+fn server_name_ok(name: &str, wildcard: bool) -> bool {
+    let rest = match name.strip_prefix("*.") {
+        Some(rest) if wildcard => rest,
+        _ => name,
+    };
+    !rest.is_empty()
+        && rest.len() <= 253
+        && rest.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// `tls = { cert, key, sni = [{ names, cert, key }, …] }` of a listener.
+fn server_tls(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<ServerTls> {
+    let mut t = parent.table(ctx, "tls")?;
+    let default = cert_pair(ctx, &mut t);
+    let mut sni = Vec::new();
+    if let Some(list) = t.array(ctx, "sni") {
+        for (i, v) in list.iter().enumerate() {
+            let path = format!("{}[{i}]", t.key_path("sni"));
+            let Some(mut e) = Table::from_value(ctx, path.clone(), v) else { continue };
+            let mut names = Vec::new();
+            match e.array(ctx, "names") {
+                Some(list) if !list.is_empty() => {
+                    for (j, n) in list.iter().enumerate() {
+                        let p = format!("{path}.names[{j}]");
+                        let Some(n) = as_str(ctx, &p, n) else { continue };
+                        let lower = n.to_ascii_lowercase();
+                        if server_name_ok(&lower, true) {
+                            names.push(lower);
+                        } else {
+                            ctx.error(&p, Some(&v.span()), format!("\"{n}\" is not a DNS name (or *.name)"));
+                        }
+                    }
+                }
+                _ => ctx.error(&e.key_path("names"), Some(&e.span), "is required (one or more server names)"),
+            }
+            let pair = cert_pair(ctx, &mut e);
+            e.finish(ctx);
+            if let Some(pair) = pair {
+                sni.push(SniCert { names, pair });
+            }
+        }
+    }
+    t.finish(ctx);
+    Some(ServerTls { default: default?, sni })
+}
+
+/// `tls = true | false | { ca, server_name, cert, key }` of a backend.
+fn upstream_tls(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<UpstreamTls> {
+    let v = parent.get("tls")?;
+    let path = parent.key_path("tls");
+    if let DeValue::Boolean(on) = v.get_ref() {
+        return on.then(UpstreamTls::default);
+    }
+    let mut t = Table::from_value(ctx, path, v)?;
+    let ca = t.string(ctx, "ca").map(PathBuf::from);
+    let server_name = t.string(ctx, "server_name").map(|n| n.to_ascii_lowercase());
+    if let Some(n) = &server_name {
+        if !server_name_ok(n, false) && n.parse::<std::net::IpAddr>().is_err() {
+            ctx.error(&t.key_path("server_name"), Some(&t.span), format!("\"{n}\" is not a DNS name or IP address"));
+        }
+    }
+    let client = match (t.get("cert").is_some(), t.get("key").is_some()) {
+        (false, false) => None,
+        _ => cert_pair(ctx, &mut t),
+    };
+    t.finish(ctx);
+    Some(UpstreamTls { ca, server_name, client })
 }
 
 fn admin(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Admin {
-    let mut admin = Admin { addr: SocketAddr::from(([127, 0, 0, 1], 9901)), token_file: None };
+    let mut admin = Admin { addr: SocketAddr::from(([127, 0, 0, 1], 9901)), token_file: None, tls: None };
     if let Some(mut t) = top.table(ctx, "admin") {
         admin.addr = socket_addr(ctx, &mut t, "addr", "127.0.0.1:9901");
         admin.token_file = t.string(ctx, "token_file").map(PathBuf::from);
+        admin.tls = server_tls(ctx, &mut t);
         if !admin.addr.ip().is_loopback() && admin.token_file.is_none() {
             ctx.error(
                 &t.key_path("addr"),
@@ -98,6 +190,7 @@ fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
         idle: Duration::from_secs(60),
         upstream_idle: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(30),
+        tls_handshake: Duration::from_secs(10),
     };
     if let Some(mut t) = top.table(ctx, "timeouts") {
         for (key, slot) in [
@@ -107,6 +200,7 @@ fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
             ("idle", &mut out.idle),
             ("upstream_idle", &mut out.upstream_idle),
             ("shutdown_grace", &mut out.shutdown_grace),
+            ("tls_handshake", &mut out.tls_handshake),
         ] {
             if let Some(d) = t.duration(ctx, key) {
                 if d.is_zero() && key != "shutdown_grace" {
@@ -266,8 +360,10 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
             f.finish(ctx);
             fault
         });
+        let tls = upstream_tls(ctx, &mut t);
+        let http2 = t.boolean(ctx, "http2").unwrap_or(false);
         t.finish(ctx);
-        out.insert(name.to_string(), Backend { addrs, version, fault });
+        out.insert(name.to_string(), Backend { addrs, version, fault, tls, http2 });
     }
     if out.is_empty() {
         ctx.error("backends", Some(&all.span), "at least one backend is required");

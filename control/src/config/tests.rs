@@ -194,3 +194,67 @@ fn variant_header_forms() {
     let bad = MINIMAL.replace("weight = 12.5", "weight = 12.5\nvariant_header = \"a b\"");
     assert!(errors(&bad)[0].contains("is not a valid header name"));
 }
+
+#[test]
+fn tls_settings_parse_and_are_checked() {
+    let src = r#"
+[listen]
+addr = "127.0.0.1:8443"
+tls = { cert = "edge.pem", key = "edge.key", sni = [{ names = ["API.example.com", "*.internal"], cert = "api.pem", key = "api.key" }] }
+[admin]
+tls = { cert = "admin.pem", key = "admin.key" }
+[timeouts]
+tls_handshake = "3s"
+[backends.stable]
+addrs = ["127.0.0.1:9001"]
+tls = true
+http2 = true
+[backends.canary]
+addrs = ["127.0.0.1:9002"]
+tls = { ca = "ca.pem", server_name = "canary.internal", cert = "client.pem", key = "client.key" }
+[backends.plain]
+addrs = ["127.0.0.1:9003"]
+tls = false
+[[routes]]
+name = "web"
+stable = "stable"
+canary = "canary"
+"#;
+    let c = parse(src).unwrap();
+    let tls = c.listen.tls.as_ref().unwrap();
+    assert_eq!(tls.default.cert, PathBuf::from("edge.pem"));
+    assert_eq!(tls.sni[0].names, ["api.example.com", "*.internal"]);
+    assert_eq!(c.admin.tls.as_ref().unwrap().default.key, PathBuf::from("admin.key"));
+    assert_eq!(c.timeouts.tls_handshake, Duration::from_secs(3));
+    assert_eq!(c.backends["stable"].tls, Some(UpstreamTls::default()));
+    assert!(c.backends["stable"].http2);
+    let canary = c.backends["canary"].tls.as_ref().unwrap();
+    assert_eq!(canary.server_name.as_deref(), Some("canary.internal"));
+    assert_eq!(canary.client.as_ref().unwrap().cert, PathBuf::from("client.pem"));
+    assert_eq!(c.backends["plain"].tls, None);
+    assert!(!c.backends["plain"].http2);
+
+    let bad = errors(
+        r#"
+[listen]
+tls = { cert = "edge.pem", sni = [{ names = ["bad name"], cert = "a.pem", key = "a.key" }, { cert = "b.pem", key = "b.key" }] }
+[backends.b]
+addrs = ["127.0.0.1:9001"]
+tls = { server_name = "no_underscores", cert = "c.pem", verify = false }
+[[routes]]
+name = "r"
+stable = "b"
+"#,
+    );
+    let all = bad.join("\n");
+    for want in [
+        "listen.tls.key: is required",
+        "listen.tls.sni[0].names[0]: \"bad name\" is not a DNS name",
+        "listen.tls.sni[1].names: is required",
+        "backends.b.tls.server_name: \"no_underscores\" is not a DNS name",
+        "backends.b.tls.key: is required",
+        "backends.b.tls.verify: unknown key",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+}

@@ -39,27 +39,49 @@ pub(crate) async fn serve(
     tracker: TaskTracker,
 ) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut tls = crate::tls::ListenerTls::new(shared.snapshot.load().admin_tls.as_ref());
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => return,
             pair = crate::server::accept(&listener, "admin") => pair,
         };
-        let (shared, builder, mut shutdown) = (shared.clone(), builder.clone(), shutdown.clone());
+        let (shared, builder, shutdown) = (shared.clone(), builder.clone(), shutdown.clone());
+        let acceptor = tls.next(shared.snapshot.load().admin_tls.as_ref());
         tracker.spawn(async move {
-            let svc = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&shared, peer, req).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            match acceptor {
+                None => serve_conn(shared, builder, stream, peer, shutdown).await,
+                Some(acceptor) => {
+                    let timeout = shared.snapshot.load().timeouts.tls_handshake;
+                    if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
+                        serve_conn(shared, builder, tls, peer, shutdown).await;
+                    }
                 }
             }
         });
+    }
+}
+
+async fn serve_conn<S>(
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: S,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(&shared, peer, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

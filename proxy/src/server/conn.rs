@@ -181,16 +181,17 @@ impl Drop for RequestGuard {
 }
 
 pin_project_lite::pin_project! {
-    /// The TCP stream, noticing the first byte of each request head.
-    struct TrackedIo {
+    /// The connection's stream (TCP or TLS), noticing the first byte of
+    /// each request head.
+    struct TrackedIo<S> {
         #[pin]
-        inner: TcpStream,
+        inner: S,
         ctx: Arc<ConnCtx>,
         first_read: bool,
     }
 }
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead> AsyncRead for TrackedIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
@@ -206,7 +207,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncWrite> AsyncWrite for TrackedIo<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
@@ -232,14 +233,36 @@ impl AsyncWrite for TrackedIo {
     }
 }
 
-/// Serves one accepted connection until it closes, times out, or drains.
+/// Serves one accepted connection (after the TLS handshake when `tls` is
+/// set) until it closes, times out, or drains.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    match tls {
+        None => serve_http(shared, stream, peer, permit, shutdown).await,
+        Some(acceptor) => {
+            let timeout = shared.snapshot.load().timeouts.tls_handshake;
+            if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
+                serve_http(shared, tls, peer, permit, shutdown).await;
+            }
+        }
+    }
+}
+
+async fn serve_http<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _permit = permit;
     let ctx = Arc::new(ConnCtx::new(peer, shared.epoch));
     let io = TokioIo::new(TrackedIo { inner: stream, ctx: ctx.clone(), first_read: true });

@@ -109,7 +109,8 @@ impl Weir {
         };
         let restored = state_file.as_deref().map(crate::rollout::load_state);
         let faults = crate::upstream::fault::Faults::default();
-        let (snap, events) = snapshot::build(cfg.clone(), None, &telemetry, &faults, restored.as_ref()).await?;
+        let (snap, events) =
+            snapshot::build(cfg.clone(), config_path.as_deref(), None, &telemetry, &faults, restored.as_ref()).await?;
         let audit = Audit::open(&in_config_dir(&cfg.log.audit)).map_err(StartError::AuditLog)?;
         let admin_token = match &cfg.admin.token_file {
             Some(f) => Some(Arc::new(crate::admin::auth::read_token(&relative(f)).map_err(StartError::Token)?)),
@@ -322,6 +323,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     tracker: TaskTracker,
 ) {
+    let mut tls = crate::tls::ListenerTls::new(shared.snapshot.load().listen_tls.as_ref());
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -330,7 +332,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
-                tracker.spawn(conn::serve(shared.clone(), stream, peer, permit, shutdown.clone()));
+                let acceptor = tls.next(shared.snapshot.load().listen_tls.as_ref());
+                tracker.spawn(conn::serve(shared.clone(), stream, peer, permit, shutdown.clone(), acceptor));
             }
             Err(_) => {
                 tracing::warn!(%peer, "limits.max_connections reached: refusing connection");

@@ -4,8 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Parts as UriParts, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -157,13 +156,9 @@ async fn forward<'s>(
         parts.headers.insert(name.clone(), v);
     }
 
-    let mut uri = UriParts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(endpoint.endpoint().authority.clone());
-    uri.path_and_query = Some(
-        std::mem::take(&mut parts.uri).into_parts().path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("weir: invalid request target\n"))?;
+    parts.uri = backend
+        .uri(endpoint.endpoint(), std::mem::take(&mut parts.uri).into_parts().path_and_query)
+        .ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
     parts.version = Version::HTTP_11;
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);
@@ -200,7 +195,7 @@ async fn forward<'s>(
         downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     }
 
-    let sent = tokio::time::timeout(snap.timeouts.upstream_response, snap.client.request(up_req)).await;
+    let sent = tokio::time::timeout(snap.timeouts.upstream_response, backend.send(&snap.client, up_req)).await;
     let mut resp = match sent {
         Err(_elapsed) => return Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {

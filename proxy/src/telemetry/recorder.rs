@@ -29,7 +29,7 @@ use weir_control::sample::{bucket, CodeClass, Counts, Latency, UpstreamErrorKind
 #[derive(Debug)]
 pub(crate) struct Handles {
     pub(crate) requests: [Counter; 6],
-    pub(crate) errors: [Counter; 6],
+    pub(crate) errors: [Counter; UpstreamErrorKind::ALL.len()],
     pub(crate) duration: Histogram,
 }
 
@@ -37,7 +37,7 @@ pub(crate) struct Handles {
 #[derive(Debug)]
 struct Shard {
     class: [AtomicU64; 6],
-    error: [AtomicU64; 6],
+    error: [AtomicU64; UpstreamErrorKind::ALL.len()],
     recorded: AtomicU64,
     buckets: Box<[AtomicU64]>,
 }

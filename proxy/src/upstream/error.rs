@@ -9,6 +9,9 @@ pub(crate) use weir_control::sample::UpstreamErrorKind;
 /// Classifies an error of the pooled client.
 pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
     let io_kind = sources(err).find_map(|e| e.downcast_ref::<io::Error>().map(io::Error::kind));
+    if crate::tls::is_tls_error(err) {
+        return UpstreamErrorKind::Tls;
+    }
     if err.is_connect() {
         return match io_kind {
             Some(io::ErrorKind::TimedOut) => UpstreamErrorKind::ConnectTimeout,

@@ -1,5 +1,5 @@
 //! Upstream backends: their addresses, the balancing policy, the pooled
-//! HTTP/1.1 client, and the classification of upstream failures.
+//! clients, and the classification of upstream failures.
 //!
 //! **Balancing: power of two choices over in-flight requests (P2C).** Each
 //! request samples two addresses at random and takes the one with fewer
@@ -38,6 +38,13 @@ pub(crate) struct Backend {
     /// Fault injection slot (shared with the admin API, survives reloads).
     pub(crate) fault: Arc<fault::Slot>,
     endpoints: Box<[Arc<Endpoint>]>,
+    /// `https` for TLS backends.
+    pub(crate) scheme: http::uri::Scheme,
+    /// The backend's own client (TLS or HTTP/2); `None` = the shared one.
+    pub(crate) client: Option<client::Dedicated>,
+    /// What `client` was built from (settings and file contents), so that
+    /// a reload reuses it, and its pool, when nothing changed.
+    pub(crate) client_key: u64,
 }
 
 /// Counts a request as in flight on its endpoint until dropped.
@@ -63,7 +70,45 @@ impl Backend {
             let authority: Authority = addr.to_string().parse().map_err(|e| format!("address {addr}: {e}"))?;
             endpoints.push(Arc::new(Endpoint { addr: *addr, authority, inflight: AtomicU32::new(0) }));
         }
-        Ok(Backend { name: name.into(), fault, endpoints: endpoints.into_boxed_slice() })
+        Ok(Backend {
+            name: name.into(),
+            fault,
+            endpoints: endpoints.into_boxed_slice(),
+            scheme: http::uri::Scheme::HTTP,
+            client: None,
+            client_key: 0,
+        })
+    }
+
+    /// The upstream URI of a request to `ep`.
+    pub(crate) fn uri(&self, ep: &Endpoint, path: Option<http::uri::PathAndQuery>) -> Option<http::Uri> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(ep.authority.clone());
+        uri.path_and_query = Some(path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        http::Uri::from_parts(uri).ok()
+    }
+
+    /// Sends through the backend's own client, or else the `shared` one.
+    pub(crate) fn send(
+        &self,
+        shared: &client::HttpClient,
+        req: http::Request<crate::body::UpstreamBody>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        match &self.client {
+            Some(c) => c.request(req),
+            None => shared.request(req),
+        }
+    }
+
+    /// Gives the backend its own client (`tls` selects `https` URIs).
+    pub(crate) fn with_client(mut self, client: client::Dedicated, key: u64) -> Self {
+        if matches!(client, client::Dedicated::Tls(_)) {
+            self.scheme = http::uri::Scheme::HTTPS;
+        }
+        self.client = Some(client);
+        self.client_key = key;
+        self
     }
 
     /// Picks an endpoint (P2C, see the module doc), or `None` if there is none.

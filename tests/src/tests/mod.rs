@@ -12,3 +12,4 @@ mod split;
 mod streaming;
 mod synthetic;
 mod telemetry;
+mod tls;
