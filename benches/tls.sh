@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# TLS benchmark: weir vs nginx terminating TLS with the same certificate.
+#
+#   benches/tls.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 5 s)
+#
+# One ECDSA P-256 certificate (openssl), one plain nginx upstream on core 0
+# with wrk; each proxy (one worker) on core 1 terminates TLS 1.3 and proxies
+# to the upstream over keep-alive HTTP/1.1. Two measurements per round,
+# interleaved (A B, B A, ...):
+#   * handshakes: wrk -c16 with "Connection: close", so every request is a
+#     new TCP connection and a full TLS handshake (wrk does not resume);
+#   * throughput: wrk -c64 on keep-alive TLS connections.
+# Reports req/s and CPU µs per request (utime+stime of the proxy / requests),
+# and the weir/nginx ratios. Loopback only; processes stopped by PID on exit.
+# Needs: nginx, wrk, openssl (Debian packages), a release build of weir.
+set -euo pipefail
+ROUNDS=${1:-3}
+SECS=${2:-5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WEIR=${WEIR:-$ROOT/target/release/weir}
+for t in nginx wrk openssl; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light wrk openssl)"; exit 2; }; done
+[ -x "$WEIR" ] || (cd "$ROOT" && cargo build --release -q -p weir-proxy)
+NGINX=$(command -v nginx)
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); P_NGINX=$(free_port); P_WEIR=$(free_port); P_ADMIN=$(free_port)
+HZ=$(getconf CLK_TCK)
+BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+
+mkdir -p "$WORK/up" "$WORK/px"
+cat > "$WORK/up/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $WORK/up/nginx.pid; error_log $WORK/up/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "$BODY"; } } }
+CONF
+taskset -c 0 "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+
+cat > "$WORK/px/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $WORK/px/nginx.pid; error_log $WORK/px/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$P_NGINX ssl;
+    ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+taskset -c 1 "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" & NGINX_PID=$!; PIDS+=($NGINX_PID)
+
+cat > "$WORK/weir.toml" <<CONF
+[listen]
+addr = "127.0.0.1:$P_WEIR"
+tls = { cert = "cert.pem", key = "key.pem" }
+[admin]
+addr = "127.0.0.1:$P_ADMIN"
+[backends.app]
+addrs = ["127.0.0.1:$UP"]
+[[routes]]
+name = "bench"
+stable = "app"
+CONF
+RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/weir.toml" --workers 1 & WEIR_PID=$!; PIDS+=($WEIR_PID)
+
+wait_port() { for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not up"; exit 1; }
+wait_port "$P_NGINX"; wait_port "$P_WEIR"
+
+ticks() { # utime+stime of a pid and its children (nginx's worker)
+  local total=0
+  for p in $1 $(pgrep -P "$1" || true); do
+    read -r -a f < "/proc/$p/stat"; total=$((total + f[13] + f[14]))
+  done
+  echo $total
+}
+
+run_one() { # mode port pid → "rps us_per_req"
+  local t0 t1 out reqs rps args
+  if [ "$1" = handshake ]; then args=(-c16 -H "Connection: close"); else args=(-c64); fi
+  t0=$(ticks "$3")
+  out=$(taskset -c 0 wrk -t1 "${args[@]}" -d"${SECS}s" "https://127.0.0.1:$2/")
+  t1=$(ticks "$3")
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  local errs; errs=$(echo "$out" | awk '/Socket errors|Non-2xx/ {print}')
+  [ -z "$errs" ] || echo "  ($1 $2: $errs)" >&2
+  echo "$rps $(python3 -c "print(round(($t1-$t0)/$HZ*1e6/$reqs, 2))")"
+}
+
+taskset -c 0 wrk -t1 -c16 -d1s "https://127.0.0.1:$P_NGINX/" >/dev/null
+taskset -c 0 wrk -t1 -c16 -d1s "https://127.0.0.1:$P_WEIR/" >/dev/null
+
+echo "round mode contender req/s cpu_us_per_req"
+: > "$WORK/results"
+for r in $(seq "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then order="nginx weir"; else order="weir nginx"; fi
+  for mode in handshake keepalive; do
+    for c in $order; do
+      case $c in
+        nginx) res=$(run_one $mode "$P_NGINX" "$NGINX_PID") ;;
+        weir) res=$(run_one $mode "$P_WEIR" "$WEIR_PID") ;;
+      esac
+      echo "$r $mode $c $res" | tee -a "$WORK/results"
+    done
+  done
+done
+python3 - "$WORK/results" <<'PY'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1])]
+for mode in ("handshake", "keepalive"):
+    med = {}
+    for c in ("nginx", "weir"):
+        rs = [r for r in rows if r[1] == mode and r[2] == c]
+        med[c] = (statistics.median(float(r[3]) for r in rs), statistics.median(float(r[4]) for r in rs))
+        print(f"median {mode:9} {c:5} {med[c][0]:>9.0f} req/s  {med[c][1]:8.2f} CPU us/req")
+    print(f"{mode}: weir/nginx throughput {med['weir'][0]/med['nginx'][0]:.2f}x, CPU per request {med['weir'][1]/med['nginx'][1]:.2f}x")
+PY
