@@ -53,6 +53,8 @@ impl AccessLog {
             Some(ProxyError::BadRequest(_)) => Some("bad_request"),
             Some(ProxyError::NoRoute) => Some("no_route"),
             Some(ProxyError::Injected(_)) => Some("injected"),
+            Some(ProxyError::BodyTimeout) => Some("body_timeout"),
+            Some(ProxyError::Overloaded) => Some("overloaded"),
             None => None,
         };
         let line = serde_json::json!({

@@ -1,51 +1,125 @@
 //! Body types on both legs of the proxy. Enums rather than boxed trait
 //! objects, so nothing is allocated per request to erase a type.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::server::RequestGuard;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Body of a request sent upstream.
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
-    /// The downstream request body, streamed through.
-    Incoming(Incoming),
+    /// The downstream request body, streamed through, with the
+    /// `timeouts.body_read` timer between its pieces.
+    Incoming(TimedBody),
     /// A body already read (shadowed requests send it twice).
     Bytes(Option<Bytes>),
+}
+
+/// A downstream body whose client must keep sending: if no piece arrives
+/// for `timeout` while the upstream waits for one, the body fails with
+/// [`BodyReadTimeout`]. The timer is allocated only when a read has to
+/// wait, so bodies that arrive with their head cost nothing.
+#[derive(Debug)]
+pub(crate) struct TimedBody {
+    /// A first piece read before forwarding (see [`UpstreamBody::incoming`]).
+    first: Option<Frame<Bytes>>,
+    body: Incoming,
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+/// The client stopped sending its request body (see [`TimedBody`]).
+#[derive(Debug)]
+pub(crate) struct BodyReadTimeout;
+
+impl std::fmt::Display for BodyReadTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body not received within timeouts.body_read")
+    }
+}
+
+impl std::error::Error for BodyReadTimeout {}
+
+/// Whether an upstream failure was caused by the client's body timing out.
+pub(crate) fn is_body_timeout(err: &hyper_util::client::legacy::Error) -> bool {
+    crate::upstream::error::chain_has::<BodyReadTimeout>(err)
 }
 
 impl UpstreamBody {
     pub(crate) fn bytes(b: Bytes) -> Self {
         UpstreamBody::Bytes(if b.is_empty() { None } else { Some(b) })
     }
+
+    /// `first` is a piece already read from `body`, sent before the rest.
+    pub(crate) fn incoming(body: Incoming, timeout: Duration, first: Option<Frame<Bytes>>) -> Self {
+        UpstreamBody::Incoming(TimedBody { first, body, timeout, timer: None, armed: false })
+    }
+}
+
+impl TimedBody {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(f) = self.first.take() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(r) => {
+                self.armed = false;
+                Poll::Ready(r.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + self.timeout;
+                let timer = match &mut self.timer {
+                    Some(t) => {
+                        if !self.armed {
+                            t.as_mut().reset(deadline);
+                        }
+                        t
+                    }
+                    None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                self.armed = true;
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyReadTimeout.into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Incoming(b) => b.poll(cx),
             UpstreamBody::Bytes(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Incoming(b) => b.is_end_stream(),
+            UpstreamBody::Incoming(b) => b.first.is_none() && b.body.is_end_stream(),
             UpstreamBody::Bytes(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Incoming(b) => b.size_hint(),
+            UpstreamBody::Incoming(b) if b.first.is_none() => b.body.size_hint(),
+            UpstreamBody::Incoming(_) => SizeHint::default(),
             UpstreamBody::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

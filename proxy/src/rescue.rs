@@ -26,12 +26,18 @@ pub(crate) enum ProxyError {
     Upstream(UpstreamErrorKind),
     /// Fault injection answered instead of the upstream.
     Injected(u16),
+    /// The client stopped sending its request body for `timeouts.body_read`.
+    BodyTimeout,
+    /// `limits.max_requests_in_flight` reached.
+    Overloaded,
 }
 
 impl ProxyError {
     pub(crate) fn status(self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Injected(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             ProxyError::Upstream(k) => match k {
@@ -49,6 +55,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute => "weir: no route for this host and path\n",
+            ProxyError::BodyTimeout => "weir: request body not received in time\n",
+            ProxyError::Overloaded => "weir: too many requests in flight, retry later\n",
             ProxyError::Injected(_) => "weir: injected fault\n",
             ProxyError::Upstream(k) => match k {
                 UpstreamErrorKind::Connect => "weir: upstream connect failed\n",
@@ -69,8 +77,16 @@ pub(crate) fn rescue(err: ProxyError, guard: RequestGuard) -> Response<ResponseB
     *resp.status_mut() = err.status();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    if let ProxyError::BadRequest(_) = err {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    match err {
+        // The request (or its body) cannot be trusted to end where hyper
+        // thinks: do not read another request from this connection.
+        ProxyError::BadRequest(_) | ProxyError::BodyTimeout => {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        ProxyError::Overloaded => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     resp
 }

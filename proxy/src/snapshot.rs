@@ -36,6 +36,8 @@ pub(crate) struct Snapshot {
     pub(crate) routes: RouteTable,
     pub(crate) client: HttpClient,
     client_settings: ClientSettings,
+    /// Every backend of the config (health checks, reuse across reloads).
+    pub(crate) backends: Vec<Arc<Backend>>,
     pub(crate) server: auto::Builder<TokioExecutor>,
     pub(crate) timeouts: Timeouts,
     /// TLS on the data listener (`listen.tls`).
@@ -117,9 +119,7 @@ fn dedicated_client(
         crate::tls::digest(&crate::tls::backend_files(t, base)).hash(&mut h);
     }
     let key = h.finish();
-    let old = prev.and_then(|p| {
-        p.routes.routes().iter().flat_map(|r| std::iter::once(&r.stable).chain(&r.canary)).find(|o| &*o.name == name)
-    });
+    let old = prev.and_then(|p| p.backends.iter().find(|o| &*o.name == name));
     if let Some(c) = old.filter(|o| o.client_key == key).and_then(|o| o.client.as_ref()) {
         return Ok(Some((c.clone(), key)));
     }
@@ -158,7 +158,14 @@ pub(crate) async fn build(
         }
         let old_fault = prev.and_then(|p| p.config.backends.get(name)).and_then(|b| b.fault.as_ref());
         faults.configure(name, old_fault, b.fault.as_ref());
-        let mut backend = Backend::new(name, &addrs, faults.slot(name)).map_err(BuildError::Other)?;
+        let old = prev.and_then(|p| p.backends.iter().find(|o| &*o.name == name.as_str()));
+        let mut backend = Backend::new(name, &addrs, faults.slot(name), b.outlier.clone(), old.map(|o| &**o))
+            .map_err(BuildError::Other)?;
+        if let Some(hc) = &b.health {
+            let host = b.tls.as_ref().and_then(|t| t.server_name.clone());
+            let host = host.or_else(|| b.addrs.first().map(ToString::to_string)).unwrap_or_default();
+            backend = backend.with_health(Some(hc.clone()), &host);
+        }
         if let Some((c, key)) = dedicated_client(name, b, settings, config_path, prev)? {
             backend = backend.with_client(c, key);
         }
@@ -266,6 +273,7 @@ pub(crate) async fn build(
         server: server_builder(&cfg),
         timeouts: cfg.timeouts.clone(),
         routes: RouteTable::new(routes),
+        backends: backends.into_values().collect(),
         client,
         client_settings: settings,
         config: cfg,

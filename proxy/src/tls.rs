@@ -205,24 +205,6 @@ pub(crate) fn digest(paths: &[PathBuf]) -> u64 {
     h.finish()
 }
 
-/// Whether `err` (or anything it wraps) is a TLS failure.
-pub(crate) fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.is::<rustls::Error>() {
-            return true;
-        }
-        // io::Error's `source` skips the error it wraps: look inside.
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-            if is_tls_error(inner) {
-                return true;
-            }
-        }
-        cur = e.source();
-    }
-    false
-}
-
 /// A listener's TLS: on or off is fixed when weir starts (a reload that adds
 /// or removes `tls` is logged as needing a restart), the certificates follow
 /// the current snapshot. If a reload removes `tls`, the last certificates

@@ -171,6 +171,9 @@ pub struct Timeouts {
     pub shutdown_grace: Duration,
     /// A downstream TLS handshake must finish within this (from accept).
     pub tls_handshake: Duration,
+    /// Longest wait for the next piece of a request body from the client
+    /// (→ 408 and close).
+    pub body_read: Duration,
 }
 
 /// `[limits]`
@@ -182,6 +185,11 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most concurrent downstream connections (→ 503 and close).
     pub max_connections: usize,
+    /// Longest HTTP/1 request line in bytes (→ 414 and close).
+    pub max_request_line: usize,
+    /// Most requests in flight on the data listener, all connections and
+    /// streams together (→ 503 with `retry-after`).
+    pub max_requests_in_flight: usize,
     /// What to do with request headers whose name contains `_` (some
     /// upstreams read `x_user` and `x-user` as the same header).
     pub headers_with_underscores: Underscores,
@@ -244,6 +252,60 @@ pub struct Backend {
     /// Speak HTTP/2 to the upstream: offered by ALPN with TLS, prior
     /// knowledge (h2c) without.
     pub http2: bool,
+    /// Passive outlier detection (on by default; `outlier = false` = off).
+    pub outlier: Option<Outlier>,
+    /// Active health checks (off by default).
+    pub health: Option<HealthCheck>,
+}
+
+/// `backends.NAME.outlier`: an address that fails `consecutive_failures`
+/// times in a row (connect failure, reset, timeout or 5xx) is ejected for
+/// `base_ejection` × the number of times it was ejected (at most
+/// `max_ejection`), then re-admitted. At most `max_ejection_percent` of the
+/// addresses are ejected at once (at least one), and never the last
+/// address still in service: passive detection alone never empties a
+/// backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Outlier {
+    /// Failures in a row that eject an address (Envoy: 5).
+    pub consecutive_failures: u32,
+    /// First ejection time (Envoy: 30 s).
+    pub base_ejection: Duration,
+    /// Longest ejection time (Envoy: 300 s).
+    pub max_ejection: Duration,
+    /// Share of addresses that may be ejected at once (Envoy: 10 %, at
+    /// least one address).
+    pub max_ejection_percent: u32,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 10,
+        }
+    }
+}
+
+/// `backends.NAME.health`: `GET path` to every address each `interval`; an
+/// address is down after `unhealthy` failed checks in a row (no answer
+/// within `timeout`, or a status other than 2xx/3xx) and up again after
+/// `healthy` good ones. Addresses start up. A backend whose addresses are
+/// all down answers 503 at once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// Request path (with query, if any).
+    pub path: String,
+    /// Time between checks of an address.
+    pub interval: Duration,
+    /// Time allowed for an answer.
+    pub timeout: Duration,
+    /// Good checks in a row to come back up.
+    pub healthy: u32,
+    /// Failed checks in a row to go down.
+    pub unhealthy: u32,
 }
 
 /// Faults injected into a share of a backend's requests. Aborts are answered

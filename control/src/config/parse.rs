@@ -138,6 +138,67 @@ fn server_tls(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<ServerTls
     Some(ServerTls { default: default?, sni })
 }
 
+/// `outlier = false | { consecutive_failures, base_ejection, max_ejection,
+/// max_ejection_percent }` (absent = the defaults).
+fn outlier(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<Outlier> {
+    let mut out = Outlier::default();
+    let Some(v) = parent.get("outlier") else { return Some(out) };
+    if let DeValue::Boolean(on) = v.get_ref() {
+        return on.then_some(out);
+    }
+    let mut t = Table::from_value(ctx, parent.key_path("outlier"), v)?;
+    if let Some(n) = t.integer(ctx, "consecutive_failures", 1..=1000) {
+        out.consecutive_failures = n as u32;
+    }
+    if let Some(d) = t.duration(ctx, "base_ejection") {
+        out.base_ejection = d;
+    }
+    if let Some(d) = t.duration(ctx, "max_ejection") {
+        out.max_ejection = d;
+    }
+    if let Some(n) = t.integer(ctx, "max_ejection_percent", 0..=100) {
+        out.max_ejection_percent = n as u32;
+    }
+    if out.base_ejection.is_zero() || out.max_ejection < out.base_ejection {
+        ctx.error(&t.key_path("base_ejection"), Some(&t.span), "must be greater than zero and at most max_ejection");
+    }
+    t.finish(ctx);
+    Some(out)
+}
+
+/// `health = { path, interval, timeout, healthy, unhealthy }`.
+fn health(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<HealthCheck> {
+    let mut t = parent.table(ctx, "health")?;
+    let path = t.string(ctx, "path").unwrap_or_else(|| "/healthz".into());
+    if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+        ctx.error(&t.key_path("path"), Some(&t.span), format!("\"{path}\" is not a path starting with /"));
+    }
+    let mut h = HealthCheck {
+        path,
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(1),
+        healthy: 2,
+        unhealthy: 3,
+    };
+    if let Some(d) = t.duration(ctx, "interval") {
+        h.interval = d;
+    }
+    if let Some(d) = t.duration(ctx, "timeout") {
+        h.timeout = d;
+    }
+    if h.interval < Duration::from_millis(100) || h.timeout.is_zero() || h.timeout > h.interval {
+        ctx.error(&t.key_path("timeout"), Some(&t.span), "need interval >= 100ms and 0 < timeout <= interval");
+    }
+    if let Some(n) = t.integer(ctx, "healthy", 1..=100) {
+        h.healthy = n as u32;
+    }
+    if let Some(n) = t.integer(ctx, "unhealthy", 1..=100) {
+        h.unhealthy = n as u32;
+    }
+    t.finish(ctx);
+    Some(h)
+}
+
 /// `tls = true | false | { ca, server_name, cert, key }` of a backend.
 fn upstream_tls(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<UpstreamTls> {
     let v = parent.get("tls")?;
@@ -191,6 +252,7 @@ fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
         upstream_idle: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(30),
         tls_handshake: Duration::from_secs(10),
+        body_read: Duration::from_secs(30),
     };
     if let Some(mut t) = top.table(ctx, "timeouts") {
         for (key, slot) in [
@@ -201,6 +263,7 @@ fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
             ("upstream_idle", &mut out.upstream_idle),
             ("shutdown_grace", &mut out.shutdown_grace),
             ("tls_handshake", &mut out.tls_handshake),
+            ("body_read", &mut out.body_read),
         ] {
             if let Some(d) = t.duration(ctx, key) {
                 if d.is_zero() && key != "shutdown_grace" {
@@ -220,6 +283,8 @@ fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
         max_header_bytes: 65_536,
         max_headers: 100,
         max_connections: 10_000,
+        max_request_line: 8192,
+        max_requests_in_flight: 10_000,
         headers_with_underscores: Underscores::Allow,
     };
     if let Some(mut t) = top.table(ctx, "limits") {
@@ -232,6 +297,12 @@ fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
         }
         if let Some(n) = t.integer(ctx, "max_connections", 1..=10_000_000) {
             out.max_connections = n as usize;
+        }
+        if let Some(n) = t.integer(ctx, "max_request_line", 256..=16 << 20) {
+            out.max_request_line = n as usize;
+        }
+        if let Some(n) = t.integer(ctx, "max_requests_in_flight", 1..=10_000_000) {
+            out.max_requests_in_flight = n as usize;
         }
         if let Some(s) = t.string(ctx, "headers_with_underscores") {
             out.headers_with_underscores = match s.as_str() {
@@ -362,8 +433,10 @@ fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<String, Back
         });
         let tls = upstream_tls(ctx, &mut t);
         let http2 = t.boolean(ctx, "http2").unwrap_or(false);
+        let outlier = outlier(ctx, &mut t);
+        let health = health(ctx, &mut t);
         t.finish(ctx);
-        out.insert(name.to_string(), Backend { addrs, version, fault, tls, http2 });
+        out.insert(name.to_string(), Backend { addrs, version, fault, tls, http2, outlier, health });
     }
     if out.is_empty() {
         ctx.error("backends", Some(&all.span), "at least one backend is required");

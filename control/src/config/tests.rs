@@ -258,3 +258,46 @@ stable = "b"
         assert!(all.contains(want), "missing {want:?} in:\n{all}");
     }
 }
+
+#[test]
+fn hardening_limits_outlier_and_health_parse_with_defaults_and_checks() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.limits.max_request_line, 8192);
+    assert_eq!(c.limits.max_requests_in_flight, 10_000);
+    assert_eq!(c.timeouts.body_read, Duration::from_secs(30));
+    assert_eq!(c.backends["stable"].outlier, Some(Outlier::default()));
+    assert_eq!(c.backends["stable"].health, None);
+
+    let src = MINIMAL.replace(
+        "[backends.canary]",
+        "outlier = false\n[backends.canary]\noutlier = { consecutive_failures = 3, base_ejection = \"10s\", max_ejection = \"1m\", max_ejection_percent = 50 }\nhealth = { path = \"/ready?deep=1\", interval = \"2s\", timeout = \"500ms\", healthy = 1, unhealthy = 2 }",
+    ) + "[limits]\nmax_request_line = 4096\nmax_requests_in_flight = 500\n[timeouts]\nbody_read = \"5s\"\n";
+    let c = parse(&src).unwrap();
+    assert_eq!(c.backends["stable"].outlier, None);
+    let o = c.backends["canary"].outlier.as_ref().unwrap();
+    assert_eq!((o.consecutive_failures, o.max_ejection_percent), (3, 50));
+    assert_eq!((o.base_ejection, o.max_ejection), (Duration::from_secs(10), Duration::from_secs(60)));
+    let h = c.backends["canary"].health.as_ref().unwrap();
+    assert_eq!(
+        (h.path.as_str(), h.interval, h.timeout),
+        ("/ready?deep=1", Duration::from_secs(2), Duration::from_millis(500))
+    );
+    assert_eq!((h.healthy, h.unhealthy), (1, 2));
+    assert_eq!((c.limits.max_request_line, c.limits.max_requests_in_flight), (4096, 500));
+    assert_eq!(c.timeouts.body_read, Duration::from_secs(5));
+
+    let bad = errors(&MINIMAL.replace(
+        "[backends.canary]",
+        "outlier = { consecutive_failures = 0, base_ejection = \"2m\", max_ejection = \"1m\" }\nhealth = { path = \"healthz\", interval = \"1s\", timeout = \"2s\", checks = 1 }\n[backends.canary]",
+    ))
+    .join("\n");
+    for want in [
+        "backends.stable.outlier.consecutive_failures: 0 is out of range",
+        "backends.stable.outlier.base_ejection: must be greater than zero and at most max_ejection",
+        "backends.stable.health.path: \"healthz\" is not a path",
+        "backends.stable.health.timeout: need interval >= 100ms",
+        "backends.stable.health.checks: unknown key",
+    ] {
+        assert!(bad.contains(want), "missing {want:?} in:\n{bad}");
+    }
+}

@@ -110,10 +110,31 @@ pub(super) fn backends(shared: &Shared) -> serde_json::Value {
                     "remaining_secs": a.remaining(),
                 })
             });
+            let endpoints: Vec<serde_json::Value> = snap
+                .backends
+                .iter()
+                .find(|rb| &*rb.name == name.as_str())
+                .map(|rb| {
+                    rb.endpoints()
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "addr": e.addr.to_string(),
+                                "ejected": e.is_ejected(),
+                                "down": e.is_down(),
+                                "in_flight": e.in_flight(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             serde_json::json!({
                 "name": name,
                 "version": b.version,
                 "addrs": b.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "endpoints": endpoints,
+                "tls": b.tls.is_some(),
+                "http2": b.http2,
                 "fault": fault,
             })
         })

@@ -16,7 +16,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -48,10 +48,12 @@ pub(crate) struct ConnCtx {
     /// Millis since `epoch` (+1) of the first byte of a pending head; 0 = none.
     head_started: AtomicU64,
     is_h2: AtomicBool,
+    /// Requests in flight on the whole listener (`limits.max_requests_in_flight`).
+    listener_in_flight: Arc<AtomicUsize>,
 }
 
 impl ConnCtx {
-    fn new(peer: SocketAddr, epoch: Instant) -> Self {
+    fn new(peer: SocketAddr, epoch: Instant, listener_in_flight: Arc<AtomicUsize>) -> Self {
         let peer_ip =
             HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         let ctx = ConnCtx {
@@ -62,6 +64,7 @@ impl ConnCtx {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             is_h2: AtomicBool::new(false),
+            listener_in_flight,
         };
         ctx.idle_since.store(ctx.now_ms(), Ordering::Relaxed);
         ctx
@@ -71,18 +74,22 @@ impl ConnCtx {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    fn request_started(&self) {
+    /// Returns the number of requests in flight on the listener before this one.
+    fn request_started(&self) -> usize {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
+        self.listener_in_flight.fetch_add(1, Ordering::Relaxed)
     }
 
     fn request_finished(&self) {
+        self.listener_in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.active.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.idle_since.store(self.now_ms(), Ordering::Relaxed);
         }
     }
 
-    fn on_bytes_read(&self, first_read: bool, bytes: &[u8]) {
+    /// Notes bytes read; `true` when they start a new HTTP/1 request head.
+    fn on_bytes_read(&self, first_read: bool, bytes: &[u8]) -> bool {
         // The h2 preface starts "PRI * HTTP/2.0"; no HTTP/1 method is "PRI".
         if first_read && bytes.starts_with(b"PRI") {
             self.is_h2.store(true, Ordering::Relaxed);
@@ -92,7 +99,9 @@ impl ConnCtx {
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             self.head_started.store(self.now_ms(), Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     fn check(&self, t: &Timeouts) -> Timer {
@@ -133,6 +142,8 @@ enum Timer {
 #[derive(Debug)]
 pub(crate) struct RequestGuard {
     conn: Arc<ConnCtx>,
+    /// Requests in flight on the listener before this one.
+    pub(crate) listener_in_flight: usize,
     endpoint: Option<EndpointGuard>,
     record: Option<Record>,
 }
@@ -149,8 +160,8 @@ pub(crate) struct Record {
 
 impl RequestGuard {
     pub(crate) fn new(conn: Arc<ConnCtx>) -> Self {
-        conn.request_started();
-        RequestGuard { conn, endpoint: None, record: None }
+        let listener_in_flight = conn.request_started();
+        RequestGuard { conn, listener_in_flight, endpoint: None, record: None }
     }
 
     pub(crate) fn set_record(&mut self, record: Record) {
@@ -169,6 +180,10 @@ impl RequestGuard {
     pub(crate) fn set_endpoint(&mut self, ep: EndpointGuard) {
         self.endpoint = Some(ep);
     }
+
+    pub(crate) fn endpoint(&self) -> Option<&crate::upstream::Endpoint> {
+        self.endpoint.as_ref().map(EndpointGuard::endpoint)
+    }
 }
 
 impl Drop for RequestGuard {
@@ -182,25 +197,54 @@ impl Drop for RequestGuard {
 
 pin_project_lite::pin_project! {
     /// The connection's stream (TCP or TLS), noticing the first byte of
-    /// each request head.
+    /// each request head and measuring its request line.
     struct TrackedIo<S> {
         #[pin]
         inner: S,
         ctx: Arc<ConnCtx>,
         first_read: bool,
+        // The request line of the current head is still open, this long.
+        in_line: bool,
+        line_len: usize,
+        line_limit: usize,
     }
 }
 
-impl<S: AsyncRead> AsyncRead for TrackedIo<S> {
+/// The answer to a request line longer than `limits.max_request_line`.
+/// hyper only knows one head limit (→ 431), so weir answers this one
+/// itself, before hyper has parsed anything, and closes.
+const URI_TOO_LONG: &[u8] = b"HTTP/1.1 414 URI Too Long\r\ncontent-type: text/plain; charset=utf-8\r\n\
+content-length: 28\r\nconnection: close\r\n\r\nweir: request line too long\n";
+
+impl<S: AsyncRead + AsyncWrite> AsyncRead for TrackedIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
+        let mut this = self.project();
         let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
+        let res = this.inner.as_mut().poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &res {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
-                this.ctx.on_bytes_read(*this.first_read, new);
+                if this.ctx.on_bytes_read(*this.first_read, new) {
+                    *this.in_line = true;
+                    *this.line_len = 0;
+                }
                 *this.first_read = false;
+                if *this.in_line {
+                    match new.iter().position(|&b| b == b'\n') {
+                        Some(end) => {
+                            *this.in_line = false;
+                            *this.line_len += end;
+                        }
+                        None => *this.line_len += new.len(),
+                    }
+                    if *this.line_len > *this.line_limit {
+                        // Best effort: the answer fits any socket buffer.
+                        let _ = this.inner.as_mut().poll_write(cx, URI_TOO_LONG);
+                        let _ = this.inner.as_mut().poll_flush(cx);
+                        tracing::debug!(peer = %this.ctx.peer, "request line longer than limits.max_request_line: 414");
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "request line too long")));
+                    }
+                }
             }
         }
         res
@@ -264,10 +308,17 @@ async fn serve_http<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _permit = permit;
-    let ctx = Arc::new(ConnCtx::new(peer, shared.epoch));
-    let io = TokioIo::new(TrackedIo { inner: stream, ctx: ctx.clone(), first_read: true });
+    let ctx = Arc::new(ConnCtx::new(peer, shared.epoch, shared.in_flight.clone()));
     // The connection keeps the settings of the snapshot it was accepted on.
     let snap = shared.snapshot.load_full();
+    let io = TokioIo::new(TrackedIo {
+        inner: stream,
+        ctx: ctx.clone(),
+        first_read: true,
+        in_line: false,
+        line_len: 0,
+        line_limit: snap.config.limits.max_request_line,
+    });
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| super::proxy::handle(shared.clone(), svc_ctx.clone(), req));
     let conn = snap.server.serve_connection_with_upgrades(io, svc);

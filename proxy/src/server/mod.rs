@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) faults: crate::upstream::fault::Faults,
     pub(crate) synthetic: crate::synthetic::Synthetics,
     pub(crate) shadows: crate::shadow::Shadows,
+    /// Requests in flight on the data listener.
+    pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why weir could not start.
@@ -148,6 +150,7 @@ impl Weir {
             faults,
             synthetic: crate::synthetic::Synthetics::new(),
             shadows: Default::default(),
+            in_flight: Default::default(),
         });
         crate::rollout::emit_built(&shared, events);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -158,6 +161,7 @@ impl Weir {
         tokio::spawn(ticker(shared.clone(), shutdown_rx.clone()));
         tokio::spawn(crate::rollout::drive(shared.clone(), shutdown_rx.clone()));
         tokio::spawn(crate::synthetic::run(shared.clone(), data_addr, shutdown_rx.clone()));
+        tokio::spawn(crate::upstream::health::run(shared.clone(), shutdown_rx.clone()));
         if let Some(path) = config_path {
             reload::watch_file(shared.clone(), path, shutdown_rx);
         }

@@ -43,7 +43,11 @@ pub(crate) async fn handle(
     let method = shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let snap = shared.snapshot.load_full();
     let mut outcome = Outcome { route: None, backend: None, side: None, upstream: None, stats: None, error: None };
-    let result = forward(&shared, &snap, &conn, req, &mut guard, &mut outcome).await;
+    let result = if guard.listener_in_flight >= snap.config.limits.max_requests_in_flight {
+        Err(ProxyError::Overloaded)
+    } else {
+        forward(&shared, &snap, &conn, req, &mut guard, &mut outcome).await
+    };
     if let (true, Some(stats)) = (snap.config.telemetry.record, outcome.stats) {
         let (class, error) = match &result {
             Ok(resp) => (CodeClass::of_status(resp.status().as_u16()), None),
@@ -137,6 +141,19 @@ async fn forward<'s>(
     }
     let endpoint = backend.pick().ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
 
+    // RFC 9112 §7.1: a chunked body is forwarded only once its first chunk
+    // has parsed, so a malformed chunk line is a 400 and close with nothing
+    // sent upstream (a later bad chunk aborts the upstream request).
+    let mut body = body;
+    let mut first = None;
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) && !http_body::Body::is_end_stream(&body) {
+        match tokio::time::timeout(snap.timeouts.body_read, http_body_util::BodyExt::frame(&mut body)).await {
+            Err(_) => return Err(ProxyError::BodyTimeout),
+            Ok(None) => {}
+            Ok(Some(Ok(f))) => first = Some(f),
+            Ok(Some(Err(_))) => return Err(ProxyError::BadRequest("weir: invalid chunked request body\n")),
+        }
+    }
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::add_forwarded(&mut parts.headers, &conn.peer_ip, host_value.clone());
@@ -182,11 +199,15 @@ async fn forward<'s>(
                 shadow_tx = crate::shadow::spawn(shared, route, cfg, &parts, bytes.clone());
                 UpstreamBody::bytes(bytes)
             }
-            None => UpstreamBody::Incoming(body),
+            None => UpstreamBody::incoming(body, snap.timeouts.body_read, first),
         },
-        _ => UpstreamBody::Incoming(body),
+        _ => UpstreamBody::incoming(body, snap.timeouts.body_read, first),
     };
 
+    // A request without a body can be sent again if the connection could
+    // not be made; one with a body never is (some of it may have left).
+    let retry = (backend.len() > 1 && !upgrade && http_body::Body::is_end_stream(&up_body))
+        .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned(), parts.headers.clone()));
     let mut downstream_upgrade = None;
     let mut up_req = Request::from_parts(parts, up_body);
     if upgrade {
@@ -195,16 +216,28 @@ async fn forward<'s>(
         downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     }
 
-    let sent = tokio::time::timeout(snap.timeouts.upstream_response, backend.send(&snap.client, up_req)).await;
-    let mut resp = match sent {
-        Err(_elapsed) => return Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
-        Ok(Err(e)) => {
-            let kind = crate::upstream::error::classify(&e);
-            tracing::debug!(route = %route.name, backend = %backend.name, kind = kind.as_str(), "upstream error: {e:#}");
-            return Err(ProxyError::Upstream(kind));
+    let mut sent = send(snap, backend, &route.name, up_req).await;
+    report(backend, guard, &sent);
+    if let (Err(ProxyError::Upstream(UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)), Some(again)) =
+        (&sent, retry)
+    {
+        // Nothing was sent: once more on another address, if there is one.
+        let other = guard.endpoint().and_then(|failed| backend.pick_other(failed));
+        if let Some(ep) = other {
+            let (method, path, headers) = again;
+            let uri =
+                backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
+            let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
+            *req.method_mut() = method;
+            *req.uri_mut() = uri;
+            *req.headers_mut() = headers;
+            outcome.upstream = Some(ep.endpoint().addr);
+            guard.set_endpoint(ep);
+            sent = send(snap, backend, &route.name, req).await;
+            report(backend, guard, &sent);
         }
-        Ok(Ok(resp)) => resp,
-    };
+    }
+    let mut resp = sent?;
     if let Some(tx) = shadow_tx {
         let header =
             route.shadow.as_ref().and_then(|c| c.compare_header.as_deref()).and_then(|h| resp.headers().get(h));
@@ -231,4 +264,37 @@ async fn forward<'s>(
     }
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     Ok(resp)
+}
+
+/// Sends to the backend within `timeouts.upstream_response`.
+async fn send(
+    snap: &crate::snapshot::Snapshot,
+    backend: &crate::upstream::Backend,
+    route: &str,
+    req: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    match tokio::time::timeout(snap.timeouts.upstream_response, backend.send(&snap.client, req)).await {
+        Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
+        Ok(Err(e)) => {
+            if crate::body::is_body_timeout(&e) {
+                return Err(ProxyError::BodyTimeout);
+            }
+            let kind = crate::upstream::error::classify(&e);
+            tracing::debug!(route, backend = %backend.name, kind = kind.as_str(), "upstream error: {e:#}");
+            Err(ProxyError::Upstream(kind))
+        }
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+/// Feeds passive outlier detection: upstream failures and 5xx count.
+fn report(backend: &crate::upstream::Backend, guard: &RequestGuard, sent: &Result<Response<Incoming>, ProxyError>) {
+    if let Some(ep) = guard.endpoint() {
+        let failed = match sent {
+            Ok(resp) => resp.status().is_server_error(),
+            Err(ProxyError::Upstream(_)) => true,
+            Err(_) => false,
+        };
+        backend.report(ep, failed);
+    }
 }

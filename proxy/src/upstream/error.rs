@@ -9,7 +9,7 @@ pub(crate) use weir_control::sample::UpstreamErrorKind;
 /// Classifies an error of the pooled client.
 pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
     let io_kind = sources(err).find_map(|e| e.downcast_ref::<io::Error>().map(io::Error::kind));
-    if crate::tls::is_tls_error(err) {
+    if chain_has::<rustls::Error>(err) {
         return UpstreamErrorKind::Tls;
     }
     if err.is_connect() {
@@ -27,6 +27,15 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError
         }
     }
     UpstreamErrorKind::Reset
+}
+
+/// Whether `err`, or anything it wraps, is a `T` (looking inside
+/// `io::Error`s too, whose `source` skips the error they wrap).
+pub(crate) fn chain_has<T: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
+    sources(err).any(|e| {
+        e.is::<T>()
+            || e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()).is_some_and(|inner| chain_has::<T>(inner))
+    })
 }
 
 fn sources<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {

@@ -12,13 +12,16 @@
 pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod fault;
+pub(crate) mod health;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use http::uri::Authority;
+use weir_control::config::Outlier;
 
 pub(crate) use error::UpstreamErrorKind;
 
@@ -29,6 +32,89 @@ pub(crate) struct Endpoint {
     /// `ip:port`, pre-built so that no request formats it.
     pub(crate) authority: Authority,
     inflight: AtomicU32,
+    /// Failures in a row (outlier detection).
+    failures: AtomicU32,
+    /// [`now_ms`] until which the address is ejected; 0 = not ejected.
+    ejected_until: AtomicU64,
+    /// Times ejected (the ejection time grows with it; forgotten after
+    /// `max_ejection` back in service).
+    ejections: AtomicU32,
+    /// [`now_ms`] of the last re-admission; 0 = never ejected.
+    readmitted_at: AtomicU64,
+    /// Marked down by active health checks.
+    down: AtomicBool,
+    /// Active health check streaks: good and failed checks in a row.
+    pub(crate) hc_good: AtomicU32,
+    pub(crate) hc_bad: AtomicU32,
+    /// [`now_ms`] of the next active check.
+    pub(crate) hc_next: AtomicU64,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Result<Self, String> {
+        let authority: Authority = addr.to_string().parse().map_err(|e| format!("address {addr}: {e}"))?;
+        Ok(Endpoint {
+            addr,
+            authority,
+            inflight: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            readmitted_at: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            hc_good: AtomicU32::new(0),
+            hc_bad: AtomicU32::new(0),
+            hc_next: AtomicU64::new(0),
+        })
+    }
+
+    /// In service now (re-admits an address whose ejection is over).
+    fn available(&self, now: u64) -> bool {
+        if self.down.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if now >= until {
+            if self.ejected_until.compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                self.readmitted_at.store(now, Ordering::Relaxed);
+                tracing::info!(addr = %self.addr, "outlier ejection over: address back in service");
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Active health checks' verdict (logged on change).
+    pub(crate) fn set_down(&self, down: bool) {
+        if self.down.swap(down, Ordering::Relaxed) != down {
+            if down {
+                tracing::warn!(addr = %self.addr, "health check: address down");
+            } else {
+                tracing::info!(addr = %self.addr, "health check: address up");
+            }
+        }
+    }
+
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// Milliseconds on a process-wide monotonic clock (never 0).
+pub(crate) fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// A backend from the config with its resolved addresses.
@@ -38,6 +124,14 @@ pub(crate) struct Backend {
     /// Fault injection slot (shared with the admin API, survives reloads).
     pub(crate) fault: Arc<fault::Slot>,
     endpoints: Box<[Arc<Endpoint>]>,
+    /// Addresses out of service (ejected or down) as last seen: while 0,
+    /// `pick` takes the fast path. A hint, recounted on the slow path.
+    out_of_service: AtomicU32,
+    outlier: Option<Outlier>,
+    /// Active health checks, if configured.
+    pub(crate) health: Option<weir_control::config::HealthCheck>,
+    /// Host header of health checks (the configured name of the backend).
+    pub(crate) host_header: Option<http::HeaderValue>,
     /// `https` for TLS backends.
     pub(crate) scheme: http::uri::Scheme,
     /// The backend's own client (TLS or HTTP/2); `None` = the shared one.
@@ -64,16 +158,31 @@ impl Drop for EndpointGuard {
 }
 
 impl Backend {
-    pub(crate) fn new(name: &str, addrs: &[SocketAddr], fault: Arc<fault::Slot>) -> Result<Self, String> {
+    /// A backend over `addrs`; endpoints of `prev` with the same address are
+    /// kept (with their in-flight counts, ejections and health).
+    pub(crate) fn new(
+        name: &str,
+        addrs: &[SocketAddr],
+        fault: Arc<fault::Slot>,
+        outlier: Option<Outlier>,
+        prev: Option<&Backend>,
+    ) -> Result<Self, String> {
         let mut endpoints = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            let authority: Authority = addr.to_string().parse().map_err(|e| format!("address {addr}: {e}"))?;
-            endpoints.push(Arc::new(Endpoint { addr: *addr, authority, inflight: AtomicU32::new(0) }));
+            match prev.and_then(|p| p.endpoints.iter().find(|e| e.addr == *addr)) {
+                Some(e) => endpoints.push(e.clone()),
+                None => endpoints.push(Arc::new(Endpoint::new(*addr)?)),
+            }
         }
+        let out = endpoints.iter().filter(|e| e.is_down() || e.is_ejected()).count() as u32;
         Ok(Backend {
             name: name.into(),
             fault,
             endpoints: endpoints.into_boxed_slice(),
+            out_of_service: AtomicU32::new(out),
+            outlier,
+            health: None,
+            host_header: None,
             scheme: http::uri::Scheme::HTTP,
             client: None,
             client_key: 0,
@@ -101,6 +210,13 @@ impl Backend {
         }
     }
 
+    /// Turns on active health checks, sent with `host` as Host.
+    pub(crate) fn with_health(mut self, hc: Option<weir_control::config::HealthCheck>, host: &str) -> Self {
+        self.health = hc;
+        self.host_header = http::HeaderValue::from_str(host).ok();
+        self
+    }
+
     /// Gives the backend its own client (`tls` selects `https` URIs).
     pub(crate) fn with_client(mut self, client: client::Dedicated, key: u64) -> Self {
         if matches!(client, client::Dedicated::Tls(_)) {
@@ -111,8 +227,12 @@ impl Backend {
         self
     }
 
-    /// Picks an endpoint (P2C, see the module doc), or `None` if there is none.
+    /// Picks an endpoint in service (P2C, see the module doc), or `None` if
+    /// there is none.
     pub(crate) fn pick(&self) -> Option<EndpointGuard> {
+        if self.out_of_service.load(Ordering::Relaxed) != 0 {
+            return self.pick_slow(None);
+        }
         let eps = &self.endpoints;
         let chosen = match eps.len() {
             0 => return None,
@@ -134,9 +254,92 @@ impl Backend {
         Some(EndpointGuard(chosen.clone()))
     }
 
-    #[cfg(test)]
+    /// Another endpoint than `failed`, in service, for a retry.
+    pub(crate) fn pick_other(&self, failed: &Endpoint) -> Option<EndpointGuard> {
+        self.pick_slow(Some(failed.addr))
+    }
+
+    /// P2C among the endpoints in service (and not `except`).
+    fn pick_slow(&self, except: Option<SocketAddr>) -> Option<EndpointGuard> {
+        let now = now_ms();
+        let mut out = 0;
+        let mut best: Option<&Arc<Endpoint>> = None;
+        let mut seen = 0u64;
+        for e in self.endpoints.iter() {
+            if !e.available(now) {
+                out += 1;
+                continue;
+            }
+            if Some(e.addr) == except {
+                continue;
+            }
+            // The least loaded address in service, ties broken at random
+            // (this path runs only while some address is out of service).
+            seen += 1;
+            best = match best {
+                None => Some(e),
+                Some(b) => {
+                    let (lb, le) = (b.inflight.load(Ordering::Relaxed), e.inflight.load(Ordering::Relaxed));
+                    if le < lb || (le == lb && next_random().is_multiple_of(seen)) {
+                        Some(e)
+                    } else {
+                        Some(b)
+                    }
+                }
+            };
+        }
+        self.out_of_service.store(out, Ordering::Relaxed);
+        let chosen = best?;
+        chosen.inflight.fetch_add(1, Ordering::Relaxed);
+        Some(EndpointGuard(chosen.clone()))
+    }
+
+    /// How many addresses the backend has.
+    pub(crate) fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
     pub(crate) fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
+    }
+
+    /// Counts an address out of service (health checks call this).
+    pub(crate) fn note_out_of_service(&self) {
+        self.out_of_service.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Passive outlier detection: the outcome of one request to `ep`.
+    pub(crate) fn report(&self, ep: &Endpoint, failed: bool) {
+        let Some(o) = &self.outlier else { return };
+        if !failed {
+            if ep.failures.load(Ordering::Relaxed) != 0 {
+                ep.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        if ep.failures.fetch_add(1, Ordering::Relaxed) + 1 < o.consecutive_failures {
+            return;
+        }
+        ep.failures.store(0, Ordering::Relaxed);
+        let now = now_ms();
+        let total = self.endpoints.len();
+        let out = self.endpoints.iter().filter(|e| !e.available(now)).count();
+        let cap = (total * o.max_ejection_percent as usize / 100).max(1);
+        // Never the last address in service, and at most `cap` at once.
+        if out + 1 > cap || out + 1 >= total || !ep.available(now) {
+            return;
+        }
+        let back = ep.readmitted_at.load(Ordering::Relaxed);
+        if back != 0 && now.saturating_sub(back) > o.max_ejection.as_millis() as u64 {
+            ep.ejections.store(0, Ordering::Relaxed);
+        }
+        let k = ep.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let time = o.base_ejection.saturating_mul(k).min(o.max_ejection);
+        let until = now + time.as_millis() as u64;
+        if ep.ejected_until.compare_exchange(0, until, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.out_of_service.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(backend = %self.name, addr = %ep.addr, failures = o.consecutive_failures, ejection = ?time, "outlier detection: address ejected");
+        }
     }
 }
 
@@ -166,11 +369,12 @@ pub(crate) fn next_random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn p2c_avoids_the_busy_endpoint_and_spreads_load() {
         let addrs: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
-        let b = Backend::new("b", &addrs, Default::default()).unwrap();
+        let b = Backend::new("b", &addrs, Default::default(), None, None).unwrap();
         // Pin 50 requests on endpoint 0: it must (almost) never be chosen.
         let busy: Vec<_> = (0..50)
             .map(|_| {
@@ -192,9 +396,84 @@ mod tests {
         assert_eq!(b.endpoints()[0].inflight.load(Ordering::Relaxed), 0);
     }
 
+    fn outlier(consecutive: u32, base_ms: u64, pct: u32) -> Option<Outlier> {
+        Some(Outlier {
+            consecutive_failures: consecutive,
+            base_ejection: Duration::from_millis(base_ms),
+            max_ejection: Duration::from_millis(base_ms * 4),
+            max_ejection_percent: pct,
+        })
+    }
+
+    fn picks(b: &Backend, n: usize) -> Vec<SocketAddr> {
+        (0..n).map(|_| b.pick().unwrap().endpoint().addr).collect()
+    }
+
+    #[test]
+    fn consecutive_failures_eject_an_address_until_its_time_is_over() {
+        let addrs: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::from(([127, 0, 0, 1], 9100 + i))).collect();
+        let b = Backend::new("b", &addrs, Default::default(), outlier(3, 200, 10), None).unwrap();
+        let ep0 = b.endpoints()[0].clone();
+        // A success in between resets the streak.
+        for failed in [true, true, false, true, true] {
+            b.report(&ep0, failed);
+        }
+        assert!(picks(&b, 300).contains(&addrs[0]));
+        b.report(&ep0, true);
+        assert!(!picks(&b, 300).contains(&addrs[0]), "ejected after 3 failures in a row");
+        // 10 % of 3 addresses rounds to 0: at most one ejected at a time.
+        let ep1 = b.endpoints()[1].clone();
+        for _ in 0..3 {
+            b.report(&ep1, true);
+        }
+        assert!(picks(&b, 300).contains(&addrs[1]), "the cap keeps the second failing address in");
+        // Endpoints (and their ejection) survive a rebuild of the backend.
+        let rebuilt = Backend::new("b", &addrs, Default::default(), outlier(3, 200, 10), Some(&b)).unwrap();
+        assert!(!picks(&rebuilt, 300).contains(&addrs[0]));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(picks(&rebuilt, 300).contains(&addrs[0]), "re-admitted when the ejection is over");
+    }
+
+    #[test]
+    fn the_last_address_in_service_is_never_ejected() {
+        let one = [SocketAddr::from(([127, 0, 0, 1], 9200))];
+        let b = Backend::new("b", &one, Default::default(), outlier(1, 10_000, 100), None).unwrap();
+        for _ in 0..10 {
+            b.report(&b.endpoints()[0].clone(), true);
+        }
+        assert!(b.pick().is_some());
+        let two: Vec<SocketAddr> = (0..2).map(|i| SocketAddr::from(([127, 0, 0, 1], 9300 + i))).collect();
+        let b = Backend::new("b", &two, Default::default(), outlier(1, 10_000, 100), None).unwrap();
+        let (e0, e1) = (b.endpoints()[0].clone(), b.endpoints()[1].clone());
+        b.report(&e0, true);
+        b.report(&e1, true);
+        assert_eq!(picks(&b, 50), vec![two[1]; 50]);
+        // Without outlier detection nothing is ejected.
+        let b = Backend::new("b", &two, Default::default(), None, None).unwrap();
+        for _ in 0..10 {
+            b.report(&b.endpoints()[0].clone(), true);
+        }
+        assert!(picks(&b, 100).contains(&two[0]));
+    }
+
+    #[test]
+    fn down_addresses_are_skipped_and_a_backend_with_none_up_has_no_pick() {
+        let two: Vec<SocketAddr> = (0..2).map(|i| SocketAddr::from(([127, 0, 0, 1], 9400 + i))).collect();
+        let b = Backend::new("b", &two, Default::default(), None, None).unwrap();
+        b.endpoints()[0].set_down(true);
+        b.note_out_of_service();
+        assert_eq!(picks(&b, 20), vec![two[1]; 20]);
+        let g = b.pick_other(&b.endpoints()[1].clone());
+        assert!(g.is_none(), "the only other address is down");
+        b.endpoints()[1].set_down(true);
+        assert!(b.pick().is_none());
+        b.endpoints()[0].set_down(false);
+        assert_eq!(picks(&b, 5), vec![two[0]; 5]);
+    }
+
     #[test]
     fn empty_backend_has_no_pick() {
-        let b = Backend::new("b", &[], Default::default()).unwrap();
+        let b = Backend::new("b", &[], Default::default(), None, None).unwrap();
         assert!(b.pick().is_none());
     }
 }

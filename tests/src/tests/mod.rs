@@ -4,6 +4,7 @@ mod dashboard;
 mod examples;
 mod failures;
 mod faults;
+mod hardening;
 mod protocols;
 mod reload;
 mod rollout;
