@@ -88,7 +88,14 @@ async fn resolve(backend: &str, a: &Address) -> Result<Vec<SocketAddr>, BuildErr
 
 fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new()).max_buf_size(cfg.limits.max_header_bytes).max_headers(cfg.limits.max_headers);
+    // weir keeps the head and idle timers itself (server/conn.rs): hyper's
+    // own header_read_timeout (30 s by default once a timer is set) would
+    // also close idle keep-alive connections and cost a boxed timer each.
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(cfg.limits.max_header_bytes)
+        .max_headers(cfg.limits.max_headers);
     // Envoy's edge recommendations: 100 streams, 64 KiB stream window,
     // 1 MiB connection window, bounded header list.
     b.http2()

@@ -289,12 +289,24 @@ pub(crate) async fn serve(
 ) {
     match tls {
         None => serve_http(shared, stream, peer, permit, shutdown).await,
-        Some(acceptor) => {
-            let timeout = shared.snapshot.load().timeouts.tls_handshake;
-            if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
-                serve_http(shared, tls, peer, permit, shutdown).await;
-            }
-        }
+        // Boxed: a connection task is as large as its largest state, and
+        // the TLS one (handshake, TLS stream) would triple every plaintext
+        // connection's idle memory.
+        Some(acceptor) => Box::pin(serve_tls(shared, stream, peer, permit, shutdown, acceptor)).await,
+    }
+}
+
+async fn serve_tls(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shutdown: watch::Receiver<bool>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let timeout = shared.snapshot.load().timeouts.tls_handshake;
+    if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
+        serve_http(shared, tls, peer, permit, shutdown).await;
     }
 }
 
