@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# End-to-end load benchmark: weir vs nginx, configured the same way.
+# End-to-end load benchmark: weir vs nginx vs HAProxy vs a plain hyper proxy,
+# configured the same way.
 #
-#   benches/load.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 10 s)
+#   benches/load.sh [ROUNDS] [SECONDS] [IDLE_CONNS]   (defaults: 5 rounds of 5 s, 9000)
 #
 # Two nginx upstreams serve a 128-byte body. Each contender proxies to them
 # with a 90/10 split, keep-alive on both sides, no access log, one worker,
 # pinned to core 1; wrk (-t1 -c64) is pinned to core 0 with the upstreams.
-# Rounds are interleaved (A B, B A, ...) and medians reported. CPU µs per
-# request = (utime + stime of the proxy's process tree) / requests served.
+# Rounds are interleaved (A B C D, D C B A, ...) and medians reported.
+#   * CPU µs per request = (utime + stime of the proxy's process tree) /
+#     requests served in the round; req/s and wrk's p50/p99/p99.9;
+#   * RSS under load (after the last round);
+#   * added latency at c=1: wrk -c1 p50 through the proxy minus p50 straight
+#     to the upstream;
+#   * memory per idle keep-alive connection: RSS growth while IDLE_CONNS
+#     connections that each made one request are held open, / IDLE_CONNS;
+#   * weir's delivered canary share (from its own counters) and weir with
+#     recording off (the telemetry's price).
 # Loopback only; every process started here is stopped by PID on exit.
-# Needs: nginx, wrk (Debian packages), a release build of weir.
+# Needs: nginx, haproxy, wrk (Debian packages); builds weir and the bench
+# helpers in release mode if needed.
 set -euo pipefail
 ROUNDS=${1:-5}
-SECS=${2:-10}
+SECS=${2:-5}
+IDLE=${3:-9000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WEIR=${WEIR:-$ROOT/target/release/weir}
-command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (apt-get install nginx-light wrk)"; exit 2; }
-[ -x "$WEIR" ] || (cd "$ROOT" && cargo build --release -q -p weir-proxy)
+BIN=$ROOT/target/release
+WEIR=${WEIR:-$BIN/weir}
+for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light haproxy wrk)"; exit 2; }; done
+(cd "$ROOT" && cargo build --release -q -p weir-proxy -p weir-benches --bin weir --bin plain-proxy --bin idle-conns)
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NGINX=$(command -v nginx)
 WORK=$(mktemp -d)
 PIDS=()
@@ -24,16 +37,19 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP_A=$(free_port); UP_B=$(free_port); P_NGINX=$(free_port); P_WEIR=$(free_port); P_ADMIN=$(free_port)
-P_NOREC=$(free_port); P_ADMIN2=$(free_port)
+UP_A=$(free_port); UP_B=$(free_port)
+declare -A PORT PID
+for c in nginx haproxy plain weir weir-norec; do PORT[$c]=$(free_port); done
+P_ADMIN=$(free_port); P_ADMIN2=$(free_port)
 HZ=$(getconf CLK_TCK)
 BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
 
 # --- upstreams: one nginx, two ports, pinned to core 0 ---
-mkdir -p "$WORK/up"
+mkdir -p "$WORK/up" "$WORK/px"
 cat > "$WORK/up/nginx.conf" <<CONF
 daemon off; worker_processes 1; pid $WORK/up/nginx.pid; error_log $WORK/up/error.log;
-events { worker_connections 4096; }
+worker_rlimit_nofile 20000;
+events { worker_connections 30000; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$UP_A; location / { return 200 "$BODY"; } }
   server { listen 127.0.0.1:$UP_B; location / { return 200 "$BODY"; } }
@@ -41,25 +57,56 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 taskset -c 0 "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 
-# --- nginx as the proxy under test ---
-mkdir -p "$WORK/px"
+# --- nginx as a proxy ---
 cat > "$WORK/px/nginx.conf" <<CONF
 daemon off; worker_processes 1; pid $WORK/px/nginx.pid; error_log $WORK/px/error.log;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
+worker_rlimit_nofile 20000;
+events { worker_connections 30000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 600s;
   upstream app { server 127.0.0.1:$UP_A weight=9; server 127.0.0.1:$UP_B weight=1; keepalive 128; }
-  server { listen 127.0.0.1:$P_NGINX;
+  server { listen 127.0.0.1:${PORT[nginx]};
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
-taskset -c 1 "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" & NGINX_PID=$!; PIDS+=($NGINX_PID)
+taskset -c 1 "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" & PID[nginx]=$!; PIDS+=(${PID[nginx]})
+
+# --- HAProxy, one thread ---
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 9900
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 600s
+  timeout server 60s
+  timeout http-keep-alive 600s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:${PORT[haproxy]}
+  default_backend be
+backend be
+  balance roundrobin
+  server a 127.0.0.1:$UP_A weight 9
+  server b 127.0.0.1:$UP_B weight 1
+CONF
+taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" & PID[haproxy]=$!; PIDS+=(${PID[haproxy]})
+
+# --- the plain hyper proxy (reference) ---
+taskset -c 1 "$BIN/plain-proxy" "127.0.0.1:${PORT[plain]}" "127.0.0.1:$UP_A" "127.0.0.1:$UP_B" & PID[plain]=$!; PIDS+=(${PID[plain]})
 
 # --- weir, same split (keyless exact sequence), one worker ---
 cat > "$WORK/weir.toml" <<CONF
 [listen]
-addr = "127.0.0.1:$P_WEIR"
+addr = "127.0.0.1:${PORT[weir]}"
 [admin]
 addr = "127.0.0.1:$P_ADMIN"
+[timeouts]
+idle = "600s"
+[limits]
+max_connections = 30000
+max_requests_in_flight = 30000
 [backends.stable]
 addrs = ["127.0.0.1:$UP_A"]
 [backends.canary]
@@ -70,67 +117,104 @@ stable = "stable"
 canary = "canary"
 weight = 10
 CONF
-RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/weir.toml" --workers 1 & WEIR_PID=$!; PIDS+=($WEIR_PID)
+RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/weir.toml" --workers 1 & PID[weir]=$!; PIDS+=(${PID[weir]})
 # The same weir with recording switched off, to price the telemetry.
-sed -e "s/:$P_WEIR\"/:$P_NOREC\"/; s/:$P_ADMIN\"/:$P_ADMIN2\"/" "$WORK/weir.toml" > "$WORK/norec.toml"
+sed -e "s/:${PORT[weir]}\"/:${PORT[weir-norec]}\"/; s/:$P_ADMIN\"/:$P_ADMIN2\"/" "$WORK/weir.toml" > "$WORK/norec.toml"
 printf '[telemetry]\nrecord = false\n' >> "$WORK/norec.toml"
-RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/norec.toml" --workers 1 & NOREC_PID=$!; PIDS+=($NOREC_PID)
+RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/norec.toml" --workers 1 & PID[weir-norec]=$!; PIDS+=(${PID[weir-norec]})
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not up"; exit 1; }
-wait_port "$P_NGINX"; wait_port "$P_WEIR"; wait_port "$P_NOREC"
+for c in "${!PORT[@]}"; do wait_port "${PORT[$c]}"; done
 
+tree_pids() { echo "$1" $(pgrep -P "$1" || true); }
 tree_ticks() { # utime+stime of a pid and its children
   local total=0
-  for p in $1 $(pgrep -P "$1" || true); do
-    read -r -a f < "/proc/$p/stat"; total=$((total + f[13] + f[14]))
-  done
+  for p in $(tree_pids "$1"); do read -r -a f < "/proc/$p/stat"; total=$((total + f[13] + f[14])); done
   echo $total
 }
-
-run_one() { # name port pid → "rps us_per_req p50 p99"
-  local t0 t1 out reqs rps
-  t0=$(tree_ticks "$3")
-  out=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" --latency "http://127.0.0.1:$2/")
-  t1=$(tree_ticks "$3")
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  local p50 p99
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}'); p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  local us; us=$(python3 -c "print(round(($t1-$t0)/$HZ*1e6/$reqs, 2))")
-  echo "$rps $us $p50 $p99"
+tree_rss_kib() {
+  local total=0
+  for p in $(tree_pids "$1"); do total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done
+  echo $total
+}
+to_us() { # wrk latency ("123.45us", "1.20ms", "2s") → µs
+  python3 -c "import re,sys; v,u=re.match(r'([\d.]+)(\w+)','$1').groups(); print(float(v)*{'us':1,'ms':1e3,'s':1e6}[u])"
 }
 
-# warm-up
-taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P_NGINX/" >/dev/null
-taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P_WEIR/" >/dev/null
-taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$P_NOREC/" >/dev/null
+run_one() { # port pid → "rps us_per_req p50 p99 p999"
+  local t0 t1 out reqs rps
+  t0=$(tree_ticks "$2")
+  out=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" --latency "http://127.0.0.1:$1/")
+  t1=$(tree_ticks "$2")
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "  errors on port $1: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+  local p50 p99
+  p50=$(to_us "$(echo "$out" | awk '$1=="50%" {print $2}')"); p99=$(to_us "$(echo "$out" | awk '$1=="99%" {print $2}')")
+  echo "$rps $(python3 -c "print(round(($t1-$t0)/$HZ*1e6/$reqs, 2))") $p50 $p99"
+}
 
-echo "round contender req/s cpu_us_per_req p50 p99"
+CONTENDERS=(nginx haproxy plain weir weir-norec)
+for c in "${CONTENDERS[@]}"; do taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:${PORT[$c]}/" >/dev/null; done
+
+echo "round contender req/s cpu_us_per_req p50_us p99_us"
 : > "$WORK/results"
 for r in $(seq "$ROUNDS"); do
-  if [ $((r % 2)) = 1 ]; then order="nginx weir weir-norec"; else order="weir-norec weir nginx"; fi
+  if [ $((r % 2)) = 1 ]; then order="${CONTENDERS[*]}"; else order=$(printf '%s\n' "${CONTENDERS[@]}" | tac | xargs); fi
   for c in $order; do
-    case $c in
-      nginx) res=$(run_one nginx "$P_NGINX" "$NGINX_PID") ;;
-      weir) res=$(run_one weir "$P_WEIR" "$WEIR_PID") ;;
-      weir-norec) res=$(run_one weir-norec "$P_NOREC" "$NOREC_PID") ;;
-    esac
-    echo "$r $c $res" | tee -a "$WORK/results"
+    echo "$r $c $(run_one "${PORT[$c]}" "${PID[$c]}")" | tee -a "$WORK/results"
   done
+done
+: > "$WORK/rss"
+for c in "${CONTENDERS[@]}"; do echo "$c $(tree_rss_kib "${PID[$c]}")" >> "$WORK/rss"; done
+
+# Added latency at c=1: proxied p50 minus direct p50 (3 interleaved tries).
+: > "$WORK/c1"
+for i in 1 2 3; do
+  direct=$(to_us "$(taskset -c 0 wrk -t1 -c1 -d2s --latency "http://127.0.0.1:$UP_A/" | awk '$1=="50%" {print $2}')")
+  for c in nginx haproxy plain weir; do
+    p=$(to_us "$(taskset -c 0 wrk -t1 -c1 -d2s --latency "http://127.0.0.1:${PORT[$c]}/" | awk '$1=="50%" {print $2}')")
+    echo "$c $(python3 -c "print(round($p - $direct, 1))")" >> "$WORK/c1"
+  done
+done
+
+# Memory per idle keep-alive connection.
+: > "$WORK/idle"
+for c in nginx haproxy plain weir; do
+  before=$(tree_rss_kib "${PID[$c]}")
+  coproc HOLD { taskset -c 0 "$BIN/idle-conns" "127.0.0.1:${PORT[$c]}" "$IDLE"; }
+  read -r ready <&"${HOLD[0]}" || true
+  sleep 1
+  after=$(tree_rss_kib "${PID[$c]}")
+  echo "$c $(python3 -c "print(round(($after - $before) / $IDLE, 2))") ${ready:-failed}" >> "$WORK/idle"
+  eval "exec ${HOLD[1]}>&-"; wait "$HOLD_PID" 2>/dev/null || true
+  sleep 1
 done
 
 # Split accuracy: weir's own counters, per backend, from /metrics.
 curl -s "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^weir_requests_total/ && /code_class="2xx"/ {
   if ($0 ~ /backend="canary"/) c += $2; else s += $2 }
   END { if (c + s > 0) printf "weir delivered canary share: %.4f%% of %d requests (configured 10%%)\n", 100*c/(c+s), c+s }'
-python3 - "$WORK/results" <<'PY'
+python3 - "$WORK/results" "$WORK/rss" "$WORK/c1" "$WORK/idle" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
+rss = dict(l.split()[:2] for l in open(sys.argv[2]))
+c1 = {}
+for l in open(sys.argv[3]):
+    c, v = l.split(); c1.setdefault(c, []).append(float(v))
+idle = {l.split()[0]: l.split()[1] for l in open(sys.argv[4])}
 med = {}
-for c in ("nginx", "weir", "weir-norec"):
+print(f"{'median':12} {'req/s':>9} {'CPU us/req':>10} {'p50 us':>8} {'p99 us':>8} {'RSS MiB':>8} {'+lat c=1 us':>11} {'KiB/idle conn':>13}")
+for c in ("nginx", "haproxy", "plain", "weir", "weir-norec"):
     rs = [r for r in rows if r[1] == c]
-    med[c] = (statistics.median(float(r[2]) for r in rs), statistics.median(float(r[3]) for r in rs))
-    print(f"median {c:6} {med[c][0]:>10.0f} req/s  {med[c][1]:6.2f} CPU us/req")
-print(f"weir/nginx: throughput {med['weir'][0]/med['nginx'][0]:.2f}x, CPU per request {med['weir'][1]/med['nginx'][1]:.2f}x")
-print(f"recording on/off: throughput {med['weir'][0]/med['weir-norec'][0]:.3f}x, CPU per request {med['weir'][1]/med['weir-norec'][1]:.3f}x")
+    m = [statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4, 5)]
+    med[c] = m
+    lat = f"{statistics.median(c1[c]):.1f}" if c in c1 else "-"
+    print(f"{c:12} {m[0]:>9.0f} {m[1]:>10.2f} {m[2]:>8.0f} {m[3]:>8.0f} {int(rss[c])/1024:>8.1f} {lat:>11} {idle.get(c, '-'):>13}")
+w = med["weir"]
+for peer in ("nginx", "haproxy", "plain"):
+    p = med[peer]
+    print(f"weir/{peer}: CPU per request {w[1]/p[1]:.2f}x, throughput {w[0]/p[0]:.2f}x, p99 {w[3]/p[3]:.2f}x")
+n = med["weir-norec"]
+print(f"recording on/off: CPU per request {w[1]/n[1]:.3f}x, throughput {w[0]/n[0]:.3f}x")
 PY

@@ -4,6 +4,7 @@ mod dashboard;
 mod examples;
 mod failures;
 mod faults;
+mod fds;
 mod hardening;
 mod protocols;
 mod reload;

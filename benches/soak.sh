@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Soak test: the release binary under load for SECONDS (default 600) while
+# the config reloads every second (file rename and SIGHUP), one stable
+# address flaps and slowloris clients hang on; fails on unexpected errors,
+# RSS or fd growth. See benches/src/bin/soak.rs for the rules.
+#
+#   benches/soak.sh [SECONDS] [--clients N] [--slowloris N] [--allow-flap-errors] [--crash-flaps]
+#
+# WEIR=path/to/weir tests another binary (default target/release/weir).
+# Loopback only; weir and the upstreams are stopped when it ends.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SECS=600
+if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then SECS=$1; shift; fi
+if [ -n "${WEIR:-}" ]; then
+    cargo build --release -q -p weir-benches --bin soak
+else
+    cargo build --release -q -p weir-proxy --bin weir -p weir-benches --bin soak
+fi
+exec "$ROOT/target/release/soak" "$SECS" "$@"
