@@ -51,9 +51,33 @@ impl std::fmt::Display for BodyReadTimeout {
 
 impl std::error::Error for BodyReadTimeout {}
 
-/// Whether an upstream failure was caused by the client's body timing out.
-pub(crate) fn is_body_timeout(err: &hyper_util::client::legacy::Error) -> bool {
-    crate::upstream::error::chain_has::<BodyReadTimeout>(err)
+/// The client's request body failed (cut short, or a malformed chunk):
+/// the request is the client's fault, never the upstream's.
+#[derive(Debug)]
+pub(crate) struct ClientBodyError(hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request body from the client: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// What an upstream failure owes to the client's body, if anything.
+pub(crate) fn client_fault(err: &hyper_util::client::legacy::Error) -> Option<crate::rescue::ProxyError> {
+    use crate::upstream::error::chain_has;
+    if chain_has::<BodyReadTimeout>(err) {
+        Some(crate::rescue::ProxyError::BodyTimeout)
+    } else if chain_has::<ClientBodyError>(err) {
+        Some(crate::rescue::ProxyError::BadRequest("weir: request body incomplete or malformed\n"))
+    } else {
+        None
+    }
 }
 
 impl UpstreamBody {
@@ -75,7 +99,7 @@ impl TimedBody {
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(r) => {
                 self.armed = false;
-                Poll::Ready(r.map(|r| r.map_err(Into::into)))
+                Poll::Ready(r.map(|r| r.map_err(|e| ClientBodyError(e).into())))
             }
             Poll::Pending => {
                 let deadline = Instant::now() + self.timeout;

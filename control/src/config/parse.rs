@@ -865,8 +865,14 @@ fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
                     if g.get("name").is_some() {
                         ctx.error(&g.key_path("name"), Some(&g.span), format!("duplicate gate name \"{}\"", gate.name));
                     } else {
-                        let n = gates.iter().filter(|o| o.name.starts_with(&gate.name)).count() + 1;
-                        gate.name = format!("{}#{n}", gate.name);
+                        // The first free "NAME#n" (n ≥ 2), even if a gate
+                        // was explicitly named like that.
+                        let base = gate.name.clone();
+                        let mut n = 2;
+                        while gates.iter().any(|o| o.name == format!("{base}#{n}")) {
+                            n += 1;
+                        }
+                        gate.name = format!("{base}#{n}");
                     }
                 }
                 gates.push(gate);

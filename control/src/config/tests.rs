@@ -301,3 +301,12 @@ fn hardening_limits_outlier_and_health_parse_with_defaults_and_checks() {
         assert!(bad.contains(want), "missing {want:?} in:\n{bad}");
     }
 }
+
+#[test]
+fn automatic_gate_names_never_collide() {
+    let src = MINIMAL.replace("weight = 12.5\n", "")
+        + "[routes.rollout]\nstages = [{ weight = 10, bake = \"1m\" }]\ngates = [\n  { metric = \"error_rate\", max = 0.01 },\n  { name = \"error_rate#2\", metric = \"latency_p99\", max = \"500ms\" },\n  { metric = \"error_rate\", max = 0.05 },\n  { metric = \"error_rate\", max = 0.07 },\n]\n";
+    let c = parse(&src).unwrap();
+    let names: Vec<_> = c.routes[0].rollout.as_ref().unwrap().gates.iter().map(|g| g.name.clone()).collect();
+    assert_eq!(names, ["error_rate", "error_rate#2", "error_rate#3", "error_rate#4"]);
+}

@@ -204,10 +204,11 @@ async fn forward<'s>(
         _ => UpstreamBody::incoming(body, snap.timeouts.body_read, first),
     };
 
-    // A request without a body can be sent again if the connection could
-    // not be made; one with a body never is (some of it may have left).
-    let retry = (backend.len() > 1 && !upgrade && http_body::Body::is_end_stream(&up_body))
-        .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned(), parts.headers.clone()));
+    // A request without a body may be sent again (see below); one with a
+    // body never is (some of it may have left).
+    let retry =
+        ((backend.len() > 1 || parts.method.is_idempotent()) && !upgrade && http_body::Body::is_end_stream(&up_body))
+            .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned(), parts.headers.clone()));
     let mut downstream_upgrade = None;
     let mut up_req = Request::from_parts(parts, up_body);
     if upgrade {
@@ -218,24 +219,35 @@ async fn forward<'s>(
 
     let mut sent = send(snap, backend, &route.name, up_req).await;
     report(backend, guard, &sent);
-    if let (Err(ProxyError::Upstream(UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)), Some(again)) =
-        (&sent, retry)
-    {
-        // Nothing was sent: once more on another address, if there is one.
-        let other = guard.endpoint().and_then(|failed| backend.pick_other(failed));
-        if let Some(ep) = other {
-            let (method, path, headers) = again;
-            let uri =
-                backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
-            let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
-            *req.method_mut() = method;
-            *req.uri_mut() = uri;
-            *req.headers_mut() = headers;
-            outcome.upstream = Some(ep.endpoint().addr);
-            guard.set_endpoint(ep);
-            sent = send(snap, backend, &route.name, req).await;
-            report(backend, guard, &sent);
+    // Once more, for a request without a body: on another address after a
+    // failed connect (nothing was sent), or after a reset for an idempotent
+    // method (RFC 9110 §9.2.2: an upstream restarting closes pooled
+    // connections under requests just written).
+    let failed_kind = match &sent {
+        Err(ProxyError::Upstream(k)) => Some(*k),
+        _ => None,
+    };
+    let again = match (failed_kind, retry) {
+        (Some(k @ (UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)), Some(r)) => {
+            guard.endpoint().and_then(|failed| backend.pick_other(failed)).map(|ep| (k, ep, r))
         }
+        (Some(k @ UpstreamErrorKind::Reset), Some(r)) if r.0.is_idempotent() => {
+            let ep = guard.endpoint().and_then(|failed| backend.pick_other(failed)).or_else(|| backend.pick());
+            ep.map(|ep| (k, ep, r))
+        }
+        _ => None,
+    };
+    if let Some((kind, ep, (method, path, headers))) = again {
+        shared.telemetry.retried(&route.name, &backend.name, kind);
+        let uri = backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
+        let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        outcome.upstream = Some(ep.endpoint().addr);
+        guard.set_endpoint(ep);
+        sent = send(snap, backend, &route.name, req).await;
+        report(backend, guard, &sent);
     }
     let mut resp = sent?;
     if let Some(tx) = shadow_tx {
@@ -276,8 +288,10 @@ async fn send(
     match tokio::time::timeout(snap.timeouts.upstream_response, backend.send(&snap.client, req)).await {
         Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {
-            if crate::body::is_body_timeout(&e) {
-                return Err(ProxyError::BodyTimeout);
+            // A client that stops sending or cuts its body short must not
+            // count against the upstream (nor eject it, nor fail a gate).
+            if let Some(fault) = crate::body::client_fault(&e) {
+                return Err(fault);
             }
             let kind = crate::upstream::error::classify(&e);
             tracing::debug!(route, backend = %backend.name, kind = kind.as_str(), "upstream error: {e:#}");

@@ -131,6 +131,15 @@ impl Telemetry {
     }
 
     /// A per-route counter (shadow drops and mismatches).
+    /// Counts one retried attempt (rare: resolved when it happens).
+    pub(crate) fn retried(&self, route: &str, backend: &str, kind: UpstreamErrorKind) {
+        self.counter(
+            names::UPSTREAM_RETRIES_TOTAL,
+            &[(label::ROUTE, route), (label::BACKEND, backend), (label::KIND, kind.as_str())],
+        )
+        .increment(1);
+    }
+
     pub(crate) fn route_counter(&self, name: &'static str, route: &str) -> Counter {
         self.counter(name, &[(label::ROUTE, route)])
     }
@@ -276,6 +285,7 @@ fn describe(r: &PrometheusRecorder) {
     };
     d(names::REQUESTS_TOTAL, None, "Proxied requests by route, backend and code class (error: no upstream response).");
     d(names::UPSTREAM_ERRORS_TOTAL, None, "Requests that got no usable upstream response, by kind.");
+    d(names::UPSTREAM_RETRIES_TOTAL, None, "Requests sent again after a failed attempt, by the kind of that failure.");
     d(names::CONFIG_RELOADS_TOTAL, None, "Config reloads by result.");
     d(names::SHADOW_REQUESTS_TOTAL, None, "Shadow copies sent to the canary, by route, backend and code class.");
     d(names::SHADOW_ERRORS_TOTAL, None, "Shadow copies that got no usable upstream response, by kind.");

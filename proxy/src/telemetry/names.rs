@@ -20,6 +20,7 @@ pub(crate) const SHADOW_DURATION_SECONDS: &str = "weir_shadow_request_duration_s
 pub(crate) const SHADOW_ERRORS_TOTAL: &str = "weir_shadow_upstream_errors_total";
 /// Shadow copies dropped under load (counter).
 pub(crate) const SHADOW_DROPPED_TOTAL: &str = "weir_shadow_dropped_total";
+pub(crate) const UPSTREAM_RETRIES_TOTAL: &str = "weir_upstream_retries_total";
 /// Shadow answers that differed from stable's (counter).
 pub(crate) const SHADOW_MISMATCHES_TOTAL: &str = "weir_shadow_mismatches_total";
 /// Current canary weight of a route, percent (gauge).

@@ -40,6 +40,13 @@ impl Drop for RawUpstream {
 
 impl RawUpstream {
     async fn start(answer: Option<&'static [u8]>) -> RawUpstream {
+        Self::start_dropping_first(answer, 0).await
+    }
+
+    /// As `start`, but the first `drop_first` connections are closed as
+    /// soon as a request head arrived, without an answer (an upstream
+    /// restarting under a request just written).
+    async fn start_dropping_first(answer: Option<&'static [u8]>, drop_first: usize) -> RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let bytes = Arc::new(Mutex::new(Vec::new()));
@@ -47,8 +54,10 @@ impl RawUpstream {
         let (b, c) = (bytes.clone(), conns.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                c.fetch_add(1, Ordering::SeqCst);
+                let nth = c.fetch_add(1, Ordering::SeqCst);
                 let b = b.clone();
+                let answer = if nth < drop_first { None } else { answer };
+                let drop_it = nth < drop_first;
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     let mut seen = Vec::new();
@@ -58,7 +67,11 @@ impl RawUpstream {
                         }
                         seen.extend_from_slice(&buf[..n]);
                         b.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if let (Some(a), true) = (answer, seen.windows(4).any(|w| w == b"\r\n\r\n")) {
+                        let head_done = seen.windows(4).any(|w| w == b"\r\n\r\n");
+                        if head_done && drop_it {
+                            break;
+                        }
+                        if let (Some(a), true) = (answer, head_done) {
                             let _ = s.write_all(a).await;
                             break;
                         }
@@ -351,4 +364,50 @@ async fn an_invalid_upstream_response_is_502_and_its_connection_is_discarded() {
         assert!(body.contains("invalid upstream response"), "{body}");
     }
     assert_eq!(bad.conns.load(Ordering::SeqCst), 2, "the bad connection was not reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_under_an_idempotent_request_is_retried_once_and_counted() {
+    let up = RawUpstream::start_dropping_first(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"), 1).await;
+    let w = InProcess::start(&config_text(up.addr, up.addr, "", "")).await;
+    let (status, body) = get(&client(), &w.url("/"), &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(up.conns.load(Ordering::SeqCst), 2);
+    let (_, text) = get(&client(), &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await;
+    let m = parse_prometheus(&text);
+    let labels = [("route", "web"), ("backend", "stable"), ("kind", "reset")];
+    assert_eq!(sample(&m, "weir_upstream_retries_total", &labels), 1.0);
+    assert_eq!(sample(&m, "weir_upstream_errors_total", &labels), 0.0);
+
+    // A POST is not idempotent: the reset is the answer.
+    let up = RawUpstream::start_dropping_first(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"), 1).await;
+    let w = InProcess::start(&config_text(up.addr, up.addr, "", "")).await;
+    let req = Request::post(w.url("/")).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(client().request(req).await.unwrap().status(), 502);
+    assert_eq!(up.conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_by_the_client_is_the_clients_fault() {
+    let a = Upstream::start("a", Mode::CountBody).await;
+    let b = Upstream::start("b", Mode::CountBody).await;
+    let w = InProcess::start(&two_address_config(a.addr, b.addr, a.addr, "")).await;
+    for _ in 0..12 {
+        let mut s = TcpStream::connect(w.weir.data_addr()).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 400"), "{got}");
+    }
+    // Not an upstream error, and no healthy address was ejected.
+    let (_, text) = get(&client(), &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await;
+    let m = parse_prometheus(&text);
+    for kind in ["reset", "protocol", "connect"] {
+        let n = sample(&m, "weir_upstream_errors_total", &[("route", "web"), ("backend", "stable"), ("kind", kind)]);
+        assert_eq!(n, 0.0, "{kind}");
+    }
+    assert!(endpoints(&w, "stable").await.iter().all(|e| e["ejected"] == false));
+    assert_eq!(get(&client(), &w.url("/"), &[]).await.0, 200);
 }
