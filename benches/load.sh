@@ -3,6 +3,7 @@
 # configured the same way.
 #
 #   benches/load.sh [ROUNDS] [SECONDS] [IDLE_CONNS]   (defaults: 5 rounds of 5 s, 9000)
+#   WORKERS=2 benches/load.sh ...   # weir --workers 2, nginx 2 workers, HAProxy 2 threads
 #
 # Two nginx upstreams serve a 128-byte body. Each contender proxies to them
 # with a 90/10 split, keep-alive on both sides, no access log, one worker,
@@ -24,6 +25,10 @@ set -euo pipefail
 ROUNDS=${1:-5}
 SECS=${2:-5}
 IDLE=${3:-9000}
+WORKERS=${WORKERS:-1}
+# One worker: the proxy alone on core 1. More: the proxies may use both cores
+# (wrk and the upstreams share them); the plain hyper proxy stays at one.
+if [ "$WORKERS" = 1 ]; then PX_CPUS=1; else PX_CPUS=0,1; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release
 WEIR=${WEIR:-$BIN/weir}
@@ -59,7 +64,7 @@ taskset -c 0 "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 
 # --- nginx as a proxy ---
 cat > "$WORK/px/nginx.conf" <<CONF
-daemon off; worker_processes 1; pid $WORK/px/nginx.pid; error_log $WORK/px/error.log;
+daemon off; worker_processes $WORKERS; pid $WORK/px/nginx.pid; error_log $WORK/px/error.log;
 worker_rlimit_nofile 20000;
 events { worker_connections 30000; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 600s;
@@ -68,12 +73,12 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 600s;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
-taskset -c 1 "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" & PID[nginx]=$!; PIDS+=(${PID[nginx]})
+taskset -c $PX_CPUS "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" & PID[nginx]=$!; PIDS+=(${PID[nginx]})
 
 # --- HAProxy, one thread ---
 cat > "$WORK/haproxy.cfg" <<CONF
 global
-  nbthread 1
+  nbthread $WORKERS
   maxconn 9900
 defaults
   mode http
@@ -91,7 +96,7 @@ backend be
   server a 127.0.0.1:$UP_A weight 9
   server b 127.0.0.1:$UP_B weight 1
 CONF
-taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" & PID[haproxy]=$!; PIDS+=(${PID[haproxy]})
+taskset -c $PX_CPUS haproxy -db -f "$WORK/haproxy.cfg" & PID[haproxy]=$!; PIDS+=(${PID[haproxy]})
 
 # --- the plain hyper proxy (reference) ---
 taskset -c 1 "$BIN/plain-proxy" "127.0.0.1:${PORT[plain]}" "127.0.0.1:$UP_A" "127.0.0.1:$UP_B" & PID[plain]=$!; PIDS+=(${PID[plain]})
@@ -117,11 +122,11 @@ stable = "stable"
 canary = "canary"
 weight = 10
 CONF
-RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/weir.toml" --workers 1 & PID[weir]=$!; PIDS+=(${PID[weir]})
+RUST_LOG=warn taskset -c $PX_CPUS "$WEIR" run -c "$WORK/weir.toml" --workers "$WORKERS" & PID[weir]=$!; PIDS+=(${PID[weir]})
 # The same weir with recording switched off, to price the telemetry.
 sed -e "s/:${PORT[weir]}\"/:${PORT[weir-norec]}\"/; s/:$P_ADMIN\"/:$P_ADMIN2\"/" "$WORK/weir.toml" > "$WORK/norec.toml"
 printf '[telemetry]\nrecord = false\n' >> "$WORK/norec.toml"
-RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/norec.toml" --workers 1 & PID[weir-norec]=$!; PIDS+=(${PID[weir-norec]})
+RUST_LOG=warn taskset -c $PX_CPUS "$WEIR" run -c "$WORK/norec.toml" --workers "$WORKERS" & PID[weir-norec]=$!; PIDS+=(${PID[weir-norec]})
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not up"; exit 1; }
 for c in "${!PORT[@]}"; do wait_port "${PORT[$c]}"; done
@@ -212,9 +217,14 @@ for c in ("nginx", "haproxy", "plain", "weir", "weir-norec"):
     lat = f"{statistics.median(c1[c]):.1f}" if c in c1 else "-"
     print(f"{c:12} {m[0]:>9.0f} {m[1]:>10.2f} {m[2]:>8.0f} {m[3]:>8.0f} {int(rss[c])/1024:>8.1f} {lat:>11} {idle.get(c, '-'):>13}")
 w = med["weir"]
+by_round = {(r[0], r[1]): r for r in rows}
 for peer in ("nginx", "haproxy", "plain"):
     p = med[peer]
-    print(f"weir/{peer}: CPU per request {w[1]/p[1]:.2f}x, throughput {w[0]/p[0]:.2f}x, p99 {w[3]/p[3]:.2f}x")
+    # The same-round ratio (both measured minutes apart at most), then its median.
+    same = statistics.median(float(by_round[(k, "weir")][3]) / float(by_round[(k, peer)][3])
+                             for k in sorted({r[0] for r in rows}))
+    print(f"weir/{peer}: CPU per request {w[1]/p[1]:.2f}x (median of same-round ratios {same:.2f}x), "
+          f"throughput {w[0]/p[0]:.2f}x, p99 {w[3]/p[3]:.2f}x")
 n = med["weir-norec"]
 print(f"recording on/off: CPU per request {w[1]/n[1]:.3f}x, throughput {w[0]/n[0]:.3f}x")
 PY
