@@ -41,6 +41,8 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: SocketAddr,
     /// The peer IP, formatted once for X-Forwarded-For.
     pub(crate) peer_ip: HeaderValue,
+    /// The connection came over TLS (X-Forwarded-Proto: https).
+    pub(crate) tls: bool,
     epoch: Instant,
     active: AtomicU32,
     /// Millis since `epoch` (+1) when the connection last became idle.
@@ -53,12 +55,13 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    fn new(peer: SocketAddr, epoch: Instant, listener_in_flight: Arc<AtomicUsize>) -> Self {
+    fn new(peer: SocketAddr, epoch: Instant, listener_in_flight: Arc<AtomicUsize>, tls: bool) -> Self {
         let peer_ip =
             HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         let ctx = ConnCtx {
             peer,
             peer_ip,
+            tls,
             epoch,
             active: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
@@ -288,7 +291,7 @@ pub(crate) async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     match tls {
-        None => serve_http(shared, stream, peer, permit, shutdown).await,
+        None => serve_http(shared, stream, peer, permit, shutdown, false).await,
         // Boxed: a connection task is as large as its largest state, and
         // the TLS one (handshake, TLS stream) would triple every plaintext
         // connection's idle memory.
@@ -306,7 +309,7 @@ async fn serve_tls(
 ) {
     let timeout = shared.snapshot.load().timeouts.tls_handshake;
     if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
-        serve_http(shared, tls, peer, permit, shutdown).await;
+        serve_http(shared, tls, peer, permit, shutdown, true).await;
     }
 }
 
@@ -316,11 +319,12 @@ async fn serve_http<S>(
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
+    tls: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _permit = permit;
-    let ctx = Arc::new(ConnCtx::new(peer, shared.epoch, shared.in_flight.clone()));
+    let ctx = Arc::new(ConnCtx::new(peer, shared.epoch, shared.in_flight.clone(), tls));
     // The connection keeps the settings of the snapshot it was accepted on.
     let snap = shared.snapshot.load_full();
     let io = TokioIo::new(TrackedIo {

@@ -51,7 +51,7 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
 
 /// Appends the peer to X-Forwarded-For and sets X-Forwarded-Proto and -Host
 /// (the client's values for those two are not trusted).
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, host: Option<HeaderValue>) {
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, host: Option<HeaderValue>, tls: bool) {
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
     if prior.peek().is_some() {
         let mut joined: Vec<u8> = Vec::with_capacity(64);
@@ -71,7 +71,7 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, host
     } else {
         headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
     match host {
         Some(h) => {
             headers.insert(X_FORWARDED_HOST.clone(), h);
@@ -125,7 +125,12 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-proto", "https")]);
-        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"), Some(HeaderValue::from_static("a.example")));
+        add_forwarded(
+            &mut h,
+            &HeaderValue::from_static("10.0.0.1"),
+            Some(HeaderValue::from_static("a.example")),
+            false,
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.example");

@@ -156,7 +156,7 @@ async fn forward<'s>(
     }
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    headers::add_forwarded(&mut parts.headers, &conn.peer_ip, host_value.clone());
+    headers::add_forwarded(&mut parts.headers, &conn.peer_ip, host_value.clone(), conn.tls);
     if synthetic.is_some() {
         parts.headers.insert(crate::synthetic::HEADER.clone(), HeaderValue::from_static("1"));
     }

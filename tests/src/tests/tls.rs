@@ -71,6 +71,9 @@ async fn curl_gets_h2_or_http11_by_alpn_and_sni_picks_the_certificate() {
     assert!(c.is_err(), "the default certificate is not valid for other.test");
     c = TlsConn::open(addr, "weir.test", &ca).await;
     assert_eq!(c.unwrap().get("weir.test", "/").await, 200);
+    // The upstream learns the client came over TLS.
+    let seen = stable.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty() && seen.iter().all(|s| s.headers["x-forwarded-proto"] == "https"), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
