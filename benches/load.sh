@@ -35,19 +35,12 @@ WEIR=${WEIR:-$BIN/weir}
 for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light haproxy wrk)"; exit 2; }; done
 (cd "$ROOT" && cargo build --release -q -p weir-proxy -p weir-benches --bin weir --bin plain-proxy --bin idle-conns)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-NGINX=$(command -v nginx)
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 UP_A=$(free_port); UP_B=$(free_port)
 declare -A PORT PID
 for c in nginx haproxy plain weir weir-norec; do PORT[$c]=$(free_port); done
 P_ADMIN=$(free_port); P_ADMIN2=$(free_port)
-HZ=$(getconf CLK_TCK)
-BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
 
 # --- upstreams: one nginx, two ports, pinned to core 0 ---
 mkdir -p "$WORK/up" "$WORK/px"
@@ -131,12 +124,6 @@ RUST_LOG=warn taskset -c $PX_CPUS "$WEIR" run -c "$WORK/norec.toml" --workers "$
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not up"; exit 1; }
 for c in "${!PORT[@]}"; do wait_port "${PORT[$c]}"; done
 
-tree_pids() { echo "$1" $(pgrep -P "$1" || true); }
-tree_ticks() { # utime+stime of a pid and its children
-  local total=0
-  for p in $(tree_pids "$1"); do read -r -a f < "/proc/$p/stat"; total=$((total + f[13] + f[14])); done
-  echo $total
-}
 tree_rss_kib() {
   local total=0
   for p in $(tree_pids "$1"); do total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done

@@ -20,16 +20,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WEIR=${WEIR:-$ROOT/target/release/weir}
 for t in nginx wrk openssl; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light wrk openssl)"; exit 2; }; done
 [ -x "$WEIR" ] || (cd "$ROOT" && cargo build --release -q -p weir-proxy)
-NGINX=$(command -v nginx)
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 UP=$(free_port); P_NGINX=$(free_port); P_WEIR=$(free_port); P_ADMIN=$(free_port)
-HZ=$(getconf CLK_TCK)
-BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
@@ -73,20 +66,13 @@ RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/weir.toml" --workers 1 & WEIR_P
 wait_port() { for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not up"; exit 1; }
 wait_port "$P_NGINX"; wait_port "$P_WEIR"
 
-ticks() { # utime+stime of a pid and its children (nginx's worker)
-  local total=0
-  for p in $1 $(pgrep -P "$1" || true); do
-    read -r -a f < "/proc/$p/stat"; total=$((total + f[13] + f[14]))
-  done
-  echo $total
-}
 
 run_one() { # mode port pid → "rps us_per_req"
   local t0 t1 out reqs rps args
   if [ "$1" = handshake ]; then args=(-c16 -H "Connection: close"); else args=(-c64); fi
-  t0=$(ticks "$3")
+  t0=$(tree_ticks "$3")
   out=$(taskset -c 0 wrk -t1 "${args[@]}" -d"${SECS}s" "https://127.0.0.1:$2/")
-  t1=$(ticks "$3")
+  t1=$(tree_ticks "$3")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   local errs; errs=$(echo "$out" | awk '/Socket errors|Non-2xx/ {print}')

@@ -18,13 +18,7 @@ fn main() {
         eprintln!("usage: idle-conns ADDR N");
         std::process::exit(2);
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = weir_benches::current_thread_runtime();
     rt.block_on(async move {
         let mut held = Vec::with_capacity(n);
         let mut buf = vec![0u8; 4096];

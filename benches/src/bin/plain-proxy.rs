@@ -29,13 +29,7 @@ fn main() {
         eprintln!("usage: plain-proxy LISTEN_ADDR STABLE_ADDR CANARY_ADDR");
         std::process::exit(2);
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = weir_benches::current_thread_runtime();
     if let Err(e) = rt.block_on(serve(listen, stable, canary)) {
         eprintln!("plain-proxy: {e}");
         std::process::exit(1);
