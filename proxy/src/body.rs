@@ -85,9 +85,24 @@ impl UpstreamBody {
         UpstreamBody::Bytes(if b.is_empty() { None } else { Some(b) })
     }
 
-    /// `first` is a piece already read from `body`, sent before the rest.
-    pub(crate) fn incoming(body: Incoming, timeout: Duration, first: Option<Frame<Bytes>>) -> Self {
-        UpstreamBody::Incoming(TimedBody { first, body, timeout, timer: None, armed: false })
+    pub(crate) fn incoming(body: Incoming, timeout: Duration) -> Self {
+        UpstreamBody::Incoming(TimedBody { first: None, body, timeout, timer: None, armed: false })
+    }
+
+    /// Reads the first piece of a streamed body now, under the same timer
+    /// as the rest; it is kept and sent first. A malformed first piece (a
+    /// bad chunk line) is a 400 before anything was forwarded.
+    pub(crate) async fn prefetch(&mut self) -> Result<(), crate::rescue::ProxyError> {
+        let UpstreamBody::Incoming(b) = self else { return Ok(()) };
+        match std::future::poll_fn(|cx| b.poll(cx)).await {
+            None => Ok(()),
+            Some(Ok(f)) => {
+                b.first = Some(f);
+                Ok(())
+            }
+            Some(Err(e)) if e.is::<BodyReadTimeout>() => Err(crate::rescue::ProxyError::BodyTimeout),
+            Some(Err(_)) => Err(crate::rescue::ProxyError::BadRequest("weir: invalid chunked request body\n")),
+        }
     }
 }
 

@@ -162,9 +162,8 @@ pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch
             }
         }
     };
-    let tls_files = || shared.snapshot.load().tls_files.clone();
     watch_dirs(&mut watcher, std::slice::from_ref(&path));
-    watch_dirs(&mut watcher, &tls_files());
+    watch_dirs(&mut watcher, &shared.snapshot.load().tls_files);
     tokio::spawn(async move {
         // Unknown at first, so the first event always reloads: the files may
         // have changed between the initial load and the watch starting.

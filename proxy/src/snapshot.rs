@@ -107,14 +107,15 @@ fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// A backend's own client, reused from `prev` when its settings and TLS
-/// files are unchanged (so its pool survives reloads).
+/// A backend's own client, reused from `old` (the same backend in the
+/// previous snapshot) when its settings and TLS files are unchanged, so its
+/// pool survives reloads.
 fn dedicated_client(
     name: &str,
     b: &weir_control::config::Backend,
     settings: ClientSettings,
     base: Option<&Path>,
-    prev: Option<&Snapshot>,
+    old: Option<&Backend>,
 ) -> Result<Option<(client::Dedicated, u64)>, BuildError> {
     use std::hash::{Hash, Hasher};
     if b.tls.is_none() && !b.http2 {
@@ -126,7 +127,6 @@ fn dedicated_client(
         crate::tls::digest(&crate::tls::backend_files(t, base)).hash(&mut h);
     }
     let key = h.finish();
-    let old = prev.and_then(|p| p.backends.iter().find(|o| &*o.name == name));
     if let Some(c) = old.filter(|o| o.client_key == key).and_then(|o| o.client.as_ref()) {
         return Ok(Some((c.clone(), key)));
     }
@@ -166,14 +166,15 @@ pub(crate) async fn build(
         let old_fault = prev.and_then(|p| p.config.backends.get(name)).and_then(|b| b.fault.as_ref());
         faults.configure(name, old_fault, b.fault.as_ref());
         let old = prev.and_then(|p| p.backends.iter().find(|o| &*o.name == name.as_str()));
-        let mut backend = Backend::new(name, &addrs, faults.slot(name), b.outlier.clone(), old.map(|o| &**o))
-            .map_err(BuildError::Other)?;
+        let old = old.map(|o| &**o);
+        let mut backend =
+            Backend::new(name, &addrs, faults.slot(name), b.outlier.clone(), old).map_err(BuildError::Other)?;
         if let Some(hc) = &b.health {
             let host = b.tls.as_ref().and_then(|t| t.server_name.clone());
             let host = host.or_else(|| b.addrs.first().map(ToString::to_string)).unwrap_or_default();
             backend = backend.with_health(Some(hc.clone()), &host);
         }
-        if let Some((c, key)) = dedicated_client(name, b, settings, config_path, prev)? {
+        if let Some((c, key)) = dedicated_client(name, b, settings, config_path, old)? {
             backend = backend.with_client(c, key);
         }
         backends.insert(name.as_str(), Arc::new(backend));
@@ -262,14 +263,11 @@ pub(crate) async fn build(
         Some(p) if p.client_settings == settings => p.client.clone(),
         _ => client::build(settings),
     };
-    let listen_tls = match &cfg.listen.tls {
-        Some(t) => Some(crate::tls::acceptor(t, config_path, "listen.tls").map_err(BuildError::Other)?),
-        None => None,
+    let acceptor = |tls: &Option<weir_control::config::ServerTls>, at| {
+        tls.as_ref().map(|t| crate::tls::acceptor(t, config_path, at)).transpose().map_err(BuildError::Other)
     };
-    let admin_tls = match &cfg.admin.tls {
-        Some(t) => Some(crate::tls::acceptor(t, config_path, "admin.tls").map_err(BuildError::Other)?),
-        None => None,
-    };
+    let listen_tls = acceptor(&cfg.listen.tls, "listen.tls")?;
+    let admin_tls = acceptor(&cfg.admin.tls, "admin.tls")?;
     let tls_files = crate::tls::files(&cfg, config_path);
     let snapshot = Snapshot {
         generation: prev.map_or(1, |p| p.generation + 1),

@@ -144,15 +144,9 @@ async fn forward<'s>(
     // RFC 9112 §7.1: a chunked body is forwarded only once its first chunk
     // has parsed, so a malformed chunk line is a 400 and close with nothing
     // sent upstream (a later bad chunk aborts the upstream request).
-    let mut body = body;
-    let mut first = None;
+    let mut body = UpstreamBody::incoming(body, snap.timeouts.body_read);
     if parts.headers.contains_key(header::TRANSFER_ENCODING) && !http_body::Body::is_end_stream(&body) {
-        match tokio::time::timeout(snap.timeouts.body_read, http_body_util::BodyExt::frame(&mut body)).await {
-            Err(_) => return Err(ProxyError::BodyTimeout),
-            Ok(None) => {}
-            Ok(Some(Ok(f))) => first = Some(f),
-            Ok(Some(Err(_))) => return Err(ProxyError::BadRequest("weir: invalid chunked request body\n")),
-        }
+        body.prefetch().await?;
     }
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -199,9 +193,9 @@ async fn forward<'s>(
                 shadow_tx = crate::shadow::spawn(shared, route, cfg, &parts, bytes.clone());
                 UpstreamBody::bytes(bytes)
             }
-            None => UpstreamBody::incoming(body, snap.timeouts.body_read, first),
+            None => body,
         },
-        _ => UpstreamBody::incoming(body, snap.timeouts.body_read, first),
+        _ => body,
     };
 
     // A request without a body may be sent again (see below); one with a

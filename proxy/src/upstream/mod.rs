@@ -130,7 +130,8 @@ pub(crate) struct Backend {
     outlier: Option<Outlier>,
     /// Active health checks, if configured.
     pub(crate) health: Option<weir_control::config::HealthCheck>,
-    /// Host header of health checks (the configured name of the backend).
+    /// Host header of health checks (`tls.server_name`, else the first
+    /// address as written).
     pub(crate) host_header: Option<http::HeaderValue>,
     /// `https` for TLS backends.
     pub(crate) scheme: http::uri::Scheme,
@@ -259,7 +260,8 @@ impl Backend {
         self.pick_slow(Some(failed.addr))
     }
 
-    /// P2C among the endpoints in service (and not `except`).
+    /// The least loaded endpoint in service (and not `except`); taken only
+    /// while some address is out of service, or for a retry.
     fn pick_slow(&self, except: Option<SocketAddr>) -> Option<EndpointGuard> {
         let now = now_ms();
         let mut out = 0;
