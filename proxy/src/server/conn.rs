@@ -280,22 +280,85 @@ impl<S: AsyncWrite> AsyncWrite for TrackedIo<S> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A stream that first yields bytes already read from it (what weir's
+    /// own HTTP/1.1 loop read before handing the connection to hyper).
+    struct Prefixed<S> {
+        prefix: bytes::Bytes,
+        #[pin]
+        inner: S,
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for Prefixed<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Prefixed<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
 /// Serves one accepted connection (after the TLS handshake when `tls` is
-/// set) until it closes, times out, or drains.
+/// set) until it closes, times out, or drains. Plaintext connections start
+/// on weir's own HTTP/1.1 loop (see `h1.rs`), which hands them to hyper at
+/// the first request it does not serve itself.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let _permit = permit;
     match tls {
-        None => serve_http(shared, stream, peer, permit, shutdown, false).await,
+        None => {
+            let ctx = Arc::new(ConnCtx::new(peer, shared.epoch, shared.in_flight.clone(), false));
+            // The connection keeps the settings of the snapshot it was accepted on.
+            let snap = shared.snapshot.load_full();
+            if let super::h1::End::Fallback(prefix) =
+                super::h1::serve(&shared, &mut stream, &ctx, &snap, &mut shutdown).await
+            {
+                // Boxed: hyper's connection state is allocated only for the
+                // connections that need it.
+                let io = Prefixed { prefix, inner: stream };
+                Box::pin(serve_http(shared, io, ctx, snap, shutdown)).await;
+            }
+        }
         // Boxed: a connection task is as large as its largest state, and
         // the TLS one (handshake, TLS stream) would triple every plaintext
         // connection's idle memory.
-        Some(acceptor) => Box::pin(serve_tls(shared, stream, peer, permit, shutdown, acceptor)).await,
+        Some(acceptor) => Box::pin(serve_tls(shared, stream, peer, shutdown, acceptor)).await,
     }
 }
 
@@ -303,30 +366,27 @@ async fn serve_tls(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
     shutdown: watch::Receiver<bool>,
     acceptor: tokio_rustls::TlsAcceptor,
 ) {
     let timeout = shared.snapshot.load().timeouts.tls_handshake;
     if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
-        serve_http(shared, tls, peer, permit, shutdown, true).await;
+        let ctx = Arc::new(ConnCtx::new(peer, shared.epoch, shared.in_flight.clone(), true));
+        let snap = shared.snapshot.load_full();
+        serve_http(shared, tls, ctx, snap, shutdown).await;
     }
 }
 
 async fn serve_http<S>(
     shared: Arc<Shared>,
     stream: S,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    ctx: Arc<ConnCtx>,
+    snap: Arc<crate::snapshot::Snapshot>,
     mut shutdown: watch::Receiver<bool>,
-    tls: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _permit = permit;
-    let ctx = Arc::new(ConnCtx::new(peer, shared.epoch, shared.in_flight.clone(), tls));
-    // The connection keeps the settings of the snapshot it was accepted on.
-    let snap = shared.snapshot.load_full();
+    let peer = ctx.peer;
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         ctx: ctx.clone(),

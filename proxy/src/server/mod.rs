@@ -1,6 +1,7 @@
 //! A running weir: listeners, connection tasks, reload and shutdown.
 
 mod conn;
+mod h1;
 mod headers;
 pub(crate) mod proxy;
 

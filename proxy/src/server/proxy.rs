@@ -38,15 +38,27 @@ pub(crate) async fn handle(
     conn: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    Ok(respond(shared, conn, parts, Some(body)).await)
+}
+
+/// The request path for both servers (hyper's, and weir's own HTTP/1.1
+/// loop, which passes `None` for a request without a body).
+pub(crate) async fn respond(
+    shared: Arc<Shared>,
+    conn: Arc<ConnCtx>,
+    parts: http::request::Parts,
+    body: Option<Incoming>,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut guard = RequestGuard::new(conn.clone());
-    let method = shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
+    let method = shared.access_log.is_some().then(|| (parts.method.clone(), parts.uri.clone()));
     let snap = shared.snapshot.load_full();
     let mut outcome = Outcome { route: None, backend: None, side: None, upstream: None, stats: None, error: None };
     let result = if guard.listener_in_flight >= snap.config.limits.max_requests_in_flight {
         Err(ProxyError::Overloaded)
     } else {
-        forward(&shared, &snap, &conn, req, &mut guard, &mut outcome).await
+        forward(&shared, &snap, &conn, parts, body, &mut guard, &mut outcome).await
     };
     if let (true, Some(stats)) = (snap.config.telemetry.record, outcome.stats) {
         let (class, error) = match &result {
@@ -69,19 +81,18 @@ pub(crate) async fn handle(
     if let (Some(log), Some((method, uri))) = (&shared.access_log, method) {
         log.record(&conn, &method, &uri, resp.status(), started.elapsed(), &outcome);
     }
-    Ok(resp)
+    resp
 }
 
 async fn forward<'s>(
     shared: &Shared,
     snap: &'s crate::snapshot::Snapshot,
     conn: &ConnCtx,
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    body: Option<Incoming>,
     guard: &mut RequestGuard,
     outcome: &mut Outcome<'s>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-
     // RFC 9112 §6.3: for a request with both Transfer-Encoding and
     // Content-Length, hyper has already removed Content-Length, framed the
     // body by the chunked coding alone and marked the connection to close
@@ -144,7 +155,10 @@ async fn forward<'s>(
     // RFC 9112 §7.1: a chunked body is forwarded only once its first chunk
     // has parsed, so a malformed chunk line is a 400 and close with nothing
     // sent upstream (a later bad chunk aborts the upstream request).
-    let mut body = UpstreamBody::incoming(body, snap.timeouts.body_read);
+    let mut body = match body {
+        Some(b) => UpstreamBody::incoming(b, snap.timeouts.body_read),
+        None => UpstreamBody::bytes(bytes::Bytes::new()),
+    };
     if parts.headers.contains_key(header::TRANSFER_ENCODING) && !http_body::Body::is_end_stream(&body) {
         body.prefetch().await?;
     }

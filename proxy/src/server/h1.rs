@@ -1,0 +1,504 @@
+//! weir's own HTTP/1.1 loop for plaintext connections: the common case,
+//! served without hyper's connection machinery.
+//!
+//! **Why.** hyper keeps a 16 KiB read buffer, an 8 KiB write buffer and its
+//! dispatcher on every connection for as long as it is open, idle or not,
+//! and its per-request path (dispatcher, codec state, buffered writes) was
+//! the largest user-space cost in the profile. This loop holds **nothing**
+//! while a connection waits between requests: it waits for readability
+//! without a buffer, reads into a per-thread scratch buffer, copies the
+//! request (usually ~100 bytes) into an exactly sized one that its header
+//! values then share, and writes each response from a per-thread buffer.
+//!
+//! **Scope.** Only what it fully understands: an HTTP/1.1 request in origin
+//! form, without a body (no Content-Length, no Transfer-Encoding), without
+//! Upgrade or Expect, whose `Connection` says at most `close` or
+//! `keep-alive`, within every head limit. Anything else (a body, an
+//! upgrade, HTTP/1.0, h2c, a malformed or oversized head) hands the
+//! connection, with the bytes already read, to hyper for the rest of its
+//! life ([`End::Fallback`]), so every rule hyper enforces still applies to
+//! whatever this loop does not serve itself.
+//!
+//! Both paths share the request path itself ([`super::proxy::respond`]):
+//! routing, telemetry, access log and error responses are the same.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use weir_control::config::Limits;
+
+use super::conn::ConnCtx;
+use super::Shared;
+use crate::body::ResponseBody;
+use crate::snapshot::Snapshot;
+
+/// Header slots of the parser; a request with more goes to hyper, which
+/// applies `limits.max_headers`.
+const MAX_HEADERS: usize = 64;
+/// Scratch read size: one read takes whatever the socket has, up to this.
+const SCRATCH: usize = 16 * 1024;
+/// Response bytes gathered before a write; larger body pieces are written
+/// straight from their own buffer.
+const GATHER: usize = 16 * 1024;
+
+/// How the loop ended.
+pub(crate) enum End {
+    /// The connection is done (closed, timed out, drained, or failed).
+    Closed,
+    /// A request this loop does not serve: hyper takes the connection,
+    /// starting with these bytes.
+    Fallback(Bytes),
+}
+
+thread_local! {
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+}
+
+/// Reads what the socket has now, without waiting, appending it to
+/// `pending` (allocated to size). `Ok(0)` is end of stream.
+fn try_read(stream: &TcpStream, pending: &mut BytesMut) -> io::Result<usize> {
+    READ_SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SCRATCH {
+            s.resize(SCRATCH, 0);
+        }
+        let n = stream.try_read(&mut s[..])?;
+        pending.extend_from_slice(&s[..n]);
+        Ok(n)
+    })
+}
+
+/// A request head parsed for the fast path.
+struct Head {
+    parts: http::request::Parts,
+    len: usize,
+    /// The client asked to close after this request.
+    close: bool,
+}
+
+// Built once per request and consumed at once: boxing it would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Complete(Head),
+    Partial,
+    Fallback,
+}
+
+/// Parses a request head out of `data`, sharing its bytes.
+fn parse(data: &Bytes, limits: &Limits) -> Parsed {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let line_len = memchr_nl(data).unwrap_or(data.len());
+    if line_len > limits.max_request_line {
+        return Parsed::Fallback; // 414, answered on the hyper path
+    }
+    let len = match req.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if data.len() <= limits.max_header_bytes => return Parsed::Partial,
+        _ => return Parsed::Fallback,
+    };
+    if len > limits.max_header_bytes || req.headers.len() > limits.max_headers || req.version != Some(1) {
+        return Parsed::Fallback;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else { return Parsed::Fallback };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Parsed::Fallback };
+    if method == Method::CONNECT || !path.starts_with('/') {
+        return Parsed::Fallback;
+    }
+    let Ok(uri) = Uri::from_maybe_shared(data.slice_ref(path.as_bytes())) else { return Parsed::Fallback };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut close = false;
+    for h in req.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parsed::Fallback };
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+        {
+            return Parsed::Fallback;
+        }
+        if name == header::CONNECTION {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    return Parsed::Fallback;
+                }
+            }
+        }
+        let Ok(value) = HeaderValue::from_maybe_shared(data.slice_ref(h.value)) else { return Parsed::Fallback };
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Parsed::Complete(Head { parts, len, close })
+}
+
+fn memchr_nl(data: &[u8]) -> Option<usize> {
+    data.iter().position(|&b| b == b'\n')
+}
+
+/// Serves requests on `stream` until it closes, times out, drains, or sends
+/// something for hyper.
+pub(crate) async fn serve(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    ctx: &Arc<ConnCtx>,
+    snap: &Snapshot,
+    shutdown: &mut watch::Receiver<bool>,
+) -> End {
+    let limits = &snap.config.limits;
+    let t = &snap.timeouts;
+    let mut pending = BytesMut::new();
+    // One timer per connection, never earlier than the deadline it guards
+    // is late: when it fires early, it is re-armed. So a request on a busy
+    // connection touches no timer at all.
+    let mut idle_since = Instant::now();
+    let mut head_started = idle_since;
+    let timer = tokio::time::sleep_until(idle_since + t.idle);
+    tokio::pin!(timer);
+    let mut draining = *shutdown.borrow_and_update();
+    loop {
+        // --- a request head ---
+        let head = loop {
+            if !pending.is_empty() {
+                let data = std::mem::take(&mut pending).freeze();
+                match parse(&data, limits) {
+                    Parsed::Complete(head) => {
+                        if head.len < data.len() {
+                            // Pipelined: the next request is already here.
+                            pending.extend_from_slice(&data[head.len..]);
+                        }
+                        break head;
+                    }
+                    Parsed::Fallback => return End::Fallback(data),
+                    Parsed::Partial => pending.extend_from_slice(&data),
+                }
+            }
+            let was_empty = pending.is_empty();
+            match try_read(stream, &mut pending) {
+                Ok(0) => return End::Closed,
+                Ok(_) => {
+                    if was_empty {
+                        head_started = Instant::now();
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return End::Closed,
+            }
+            if draining && pending.is_empty() {
+                return End::Closed;
+            }
+            let deadline = if pending.is_empty() { idle_since + t.idle } else { head_started + t.header_read };
+            if deadline < timer.deadline() {
+                timer.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                biased;
+                ready = stream.readable() => {
+                    if ready.is_err() {
+                        return End::Closed;
+                    }
+                }
+                _ = shutdown.changed(), if !draining => draining = true,
+                () = &mut timer => {
+                    if Instant::now() >= deadline {
+                        if !pending.is_empty() {
+                            tracing::debug!(peer = %ctx.peer, "request head not complete within timeouts.header_read: closing");
+                        }
+                        return End::Closed;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        };
+
+        // --- the request ---
+        let head_only = head.parts.method == Method::HEAD;
+        let resp = Box::pin(super::proxy::respond(shared.clone(), ctx.clone(), head.parts, None)).await;
+        draining |= shutdown.has_changed().unwrap_or(true);
+        let close = head.close || draining;
+        match write_response(stream, resp, head_only, close).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = stream.shutdown().await;
+                return End::Closed;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %ctx.peer, "writing a response failed: {e}");
+                return End::Closed;
+            }
+        }
+        idle_since = Instant::now();
+    }
+}
+
+/// How the response body is framed on the wire.
+#[derive(Clone, Copy)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `resp`; `Ok(true)` when the connection may carry another request.
+async fn write_response(
+    stream: &mut TcpStream,
+    resp: Response<ResponseBody>,
+    head_only: bool,
+    mut close: bool,
+) -> io::Result<bool> {
+    let mut w = WRITE_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    w.clear();
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let no_body = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    // Ours: weir's own error responses say `connection: close` when the
+    // connection cannot be trusted (the upstream's was removed as hop-by-hop).
+    if let Some(c) = parts.headers.get(header::CONNECTION) {
+        close |= c.as_bytes().eq_ignore_ascii_case(b"close");
+    }
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let framing = match declared {
+        _ if no_body => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => match body.size_hint().exact() {
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
+        },
+    };
+
+    w.extend_from_slice(b"HTTP/1.1 ");
+    w.extend_from_slice(status.as_str().as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    w.extend_from_slice(b"\r\n");
+    for (name, value) in parts.headers.iter() {
+        if name == header::CONNECTION {
+            continue;
+        }
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        w.extend_from_slice(b"date: ");
+        date(&mut w);
+        w.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) if declared.is_none() => {
+            w.extend_from_slice(b"content-length: ");
+            w.extend_from_slice(itoa(n, &mut [0; 20]));
+            w.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => w.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if close {
+        w.extend_from_slice(b"connection: close\r\n");
+    }
+    w.extend_from_slice(b"\r\n");
+
+    let mut sent = 0u64;
+    if !matches!(framing, Framing::None) && !body.is_end_stream() {
+        loop {
+            // Gather whatever is ready; write before waiting for more.
+            let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+            let frame = match polled {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    if !w.is_empty() {
+                        stream.write_all(&w).await?;
+                        w.clear();
+                    }
+                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue, // trailers are not forwarded
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            match framing {
+                Framing::Length(n) if sent > n => {
+                    return Err(io::Error::other("response body longer than its content-length"));
+                }
+                Framing::Chunked => {
+                    w.extend_from_slice(hex(data.len(), &mut [0; 16]));
+                    w.extend_from_slice(b"\r\n");
+                    put(stream, &mut w, &data).await?;
+                    w.extend_from_slice(b"\r\n");
+                }
+                _ => put(stream, &mut w, &data).await?,
+            }
+            if body.is_end_stream() {
+                break;
+            }
+        }
+    }
+    match framing {
+        Framing::Chunked => w.extend_from_slice(b"0\r\n\r\n"),
+        Framing::Length(n) if sent != n => {
+            // The upstream's body ended short: the client must not wait.
+            stream.write_all(&w).await?;
+            return Ok(false);
+        }
+        _ => {}
+    }
+    drop(body); // the request is recorded here, before the client can send another
+    stream.write_all(&w).await?;
+    w.clear();
+    WRITE_SCRATCH.with(|s| *s.borrow_mut() = w);
+    Ok(!close)
+}
+
+/// Appends `data` to the gathered bytes, or (when large) writes both.
+async fn put(stream: &mut TcpStream, w: &mut Vec<u8>, data: &Bytes) -> io::Result<()> {
+    if w.len() + data.len() <= GATHER {
+        w.extend_from_slice(data);
+        return Ok(());
+    }
+    if !w.is_empty() {
+        stream.write_all(w).await?;
+        w.clear();
+    }
+    stream.write_all(data).await
+}
+
+/// Today's `Date` (RFC 9110 §5.6.7), formatted once a second per thread.
+fn date(w: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now();
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == 29 {
+                d.1.copy_from_slice(s.as_bytes());
+                d.0 = secs;
+            }
+        }
+        w.extend_from_slice(&d.1);
+    });
+}
+
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_header_bytes: 65_536,
+            max_headers: 100,
+            max_connections: 10_000,
+            max_request_line: 8192,
+            max_requests_in_flight: 10_000,
+            headers_with_underscores: weir_control::config::Underscores::Allow,
+        }
+    }
+
+    fn parsed(raw: &str) -> Parsed {
+        parse(&Bytes::copy_from_slice(raw.as_bytes()), &limits())
+    }
+
+    #[test]
+    fn a_plain_get_is_served_here_and_shares_its_bytes() {
+        let raw = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nX-A: 1\r\n\r\nGET /next";
+        let Parsed::Complete(h) = parsed(raw) else { panic!("not complete") };
+        assert_eq!(h.len, raw.find("GET /next").unwrap());
+        assert_eq!(h.parts.uri, "/a?b=1");
+        assert_eq!(h.parts.headers["x-a"], "1");
+        assert!(!h.close);
+        let Parsed::Complete(h) = parsed("HEAD / HTTP/1.1\r\nhost: x\r\nconnection: Close\r\n\r\n") else { panic!() };
+        assert!(h.close);
+        assert_eq!(h.parts.method, Method::HEAD);
+    }
+
+    #[test]
+    fn anything_else_goes_to_hyper() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n",
+        ] {
+            assert!(matches!(parsed(raw), Parsed::Fallback), "{raw:?}");
+        }
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(limits().max_request_line));
+        assert!(matches!(parsed(&long), Parsed::Fallback), "request line over the limit");
+        let many: String = (0..70).map(|i| format!("x-{i}: 1\r\n")).collect();
+        assert!(matches!(parsed(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")), Parsed::Fallback));
+        assert!(matches!(parsed("GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial));
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_and_hex() {
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), u64::MAX.to_string().as_bytes());
+        assert_eq!(hex(0, &mut [0; 16]), b"0");
+        assert_eq!(hex(0x1f2e, &mut [0; 16]), b"1f2e");
+    }
+}
