@@ -174,12 +174,46 @@ pub(crate) struct ResponseBody {
 
 #[derive(Debug)]
 enum Kind {
-    Upstream(Incoming),
+    Upstream(FromUpstream),
     Full(Option<Bytes>),
 }
 
+/// A response body as an upstream sends it: through hyper's client, or
+/// weir's own HTTP/1.1 client (`upstream/h1.rs`).
+#[derive(Debug)]
+pub(crate) enum FromUpstream {
+    Hyper(Incoming),
+    Weir(crate::upstream::h1::UpstreamResponse),
+}
+
+impl Body for FromUpstream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            FromUpstream::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            FromUpstream::Weir(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FromUpstream::Hyper(b) => b.is_end_stream(),
+            FromUpstream::Weir(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FromUpstream::Hyper(b) => b.size_hint(),
+            FromUpstream::Weir(b) => b.size_hint(),
+        }
+    }
+}
+
 impl ResponseBody {
-    pub(crate) fn upstream(body: Incoming, guard: RequestGuard) -> Self {
+    pub(crate) fn upstream(body: FromUpstream, guard: RequestGuard) -> Self {
         ResponseBody { kind: Kind::Upstream(body), guard }
     }
 
@@ -191,9 +225,9 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match &mut this.kind {
             Kind::Upstream(b) => {

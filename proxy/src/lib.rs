@@ -39,6 +39,7 @@ mod synthetic;
 pub mod telemetry;
 mod tls;
 mod upstream;
+mod wire;
 
 pub use rollout::{ActionFailed, ManualAction};
 pub use server::{StartError, Weir};

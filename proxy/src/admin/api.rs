@@ -123,6 +123,7 @@ pub(super) fn backends(shared: &Shared) -> serde_json::Value {
                                 "ejected": e.is_ejected(),
                                 "down": e.is_down(),
                                 "in_flight": e.in_flight(),
+                                "idle_connections": e.pool.len(),
                             })
                         })
                         .collect()

@@ -187,6 +187,10 @@ impl RequestGuard {
     pub(crate) fn endpoint(&self) -> Option<&crate::upstream::Endpoint> {
         self.endpoint.as_ref().map(EndpointGuard::endpoint)
     }
+
+    pub(crate) fn endpoint_arc(&self) -> Option<&Arc<crate::upstream::Endpoint>> {
+        self.endpoint.as_ref().map(EndpointGuard::arc)
+    }
 }
 
 impl Drop for RequestGuard {

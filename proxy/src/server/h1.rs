@@ -22,7 +22,6 @@
 //! Both paths share the request path itself ([`super::proxy::respond`]):
 //! routing, telemetry, access log and error responses are the same.
 
-use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,12 +41,11 @@ use super::conn::ConnCtx;
 use super::Shared;
 use crate::body::ResponseBody;
 use crate::snapshot::Snapshot;
+use crate::wire::{date, hex, itoa, put_write_scratch, take_write_scratch, try_read};
 
 /// Header slots of the parser; a request with more goes to hyper, which
 /// applies `limits.max_headers`.
 const MAX_HEADERS: usize = 64;
-/// Scratch read size: one read takes whatever the socket has, up to this.
-const SCRATCH: usize = 16 * 1024;
 /// Response bytes gathered before a write; larger body pieces are written
 /// straight from their own buffer.
 const GATHER: usize = 16 * 1024;
@@ -59,26 +57,6 @@ pub(crate) enum End {
     /// A request this loop does not serve: hyper takes the connection,
     /// starting with these bytes.
     Fallback(Bytes),
-}
-
-thread_local! {
-    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
-}
-
-/// Reads what the socket has now, without waiting, appending it to
-/// `pending` (allocated to size). `Ok(0)` is end of stream.
-fn try_read(stream: &TcpStream, pending: &mut BytesMut) -> io::Result<usize> {
-    READ_SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < SCRATCH {
-            s.resize(SCRATCH, 0);
-        }
-        let n = stream.try_read(&mut s[..])?;
-        pending.extend_from_slice(&s[..n]);
-        Ok(n)
-    })
 }
 
 /// A request head parsed for the fast path.
@@ -267,8 +245,7 @@ async fn write_response(
     head_only: bool,
     mut close: bool,
 ) -> io::Result<bool> {
-    let mut w = WRITE_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    w.clear();
+    let mut w = take_write_scratch();
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let no_body = head_only
@@ -378,8 +355,7 @@ async fn write_response(
     }
     drop(body); // the request is recorded here, before the client can send another
     stream.write_all(&w).await?;
-    w.clear();
-    WRITE_SCRATCH.with(|s| *s.borrow_mut() = w);
+    put_write_scratch(w);
     Ok(!close)
 }
 
@@ -394,48 +370,6 @@ async fn put(stream: &mut TcpStream, w: &mut Vec<u8>, data: &Bytes) -> io::Resul
         w.clear();
     }
     stream.write_all(data).await
-}
-
-/// Today's `Date` (RFC 9110 §5.6.7), formatted once a second per thread.
-fn date(w: &mut Vec<u8>) {
-    let now = std::time::SystemTime::now();
-    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.0 != secs {
-            let s = httpdate::fmt_http_date(now);
-            if s.len() == 29 {
-                d.1.copy_from_slice(s.as_bytes());
-                d.0 = secs;
-            }
-        }
-        w.extend_from_slice(&d.1);
-    });
-}
-
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
-fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 #[cfg(test)]
@@ -492,13 +426,5 @@ mod tests {
         let many: String = (0..70).map(|i| format!("x-{i}: 1\r\n")).collect();
         assert!(matches!(parsed(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")), Parsed::Fallback));
         assert!(matches!(parsed("GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial));
-    }
-
-    #[test]
-    fn numbers_are_written_in_decimal_and_hex() {
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), u64::MAX.to_string().as_bytes());
-        assert_eq!(hex(0, &mut [0; 16]), b"0");
-        assert_eq!(hex(0x1f2e, &mut [0; 16]), b"1f2e");
     }
 }

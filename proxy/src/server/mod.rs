@@ -294,7 +294,8 @@ impl Periodic {
 }
 
 /// Once a second: fold recorded samples into the current slot, expire
-/// faults, and publish the routes' current weights.
+/// faults, publish the routes' current weights, and close idle upstream
+/// connections past `timeouts.upstream_idle`.
 async fn ticker(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut clock = Periodic::new(Duration::from_secs(1), shutdown);
     while clock.tick().await {
@@ -303,6 +304,12 @@ async fn ticker(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
         shared.faults.expire();
         for r in snap.routes.routes() {
             r.publish_weight();
+        }
+        // Idle upstream connections of weir's own client past upstream_idle.
+        for b in &snap.backends {
+            for ep in b.endpoints() {
+                ep.pool.sweep(snap.timeouts.upstream_idle);
+            }
         }
     }
 }

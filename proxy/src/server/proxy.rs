@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::conn::{ConnCtx, Record, RequestGuard};
 use super::headers;
 use super::Shared;
-use crate::body::{ResponseBody, UpstreamBody};
+use crate::body::{FromUpstream, ResponseBody, UpstreamBody};
 use crate::rescue::{rescue, ProxyError};
 use crate::upstream::UpstreamErrorKind;
 use weir_control::config::Underscores;
@@ -92,7 +92,7 @@ async fn forward<'s>(
     body: Option<Incoming>,
     guard: &mut RequestGuard,
     outcome: &mut Outcome<'s>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<FromUpstream>, ProxyError> {
     // RFC 9112 §6.3: for a request with both Transfer-Encoding and
     // Content-Length, hyper has already removed Content-Length, framed the
     // body by the chunked coding alone and marked the connection to close
@@ -225,7 +225,10 @@ async fn forward<'s>(
         downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     }
 
-    let mut sent = send(snap, backend, &route.name, up_req).await;
+    let mut sent = match guard.endpoint_arc() {
+        Some(ep) => send(snap, backend, ep, &route.name, up_req).await,
+        None => Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable)),
+    };
     report(backend, guard, &sent);
     // Once more, for a request without a body: on another address after a
     // failed connect (nothing was sent), or after a reset for an idempotent
@@ -253,8 +256,8 @@ async fn forward<'s>(
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         outcome.upstream = Some(ep.endpoint().addr);
+        sent = send(snap, backend, ep.arc(), &route.name, req).await;
         guard.set_endpoint(ep);
-        sent = send(snap, backend, &route.name, req).await;
         report(backend, guard, &sent);
     }
     let mut resp = sent?;
@@ -286,13 +289,35 @@ async fn forward<'s>(
     Ok(resp)
 }
 
-/// Sends to the backend within `timeouts.upstream_response`.
+/// Sends to the backend within `timeouts.upstream_response`: a body-less
+/// request to a plain HTTP/1.1 backend through weir's own client
+/// (`upstream/h1.rs`), anything else through hyper's.
 async fn send(
     snap: &crate::snapshot::Snapshot,
     backend: &crate::upstream::Backend,
+    ep: &Arc<crate::upstream::Endpoint>,
     route: &str,
     req: Request<UpstreamBody>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<FromUpstream>, ProxyError> {
+    if backend.client.is_none()
+        && http_body::Body::is_end_stream(req.body())
+        && !req.headers().contains_key(header::UPGRADE)
+    {
+        let settings = crate::upstream::h1::Settings {
+            connect_timeout: snap.timeouts.connect,
+            max_idle: snap.timeouts.upstream_idle,
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let sent = crate::upstream::h1::send(ep, req.method(), path, req.headers(), settings);
+        return match tokio::time::timeout(snap.timeouts.upstream_response, sent).await {
+            Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
+            Ok(Err(kind)) => {
+                tracing::debug!(route, backend = %backend.name, kind = kind.as_str(), "upstream error");
+                Err(ProxyError::Upstream(kind))
+            }
+            Ok(Ok(resp)) => Ok(resp.map(FromUpstream::Weir)),
+        };
+    }
     match tokio::time::timeout(snap.timeouts.upstream_response, backend.send(&snap.client, req)).await {
         Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {
@@ -305,12 +330,12 @@ async fn send(
             tracing::debug!(route, backend = %backend.name, kind = kind.as_str(), "upstream error: {e:#}");
             Err(ProxyError::Upstream(kind))
         }
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Ok(resp)) => Ok(resp.map(FromUpstream::Hyper)),
     }
 }
 
 /// Feeds passive outlier detection: upstream failures and 5xx count.
-fn report(backend: &crate::upstream::Backend, guard: &RequestGuard, sent: &Result<Response<Incoming>, ProxyError>) {
+fn report(backend: &crate::upstream::Backend, guard: &RequestGuard, sent: &Result<Response<FromUpstream>, ProxyError>) {
     if let Some(ep) = guard.endpoint() {
         let failed = match sent {
             Ok(resp) => resp.status().is_server_error(),

@@ -12,6 +12,7 @@
 pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod fault;
+pub(crate) mod h1;
 pub(crate) mod health;
 
 use std::cell::Cell;
@@ -48,6 +49,8 @@ pub(crate) struct Endpoint {
     pub(crate) hc_bad: AtomicU32,
     /// [`now_ms`] of the next active check.
     pub(crate) hc_next: AtomicU64,
+    /// Idle connections of weir's own HTTP/1.1 client.
+    pub(crate) pool: h1::Pool,
 }
 
 impl Endpoint {
@@ -65,6 +68,7 @@ impl Endpoint {
             hc_good: AtomicU32::new(0),
             hc_bad: AtomicU32::new(0),
             hc_next: AtomicU64::new(0),
+            pool: h1::Pool::default(),
         })
     }
 
@@ -148,6 +152,10 @@ pub(crate) struct EndpointGuard(Arc<Endpoint>);
 
 impl EndpointGuard {
     pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.0
+    }
+
+    pub(crate) fn arc(&self) -> &Arc<Endpoint> {
         &self.0
     }
 }

@@ -1,0 +1,581 @@
+//! weir's own HTTP/1.1 client for plain backends, for requests without a
+//! body (the common case of a proxy's traffic).
+//!
+//! **Why.** hyper-util's pooled client runs every upstream connection as a
+//! task of its own, reached through a channel, checks connections out of a
+//! pool behind a mutex and a hash map, and boxes its futures. Here the
+//! request's own task writes the request and reads the response, and the
+//! idle connections of an address wait in a lock-free queue on the address
+//! itself ([`Pool`]): a checkout is a pop, a return a push.
+//!
+//! **Scope.** Plain HTTP/1.1 backends (no `tls`, no `http2`) and requests
+//! without a body or upgrade; everything else goes through hyper's client.
+//!
+//! **Framing** follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304;
+//! Transfer-Encoding chunked (validated strictly: hex sizes, CRLF line
+//! ends, bounded lines); otherwise Content-Length (every value must be the
+//! same valid number); otherwise until the upstream closes. A connection
+//! goes back to the pool only when its response was read exactly to its end
+//! with nothing after it, the response was HTTP/1.1 and did not say
+//! `Connection: close`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use crossbeam_queue::ArrayQueue;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{now_ms, Endpoint, UpstreamErrorKind};
+use crate::wire::{put_write_scratch, take_write_scratch, try_read};
+
+/// Idle connections kept per address at most (more are closed).
+const POOL_SIZE: usize = 1024;
+/// Longest response head accepted from an upstream.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size or trailer line.
+const MAX_LINE: usize = 4096;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An idle upstream connection.
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    /// [`now_ms`] when it went idle.
+    since: u64,
+}
+
+/// The idle connections to one address.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    idle: ArrayQueue<Idle>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool { idle: ArrayQueue::new(POOL_SIZE) }
+    }
+}
+
+impl Pool {
+    /// A connection idle for less than `max_idle` that the upstream has not
+    /// closed, if there is one.
+    fn checkout(&self, max_idle: Duration) -> Option<TcpStream> {
+        let now = now_ms();
+        while let Some(idle) = self.idle.pop() {
+            if now.saturating_sub(idle.since) >= max_idle.as_millis() as u64 {
+                continue;
+            }
+            // Readiness is cached by the runtime: when nothing arrived since
+            // the last read, this costs no system call. Anything readable on
+            // an idle connection (end of stream, stray bytes) retires it.
+            let mut probe = [0u8; 1];
+            match idle.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(idle.stream),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    fn put(&self, stream: TcpStream) {
+        let _ = self.idle.push(Idle { stream, since: now_ms() });
+    }
+
+    /// Closes the connections idle for `max_idle` or more (called once a
+    /// second); the others keep their order.
+    pub(crate) fn sweep(&self, max_idle: Duration) {
+        let now = now_ms();
+        for _ in 0..self.idle.len() {
+            let Some(idle) = self.idle.pop() else { break };
+            if now.saturating_sub(idle.since) < max_idle.as_millis() as u64 {
+                let _ = self.idle.push(idle);
+            }
+        }
+    }
+
+    /// Idle connections right now.
+    pub(crate) fn len(&self) -> usize {
+        self.idle.len()
+    }
+}
+
+/// What [`send`] needs to know about the backend.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_idle: Duration,
+}
+
+/// Sends a body-less request to `ep` and returns the response with its
+/// head read; the body streams from the connection.
+pub(crate) async fn send(
+    ep: &Arc<Endpoint>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    settings: Settings,
+) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
+    let (mut stream, reused) = match ep.pool.checkout(settings.max_idle) {
+        Some(s) => (s, true),
+        None => (connect(ep, settings.connect_timeout).await?, false),
+    };
+    let mut w = take_write_scratch();
+    w.extend_from_slice(method.as_str().as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(path.as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(header::HOST) {
+        w.extend_from_slice(b"host: ");
+        w.extend_from_slice(ep.authority.as_str().as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    // As hyper does: methods that usually carry a body say it is empty.
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        w.extend_from_slice(b"content-length: 0\r\n");
+    }
+    w.extend_from_slice(b"\r\n");
+    let written = stream.write_all(&w).await;
+    put_write_scratch(w);
+    if let Err(e) = written {
+        tracing::debug!(addr = %ep.addr, reused, "upstream write failed: {e}");
+        return Err(UpstreamErrorKind::Reset);
+    }
+    read_head(ep, stream, *method == Method::HEAD).await
+}
+
+async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, UpstreamErrorKind> {
+    match tokio::time::timeout(timeout, TcpStream::connect(ep.addr)).await {
+        Err(_) => Err(UpstreamErrorKind::ConnectTimeout),
+        Ok(Err(e)) => {
+            tracing::debug!(addr = %ep.addr, "upstream connect failed: {e}");
+            Err(if e.kind() == io::ErrorKind::TimedOut {
+                UpstreamErrorKind::ConnectTimeout
+            } else {
+                UpstreamErrorKind::Connect
+            })
+        }
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+    }
+}
+
+/// Reads more of the response; `Ok(0)` is end of stream.
+async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        match try_read(stream, buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
+            r => return r,
+        }
+    }
+}
+
+async fn read_head(
+    ep: &Arc<Endpoint>,
+    stream: TcpStream,
+    head_request: bool,
+) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
+    let mut buf = BytesMut::new();
+    loop {
+        if !buf.is_empty() {
+            let data = std::mem::take(&mut buf).freeze();
+            match parse_head(&data, head_request)? {
+                Head::Partial => buf.extend_from_slice(&data),
+                Head::Interim(len) => {
+                    buf.extend_from_slice(&data[len..]);
+                    continue;
+                }
+                Head::Complete(resp, len, framing, reusable) => {
+                    buf.extend_from_slice(&data[len..]);
+                    let body = UpstreamResponse { conn: Some(Conn { stream, buf }), framing, reusable, ep: ep.clone() };
+                    let mut body = body;
+                    body.settle();
+                    return Ok(resp.map(|()| body));
+                }
+            }
+        }
+        match read_more(&stream, &mut buf).await {
+            Ok(0) => {
+                // Closed before a complete head: a pooled connection the
+                // upstream had just closed, or an upstream that died.
+                tracing::debug!(addr = %ep.addr, "upstream closed before the response head");
+                return Err(UpstreamErrorKind::Reset);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(addr = %ep.addr, "upstream read failed: {e}");
+                return Err(UpstreamErrorKind::Reset);
+            }
+        }
+    }
+}
+
+// Built once per response and consumed at once.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    Partial,
+    /// A 1xx response to skip, this long.
+    Interim(usize),
+    Complete(Response<()>, usize, Framing, bool),
+}
+
+fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKind> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if data.len() <= MAX_HEAD => return Ok(Head::Partial),
+        _ => return Err(UpstreamErrorKind::Protocol),
+    };
+    let (Some(code), Some(minor)) = (resp.code, resp.version) else { return Err(UpstreamErrorKind::Protocol) };
+    let status = StatusCode::from_u16(code).map_err(|_| UpstreamErrorKind::Protocol)?;
+    if status.is_informational() {
+        // 101 answers an upgrade, which never comes this way.
+        return if status == StatusCode::SWITCHING_PROTOCOLS {
+            Err(UpstreamErrorKind::Protocol)
+        } else {
+            Ok(Head::Interim(len))
+        };
+    }
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = minor == 0;
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| UpstreamErrorKind::Protocol)?;
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(UpstreamErrorKind::Protocol)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(UpstreamErrorKind::Protocol);
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            // Only the last coding matters: chunked frames the body.
+            let last = h.value.rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii).unwrap_or_default();
+            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    close = false;
+                }
+            }
+        }
+        let value = HeaderValue::from_maybe_shared(data.slice_ref(h.value)).map_err(|_| UpstreamErrorKind::Protocol)?;
+        headers.append(name, value);
+    }
+    let framing = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Framing::Length(0)
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => {
+                // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length.
+                headers.remove(header::CONTENT_LENGTH);
+                Framing::Chunked(Chunk::Size)
+            }
+            (Some(false), _) => Framing::Close,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::Close,
+        }
+    };
+    let reusable = !close && !matches!(framing, Framing::Close);
+    let mut out = Response::new(());
+    *out.status_mut() = status;
+    *out.version_mut() = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    *out.headers_mut() = headers;
+    Ok(Head::Complete(out, len, framing, reusable))
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Framing {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes.
+    Close,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// A response body read from an upstream connection, which goes back to
+/// its address's pool when the body was read to its end.
+#[derive(Debug)]
+pub(crate) struct UpstreamResponse {
+    conn: Option<Conn>,
+    framing: Framing,
+    reusable: bool,
+    ep: Arc<Endpoint>,
+}
+
+/// The upstream broke the response body (closed early, or bad chunking).
+#[derive(Debug)]
+pub(crate) struct BodyError(&'static str);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// One CRLF-terminated line at the front of `buf` (without the CRLF).
+fn line(buf: &BytesMut) -> Result<Option<usize>, BodyError> {
+    match buf.iter().take(MAX_LINE).position(|&b| b == b'\n') {
+        Some(end) if end > 0 && buf[end - 1] == b'\r' => Ok(Some(end - 1)),
+        Some(_) => Err(BodyError("chunked body: line without CRLF")),
+        None if buf.len() >= MAX_LINE => Err(BodyError("chunked body: line too long")),
+        None => Ok(None),
+    }
+}
+
+fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+    let digits = digits.trim_ascii_end();
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(BodyError("chunked body: invalid chunk size"));
+    }
+    let s = std::str::from_utf8(digits).map_err(|_| BodyError("chunked body: invalid chunk size"))?;
+    u64::from_str_radix(s, 16).map_err(|_| BodyError("chunked body: invalid chunk size"))
+}
+
+impl UpstreamResponse {
+    /// Ends the body if nothing is left, returning the connection to its
+    /// pool when it may carry another request.
+    fn settle(&mut self) {
+        if matches!(self.framing, Framing::Length(0)) {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && conn.buf.is_empty() {
+                self.ep.pool.put(conn.stream);
+            }
+        }
+    }
+
+    /// The next piece of body out of the buffered bytes, if one is there.
+    fn next_piece(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return Ok(None) };
+            match self.framing {
+                Framing::Done => return Ok(None),
+                Framing::Length(0) => {
+                    self.finish();
+                    return Ok(None);
+                }
+                Framing::Length(left) => {
+                    if conn.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = (conn.buf.len() as u64).min(left) as usize;
+                    self.framing = Framing::Length(left - n as u64);
+                    return Ok(Some(conn.buf.split_to(n).freeze()));
+                }
+                Framing::Close => {
+                    return Ok((!conn.buf.is_empty()).then(|| conn.buf.split().freeze()));
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(end) = line(&conn.buf)? else { return Ok(None) };
+                    let size = chunk_size(&conn.buf[..end])?;
+                    conn.buf.advance(end + 2);
+                    self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
+                }
+                Framing::Chunked(Chunk::Data(left)) => {
+                    if conn.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = (conn.buf.len() as u64).min(left) as usize;
+                    let rest = left - n as u64;
+                    self.framing = Framing::Chunked(if rest == 0 { Chunk::DataEnd } else { Chunk::Data(rest) });
+                    return Ok(Some(conn.buf.split_to(n).freeze()));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if conn.buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &conn.buf[..2] != b"\r\n" {
+                        return Err(BodyError("chunked body: chunk data longer than its size"));
+                    }
+                    conn.buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    // Trailer fields are read and dropped, up to the empty line.
+                    let Some(end) = line(&conn.buf)? else { return Ok(None) };
+                    conn.buf.advance(end + 2);
+                    if end == 0 {
+                        self.finish();
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        loop {
+            match self.next_piece() {
+                Err(e) => {
+                    self.conn = None;
+                    self.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Ok(Some(piece)) => {
+                    self.settle();
+                    return Poll::Ready(Some(Ok(piece)));
+                }
+                Ok(None) if matches!(self.framing, Framing::Done) => return Poll::Ready(None),
+                Ok(None) => {}
+            }
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+            let read = loop {
+                ready!(conn.stream.poll_read_ready(cx))?;
+                match try_read(&conn.stream, &mut conn.buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => break r,
+                }
+            };
+            match read {
+                Ok(0) if matches!(self.framing, Framing::Close) => {
+                    self.conn = None;
+                    self.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    self.conn = None;
+                    self.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(BodyError("upstream closed the connection mid-body").into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.conn = None;
+                    self.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+}
+
+impl http_body::Body for UpstreamResponse {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.get_mut().poll(cx).map(|r| r.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, head_request: bool) -> Result<Head, UpstreamErrorKind> {
+        parse_head(&Bytes::copy_from_slice(raw.as_bytes()), head_request)
+    }
+
+    fn framing(raw: &str) -> (Framing, bool) {
+        match head(raw, false) {
+            Ok(Head::Complete(_, _, f, reusable)) => (f, reusable),
+            _ => panic!("not complete: {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        assert!(matches!(framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"), (Framing::Length(5), true)));
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"),
+            (Framing::Chunked(Chunk::Size), true)
+        ));
+        assert!(matches!(framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"), (Framing::Close, false)));
+        assert!(matches!(framing("HTTP/1.1 200 OK\r\n\r\n"), (Framing::Close, false)));
+        assert!(matches!(framing("HTTP/1.1 204 No Content\r\n\r\n"), (Framing::Length(0), true)));
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"),
+            (Framing::Length(5), false)
+        ));
+        assert!(matches!(framing("HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\n"), (Framing::Length(5), false)));
+        assert!(matches!(
+            head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true),
+            Ok(Head::Complete(_, _, Framing::Length(0), true))
+        ));
+        assert!(matches!(head("HTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\n", false), Ok(Head::Interim(_))));
+        assert!(matches!(head("HTTP/1.1 200 OK\r\ncontent-le", false), Ok(Head::Partial)));
+        for bad in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 2x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTX/1.1 200 OK\r\n\r\n",
+        ] {
+            assert!(matches!(head(bad, false), Err(UpstreamErrorKind::Protocol)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_lines_are_strict() {
+        assert_eq!(chunk_size(b"1f").unwrap(), 31);
+        assert_eq!(chunk_size(b"A;ext=1").unwrap(), 10);
+        for bad in [&b""[..], b"0x1", b"+1", b"-1", b"g", b"1234567890abcdef0", b" 1"] {
+            assert!(chunk_size(bad).is_err(), "{bad:?}");
+        }
+        assert!(line(&BytesMut::from(&b"5\n"[..])).is_err(), "bare LF");
+        assert_eq!(line(&BytesMut::from(&b"5\r\nabc"[..])).unwrap(), Some(1));
+        assert_eq!(line(&BytesMut::from(&b"5"[..])).unwrap(), None);
+    }
+}

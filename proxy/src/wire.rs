@@ -1,0 +1,117 @@
+//! Small pieces shared by weir's own HTTP/1.1 server loop and client:
+//! per-thread scratch buffers and number formatting.
+
+use std::cell::RefCell;
+use std::io;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+/// Scratch read size: one read takes whatever the socket has, up to this.
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+}
+
+/// Reads what the socket has now, without waiting, appending it to
+/// `pending` (which grows only by what was read, so an idle connection
+/// holds no buffer). `Ok(0)` is end of stream; `WouldBlock` means nothing
+/// is there.
+pub(crate) fn try_read(stream: &TcpStream, pending: &mut BytesMut) -> io::Result<usize> {
+    READ_SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SCRATCH {
+            s.resize(SCRATCH, 0);
+        }
+        let n = stream.try_read(&mut s[..])?;
+        pending.extend_from_slice(&s[..n]);
+        Ok(n)
+    })
+}
+
+/// This thread's write buffer, empty (a new one if it is lent out). Give it
+/// back with [`put_write_scratch`] once written; a write that is cancelled
+/// simply drops it.
+pub(crate) fn take_write_scratch() -> Vec<u8> {
+    let mut w = WRITE_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    w.clear();
+    w
+}
+
+/// Returns a write buffer for the next response or request on this thread.
+pub(crate) fn put_write_scratch(mut w: Vec<u8>) {
+    // A buffer grown by a huge head is not kept.
+    if w.capacity() <= 64 * 1024 {
+        w.clear();
+        WRITE_SCRATCH.with(|s| *s.borrow_mut() = w);
+    }
+}
+
+/// Appends today's `Date` (RFC 9110 §5.6.7), formatted once a second per
+/// thread.
+pub(crate) fn date(w: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now();
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == 29 {
+                d.1.copy_from_slice(s.as_bytes());
+                d.0 = secs;
+            }
+        }
+        w.extend_from_slice(&d.1);
+    });
+}
+
+/// `n` in decimal, written into `buf`.
+pub(crate) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// `n` in lowercase hexadecimal (a chunk size), written into `buf`.
+pub(crate) fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_in_decimal_and_hex() {
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), u64::MAX.to_string().as_bytes());
+        assert_eq!(hex(0, &mut [0; 16]), b"0");
+        assert_eq!(hex(0x1f2e, &mut [0; 16]), b"1f2e");
+    }
+
+    #[test]
+    fn the_date_is_an_imf_fixdate() {
+        let mut w = Vec::new();
+        date(&mut w);
+        let s = String::from_utf8(w).unwrap();
+        assert!(httpdate::parse_http_date(&s).is_ok(), "{s}");
+    }
+}
