@@ -41,7 +41,7 @@ use super::conn::ConnCtx;
 use super::Shared;
 use crate::body::ResponseBody;
 use crate::snapshot::Snapshot;
-use crate::wire::{date, hex, itoa, put_write_scratch, take_write_scratch, try_read};
+use crate::wire::{date, hex, itoa, put_write_scratch, read_now, take_write_scratch};
 
 /// Header slots of the parser; a request with more goes to hyper, which
 /// applies `limits.max_headers`.
@@ -172,16 +172,15 @@ pub(crate) async fn serve(
                 }
             }
             let was_empty = pending.is_empty();
-            match try_read(stream, &mut pending) {
-                Ok(0) => return End::Closed,
-                Ok(_) => {
+            match read_now(stream, &mut pending) {
+                Some(Ok(0) | Err(_)) => return End::Closed,
+                Some(Ok(_)) => {
                     if was_empty {
                         head_started = Instant::now();
                     }
                     continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return End::Closed,
+                None => {}
             }
             if draining && pending.is_empty() {
                 return End::Closed;

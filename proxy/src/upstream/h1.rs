@@ -34,7 +34,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{now_ms, Endpoint, UpstreamErrorKind};
-use crate::wire::{put_write_scratch, take_write_scratch, try_read};
+use crate::wire::{poll_read, put_write_scratch, read_now, take_write_scratch};
 
 /// Idle connections kept per address at most (more are closed).
 const POOL_SIZE: usize = 1024;
@@ -79,10 +79,9 @@ impl Pool {
             // Readiness is cached by the runtime: when nothing arrived since
             // the last read, this costs no system call. Anything readable on
             // an idle connection (end of stream, stray bytes) retires it.
-            let mut probe = [0u8; 1];
-            match idle.stream.try_read(&mut probe) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(idle.stream),
-                _ => continue,
+            let mut stream = idle.stream;
+            if read_now(&mut stream, &mut BytesMut::new()).is_none() {
+                return Some(stream);
             }
         }
         None
@@ -179,18 +178,13 @@ async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, Upstream
 }
 
 /// Reads more of the response; `Ok(0)` is end of stream.
-async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    loop {
-        match try_read(stream, buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
-            r => return r,
-        }
-    }
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read(stream, cx, buf)).await
 }
 
 async fn read_head(
     ep: &Arc<Endpoint>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     head_request: bool,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
     let mut buf = BytesMut::new();
@@ -212,7 +206,7 @@ async fn read_head(
                 }
             }
         }
-        match read_more(&stream, &mut buf).await {
+        match read_more(&mut stream, &mut buf).await {
             Ok(0) => {
                 // Closed before a complete head: a pooled connection the
                 // upstream had just closed, or an upstream that died.
@@ -469,14 +463,7 @@ impl UpstreamResponse {
                 Ok(None) => {}
             }
             let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
-            let read = loop {
-                ready!(conn.stream.poll_read_ready(cx))?;
-                match try_read(&conn.stream, &mut conn.buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => break r,
-                }
-            };
-            match read {
+            match ready!(poll_read(&mut conn.stream, cx, &mut conn.buf)) {
                 Ok(0) if matches!(self.framing, Framing::Close) => {
                     self.conn = None;
                     self.framing = Framing::Done;
