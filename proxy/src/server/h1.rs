@@ -22,6 +22,7 @@
 //! Both paths share the request path itself ([`super::proxy::respond`]):
 //! routing, telemetry, access log and error responses are the same.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use super::conn::ConnCtx;
 use super::Shared;
 use crate::body::ResponseBody;
 use crate::snapshot::Snapshot;
-use crate::wire::{date, hex, itoa, put_write_scratch, read_now, take_write_scratch};
+use crate::wire::{date, hex, itoa, poll_read, put_write_scratch, take_write_scratch};
 
 /// Header slots of the parser; a request with more goes to hyper, which
 /// applies `limits.max_headers`.
@@ -98,7 +99,8 @@ fn parse(data: &Bytes, limits: &Limits) -> Parsed {
         return Parsed::Fallback;
     }
     let Ok(uri) = Uri::from_maybe_shared(data.slice_ref(path.as_bytes())) else { return Parsed::Fallback };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // Room for the X-Forwarded-* fields added on the way.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 4);
     let mut close = false;
     for h in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parsed::Fallback };
@@ -154,6 +156,9 @@ pub(crate) async fn serve(
     let timer = tokio::time::sleep_until(idle_since + t.idle);
     tokio::pin!(timer);
     let mut draining = *shutdown.borrow_and_update();
+    // Polled in place while waiting (one registration per connection).
+    let drain = shutdown.changed();
+    tokio::pin!(drain);
     loop {
         // --- a request head ---
         let head = loop {
@@ -171,33 +176,38 @@ pub(crate) async fn serve(
                     Parsed::Partial => pending.extend_from_slice(&data),
                 }
             }
-            let was_empty = pending.is_empty();
-            match read_now(stream, &mut pending) {
-                Some(Ok(0) | Err(_)) => return End::Closed,
-                Some(Ok(_)) => {
-                    if was_empty {
-                        head_started = Instant::now();
-                    }
-                    continue;
-                }
-                None => {}
-            }
             if draining && pending.is_empty() {
                 return End::Closed;
             }
-            let deadline = if pending.is_empty() { idle_since + t.idle } else { head_started + t.header_read };
+            let was_empty = pending.is_empty();
+            let deadline = if was_empty { idle_since + t.idle } else { head_started + t.header_read };
             if deadline < timer.deadline() {
                 timer.as_mut().reset(deadline);
             }
-            tokio::select! {
-                biased;
-                ready = stream.readable() => {
-                    if ready.is_err() {
-                        return End::Closed;
+            // Bytes, the timer, or shutdown: one poll of each, no future
+            // built per wait.
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = poll_read(stream, cx, &mut pending) {
+                    return Poll::Ready(Wake::Read(r));
+                }
+                if !draining && drain.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Drain);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Wake::Read(Ok(0) | Err(_)) => return End::Closed,
+                Wake::Read(Ok(_)) => {
+                    if was_empty {
+                        head_started = Instant::now();
                     }
                 }
-                _ = shutdown.changed(), if !draining => draining = true,
-                () = &mut timer => {
+                Wake::Drain => draining = true,
+                Wake::Timer => {
                     if Instant::now() >= deadline {
                         if !pending.is_empty() {
                             tracing::debug!(peer = %ctx.peer, "request head not complete within timeouts.header_read: closing");
@@ -212,7 +222,7 @@ pub(crate) async fn serve(
         // --- the request ---
         let head_only = head.parts.method == Method::HEAD;
         let resp = Box::pin(super::proxy::respond(shared.clone(), ctx.clone(), head.parts, None)).await;
-        draining |= shutdown.has_changed().unwrap_or(true);
+        draining |= shared.draining.load(std::sync::atomic::Ordering::Relaxed);
         let close = head.close || draining;
         match write_response(stream, resp, head_only, close).await {
             Ok(true) => {}
@@ -227,6 +237,13 @@ pub(crate) async fn serve(
         }
         idle_since = Instant::now();
     }
+}
+
+/// What ended a wait between requests.
+enum Wake {
+    Read(io::Result<usize>),
+    Drain,
+    Timer,
 }
 
 /// How the response body is framed on the wire.

@@ -15,6 +15,19 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Upgrade field is kept and `Connection: upgrade` restored, as a tunnel
 /// needs both.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names, no lookups.
+    let hop = |k: &HeaderName| {
+        k == header::CONNECTION
+            || k == header::TE
+            || k == header::TRAILER
+            || k == header::TRANSFER_ENCODING
+            || k == header::UPGRADE
+            || k == KEEP_ALIVE
+            || k == PROXY_CONNECTION
+    };
+    if !upgrade && !headers.keys().any(hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // Connection may repeat; collect every named field before removing.
         let named: Vec<HeaderName> = headers

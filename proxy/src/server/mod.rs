@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) ready: AtomicBool,
+    /// Shutdown has begun: connections close after their current request.
+    pub(crate) draining: AtomicBool,
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     pub(crate) telemetry: Telemetry,
     pub(crate) config_path: Option<PathBuf>,
@@ -141,6 +143,7 @@ impl Weir {
             epoch: Instant::now(),
             access_log,
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             telemetry,
             config_path: config_path.clone(),
@@ -237,6 +240,7 @@ impl Weir {
     pub async fn shutdown(self) -> bool {
         let grace = self.shared.snapshot.load().timeouts.shutdown_grace;
         self.shared.ready.store(false, Ordering::Relaxed);
+        self.shared.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         self.tracker.close();
         let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();

@@ -213,10 +213,15 @@ async fn forward<'s>(
     };
 
     // A request without a body may be sent again (see below); one with a
-    // body never is (some of it may have left).
-    let retry =
-        ((backend.len() > 1 || parts.method.is_idempotent()) && !upgrade && http_body::Body::is_end_stream(&up_body))
-            .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned(), parts.headers.clone()));
+    // body never is (some of it may have left). weir's own client takes
+    // body-less requests to plain HTTP/1.1 backends (upstream/h1.rs); it
+    // only borrows the request, so a retry sends the same one again.
+    let body_less = !upgrade && http_body::Body::is_end_stream(&up_body);
+    let own_client = body_less && backend.client.is_none();
+    let may_retry = body_less && (backend.len() > 1 || parts.method.is_idempotent());
+    let idempotent = parts.method.is_idempotent();
+    let copy = (may_retry && !own_client)
+        .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned(), parts.headers.clone()));
     let mut downstream_upgrade = None;
     let mut up_req = Request::from_parts(parts, up_body);
     if upgrade {
@@ -224,39 +229,49 @@ async fn forward<'s>(
         // extensions; take it back before the request is sent.
         downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     }
+    let mut up_req = Some(up_req);
 
-    let mut sent = match guard.endpoint_arc() {
-        Some(ep) => send(snap, backend, ep, &route.name, up_req).await,
-        None => Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable)),
+    let mut sent = match (guard.endpoint_arc(), up_req.as_ref()) {
+        (Some(ep), Some(req)) if own_client => send_own(snap, backend, ep, &route.name, req).await,
+        (Some(_), _) => match up_req.take() {
+            Some(req) => send(snap, backend, &route.name, req).await,
+            None => Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable)),
+        },
+        (None, _) => Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable)),
     };
     report(backend, guard, &sent);
     // Once more, for a request without a body: on another address after a
     // failed connect (nothing was sent), or after a reset for an idempotent
     // method (RFC 9110 §9.2.2: an upstream restarting closes pooled
     // connections under requests just written).
-    let failed_kind = match &sent {
-        Err(ProxyError::Upstream(k)) => Some(*k),
-        _ => None,
-    };
-    let again = match (failed_kind, retry) {
-        (Some(k @ (UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)), Some(r)) => {
-            guard.endpoint().and_then(|failed| backend.pick_other(failed)).map(|ep| (k, ep, r))
+    let again = match &sent {
+        Err(ProxyError::Upstream(k @ (UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)))
+            if may_retry =>
+        {
+            guard.endpoint().and_then(|failed| backend.pick_other(failed)).map(|ep| (*k, ep))
         }
-        (Some(k @ UpstreamErrorKind::Reset), Some(r)) if r.0.is_idempotent() => {
+        Err(ProxyError::Upstream(k @ UpstreamErrorKind::Reset)) if may_retry && idempotent => {
             let ep = guard.endpoint().and_then(|failed| backend.pick_other(failed)).or_else(|| backend.pick());
-            ep.map(|ep| (k, ep, r))
+            ep.map(|ep| (*k, ep))
         }
         _ => None,
     };
-    if let Some((kind, ep, (method, path, headers))) = again {
+    if let Some((kind, ep)) = again {
         shared.telemetry.retried(&route.name, &backend.name, kind);
-        let uri = backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
-        let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
         outcome.upstream = Some(ep.endpoint().addr);
-        sent = send(snap, backend, ep.arc(), &route.name, req).await;
+        sent = match (up_req.as_ref(), copy) {
+            (Some(req), _) if own_client => send_own(snap, backend, ep.arc(), &route.name, req).await,
+            (_, Some((method, path, headers))) => {
+                let uri =
+                    backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
+                let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
+                *req.method_mut() = method;
+                *req.uri_mut() = uri;
+                *req.headers_mut() = headers;
+                send(snap, backend, &route.name, req).await
+            }
+            _ => Err(ProxyError::Upstream(kind)),
+        };
         guard.set_endpoint(ep);
         report(backend, guard, &sent);
     }
@@ -289,35 +304,36 @@ async fn forward<'s>(
     Ok(resp)
 }
 
-/// Sends to the backend within `timeouts.upstream_response`: a body-less
-/// request to a plain HTTP/1.1 backend through weir's own client
-/// (`upstream/h1.rs`), anything else through hyper's.
-async fn send(
+/// Sends a body-less request to a plain HTTP/1.1 backend through weir's
+/// own client (`upstream/h1.rs`), within `timeouts.upstream_response`.
+async fn send_own(
     snap: &crate::snapshot::Snapshot,
     backend: &crate::upstream::Backend,
     ep: &Arc<crate::upstream::Endpoint>,
     route: &str,
+    req: &Request<UpstreamBody>,
+) -> Result<Response<FromUpstream>, ProxyError> {
+    let settings =
+        crate::upstream::h1::Settings { connect_timeout: snap.timeouts.connect, max_idle: snap.timeouts.upstream_idle };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let sent = crate::upstream::h1::send(ep, req.method(), path, req.headers(), settings);
+    match tokio::time::timeout(snap.timeouts.upstream_response, sent).await {
+        Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
+        Ok(Err(kind)) => {
+            tracing::debug!(route, backend = %backend.name, kind = kind.as_str(), "upstream error");
+            Err(ProxyError::Upstream(kind))
+        }
+        Ok(Ok(resp)) => Ok(resp.map(FromUpstream::Weir)),
+    }
+}
+
+/// Sends through hyper's client within `timeouts.upstream_response`.
+async fn send(
+    snap: &crate::snapshot::Snapshot,
+    backend: &crate::upstream::Backend,
+    route: &str,
     req: Request<UpstreamBody>,
 ) -> Result<Response<FromUpstream>, ProxyError> {
-    if backend.client.is_none()
-        && http_body::Body::is_end_stream(req.body())
-        && !req.headers().contains_key(header::UPGRADE)
-    {
-        let settings = crate::upstream::h1::Settings {
-            connect_timeout: snap.timeouts.connect,
-            max_idle: snap.timeouts.upstream_idle,
-        };
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let sent = crate::upstream::h1::send(ep, req.method(), path, req.headers(), settings);
-        return match tokio::time::timeout(snap.timeouts.upstream_response, sent).await {
-            Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
-            Ok(Err(kind)) => {
-                tracing::debug!(route, backend = %backend.name, kind = kind.as_str(), "upstream error");
-                Err(ProxyError::Upstream(kind))
-            }
-            Ok(Ok(resp)) => Ok(resp.map(FromUpstream::Weir)),
-        };
-    }
     match tokio::time::timeout(snap.timeouts.upstream_response, backend.send(&snap.client, req)).await {
         Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {
