@@ -6,10 +6,12 @@
 //! are keyed by (route, backend) name and reused across reloads, so a reload
 //! that keeps a route keeps its windows and counters.
 
+mod histogram;
 pub(crate) mod names;
 mod recorder;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +29,26 @@ use names::label;
 static METADATA: Metadata<'static> = Metadata::new("weir", metrics::Level::INFO, Some("weir_proxy::telemetry"));
 
 /// Which traffic a stats object measures (each has its own metric names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Traffic {
     User,
     Synthetic,
     Shadow,
+}
+
+impl Traffic {
+    /// The latency histogram's name and help text.
+    fn duration(self) -> (&'static str, &'static str) {
+        match self {
+            Traffic::User => {
+                (names::REQUEST_DURATION_SECONDS, "Time from request received to upstream response headers.")
+            }
+            Traffic::Synthetic => {
+                (names::SYNTHETIC_DURATION_SECONDS, "Synthetic requests: time to upstream response headers.")
+            }
+            Traffic::Shadow => (names::SHADOW_DURATION_SECONDS, "Shadow copies: time to upstream response headers."),
+        }
+    }
 }
 
 /// The registry of one running weir: Prometheus handles and per
@@ -158,14 +175,10 @@ impl Telemetry {
     }
 
     fn handles(&self, route: &str, backend: &str, traffic: Traffic) -> Handles {
-        let (requests, errors, duration) = match traffic {
-            Traffic::User => (names::REQUESTS_TOTAL, names::UPSTREAM_ERRORS_TOTAL, names::REQUEST_DURATION_SECONDS),
-            Traffic::Synthetic => {
-                (names::SYNTHETIC_REQUESTS_TOTAL, names::SYNTHETIC_ERRORS_TOTAL, names::SYNTHETIC_DURATION_SECONDS)
-            }
-            Traffic::Shadow => {
-                (names::SHADOW_REQUESTS_TOTAL, names::SHADOW_ERRORS_TOTAL, names::SHADOW_DURATION_SECONDS)
-            }
+        let (requests, errors) = match traffic {
+            Traffic::User => (names::REQUESTS_TOTAL, names::UPSTREAM_ERRORS_TOTAL),
+            Traffic::Synthetic => (names::SYNTHETIC_REQUESTS_TOTAL, names::SYNTHETIC_ERRORS_TOTAL),
+            Traffic::Shadow => (names::SHADOW_REQUESTS_TOTAL, names::SHADOW_ERRORS_TOTAL),
         };
         let counter = |name: &'static str, extra: (&'static str, &str)| {
             self.recorder.register_counter(
@@ -176,10 +189,7 @@ impl Telemetry {
         Handles {
             requests: CodeClass::ALL.map(|c| counter(requests, (label::CODE_CLASS, c.as_str()))),
             errors: UpstreamErrorKind::ALL.map(|k| counter(errors, (label::KIND, k.as_str()))),
-            duration: self.recorder.register_histogram(
-                &Key::from_parts(duration, labels(&[(label::ROUTE, route), (label::BACKEND, backend)])),
-                &METADATA,
-            ),
+            duration: histogram::PromHistogram::new(&[(label::ROUTE, route), (label::BACKEND, backend)]),
         }
     }
 
@@ -271,10 +281,28 @@ impl Telemetry {
         self.handle.run_upkeep();
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition: the exporter's metrics, then the
+    /// latency histograms weir keeps itself (see `histogram.rs`).
     pub fn render(&self) -> String {
         self.rotate_all();
-        self.handle.render()
+        let mut out = self.handle.render();
+        let map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut series: Vec<_> = map.iter().collect();
+        series.sort_by(|a, b| a.0.cmp(b.0));
+        for traffic in [Traffic::User, Traffic::Synthetic, Traffic::Shadow] {
+            let (name, help) = traffic.duration();
+            let mut of_kind = series.iter().filter(|((_, _, t), _)| *t == traffic).peekable();
+            if of_kind.peek().is_none() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (_, stats) in of_kind {
+                if let Some(h) = stats.handles() {
+                    h.duration.render(name, &mut out);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -291,23 +319,8 @@ fn describe(r: &PrometheusRecorder) {
     d(names::SHADOW_ERRORS_TOTAL, None, "Shadow copies that got no usable upstream response, by kind.");
     d(names::SHADOW_DROPPED_TOTAL, None, "Shadow copies not sent because too many were in flight.");
     d(names::SHADOW_MISMATCHES_TOTAL, None, "Shadow answers that differed from stable's.");
-    r.describe_histogram(
-        names::SHADOW_DURATION_SECONDS.into(),
-        Some(Unit::Seconds),
-        SharedString::const_str("Shadow copies: time to upstream response headers."),
-    );
     d(names::SYNTHETIC_REQUESTS_TOTAL, None, "Synthetic requests sent by weir, by route, backend and code class.");
     d(names::SYNTHETIC_ERRORS_TOTAL, None, "Synthetic requests that got no usable upstream response, by kind.");
-    r.describe_histogram(
-        names::SYNTHETIC_DURATION_SECONDS.into(),
-        Some(Unit::Seconds),
-        SharedString::const_str("Synthetic requests: time to upstream response headers."),
-    );
-    r.describe_histogram(
-        names::REQUEST_DURATION_SECONDS.into(),
-        Some(Unit::Seconds),
-        SharedString::const_str("Time from request received to upstream response headers."),
-    );
     r.describe_gauge(names::CANARY_WEIGHT.into(), None, SharedString::const_str("Current canary weight, percent."));
     r.describe_gauge(names::ROLLOUT_STAGE.into(), None, SharedString::const_str("Current stage index of the rollout."));
     r.describe_gauge(names::ROLLOUT_STATE.into(), None, SharedString::const_str("1 for the rollout's current state."));

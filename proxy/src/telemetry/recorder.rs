@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 use weir_control::sample::{bucket, CodeClass, Counts, Latency, UpstreamErrorKind, Window};
 
 /// Prometheus handles of one (route, backend).
@@ -30,7 +30,7 @@ use weir_control::sample::{bucket, CodeClass, Counts, Latency, UpstreamErrorKind
 pub(crate) struct Handles {
     pub(crate) requests: [Counter; 6],
     pub(crate) errors: [Counter; UpstreamErrorKind::ALL.len()],
-    pub(crate) duration: Histogram,
+    pub(crate) duration: super::histogram::PromHistogram,
 }
 
 #[repr(align(128))] // keep shards on separate cache lines
@@ -87,6 +87,11 @@ impl Default for BackendStats {
 }
 
 impl BackendStats {
+    /// The Prometheus handles, if any.
+    pub(crate) fn handles(&self) -> Option<&Handles> {
+        self.handles.as_ref()
+    }
+
     /// Stats with the given Prometheus handles (`None`: windows only).
     pub(crate) fn new(handles: Option<Handles>) -> Self {
         BackendStats {
@@ -122,7 +127,7 @@ impl BackendStats {
         }
         for (i, &n) in dense.iter().enumerate() {
             if n > 0 {
-                h.duration.record_many(bucket::value(i) as f64 / 1e6, n as usize);
+                h.duration.record_many(bucket::value(i), n);
             }
         }
     }
