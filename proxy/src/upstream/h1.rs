@@ -266,17 +266,31 @@ fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKin
             }
             length = Some(n);
         } else if name == header::TRANSFER_ENCODING {
-            // Only the last coding matters: chunked frames the body.
+            // Only the last coding matters: chunked frames the body. The
+            // field is hop-by-hop: the proxy would remove it anyway.
             let last = h.value.rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii).unwrap_or_default();
             chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            continue;
         } else if name == header::CONNECTION {
+            let mut names_others = false;
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    if minor == 0 {
+                        close = false;
+                    }
+                } else if !token.is_empty() {
+                    names_others = true;
                 }
             }
+            // Kept only when it names other fields, for the hop-by-hop
+            // removal to find them; otherwise dropped here, as it would be.
+            if !names_others {
+                continue;
+            }
+        } else if name.as_str() == "keep-alive" {
+            continue;
         }
         let value = HeaderValue::from_maybe_shared(data.slice_ref(h.value)).map_err(|_| UpstreamErrorKind::Protocol)?;
         headers.append(name, value);
