@@ -333,7 +333,12 @@ async fn write_response(
             };
             let data = match frame {
                 None => break,
-                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some(Err(e)) => {
+                    // What was gathered goes out; the unterminated body
+                    // and the close tell the client it is incomplete.
+                    let _ = stream.write_all(&w).await;
+                    return Err(io::Error::other(e));
+                }
                 Some(Ok(f)) => match f.into_data() {
                     Ok(d) => d,
                     Err(_) => continue, // trailers are not forwarded

@@ -313,10 +313,8 @@ async fn send_own(
     route: &str,
     req: &Request<UpstreamBody>,
 ) -> Result<Response<FromUpstream>, ProxyError> {
-    let settings =
-        crate::upstream::h1::Settings { connect_timeout: snap.timeouts.connect, max_idle: snap.timeouts.upstream_idle };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let sent = crate::upstream::h1::send(ep, req.method(), path, req.headers(), settings);
+    let sent = crate::upstream::h1::send(ep, req.method(), path, req.headers(), snap.timeouts.connect);
     match tokio::time::timeout(snap.timeouts.upstream_response, sent).await {
         Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(kind)) => {

@@ -68,14 +68,10 @@ impl Default for Pool {
 }
 
 impl Pool {
-    /// A connection idle for less than `max_idle` that the upstream has not
-    /// closed, if there is one.
-    fn checkout(&self, max_idle: Duration) -> Option<TcpStream> {
-        let now = now_ms();
+    /// A connection the upstream has not closed, if there is one. (Age is
+    /// the sweeper's business: it runs every second.)
+    fn checkout(&self) -> Option<TcpStream> {
         while let Some(idle) = self.idle.pop() {
-            if now.saturating_sub(idle.since) >= max_idle.as_millis() as u64 {
-                continue;
-            }
             // Readiness is cached by the runtime: when nothing arrived since
             // the last read, this costs no system call. Anything readable on
             // an idle connection (end of stream, stray bytes) retires it.
@@ -92,7 +88,7 @@ impl Pool {
     }
 
     /// Closes the connections idle for `max_idle` or more (called once a
-    /// second); the others keep their order.
+    /// second, so within a second of it); the others keep their order.
     pub(crate) fn sweep(&self, max_idle: Duration) {
         let now = now_ms();
         for _ in 0..self.idle.len() {
@@ -109,13 +105,6 @@ impl Pool {
     }
 }
 
-/// What [`send`] needs to know about the backend.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Settings {
-    pub(crate) connect_timeout: Duration,
-    pub(crate) max_idle: Duration,
-}
-
 /// Sends a body-less request to `ep` and returns the response with its
 /// head read; the body streams from the connection.
 pub(crate) async fn send(
@@ -123,11 +112,11 @@ pub(crate) async fn send(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    settings: Settings,
+    connect_timeout: Duration,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
-    let (mut stream, reused) = match ep.pool.checkout(settings.max_idle) {
+    let (mut stream, reused) = match ep.pool.checkout() {
         Some(s) => (s, true),
-        None => (connect(ep, settings.connect_timeout).await?, false),
+        None => (connect(ep, connect_timeout).await?, false),
     };
     let mut w = take_write_scratch();
     w.extend_from_slice(method.as_str().as_bytes());

@@ -15,3 +15,4 @@ mod streaming;
 mod synthetic;
 mod telemetry;
 mod tls;
+mod wire;

@@ -1,0 +1,251 @@
+//! weir's own HTTP/1.1 paths (`server/h1.rs`, `upstream/h1.rs`) against raw
+//! sockets on both sides: every response framing the client has to relay,
+//! connection reuse and expiry upstream, pipelining, `Connection: close`,
+//! and the hand-over to hyper in the middle of a connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use http::HeaderValue;
+
+use crate::*;
+
+async fn metrics_text(w: &InProcess) -> String {
+    let (status, body) = get(&client(), &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await;
+    assert_eq!(status, 200);
+    body
+}
+
+async fn admin_json(w: &InProcess, path: &str) -> serde_json::Value {
+    let (status, body) = get(&client(), &format!("http://{}{path}", w.weir.admin_addr()), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A scripted upstream: answers each request head by its path, on as many
+/// requests per connection as the script allows; counts connections and
+/// reports each connection's end on `closed`.
+struct Scripted {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    closed: mpsc::UnboundedReceiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The answer to `head`, and whether to close after it.
+fn script(head: &str) -> (&'static [u8], bool) {
+    let path = head.split_whitespace().nth(1).unwrap_or("/");
+    if head.starts_with("HEAD ") {
+        return (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false);
+    }
+    match path {
+        "/chunked" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n\
+5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+            false,
+        ),
+        "/early" => {
+            (b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)
+        }
+        "/empty" => (b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n", false),
+        "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil close", true),
+        "/bad-chunk" => (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n", true),
+        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\nhello", false),
+    }
+}
+
+impl Scripted {
+    async fn start() -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let (tx, closed) = mpsc::unbounded_channel();
+        let c = conns.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    'conn: loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                            buf.drain(..end + 4);
+                            let (answer, close) = script(&head);
+                            if s.write_all(answer).await.is_err() || close {
+                                break 'conn;
+                            }
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    drop(s);
+                    let _ = tx.send(());
+                });
+            }
+        });
+        Scripted { addr, conns, closed, task }
+    }
+}
+
+async fn weir_before(up: &Scripted, top_extra: &str) -> InProcess {
+    InProcess::start(&config_text(up.addr, up.addr, "weight = 0", top_extra)).await
+}
+
+/// Reads one HTTP/1.1 response (head and a content-length or chunked body)
+/// from `s`, with `pending` holding bytes already read.
+async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before a response head: {:?}", String::from_utf8_lossy(pending));
+        pending.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
+    pending.drain(..end + 4);
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse::<usize>().unwrap())
+        .unwrap_or(0);
+    while pending.len() < len {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0);
+        pending.extend_from_slice(&chunk[..n]);
+    }
+    let body = pending.drain(..len).collect();
+    (head, body)
+}
+
+#[tokio::test]
+async fn every_response_framing_is_relayed_and_one_upstream_connection_serves_them() {
+    let mut up = Scripted::start().await;
+    let w = weir_before(&up, "").await;
+    let c = client();
+    for (path, want) in [("/cl", "hello"), ("/chunked", "hello world"), ("/early", "ok"), ("/cl", "hello")] {
+        let (status, body) = get(&c, &w.url(path), &[]).await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, want), "{path}");
+    }
+    let resp = c.request(Request::head(w.url("/cl")).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    assert_eq!(resp.headers()["content-length"], "5", "HEAD keeps the length and sends no body");
+    let resp = c.request(Request::get(w.url("/empty")).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    assert_eq!((resp.status().as_u16(), &resp.headers()["x-a"]), (204, &HeaderValue::from_static("1")));
+    assert_eq!(up.conns.load(Ordering::SeqCst), 1, "every response was read to its end: one connection reused");
+
+    // A body delimited by the close: relayed whole, and the connection is
+    // not reused (the next request opens another).
+    let (status, body) = get(&c, &w.url("/until-close"), &[]).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "until close"));
+    up.closed.recv().await.unwrap();
+    let (_, body) = get(&c, &w.url("/cl"), &[]).await;
+    assert_eq!(body, "hello");
+    assert_eq!(up.conns.load(Ordering::SeqCst), 2);
+
+    // A malformed chunk mid-body: the client's response is cut, and the
+    // request counts as an upstream reset.
+    let resp = c.request(Request::get(w.url("/bad-chunk")).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.into_body().collect().await.is_err(), "a broken body must not look complete");
+    let m = parse_prometheus(&metrics_text(&w).await);
+    let resets =
+        sample(&m, "weir_upstream_errors_total", &[("route", "web"), ("backend", "stable"), ("kind", "reset")]);
+    assert_eq!(resets, 1.0);
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_upstream_idle() {
+    let mut up = Scripted::start().await;
+    let w = weir_before(&up, "[timeouts]\nupstream_idle = \"1s\"").await;
+    let c = client();
+    let (_, body) = get(&c, &w.url("/cl"), &[]).await;
+    assert_eq!(body, "hello");
+    let idle = |v: &serde_json::Value| v.to_string().contains("\"idle_connections\":1");
+    let backends = admin_json(&w, "/api/v1/backends").await;
+    assert!(idle(&backends), "{backends}");
+    // The sweeper runs every second: the upstream sees the close within
+    // upstream_idle + 1 s (+ slack).
+    tokio::time::timeout(Duration::from_secs(5), up.closed.recv()).await.expect("idle connection never closed");
+    let backends = admin_json(&w, "/api/v1/backends").await;
+    assert!(!idle(&backends), "{backends}");
+    let (_, body) = get(&c, &w.url("/cl"), &[]).await;
+    assert_eq!(body, "hello");
+    assert_eq!(up.conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_close_is_honoured() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let w = InProcess::start(&config_text(stable.addr, stable.addr, "weight = 0", "")).await;
+    let mut s = TcpStream::connect(w.weir.data_addr()).await.unwrap();
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n\
+GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut pending = Vec::new();
+    let (head, body) = read_response(&mut s, &mut pending).await;
+    assert!(head.starts_with("http/1.1 200 ok") && head.contains("\r\ndate: "), "{head}");
+    assert_eq!(body, b"stable");
+    let (head, _) = read_response(&mut s, &mut pending).await;
+    assert!(head.contains("content-length: 6"), "HEAD: the length of the body not sent: {head}");
+    let (head, body) = read_response(&mut s, &mut pending).await;
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"stable");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty() && pending.is_empty(), "nothing after the last response");
+    let paths: Vec<_> = stable.seen.lock().unwrap().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c"]);
+}
+
+#[tokio::test]
+async fn a_connection_moves_to_hyper_for_a_body_and_keeps_serving() {
+    let up = Upstream::start("counter", Mode::CountBody).await;
+    let w = InProcess::start(&config_text(up.addr, up.addr, "weight = 0", "")).await;
+    let mut s = TcpStream::connect(w.weir.data_addr()).await.unwrap();
+    let mut pending = Vec::new();
+    for (req, want) in [
+        (&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &b"0"[..]),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world", b"11"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"0"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", b"3"),
+    ] {
+        s.write_all(req).await.unwrap();
+        let (head, body) = read_response(&mut s, &mut pending).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let body = if head.contains("transfer-encoding: chunked") {
+            // hyper re-chunks a body of unknown length.
+            let mut rest = body;
+            while !rest.ends_with(b"0\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                let n = s.read(&mut chunk).await.unwrap();
+                rest.extend_from_slice(&pending);
+                pending.clear();
+                rest.extend_from_slice(&chunk[..n]);
+            }
+            String::from_utf8_lossy(&rest).split("\r\n").nth(1).unwrap_or_default().as_bytes().to_vec()
+        } else {
+            body
+        };
+        assert_eq!(body, want, "{}", String::from_utf8_lossy(req));
+    }
+    assert_eq!(up.count(), 4);
+}
