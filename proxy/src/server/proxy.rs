@@ -181,9 +181,13 @@ async fn forward<'s>(
         parts.headers.insert(name.clone(), v);
     }
 
-    parts.uri = backend
-        .uri(endpoint.endpoint(), std::mem::take(&mut parts.uri).into_parts().path_and_query)
-        .ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
+    // hyper's client needs the upstream's absolute URI; weir's own client
+    // (body-less requests to plain backends, see below) only the path.
+    if backend.client.is_some() || upgrade || !http_body::Body::is_end_stream(&body) {
+        parts.uri = backend
+            .uri(endpoint.endpoint(), std::mem::take(&mut parts.uri).into_parts().path_and_query)
+            .ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
+    }
     parts.version = Version::HTTP_11;
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);
