@@ -318,14 +318,13 @@ async fn send_own(
     req: &Request<UpstreamBody>,
 ) -> Result<Response<FromUpstream>, ProxyError> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let sent = crate::upstream::h1::send(ep, req.method(), path, req.headers(), snap.timeouts.connect);
-    match tokio::time::timeout(snap.timeouts.upstream_response, sent).await {
-        Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
-        Ok(Err(kind)) => {
+    let t = &snap.timeouts;
+    match crate::upstream::h1::send(ep, req.method(), path, req.headers(), t.connect, t.upstream_response).await {
+        Err(kind) => {
             tracing::debug!(route, backend = %backend.name, kind = kind.as_str(), "upstream error");
             Err(ProxyError::Upstream(kind))
         }
-        Ok(Ok(resp)) => Ok(resp.map(FromUpstream::Weir)),
+        Ok(resp) => Ok(resp.map(FromUpstream::Weir)),
     }
 }
 

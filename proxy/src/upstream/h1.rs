@@ -19,6 +19,7 @@
 //! with nothing after it, the response was HTTP/1.1 and did not say
 //! `Connection: close`.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use http::{Method, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::{now_ms, Endpoint, UpstreamErrorKind};
 use crate::wire::{poll_read, put_write_scratch, read_now, take_write_scratch};
@@ -47,10 +49,17 @@ const MAX_LINE: usize = 4096;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A connection's response-head timer. It lives as long as the connection:
+/// moving it to a later deadline for the next request is an atomic update
+/// inside tokio (the timer wheel is touched only when an old deadline comes
+/// due), where a timer per request costs a registration and a removal.
+type Timer = Pin<Box<Sleep>>;
+
 /// An idle upstream connection.
 #[derive(Debug)]
 struct Idle {
     stream: TcpStream,
+    timer: Timer,
     /// [`now_ms`] when it went idle.
     since: u64,
 }
@@ -70,21 +79,21 @@ impl Default for Pool {
 impl Pool {
     /// A connection the upstream has not closed, if there is one. (Age is
     /// the sweeper's business: it runs every second.)
-    fn checkout(&self) -> Option<TcpStream> {
+    fn checkout(&self) -> Option<(TcpStream, Timer)> {
         while let Some(idle) = self.idle.pop() {
             // Readiness is cached by the runtime: when nothing arrived since
             // the last read, this costs no system call. Anything readable on
             // an idle connection (end of stream, stray bytes) retires it.
             let mut stream = idle.stream;
             if read_now(&mut stream, &mut BytesMut::new()).is_none() {
-                return Some(stream);
+                return Some((stream, idle.timer));
             }
         }
         None
     }
 
-    fn put(&self, stream: TcpStream) {
-        let _ = self.idle.push(Idle { stream, since: now_ms() });
+    fn put(&self, stream: TcpStream, timer: Timer) {
+        let _ = self.idle.push(Idle { stream, timer, since: now_ms() });
     }
 
     /// Closes the connections idle for `max_idle` or more (called once a
@@ -106,17 +115,23 @@ impl Pool {
 }
 
 /// Sends a body-less request to `ep` and returns the response with its
-/// head read; the body streams from the connection.
+/// head read within `response_timeout` (a new connection first connects
+/// within `connect_timeout`); the body streams from the connection.
 pub(crate) async fn send(
     ep: &Arc<Endpoint>,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
     connect_timeout: Duration,
+    response_timeout: Duration,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
-    let (mut stream, reused) = match ep.pool.checkout() {
-        Some(s) => (s, true),
-        None => (connect(ep, connect_timeout).await?, false),
+    let deadline = Instant::now() + response_timeout;
+    let (mut stream, timer, reused) = match ep.pool.checkout() {
+        Some((s, mut timer)) => {
+            timer.as_mut().reset(deadline);
+            (s, timer, true)
+        }
+        None => (connect(ep, connect_timeout).await?, Box::pin(tokio::time::sleep_until(deadline)), false),
     };
     let mut w = take_write_scratch();
     w.extend_from_slice(method.as_str().as_bytes());
@@ -145,7 +160,7 @@ pub(crate) async fn send(
         tracing::debug!(addr = %ep.addr, reused, "upstream write failed: {e}");
         return Err(UpstreamErrorKind::Reset);
     }
-    read_head(ep, stream, *method == Method::HEAD).await
+    read_head(ep, stream, timer, *method == Method::HEAD).await
 }
 
 async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, UpstreamErrorKind> {
@@ -166,14 +181,19 @@ async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, Upstream
     }
 }
 
-/// Reads more of the response; `Ok(0)` is end of stream.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read(stream, cx, buf)).await
+/// Reads more of the response; `Ok(0)` is end of stream, `None` the timer.
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, timer: &mut Timer) -> Option<io::Result<usize>> {
+    std::future::poll_fn(|cx| match poll_read(stream, cx, buf) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+    })
+    .await
 }
 
 async fn read_head(
     ep: &Arc<Endpoint>,
     mut stream: TcpStream,
+    mut timer: Timer,
     head_request: bool,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
     let mut buf = BytesMut::new();
@@ -188,22 +208,23 @@ async fn read_head(
                 }
                 Head::Complete(resp, len, framing, reusable) => {
                     buf.extend_from_slice(&data[len..]);
-                    let body = UpstreamResponse { conn: Some(Conn { stream, buf }), framing, reusable, ep: ep.clone() };
-                    let mut body = body;
+                    let conn = Conn { stream, buf, timer };
+                    let mut body = UpstreamResponse { conn: Some(conn), framing, reusable, ep: ep.clone() };
                     body.settle();
                     return Ok(resp.map(|()| body));
                 }
             }
         }
-        match read_more(&mut stream, &mut buf).await {
-            Ok(0) => {
+        match read_more(&mut stream, &mut buf, &mut timer).await {
+            None => return Err(UpstreamErrorKind::Timeout),
+            Some(Ok(0)) => {
                 // Closed before a complete head: a pooled connection the
                 // upstream had just closed, or an upstream that died.
                 tracing::debug!(addr = %ep.addr, "upstream closed before the response head");
                 return Err(UpstreamErrorKind::Reset);
             }
-            Ok(_) => {}
-            Err(e) => {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
                 tracing::debug!(addr = %ep.addr, "upstream read failed: {e}");
                 return Err(UpstreamErrorKind::Reset);
             }
@@ -311,6 +332,7 @@ struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
+    timer: Timer,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -386,7 +408,7 @@ impl UpstreamResponse {
         self.framing = Framing::Done;
         if let Some(conn) = self.conn.take() {
             if self.reusable && conn.buf.is_empty() {
-                self.ep.pool.put(conn.stream);
+                self.ep.pool.put(conn.stream, conn.timer);
             }
         }
     }
