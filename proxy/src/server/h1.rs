@@ -161,7 +161,7 @@ pub(crate) async fn serve(
     tokio::pin!(drain);
     loop {
         // --- a request head ---
-        let head = loop {
+        let mut head = loop {
             if !pending.is_empty() {
                 let data = std::mem::take(&mut pending).freeze();
                 match parse(&data, limits) {
@@ -221,7 +221,7 @@ pub(crate) async fn serve(
 
         // --- the request ---
         let head_only = head.parts.method == Method::HEAD;
-        let resp = Box::pin(super::proxy::respond(shared.clone(), ctx.clone(), head.parts, None)).await;
+        let resp = Box::pin(super::proxy::respond(shared, ctx, &mut head.parts, None)).await;
         draining |= shared.draining.load(std::sync::atomic::Ordering::Relaxed);
         let close = head.close || draining;
         match write_response(stream, resp, head_only, close).await {

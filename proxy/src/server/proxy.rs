@@ -38,16 +38,19 @@ pub(crate) async fn handle(
     conn: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let (parts, body) = req.into_parts();
-    Ok(respond(shared, conn, parts, Some(body)).await)
+    let (mut parts, body) = req.into_parts();
+    Ok(respond(&shared, &conn, &mut parts, Some(body)).await)
 }
 
 /// The request path for both servers (hyper's, and weir's own HTTP/1.1
-/// loop, which passes `None` for a request without a body).
+/// loop, which passes `None` for a request without a body). Arguments are
+/// borrowed: an async fn keeps a moved argument twice in its future
+/// (rust-lang/rust#62958), and this one is built per request. `parts` may
+/// be left empty (when hyper's client took the request).
 pub(crate) async fn respond(
-    shared: Arc<Shared>,
-    conn: Arc<ConnCtx>,
-    parts: http::request::Parts,
+    shared: &Shared,
+    conn: &Arc<ConnCtx>,
+    parts: &mut http::request::Parts,
     body: Option<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
@@ -58,7 +61,7 @@ pub(crate) async fn respond(
     let result = if guard.listener_in_flight >= snap.config.limits.max_requests_in_flight {
         Err(ProxyError::Overloaded)
     } else {
-        forward(&shared, &snap, &conn, parts, body, &mut guard, &mut outcome).await
+        forward(shared, &snap, conn, parts, body, &mut guard, &mut outcome).await
     };
     if let (true, Some(stats)) = (snap.config.telemetry.record, outcome.stats) {
         let (class, error) = match &result {
@@ -79,7 +82,7 @@ pub(crate) async fn respond(
         }
     };
     if let (Some(log), Some((method, uri))) = (&shared.access_log, method) {
-        log.record(&conn, &method, &uri, resp.status(), started.elapsed(), &outcome);
+        log.record(conn, &method, &uri, resp.status(), started.elapsed(), &outcome);
     }
     resp
 }
@@ -88,7 +91,7 @@ async fn forward<'s>(
     shared: &Shared,
     snap: &'s crate::snapshot::Snapshot,
     conn: &ConnCtx,
-    mut parts: http::request::Parts,
+    parts: &mut http::request::Parts,
     body: Option<Incoming>,
     guard: &mut RequestGuard,
     outcome: &mut Outcome<'s>,
@@ -145,7 +148,10 @@ async fn forward<'s>(
     outcome.backend = Some(&backend.name);
     let fault = crate::upstream::fault::decide(&backend.fault);
     if let Some(delay) = fault.delay {
-        tokio::time::sleep(delay).await;
+        // Boxed, as are the other rare or hyper-only awaits below: the
+        // future of this function is moved (copied) into place once per
+        // request, so its size should be that of the common path.
+        Box::pin(tokio::time::sleep(delay)).await;
     }
     if let Some(status) = fault.abort {
         return Err(ProxyError::Injected(status));
@@ -201,14 +207,13 @@ async fn forward<'s>(
                 let bytes = if len == 0 {
                     bytes::Bytes::new()
                 } else {
-                    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, cfg.max_body as usize))
-                        .await
-                    {
+                    let limited = http_body_util::Limited::new(body, cfg.max_body as usize);
+                    match Box::pin(http_body_util::BodyExt::collect(limited)).await {
                         Ok(c) => c.to_bytes(),
                         Err(_) => return Err(ProxyError::BadRequest("weir: could not read the request body\n")),
                     }
                 };
-                shadow_tx = crate::shadow::spawn(shared, route, cfg, &parts, bytes.clone());
+                shadow_tx = crate::shadow::spawn(shared, route, cfg, parts, bytes.clone());
                 UpstreamBody::bytes(bytes)
             }
             None => body,
@@ -216,69 +221,32 @@ async fn forward<'s>(
         _ => body,
     };
 
-    // A request without a body may be sent again (see below); one with a
-    // body never is (some of it may have left). weir's own client takes
-    // body-less requests to plain HTTP/1.1 backends (upstream/h1.rs); it
-    // only borrows the request, so a retry sends the same one again.
+    // A request without a body may be sent again (see `retry_target`); one
+    // with a body never is (some of it may have left). weir's own client
+    // takes body-less requests to plain HTTP/1.1 backends (upstream/h1.rs);
+    // it only borrows the request, so a retry sends the same one again.
+    // Each path is its own function, and hyper's is boxed, so this
+    // function's future stays the size of the common path.
     let body_less = !upgrade && http_body::Body::is_end_stream(&up_body);
-    let own_client = body_less && backend.client.is_none();
-    let may_retry = body_less && (backend.len() > 1 || parts.method.is_idempotent());
-    let idempotent = parts.method.is_idempotent();
-    let copy = (may_retry && !own_client)
-        .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned(), parts.headers.clone()));
+    let retry = Retry {
+        allowed: body_less && (backend.len() > 1 || parts.method.is_idempotent()),
+        idempotent: parts.method.is_idempotent(),
+    };
     let mut downstream_upgrade = None;
-    let mut up_req = Request::from_parts(parts, up_body);
-    if upgrade {
-        // The request's upgrade handle was moved into `up_req` with its
-        // extensions; take it back before the request is sent.
-        downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
-    }
-    let mut up_req = Some(up_req);
-
-    let mut sent = match (guard.endpoint_arc(), up_req.as_ref()) {
-        (Some(ep), Some(req)) if own_client => send_own(snap, backend, ep, &route.name, req).await,
-        (Some(_), _) => match up_req.take() {
-            Some(req) => send(snap, backend, &route.name, req).await,
-            None => Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable)),
-        },
-        (None, _) => Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable)),
-    };
-    report(backend, guard, &sent);
-    // Once more, for a request without a body: on another address after a
-    // failed connect (nothing was sent), or after a reset for an idempotent
-    // method (RFC 9110 §9.2.2: an upstream restarting closes pooled
-    // connections under requests just written).
-    let again = match &sent {
-        Err(ProxyError::Upstream(k @ (UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)))
-            if may_retry =>
-        {
-            guard.endpoint().and_then(|failed| backend.pick_other(failed)).map(|ep| (*k, ep))
+    let sent = if body_less && backend.client.is_none() {
+        drop(up_body);
+        send_own_path(shared, snap, &route.name, backend, parts, guard, outcome, retry).await
+    } else {
+        // hyper's client takes the request; the caller keeps an empty head.
+        let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
+        let mut up_req = Request::from_parts(parts, up_body);
+        if upgrade {
+            // The request's upgrade handle was moved into `up_req` with its
+            // extensions; take it back before the request is sent.
+            downstream_upgrade = up_req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
         }
-        Err(ProxyError::Upstream(k @ UpstreamErrorKind::Reset)) if may_retry && idempotent => {
-            let ep = guard.endpoint().and_then(|failed| backend.pick_other(failed)).or_else(|| backend.pick());
-            ep.map(|ep| (*k, ep))
-        }
-        _ => None,
+        Box::pin(send_hyper_path(shared, snap, &route.name, backend, up_req, guard, outcome, retry)).await
     };
-    if let Some((kind, ep)) = again {
-        shared.telemetry.retried(&route.name, &backend.name, kind);
-        outcome.upstream = Some(ep.endpoint().addr);
-        sent = match (up_req.as_ref(), copy) {
-            (Some(req), _) if own_client => send_own(snap, backend, ep.arc(), &route.name, req).await,
-            (_, Some((method, path, headers))) => {
-                let uri =
-                    backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
-                let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
-                *req.method_mut() = method;
-                *req.uri_mut() = uri;
-                *req.headers_mut() = headers;
-                send(snap, backend, &route.name, req).await
-            }
-            _ => Err(ProxyError::Upstream(kind)),
-        };
-        guard.set_endpoint(ep);
-        report(backend, guard, &sent);
-    }
     let mut resp = sent?;
     if let Some(tx) = shadow_tx {
         let header =
@@ -308,6 +276,113 @@ async fn forward<'s>(
     Ok(resp)
 }
 
+/// Whether a failed request may be sent once more.
+#[derive(Clone, Copy)]
+struct Retry {
+    /// The request has no body, and there is another address or the method
+    /// is idempotent.
+    allowed: bool,
+    idempotent: bool,
+}
+
+/// Where to send a request again, if at all: on another address after a
+/// failed connect (nothing was sent), or after a reset for an idempotent
+/// method (RFC 9110 §9.2.2: an upstream restarting closes pooled
+/// connections under requests just written).
+fn retry_target(
+    sent: &Result<Response<FromUpstream>, ProxyError>,
+    retry: Retry,
+    backend: &crate::upstream::Backend,
+    guard: &RequestGuard,
+) -> Option<(UpstreamErrorKind, crate::upstream::EndpointGuard)> {
+    match sent {
+        Err(ProxyError::Upstream(k @ (UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)))
+            if retry.allowed =>
+        {
+            guard.endpoint().and_then(|failed| backend.pick_other(failed)).map(|ep| (*k, ep))
+        }
+        Err(ProxyError::Upstream(k @ UpstreamErrorKind::Reset)) if retry.allowed && retry.idempotent => {
+            let ep = guard.endpoint().and_then(|failed| backend.pick_other(failed)).or_else(|| backend.pick());
+            ep.map(|ep| (*k, ep))
+        }
+        _ => None,
+    }
+}
+
+/// Switches the request to the retry address and counts the retry.
+fn start_retry(
+    shared: &Shared,
+    route: &str,
+    backend: &crate::upstream::Backend,
+    kind: UpstreamErrorKind,
+    ep: &crate::upstream::EndpointGuard,
+    outcome: &mut Outcome<'_>,
+) {
+    shared.telemetry.retried(route, &backend.name, kind);
+    outcome.upstream = Some(ep.endpoint().addr);
+}
+
+/// weir's own client, once more on failure if `retry` allows: the request
+/// is only borrowed, so a retry sends the same one.
+#[allow(clippy::too_many_arguments)]
+async fn send_own_path<'s>(
+    shared: &Shared,
+    snap: &crate::snapshot::Snapshot,
+    route: &str,
+    backend: &crate::upstream::Backend,
+    parts: &http::request::Parts,
+    guard: &mut RequestGuard,
+    outcome: &mut Outcome<'s>,
+    retry: Retry,
+) -> Result<Response<FromUpstream>, ProxyError> {
+    let Some(ep) = guard.endpoint_arc() else {
+        return Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable));
+    };
+    let mut sent = send_own(snap, backend, ep, route, parts).await;
+    report(backend, guard, &sent);
+    if let Some((kind, ep)) = retry_target(&sent, retry, backend, guard) {
+        start_retry(shared, route, backend, kind, &ep, outcome);
+        sent = send_own(snap, backend, ep.arc(), route, parts).await;
+        guard.set_endpoint(ep);
+        report(backend, guard, &sent);
+    }
+    sent
+}
+
+/// hyper's client, once more on failure if `retry` allows (from a copy of
+/// the request kept for that: hyper's client consumes what it sends).
+#[allow(clippy::too_many_arguments)]
+async fn send_hyper_path<'s>(
+    shared: &Shared,
+    snap: &crate::snapshot::Snapshot,
+    route: &str,
+    backend: &crate::upstream::Backend,
+    req: Request<UpstreamBody>,
+    guard: &mut RequestGuard,
+    outcome: &mut Outcome<'s>,
+    retry: Retry,
+) -> Result<Response<FromUpstream>, ProxyError> {
+    if guard.endpoint().is_none() {
+        return Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable));
+    }
+    let copy =
+        retry.allowed.then(|| (req.method().clone(), req.uri().path_and_query().cloned(), req.headers().clone()));
+    let mut sent = send(snap, backend, route, req).await;
+    report(backend, guard, &sent);
+    if let (Some((kind, ep)), Some((method, path, headers))) = (retry_target(&sent, retry, backend, guard), copy) {
+        start_retry(shared, route, backend, kind, &ep, outcome);
+        let uri = backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
+        let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        sent = send(snap, backend, route, req).await;
+        guard.set_endpoint(ep);
+        report(backend, guard, &sent);
+    }
+    sent
+}
+
 /// Sends a body-less request to a plain HTTP/1.1 backend through weir's
 /// own client (`upstream/h1.rs`), within `timeouts.upstream_response`.
 async fn send_own(
@@ -315,11 +390,11 @@ async fn send_own(
     backend: &crate::upstream::Backend,
     ep: &Arc<crate::upstream::Endpoint>,
     route: &str,
-    req: &Request<UpstreamBody>,
+    req: &http::request::Parts,
 ) -> Result<Response<FromUpstream>, ProxyError> {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let t = &snap.timeouts;
-    match crate::upstream::h1::send(ep, req.method(), path, req.headers(), t.connect, t.upstream_response).await {
+    match crate::upstream::h1::send(ep, &req.method, path, &req.headers, t.connect, t.upstream_response).await {
         Err(kind) => {
             tracing::debug!(route, backend = %backend.name, kind = kind.as_str(), "upstream error");
             Err(ProxyError::Upstream(kind))
