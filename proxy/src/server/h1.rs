@@ -79,13 +79,15 @@ enum Parsed {
 
 /// Parses a request head out of `data`, sharing its bytes.
 fn parse(data: &Bytes, limits: &Limits) -> Parsed {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
+    // Uninitialised: httparse writes the slots it fills (64 × 32 bytes
+    // cleared per request otherwise).
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
     let line_len = memchr_nl(data).unwrap_or(data.len());
     if line_len > limits.max_request_line {
         return Parsed::Fallback; // 414, answered on the hyper path
     }
-    let len = match req.parse(data) {
+    let len = match req.parse_with_uninit_headers(data, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if data.len() <= limits.max_header_bytes => return Parsed::Partial,
         _ => return Parsed::Fallback,

@@ -242,9 +242,10 @@ enum Head {
 }
 
 fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKind> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(data) {
+    // Uninitialised: httparse writes the slots it fills.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, data, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if data.len() <= MAX_HEAD => return Ok(Head::Partial),
         _ => return Err(UpstreamErrorKind::Protocol),
