@@ -1,14 +1,18 @@
 //! Small pieces shared by weir's own HTTP/1.1 server loop and client:
-//! per-thread scratch buffers and number formatting.
+//! per-thread scratch buffers, number formatting, the coarse clock and the
+//! connection timer built on it.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
 use bytes::BytesMut;
+use rustix::time::{clock_gettime, ClockId};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, Sleep};
 
 /// Scratch read size: one read takes whatever the socket has, up to this.
 const SCRATCH: usize = 16 * 1024;
@@ -72,15 +76,23 @@ pub(crate) fn put_write_scratch(mut w: Vec<u8>) {
     }
 }
 
+/// Milliseconds on the coarse monotonic clock (never 0). Reading it is a
+/// load from the vDSO page (~4 ns here, against ~18 ns for a precise
+/// reading); it moves by kernel ticks (1–10 ms). For stamps and timeouts,
+/// where a few milliseconds do not matter; latency uses `Instant`.
+pub(crate) fn coarse_ms() -> u64 {
+    let t = clock_gettime(ClockId::MonotonicCoarse);
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000 + 1
+}
+
 /// Appends today's `Date` (RFC 9110 §5.6.7), formatted once a second per
-/// thread.
+/// thread (from the coarse wall clock: within a tick of the second).
 pub(crate) fn date(w: &mut Vec<u8>) {
-    let now = std::time::SystemTime::now();
-    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = clock_gettime(ClockId::RealtimeCoarse).tv_sec.max(0) as u64;
     DATE.with(|d| {
         let mut d = d.borrow_mut();
         if d.0 != secs {
-            let s = httpdate::fmt_http_date(now);
+            let s = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(secs));
             if s.len() == 29 {
                 d.1.copy_from_slice(s.as_bytes());
                 d.0 = secs;
@@ -117,6 +129,52 @@ pub(crate) fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
     }
 }
 
+/// A connection's timer for deadlines on the [`coarse_ms`] clock, kept for
+/// the connection's life and moved lazily: it must never fire *later* than
+/// the deadline it guards, but may fire earlier, and is then re-armed. So
+/// a new deadline further away (the next request on a busy connection)
+/// costs no timer update at all; only a nearer one moves it.
+#[derive(Debug)]
+pub(crate) struct LazyTimer {
+    sleep: Pin<Box<Sleep>>,
+    /// The [`coarse_ms`] deadline the timer is armed for.
+    armed: u64,
+}
+
+impl LazyTimer {
+    /// A timer that fires by `deadline` (a [`coarse_ms`] time).
+    pub(crate) fn new(deadline: u64) -> Self {
+        let now = coarse_ms();
+        let sleep = Box::pin(tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now))));
+        LazyTimer { sleep, armed: deadline }
+    }
+
+    /// Makes sure the timer fires by `deadline`.
+    pub(crate) fn guard(&mut self, deadline: u64) {
+        if deadline < self.armed {
+            self.arm(deadline);
+        }
+    }
+
+    fn arm(&mut self, deadline: u64) {
+        let wait = deadline.saturating_sub(coarse_ms());
+        self.sleep.as_mut().reset(Instant::now() + Duration::from_millis(wait));
+        self.armed = deadline;
+    }
+
+    /// `Ready` once `deadline` has passed (re-arming, and waiting on, a
+    /// timer that fired early).
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: u64) -> Poll<()> {
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            if coarse_ms() >= deadline {
+                return Poll::Ready(());
+            }
+            self.arm(deadline);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +193,22 @@ mod tests {
         date(&mut w);
         let s = String::from_utf8(w).unwrap();
         assert!(httpdate::parse_http_date(&s).is_ok(), "{s}");
+    }
+
+    #[tokio::test]
+    async fn lazy_timer_fires_at_the_deadline_it_guards_never_before() {
+        let start = coarse_ms();
+        // Armed far out, then guarding a nearer deadline: moved in.
+        let mut timer = LazyTimer::new(start + 60_000);
+        timer.guard(start + 40);
+        std::future::poll_fn(|cx| timer.poll_expired(cx, start + 40)).await;
+        assert!(coarse_ms() >= start + 40);
+        // A further deadline leaves the timer where it is; when it fires
+        // early, the deadline still holds.
+        let start = coarse_ms();
+        timer.guard(start + 10);
+        timer.guard(start + 80);
+        std::future::poll_fn(|cx| timer.poll_expired(cx, start + 80)).await;
+        assert!(coarse_ms() >= start + 80);
     }
 }

@@ -33,6 +33,7 @@ use weir_control::config::Timeouts;
 use super::Shared;
 use crate::telemetry::BackendStats;
 use crate::upstream::EndpointGuard;
+use crate::wire::coarse_ms;
 use weir_control::sample::{CodeClass, UpstreamErrorKind};
 
 /// Per-connection facts shared by the connection task, its IO and requests.
@@ -43,11 +44,10 @@ pub(crate) struct ConnCtx {
     pub(crate) peer_ip: HeaderValue,
     /// The connection came over TLS (X-Forwarded-Proto: https).
     pub(crate) tls: bool,
-    epoch: Instant,
     active: AtomicU32,
-    /// Millis since `epoch` (+1) when the connection last became idle.
+    /// [`coarse_ms`] when the connection last became idle.
     idle_since: AtomicU64,
-    /// Millis since `epoch` (+1) of the first byte of a pending head; 0 = none.
+    /// [`coarse_ms`] of the first byte of a pending head; 0 = none.
     head_started: AtomicU64,
     is_h2: AtomicBool,
     /// Requests in flight on the whole listener (`limits.max_requests_in_flight`).
@@ -55,26 +55,21 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    fn new(peer: SocketAddr, epoch: Instant, listener_in_flight: Arc<AtomicUsize>, tls: bool) -> Self {
+    fn new(peer: SocketAddr, listener_in_flight: Arc<AtomicUsize>, tls: bool) -> Self {
         let peer_ip =
             HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         let ctx = ConnCtx {
             peer,
             peer_ip,
             tls,
-            epoch,
             active: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             is_h2: AtomicBool::new(false),
             listener_in_flight,
         };
-        ctx.idle_since.store(ctx.now_ms(), Ordering::Relaxed);
+        ctx.idle_since.store(coarse_ms(), Ordering::Relaxed);
         ctx
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
     }
 
     /// Returns the number of requests in flight on the listener before this one.
@@ -87,7 +82,7 @@ impl ConnCtx {
     fn request_finished(&self) {
         self.listener_in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.active.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.idle_since.store(self.now_ms(), Ordering::Relaxed);
+            self.idle_since.store(coarse_ms(), Ordering::Relaxed);
         }
     }
 
@@ -101,14 +96,14 @@ impl ConnCtx {
             && self.active.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
         {
-            self.head_started.store(self.now_ms(), Ordering::Relaxed);
+            self.head_started.store(coarse_ms(), Ordering::Relaxed);
             return true;
         }
         false
     }
 
     fn check(&self, t: &Timeouts) -> Timer {
-        let now = self.now_ms();
+        let now = coarse_ms();
         let header_read = t.header_read.as_millis() as u64;
         let idle = t.idle.as_millis() as u64;
         let tick = (header_read / 2).max(1);
@@ -347,7 +342,7 @@ pub(crate) async fn serve(
     let _permit = permit;
     match tls {
         None => {
-            let ctx = Arc::new(ConnCtx::new(peer, shared.epoch, shared.in_flight.clone(), false));
+            let ctx = Arc::new(ConnCtx::new(peer, shared.in_flight.clone(), false));
             // The connection keeps the settings of the snapshot it was accepted on.
             let snap = shared.snapshot.load_full();
             if let super::h1::End::Fallback(prefix) =
@@ -375,7 +370,7 @@ async fn serve_tls(
 ) {
     let timeout = shared.snapshot.load().timeouts.tls_handshake;
     if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
-        let ctx = Arc::new(ConnCtx::new(peer, shared.epoch, shared.in_flight.clone(), true));
+        let ctx = Arc::new(ConnCtx::new(peer, shared.in_flight.clone(), true));
         let snap = shared.snapshot.load_full();
         serve_http(shared, tls, ctx, snap, shutdown).await;
     }

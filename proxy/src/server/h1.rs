@@ -35,14 +35,13 @@ use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use weir_control::config::Limits;
 
 use super::conn::ConnCtx;
 use super::Shared;
 use crate::body::ResponseBody;
 use crate::snapshot::Snapshot;
-use crate::wire::{date, hex, itoa, poll_read, put_write_scratch, take_write_scratch};
+use crate::wire::{coarse_ms, date, hex, itoa, poll_read, put_write_scratch, take_write_scratch, LazyTimer};
 
 /// Header slots of the parser; a request with more goes to hyper, which
 /// applies `limits.max_headers`.
@@ -150,13 +149,12 @@ pub(crate) async fn serve(
     let limits = &snap.config.limits;
     let t = &snap.timeouts;
     let mut pending = BytesMut::new();
-    // One timer per connection, never earlier than the deadline it guards
-    // is late: when it fires early, it is re-armed. So a request on a busy
-    // connection touches no timer at all.
-    let mut idle_since = Instant::now();
+    // One timer per connection, moved only when a deadline comes nearer
+    // (see `LazyTimer`): a request on a busy connection touches no timer.
+    let (idle, header_read) = (t.idle.as_millis() as u64, t.header_read.as_millis() as u64);
+    let mut idle_since = coarse_ms();
     let mut head_started = idle_since;
-    let timer = tokio::time::sleep_until(idle_since + t.idle);
-    tokio::pin!(timer);
+    let mut timer = LazyTimer::new(idle_since + idle);
     let mut draining = *shutdown.borrow_and_update();
     // Polled in place while waiting (one registration per connection).
     let drain = shutdown.changed();
@@ -182,10 +180,8 @@ pub(crate) async fn serve(
                 return End::Closed;
             }
             let was_empty = pending.is_empty();
-            let deadline = if was_empty { idle_since + t.idle } else { head_started + t.header_read };
-            if deadline < timer.deadline() {
-                timer.as_mut().reset(deadline);
-            }
+            let deadline = if was_empty { idle_since + idle } else { head_started + header_read };
+            timer.guard(deadline);
             // Bytes, the timer, or shutdown: one poll of each, no future
             // built per wait.
             let event = std::future::poll_fn(|cx| {
@@ -195,7 +191,7 @@ pub(crate) async fn serve(
                 if !draining && drain.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Drain);
                 }
-                if timer.as_mut().poll(cx).is_ready() {
+                if timer.poll_expired(cx, deadline).is_ready() {
                     return Poll::Ready(Wake::Timer);
                 }
                 Poll::Pending
@@ -205,18 +201,15 @@ pub(crate) async fn serve(
                 Wake::Read(Ok(0) | Err(_)) => return End::Closed,
                 Wake::Read(Ok(_)) => {
                     if was_empty {
-                        head_started = Instant::now();
+                        head_started = coarse_ms();
                     }
                 }
                 Wake::Drain => draining = true,
                 Wake::Timer => {
-                    if Instant::now() >= deadline {
-                        if !pending.is_empty() {
-                            tracing::debug!(peer = %ctx.peer, "request head not complete within timeouts.header_read: closing");
-                        }
-                        return End::Closed;
+                    if !pending.is_empty() {
+                        tracing::debug!(peer = %ctx.peer, "request head not complete within timeouts.header_read: closing");
                     }
-                    timer.as_mut().reset(deadline);
+                    return End::Closed;
                 }
             }
         };
@@ -237,7 +230,7 @@ pub(crate) async fn serve(
                 return End::Closed;
             }
         }
-        idle_since = Instant::now();
+        idle_since = coarse_ms();
     }
 }
 

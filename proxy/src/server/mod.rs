@@ -15,7 +15,6 @@ use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use weir_control::config::Config;
 use weir_control::rollout::{Event, State};
@@ -39,7 +38,6 @@ use crate::telemetry::Telemetry;
 /// State shared by every task of a running weir.
 pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<Snapshot>,
-    pub(crate) epoch: Instant,
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) ready: AtomicBool,
     /// Shutdown has begun: connections close after their current request.
@@ -140,7 +138,6 @@ impl Weir {
 
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
-            epoch: Instant::now(),
             access_log,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),

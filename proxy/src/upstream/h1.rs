@@ -19,7 +19,6 @@
 //! with nothing after it, the response was HTTP/1.1 and did not say
 //! `Connection: close`.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,10 +32,9 @@ use http::{Method, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 
 use super::{now_ms, Endpoint, UpstreamErrorKind};
-use crate::wire::{poll_read, put_write_scratch, read_now, take_write_scratch};
+use crate::wire::{coarse_ms, poll_read, put_write_scratch, read_now, take_write_scratch, LazyTimer};
 
 /// Idle connections kept per address at most (more are closed).
 const POOL_SIZE: usize = 1024;
@@ -49,11 +47,10 @@ const MAX_LINE: usize = 4096;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A connection's response-head timer. It lives as long as the connection:
-/// moving it to a later deadline for the next request is an atomic update
-/// inside tokio (the timer wheel is touched only when an old deadline comes
-/// due), where a timer per request costs a registration and a removal.
-type Timer = Pin<Box<Sleep>>;
+/// A connection's response-head timer. It lives as long as the connection
+/// and is moved only when a deadline comes nearer (see `LazyTimer`), where
+/// a timer per request costs a registration and a removal.
+type Timer = LazyTimer;
 
 /// An idle upstream connection.
 #[derive(Debug)]
@@ -125,13 +122,13 @@ pub(crate) async fn send(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
-    let deadline = Instant::now() + response_timeout;
+    let deadline = coarse_ms() + response_timeout.as_millis() as u64;
     let (mut stream, timer, reused) = match ep.pool.checkout() {
         Some((s, mut timer)) => {
-            timer.as_mut().reset(deadline);
+            timer.guard(deadline);
             (s, timer, true)
         }
-        None => (connect(ep, connect_timeout).await?, Box::pin(tokio::time::sleep_until(deadline)), false),
+        None => (connect(ep, connect_timeout).await?, LazyTimer::new(deadline), false),
     };
     let mut w = take_write_scratch();
     w.extend_from_slice(method.as_str().as_bytes());
@@ -160,7 +157,7 @@ pub(crate) async fn send(
         tracing::debug!(addr = %ep.addr, reused, "upstream write failed: {e}");
         return Err(UpstreamErrorKind::Reset);
     }
-    read_head(ep, stream, timer, *method == Method::HEAD).await
+    read_head(ep, stream, timer, deadline, *method == Method::HEAD).await
 }
 
 async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, UpstreamErrorKind> {
@@ -181,11 +178,17 @@ async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, Upstream
     }
 }
 
-/// Reads more of the response; `Ok(0)` is end of stream, `None` the timer.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, timer: &mut Timer) -> Option<io::Result<usize>> {
+/// Reads more of the response; `Ok(0)` is end of stream, `None` that the
+/// [`coarse_ms`] `deadline` passed.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timer: &mut Timer,
+    deadline: u64,
+) -> Option<io::Result<usize>> {
     std::future::poll_fn(|cx| match poll_read(stream, cx, buf) {
         Poll::Ready(r) => Poll::Ready(Some(r)),
-        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+        Poll::Pending => timer.poll_expired(cx, deadline).map(|()| None),
     })
     .await
 }
@@ -194,6 +197,7 @@ async fn read_head(
     ep: &Arc<Endpoint>,
     mut stream: TcpStream,
     mut timer: Timer,
+    deadline: u64,
     head_request: bool,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
     let mut buf = BytesMut::new();
@@ -215,7 +219,7 @@ async fn read_head(
                 }
             }
         }
-        match read_more(&mut stream, &mut buf, &mut timer).await {
+        match read_more(&mut stream, &mut buf, &mut timer, deadline).await {
             None => return Err(UpstreamErrorKind::Timeout),
             Some(Ok(0)) => {
                 // Closed before a complete head: a pooled connection the

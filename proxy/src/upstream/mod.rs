@@ -18,8 +18,7 @@ pub(crate) mod health;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use http::uri::Authority;
 use weir_control::config::Outlier;
@@ -115,10 +114,10 @@ impl Endpoint {
     }
 }
 
-/// Milliseconds on a process-wide monotonic clock (never 0).
+/// Milliseconds on the coarse monotonic clock (never 0; see
+/// [`crate::wire::coarse_ms`]).
 pub(crate) fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    crate::wire::coarse_ms()
 }
 
 /// A backend from the config with its resolved addresses.
