@@ -139,6 +139,10 @@ pub(crate) struct LazyTimer {
     sleep: Pin<Box<Sleep>>,
     /// The [`coarse_ms`] deadline the timer is armed for.
     armed: u64,
+    /// The waiting task's waker is registered with the timer (which keeps
+    /// it until it fires): waiting again in the same task needs no new
+    /// registration (each costs a waker clone and two atomic swaps).
+    registered: bool,
 }
 
 impl LazyTimer {
@@ -146,7 +150,7 @@ impl LazyTimer {
     pub(crate) fn new(deadline: u64) -> Self {
         let now = coarse_ms();
         let sleep = Box::pin(tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now))));
-        LazyTimer { sleep, armed: deadline }
+        LazyTimer { sleep, armed: deadline, registered: false }
     }
 
     /// Makes sure the timer fires by `deadline`.
@@ -160,13 +164,27 @@ impl LazyTimer {
         let wait = deadline.saturating_sub(coarse_ms());
         self.sleep.as_mut().reset(Instant::now() + Duration::from_millis(wait));
         self.armed = deadline;
+        self.registered = false;
+    }
+
+    /// The timer now serves another task (a pooled connection checked out):
+    /// its next wait registers that task.
+    pub(crate) fn rebind(&mut self) {
+        self.registered = false;
     }
 
     /// `Ready` once `deadline` has passed (re-arming, and waiting on, a
-    /// timer that fired early).
+    /// timer that fired early). Always called from the same task between
+    /// [`LazyTimer::rebind`]s.
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: u64) -> Poll<()> {
+        if self.registered && !self.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
         loop {
-            ready!(self.sleep.as_mut().poll(cx));
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                self.registered = true;
+                return Poll::Pending;
+            }
             if coarse_ms() >= deadline {
                 return Poll::Ready(());
             }

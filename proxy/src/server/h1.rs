@@ -156,9 +156,11 @@ pub(crate) async fn serve(
     let mut head_started = idle_since;
     let mut timer = LazyTimer::new(idle_since + idle);
     let mut draining = *shutdown.borrow_and_update();
-    // Polled in place while waiting (one registration per connection).
+    // Polled once, in place: it keeps this task's waker registered until
+    // shutdown notifies (one registration per connection).
     let drain = shutdown.changed();
     tokio::pin!(drain);
+    let mut drain_registered = false;
     loop {
         // --- a request head ---
         let mut head = loop {
@@ -188,8 +190,18 @@ pub(crate) async fn serve(
                 if let Poll::Ready(r) = poll_read(stream, cx, &mut pending) {
                     return Poll::Ready(Wake::Read(r));
                 }
-                if !draining && drain.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Drain);
+                if !draining {
+                    // `shutdown()` sets the flag before it notifies; the
+                    // notification, once registered, wakes this task.
+                    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Poll::Ready(Wake::Drain);
+                    }
+                    if !drain_registered {
+                        if drain.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Wake::Drain);
+                        }
+                        drain_registered = true;
+                    }
                 }
                 if timer.poll_expired(cx, deadline).is_ready() {
                     return Poll::Ready(Wake::Timer);

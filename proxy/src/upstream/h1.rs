@@ -125,6 +125,7 @@ pub(crate) async fn send(
     let deadline = coarse_ms() + response_timeout.as_millis() as u64;
     let (mut stream, timer, reused) = match ep.pool.checkout() {
         Some((s, mut timer)) => {
+            timer.rebind();
             timer.guard(deadline);
             (s, timer, true)
         }

@@ -217,6 +217,36 @@ GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let w = InProcess::start(&config_text(stable.addr, stable.addr, "weight = 0", "")).await;
+    // Two idle connections: one that has served requests (its wait is
+    // registered from an earlier wait), one that never sent anything.
+    let mut served = TcpStream::connect(w.weir.data_addr()).await.unwrap();
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        served.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let (head, body) = read_response(&mut served, &mut pending).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, b"stable");
+    }
+    let mut fresh = TcpStream::connect(w.weir.data_addr()).await.unwrap();
+    // The default grace is 30 s; draining idle connections takes none of it.
+    let drained = tokio::time::timeout(Duration::from_secs(10), w.weir.shutdown()).await;
+    assert_eq!(drained.ok(), Some(true), "idle connections held shutdown up");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), served.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    // Closed too: at once if it was accepted, or reset with the listener if
+    // it was still in the accept queue.
+    let fresh = tokio::time::timeout(Duration::from_secs(5), fresh.read_to_end(&mut rest)).await.unwrap();
+    assert!(
+        matches!(&fresh, Ok(0)) || matches!(&fresh, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{fresh:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_connection_moves_to_hyper_for_a_body_and_keeps_serving() {
     let up = Upstream::start("counter", Mode::CountBody).await;
     let w = InProcess::start(&config_text(up.addr, up.addr, "weight = 0", "")).await;
