@@ -160,11 +160,15 @@ done
 : > "$WORK/rss"
 for c in "${CONTENDERS[@]}"; do echo "$c $(tree_rss_kib "${PID[$c]}")" >> "$WORK/rss"; done
 
-# Added latency at c=1: proxied p50 minus direct p50 (3 interleaved tries).
+# Added latency at c=1: proxied p50 minus direct p50 (5 interleaved tries;
+# on a VM most of it is the cross-core wake-ups, which vary from try to try).
 : > "$WORK/c1"
-for i in 1 2 3; do
+for i in 1 2 3 4 5; do
   direct=$(to_us "$(taskset -c 0 wrk -t1 -c1 -d2s --latency "http://127.0.0.1:$UP_A/" | awk '$1=="50%" {print $2}')")
-  for c in nginx haproxy plain weir; do
+  # Interleaved like the rounds (A B C D, D C B A, ...): no contender is
+  # always the one measured right after the direct run.
+  if [ $((i % 2)) = 1 ]; then order="nginx haproxy plain weir"; else order="weir plain haproxy nginx"; fi
+  for c in $order; do
     p=$(to_us "$(taskset -c 0 wrk -t1 -c1 -d2s --latency "http://127.0.0.1:${PORT[$c]}/" | awk '$1=="50%" {print $2}')")
     echo "$c $(python3 -c "print(round($p - $direct, 1))")" >> "$WORK/c1"
   done

@@ -6,8 +6,9 @@
 //! snapshot untouched, is logged with its key paths, and is counted.
 //!
 //! The watcher watches the file's *directory*, so it survives editors that
-//! save by rename and Kubernetes ConfigMap symlink swaps; events are
-//! debounced, and a reload runs only when the file's bytes changed.
+//! save by rename and Kubernetes ConfigMap symlink swaps; events that can
+//! change bytes (not opening or reading a file) are debounced, and a reload
+//! runs only when the file's bytes changed.
 //!
 //! Settings that need a restart (`listen.addr`, `admin.addr`, switching
 //! `listen.tls` or `admin.tls` on or off (certificates reload),
@@ -132,6 +133,19 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
     Ok(generation)
 }
 
+/// Whether a file event may have changed a file's bytes. Opening, reading
+/// and closing a file unwritten may not; and reacting to them would make
+/// the watcher's own read of the file an event (a re-read every debounce
+/// period, forever).
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Watches `path` (and the certificate files it names) and reloads on
 /// change until shutdown.
 pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
@@ -139,8 +153,8 @@ pub(crate) fn watch_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let parent = |p: &Path| p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            // Full channel = a reload is already pending: nothing to add.
+        // Full channel = a reload is already pending: nothing to add.
+        if res.is_ok_and(|e| changes_content(&e.kind)) {
             let _ = tx.try_send(());
         }
     });

@@ -117,3 +117,31 @@ async fn in_flight_requests_finish_on_their_snapshot() {
     w.weir.reload().await.unwrap();
     assert_eq!(slow.await.unwrap(), (StatusCode::OK, "stable".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_reads_the_file_on_changes_only() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    let base = config_text(stable.addr, canary.addr, "weight = 0", "");
+    std::fs::write(&path, &base).unwrap();
+    let mut p = Process::spawn(&path);
+    let pid = p.child.id();
+    let read_calls = || -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+        io.lines().find_map(|l| l.strip_prefix("syscr: ")).unwrap().trim().parse().unwrap()
+    };
+    // The watch is set up before weir says it listens. Reading the file (as
+    // `cat` would) is not a change, nor is weir's own read of it: it used to
+    // take both for changes and re-read the file every 50 ms, for ever.
+    let before = read_calls();
+    std::fs::read(&path).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_reads = read_calls() - before;
+    assert!(idle_reads < 10, "{idle_reads} read calls in a second while idle");
+    // A write in place is still a change.
+    std::fs::write(&path, base.replace("weight = 0", "weight = 100")).unwrap();
+    p.wait_for_line("config reloaded", Duration::from_secs(5));
+    assert_eq!(get(&client(), &format!("http://{}/", p.data_addr), &[]).await.1, "canary");
+}
