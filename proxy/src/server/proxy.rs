@@ -228,10 +228,8 @@ async fn forward<'s>(
     // Each path is its own function, and hyper's is boxed, so this
     // function's future stays the size of the common path.
     let body_less = !upgrade && http_body::Body::is_end_stream(&up_body);
-    let retry = Retry {
-        allowed: body_less && (backend.len() > 1 || parts.method.is_idempotent()),
-        idempotent: parts.method.is_idempotent(),
-    };
+    let idempotent = parts.method.is_idempotent();
+    let retry = Retry { allowed: body_less && (backend.len() > 1 || idempotent), idempotent };
     let mut downstream_upgrade = None;
     let sent = if body_less && backend.client.is_none() {
         drop(up_body);

@@ -33,7 +33,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{now_ms, Endpoint, UpstreamErrorKind};
+use super::{Endpoint, UpstreamErrorKind};
 use crate::wire::{coarse_ms, poll_read, put_write_scratch, read_now, take_write_scratch, LazyTimer};
 
 /// Idle connections kept per address at most (more are closed).
@@ -47,17 +47,12 @@ const MAX_LINE: usize = 4096;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A connection's response-head timer. It lives as long as the connection
-/// and is moved only when a deadline comes nearer (see `LazyTimer`), where
-/// a timer per request costs a registration and a removal.
-type Timer = LazyTimer;
-
 /// An idle upstream connection.
 #[derive(Debug)]
 struct Idle {
     stream: TcpStream,
-    timer: Timer,
-    /// [`now_ms`] when it went idle.
+    timer: LazyTimer,
+    /// [`coarse_ms`] when it went idle.
     since: u64,
 }
 
@@ -76,7 +71,7 @@ impl Default for Pool {
 impl Pool {
     /// A connection the upstream has not closed, if there is one. (Age is
     /// the sweeper's business: it runs every second.)
-    fn checkout(&self) -> Option<(TcpStream, Timer)> {
+    fn checkout(&self) -> Option<(TcpStream, LazyTimer)> {
         while let Some(idle) = self.idle.pop() {
             // Readiness is cached by the runtime: when nothing arrived since
             // the last read, this costs no system call. Anything readable on
@@ -89,14 +84,14 @@ impl Pool {
         None
     }
 
-    fn put(&self, stream: TcpStream, timer: Timer) {
-        let _ = self.idle.push(Idle { stream, timer, since: now_ms() });
+    fn put(&self, stream: TcpStream, timer: LazyTimer) {
+        let _ = self.idle.push(Idle { stream, timer, since: coarse_ms() });
     }
 
     /// Closes the connections idle for `max_idle` or more (called once a
     /// second, so within a second of it); the others keep their order.
     pub(crate) fn sweep(&self, max_idle: Duration) {
-        let now = now_ms();
+        let now = coarse_ms();
         for _ in 0..self.idle.len() {
             let Some(idle) = self.idle.pop() else { break };
             if now.saturating_sub(idle.since) < max_idle.as_millis() as u64 {
@@ -184,7 +179,7 @@ async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, Upstream
 async fn read_more(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    timer: &mut Timer,
+    timer: &mut LazyTimer,
     deadline: u64,
 ) -> Option<io::Result<usize>> {
     std::future::poll_fn(|cx| match poll_read(stream, cx, buf) {
@@ -197,7 +192,7 @@ async fn read_more(
 async fn read_head(
     ep: &Arc<Endpoint>,
     mut stream: TcpStream,
-    mut timer: Timer,
+    mut timer: LazyTimer,
     deadline: u64,
     head_request: bool,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
@@ -338,7 +333,10 @@ struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
-    timer: Timer,
+    /// The response-head timer, kept for the connection's life: moved only
+    /// when a deadline comes nearer, where a timer per request costs a
+    /// registration and a removal.
+    timer: LazyTimer,
 }
 
 #[derive(Clone, Copy, Debug)]

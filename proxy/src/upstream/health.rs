@@ -12,9 +12,10 @@ use std::time::Duration;
 use http::{header, HeaderValue, Request};
 use tokio::sync::watch;
 
-use super::{now_ms, Backend, Endpoint};
+use super::{Backend, Endpoint};
 use crate::body::UpstreamBody;
 use crate::server::{Periodic, Shared};
+use crate::wire::coarse_ms;
 
 static USER_AGENT: HeaderValue = HeaderValue::from_static("weir-health-check");
 
@@ -23,7 +24,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut clock = Periodic::new(Duration::from_millis(100), shutdown);
     while clock.tick().await {
         let snap = shared.snapshot.load_full();
-        let now = now_ms();
+        let now = coarse_ms();
         for b in &snap.backends {
             let Some(hc) = &b.health else { continue };
             for ep in b.endpoints() {

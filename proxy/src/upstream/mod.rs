@@ -23,6 +23,8 @@ use std::sync::Arc;
 use http::uri::Authority;
 use weir_control::config::Outlier;
 
+use crate::wire::coarse_ms;
+
 pub(crate) use error::UpstreamErrorKind;
 
 /// One resolved upstream address.
@@ -34,19 +36,19 @@ pub(crate) struct Endpoint {
     inflight: AtomicU32,
     /// Failures in a row (outlier detection).
     failures: AtomicU32,
-    /// [`now_ms`] until which the address is ejected; 0 = not ejected.
+    /// [`coarse_ms`] until which the address is ejected; 0 = not ejected.
     ejected_until: AtomicU64,
     /// Times ejected (the ejection time grows with it; forgotten after
     /// `max_ejection` back in service).
     ejections: AtomicU32,
-    /// [`now_ms`] of the last re-admission; 0 = never ejected.
+    /// [`coarse_ms`] of the last re-admission; 0 = never ejected.
     readmitted_at: AtomicU64,
     /// Marked down by active health checks.
     down: AtomicBool,
     /// Active health check streaks: good and failed checks in a row.
     pub(crate) hc_good: AtomicU32,
     pub(crate) hc_bad: AtomicU32,
-    /// [`now_ms`] of the next active check.
+    /// [`coarse_ms`] of the next active check.
     pub(crate) hc_next: AtomicU64,
     /// Idle connections of weir's own HTTP/1.1 client.
     pub(crate) pool: h1::Pool,
@@ -112,12 +114,6 @@ impl Endpoint {
     pub(crate) fn is_ejected(&self) -> bool {
         self.ejected_until.load(Ordering::Relaxed) != 0
     }
-}
-
-/// Milliseconds on the coarse monotonic clock (never 0; see
-/// [`crate::wire::coarse_ms`]).
-pub(crate) fn now_ms() -> u64 {
-    crate::wire::coarse_ms()
 }
 
 /// A backend from the config with its resolved addresses.
@@ -270,7 +266,7 @@ impl Backend {
     /// The least loaded endpoint in service (and not `except`); taken only
     /// while some address is out of service, or for a retry.
     fn pick_slow(&self, except: Option<SocketAddr>) -> Option<EndpointGuard> {
-        let now = now_ms();
+        let now = coarse_ms();
         let mut out = 0;
         let mut best: Option<&Arc<Endpoint>> = None;
         let mut seen = 0u64;
@@ -330,7 +326,7 @@ impl Backend {
             return;
         }
         ep.failures.store(0, Ordering::Relaxed);
-        let now = now_ms();
+        let now = coarse_ms();
         let total = self.endpoints.len();
         let out = self.endpoints.iter().filter(|e| !e.available(now)).count();
         let cap = (total * o.max_ejection_percent as usize / 100).max(1);
