@@ -125,6 +125,7 @@ pub(crate) async fn apply(shared: &Arc<Shared>, cfg: Config) -> Result<u64, Relo
     };
     let generation = next.generation;
     shared.snapshot.store(Arc::new(next));
+    shared.reloads.send_replace(generation);
     shared.admin_token.store(token);
     shared.telemetry.reload_ok();
     crate::rollout::emit_built(shared, events);

@@ -157,13 +157,16 @@ pub(crate) fn webhook_client() -> WebhookClient {
 /// Runs until shutdown.
 pub(crate) async fn drive(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut due: HashMap<Arc<str>, u64> = HashMap::new();
-    let mut clock = crate::server::Periodic::new(Duration::from_millis(100), shutdown);
-    while clock.tick().await {
+    let mut clock = crate::server::Periodic::on_demand(Duration::from_millis(100), shutdown, &shared);
+    let mut busy = true;
+    while clock.tick_if(busy).await {
         let snap = shared.snapshot.load_full();
         let now = now_ms();
         let mut changed = false;
+        busy = false;
         for route in snap.routes.routes() {
             let Some(interval) = route.state.engine().as_ref().map(|e| e.plan().interval) else { continue };
+            busy = true;
             let next = due.entry(route.name.clone()).or_insert(now);
             if now < *next {
                 continue;

@@ -106,16 +106,21 @@ impl Synthetics {
 /// Sends the synthetic requests of every route whose current stage has them.
 pub(crate) async fn run(shared: Arc<Shared>, data: SocketAddr, shutdown: watch::Receiver<bool>) {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut clock = crate::server::Periodic::new(Duration::from_millis(50), shutdown);
+    let mut clock = crate::server::Periodic::on_demand(Duration::from_millis(50), shutdown, &shared);
     // Route → (epoch, requests sent this stage).
     let mut sent: HashMap<String, (u64, u64)> = HashMap::new();
-    while clock.tick().await {
+    let mut busy = true;
+    while clock.tick_if(busy).await {
         let snap = shared.snapshot.load_full();
         let now = crate::rollout::now_ms();
+        // Stages (and so synthetic plans) change without a reload; engines
+        // come and go only with one.
+        busy = false;
         for (route, cfg) in snap.routes.routes().iter().zip(&snap.config.routes) {
             let (epoch, plan) = {
                 let slot = route.state.engine();
                 let Some(e) = slot.as_ref() else { continue };
+                busy = true;
                 if e.state().phase != weir_control::rollout::Phase::Progressing {
                     continue;
                 }

@@ -54,6 +54,9 @@ pub(crate) struct Shared {
     pub(crate) shadows: crate::shadow::Shadows,
     /// Requests in flight on the data listener.
     pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The generation of each snapshot swapped in: background loops with
+    /// nothing to do in the current config sleep until it changes.
+    pub(crate) reloads: watch::Sender<u64>,
 }
 
 /// Why weir could not start.
@@ -136,6 +139,7 @@ impl Weir {
         })?;
         let access_log = AccessLog::open(&in_config_dir(&cfg.log.access)).map_err(StartError::AccessLog)?;
 
+        let generation = snap.generation;
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
             access_log,
@@ -152,6 +156,7 @@ impl Weir {
             synthetic: crate::synthetic::Synthetics::new(),
             shadows: Default::default(),
             in_flight: Default::default(),
+            reloads: watch::Sender::new(generation),
         });
         crate::rollout::emit_built(&shared, events);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -276,13 +281,23 @@ impl Weir {
 pub(crate) struct Periodic {
     every: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
+    /// For [`Periodic::tick_if`]: config changes, and whether the clock was
+    /// stopped for want of work.
+    reloads: Option<watch::Receiver<u64>>,
+    stopped: bool,
 }
 
 impl Periodic {
     pub(crate) fn new(period: Duration, shutdown: watch::Receiver<bool>) -> Self {
         let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Periodic { every, shutdown }
+        Periodic { every, shutdown, reloads: None, stopped: false }
+    }
+
+    /// A clock for work that only some configs have (health checks, rollout
+    /// engines): see [`Periodic::tick_if`].
+    pub(crate) fn on_demand(period: Duration, shutdown: watch::Receiver<bool>, shared: &Shared) -> Self {
+        Periodic { reloads: Some(shared.reloads.subscribe()), ..Periodic::new(period, shutdown) }
     }
 
     /// Waits for the next tick; `false` once weir is shutting down.
@@ -290,6 +305,27 @@ impl Periodic {
         tokio::select! {
             _ = self.shutdown.changed() => false,
             _ = self.every.tick() => true,
+        }
+    }
+
+    /// Like [`Periodic::tick`] while `busy`; otherwise the clock stops (an
+    /// idle weir does not wake for it) until the config is swapped, and
+    /// ticks then at once. The first tick after a stop is a period later.
+    pub(crate) async fn tick_if(&mut self, busy: bool) -> bool {
+        match &mut self.reloads {
+            Some(reloads) if !busy => {
+                self.stopped = true;
+                tokio::select! {
+                    _ = self.shutdown.changed() => false,
+                    changed = reloads.changed() => changed.is_ok(),
+                }
+            }
+            _ => {
+                if std::mem::take(&mut self.stopped) {
+                    self.every.reset();
+                }
+                self.tick().await
+            }
         }
     }
 }

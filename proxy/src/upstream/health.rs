@@ -19,11 +19,14 @@ use crate::wire::coarse_ms;
 
 static USER_AGENT: HeaderValue = HeaderValue::from_static("weir-health-check");
 
-/// Runs until shutdown, looking every 100 ms for checks that are due.
+/// Runs until shutdown, looking every 100 ms for checks that are due (and
+/// not at all while no backend has `health`).
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
-    let mut clock = Periodic::new(Duration::from_millis(100), shutdown);
-    while clock.tick().await {
+    let mut clock = Periodic::on_demand(Duration::from_millis(100), shutdown, &shared);
+    let mut busy = true;
+    while clock.tick_if(busy).await {
         let snap = shared.snapshot.load_full();
+        busy = snap.backends.iter().any(|b| b.health.is_some());
         let now = coarse_ms();
         for b in &snap.backends {
             let Some(hc) = &b.health else { continue };

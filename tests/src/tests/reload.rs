@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
+
 use crate::*;
 
 fn write_atomically(path: &std::path::Path, text: &str) {
@@ -144,4 +146,59 @@ async fn the_watcher_reads_the_file_on_changes_only() {
     std::fs::write(&path, base.replace("weight = 0", "weight = 100")).unwrap();
     p.wait_for_line("config reloaded", Duration::from_secs(5));
     assert_eq!(get(&client(), &format!("http://{}/", p.data_addr), &[]).await.1, "canary");
+}
+
+/// Context switches of every thread of `pid` so far: each wake-up of a
+/// sleeping thread is one.
+fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+#[tokio::test]
+async fn an_idle_weir_sleeps_and_a_reload_wakes_what_the_new_config_needs() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    // The canary address only accepts: a health check shows up as a connection.
+    let canary = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    let base = config_text(stable.addr, canary.local_addr().unwrap(), "weight = 0", "");
+    std::fs::write(&path, &base).unwrap();
+    let mut p = Process::spawn(&path);
+    let pid = p.child.id();
+    // No health checks, no rollout: only the once-a-second ticker may wake
+    // weir (the health, rollout and synthetic loops used to poll every
+    // 50-100 ms: some 40 wake-ups a second, for nothing).
+    let before = context_switches(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let woken = context_switches(pid) - before;
+    assert!(woken < 16, "{woken} context switches in 2 s while idle");
+    // A reload that configures health checks starts them at once.
+    let health = "[backends.canary]\naddrs = [";
+    let with_health = base.replace(
+        health,
+        "[backends.canary]\nhealth = { path = \"/healthz\", interval = \"60s\", timeout = \"1s\" }\naddrs = [",
+    );
+    assert_ne!(with_health, base);
+    std::fs::write(&path, with_health).unwrap();
+    p.wait_for_line("config reloaded", Duration::from_secs(5));
+    let (mut probe, _) = tokio::time::timeout(Duration::from_secs(5), canary.accept())
+        .await
+        .expect("no health check after the reload")
+        .unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), probe.read(&mut head)).await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("GET /healthz "),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
 }
