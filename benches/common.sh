@@ -5,7 +5,7 @@
 NGINX=$(command -v nginx)
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill -CONT $(tree_pids "$p") 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 HZ=$(getconf CLK_TCK)
 BODY=$(head -c 128 /dev/zero | tr '\0' 'x')

@@ -8,6 +8,8 @@
 # Two nginx upstreams serve a 128-byte body. Each contender proxies to them
 # with a 90/10 split, keep-alive on both sides, no access log, one worker,
 # pinned to core 1; wrk (-t1 -c64) is pinned to core 0 with the upstreams.
+# While one contender is measured the others are stopped (SIGSTOP), so it is
+# alone on its core.
 # Rounds are interleaved (A B C D, D C B A, ...) and medians reported.
 #   * CPU µs per request = (utime + stime of the proxy's process tree) /
 #     requests served in the round; req/s and wrk's p50/p99/p99.9;
@@ -133,6 +135,16 @@ to_us() { # wrk latency ("123.45us", "1.20ms", "2s") → µs
   python3 -c "import re,sys; v,u=re.match(r'([\d.]+)(\w+)','$1').groups(); print(float(v)*{'us':1,'ms':1e3,'s':1e6}[u])"
 }
 
+# The measured contender alone on its core (see the top): an idle proxy
+# still wakes for its timers, on the same core as the measured one.
+CONTENDERS=(nginx haproxy plain weir weir-norec)
+alone() { # contender → the others stopped
+  for o in "${CONTENDERS[@]}"; do [ "$o" = "$1" ] || kill -STOP $(tree_pids "${PID[$o]}"); done
+}
+together() {
+  for o in "${CONTENDERS[@]}"; do kill -CONT $(tree_pids "${PID[$o]}"); done
+}
+
 run_one() { # port pid → "rps us_per_req p50 p99 p999"
   local t0 t1 out reqs rps
   t0=$(tree_ticks "$2")
@@ -146,7 +158,6 @@ run_one() { # port pid → "rps us_per_req p50 p99 p999"
   echo "$rps $(python3 -c "print(round(($t1-$t0)/$HZ*1e6/$reqs, 2))") $p50 $p99"
 }
 
-CONTENDERS=(nginx haproxy plain weir weir-norec)
 for c in "${CONTENDERS[@]}"; do taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:${PORT[$c]}/" >/dev/null; done
 
 echo "round contender req/s cpu_us_per_req p50_us p99_us"
@@ -154,7 +165,9 @@ echo "round contender req/s cpu_us_per_req p50_us p99_us"
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then order="${CONTENDERS[*]}"; else order=$(printf '%s\n' "${CONTENDERS[@]}" | tac | xargs); fi
   for c in $order; do
+    alone "$c"
     echo "$r $c $(run_one "${PORT[$c]}" "${PID[$c]}")" | tee -a "$WORK/results"
+    together
   done
 done
 : > "$WORK/rss"
@@ -169,7 +182,9 @@ for i in 1 2 3 4 5; do
   # always the one measured right after the direct run.
   if [ $((i % 2)) = 1 ]; then order="nginx haproxy plain weir"; else order="weir plain haproxy nginx"; fi
   for c in $order; do
+    alone "$c"
     p=$(to_us "$(taskset -c 0 wrk -t1 -c1 -d2s --latency "http://127.0.0.1:${PORT[$c]}/" | awk '$1=="50%" {print $2}')")
+    together
     echo "$c $(python3 -c "print(round($p - $direct, 1))")" >> "$WORK/c1"
   done
 done
