@@ -29,7 +29,9 @@ async fn admin_json(w: &InProcess, path: &str) -> serde_json::Value {
 
 /// A scripted upstream: answers each request head by its path, on as many
 /// requests per connection as the script allows; counts connections and
-/// reports each connection's end on `closed`.
+/// reports each connection's end on `closed`. `/conn` answers with the
+/// connection's number (from 0, in order of accepting), `/slow` answers
+/// as the script does after 100 ms.
 struct Scripted {
     addr: SocketAddr,
     conns: Arc<AtomicUsize>,
@@ -74,7 +76,7 @@ impl Scripted {
         let c = conns.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                c.fetch_add(1, Ordering::SeqCst);
+                let id = c.fetch_add(1, Ordering::SeqCst);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -84,7 +86,18 @@ impl Scripted {
                             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                             buf.drain(..end + 4);
                             let (answer, close) = script(&head);
-                            if s.write_all(answer).await.is_err() || close {
+                            let answer = match head.split_whitespace().nth(1) {
+                                Some("/conn") => {
+                                    let id = id.to_string();
+                                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{id}", id.len()).into_bytes()
+                                }
+                                Some("/slow") => {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    answer.to_vec()
+                                }
+                                _ => answer.to_vec(),
+                            };
+                            if s.write_all(&answer).await.is_err() || close {
                                 break 'conn;
                             }
                         }
@@ -187,6 +200,54 @@ async fn idle_upstream_connections_are_closed_after_upstream_idle() {
     let (_, body) = get(&c, &w.url("/cl"), &[]).await;
     assert_eq!(body, "hello");
     assert_eq!(up.conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_after_a_burst_reuses_one_upstream_connection_and_the_rest_idle_out() {
+    let mut up = Scripted::start().await;
+    let w = weir_before(&up, "[timeouts]\nupstream_idle = \"1s\"").await;
+    // A burst: 8 requests at once, each holding its upstream connection for
+    // 100 ms, so weir opens 8.
+    let burst: Vec<_> = (0..8)
+        .map(|_| {
+            let url = w.url("/slow");
+            tokio::spawn(async move { get(&client(), &url, &[]).await })
+        })
+        .collect();
+    for b in burst {
+        assert_eq!(b.await.unwrap().1, "hello");
+    }
+    assert_eq!(up.conns.load(Ordering::SeqCst), 8);
+    // Then one request at a time, paced: the connection returned last
+    // serves them all (not the 8 in turn), so the other 7 stay idle and
+    // the sweeper closes them.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let trickle = {
+        let (url, stop) = (w.url("/conn"), stop.clone());
+        tokio::spawn(async move {
+            let c = client();
+            let mut served = Vec::new();
+            loop {
+                served.push(get(&c, &url, &[]).await.1);
+                tokio::select! {
+                    _ = stop.notified() => return served,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        })
+    };
+    for i in 0..7 {
+        tokio::time::timeout(Duration::from_secs(10), up.closed.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {i} of the 7 spare connections closed"));
+    }
+    stop.notify_one();
+    let served = trickle.await.unwrap();
+    assert!(served.len() >= 10, "{served:?}");
+    assert!(served.iter().all(|id| *id == served[0]), "the trickle moved between connections: {served:?}");
+    assert_eq!(up.conns.load(Ordering::SeqCst), 8, "no connection was opened for the trickle");
+    let backends = admin_json(&w, "/api/v1/backends").await;
+    assert!(backends.to_string().contains("\"idle_connections\":1"), "{backends}");
 }
 
 #[tokio::test]
