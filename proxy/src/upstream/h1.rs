@@ -65,7 +65,7 @@ struct Idle {
 /// cache, and the connections a burst opened stay idle until the sweeper
 /// closes them (nginx keeps its upstream connections in LIFO order for the
 /// same reason). Measured here at one request at a time after a load of 64:
-/// 3–7 µs less per request than taking them in turn. With other requests
+/// 4–8 µs less per request than taking them in turn. With other requests
 /// in flight a connection goes to the back of the `idle` queue and the
 /// connections are reused in turn: every one is warm then, and handing the
 /// connection whose response was just read straight to the next request
