@@ -7,7 +7,9 @@
 #
 # Two nginx upstreams serve a 128-byte body. Each contender proxies to them
 # with a 90/10 split, keep-alive on both sides, no access log, one worker,
-# pinned to core 1; wrk (-t1 -c64) is pinned to core 0 with the upstreams.
+# the same request to the upstream (the client's Host, X-Forwarded-For,
+# -Proto and -Host; the plain hyper proxy adds none), pinned to core 1;
+# wrk (-t1 -c64) is pinned to core 0 with the upstreams.
 # While one contender is measured the others are stopped (SIGSTOP), so it is
 # alone on its core.
 # Rounds are interleaved (A B C D, D C B A, ...) and medians reported.
@@ -65,7 +67,15 @@ events { worker_connections 30000; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 600s;
   upstream app { server 127.0.0.1:$UP_A weight=9; server 127.0.0.1:$UP_B weight=1; keepalive 128; }
   server { listen 127.0.0.1:${PORT[nginx]};
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+    location / {
+      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      # The same request to the upstream as weir's: the client's Host and
+      # X-Forwarded-For, -Proto and -Host.
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$http_host;
+    } }
 }
 CONF
 taskset -c $PX_CPUS "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" & PID[nginx]=$!; PIDS+=(${PID[nginx]})
@@ -85,6 +95,10 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:${PORT[haproxy]}
+  # The same request to the upstream as weir's (the Host is passed as is).
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
   default_backend be
 backend be
   balance roundrobin
