@@ -247,4 +247,11 @@ for peer in ("nginx", "haproxy", "plain"):
           f"throughput {w[0]/p[0]:.2f}x, p99 {w[3]/p[3]:.2f}x")
 n = med["weir-norec"]
 print(f"recording on/off: CPU per request {w[1]/n[1]:.3f}x, throughput {w[0]/n[0]:.3f}x")
+# c=1 tries one by one: each try's contenders share one direct measurement
+# and run back to back, so the per-try difference is the paired comparison.
+for c in ("nginx", "haproxy", "plain", "weir"):
+    print(f"c=1 added latency per try, {c}: " + " ".join(f"{v:.0f}" for v in c1[c]) + " us")
+for peer in ("nginx", "haproxy"):
+    d = [a - b for a, b in zip(c1["weir"], c1[peer])]
+    print(f"c=1 weir minus {peer} per try: " + " ".join(f"{v:+.0f}" for v in d) + f" us (median {statistics.median(d):+.1f})")
 PY

@@ -205,9 +205,9 @@ async fn idle_upstream_connections_are_closed_after_upstream_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_after_a_burst_reuses_one_upstream_connection_and_the_rest_idle_out() {
     let mut up = Scripted::start().await;
-    let w = weir_before(&up, "[timeouts]\nupstream_idle = \"1s\"").await;
+    let w = weir_before(&up, "[timeouts]\nupstream_idle = \"2s\"").await;
     // A burst: 8 requests at once, each holding its upstream connection for
-    // 100 ms, so weir opens 8.
+    // 100 ms, so weir opens several (8 unless a request was late).
     let burst: Vec<_> = (0..8)
         .map(|_| {
             let url = w.url("/slow");
@@ -217,10 +217,11 @@ async fn a_trickle_after_a_burst_reuses_one_upstream_connection_and_the_rest_idl
     for b in burst {
         assert_eq!(b.await.unwrap().1, "hello");
     }
-    assert_eq!(up.conns.load(Ordering::SeqCst), 8);
+    let opened = up.conns.load(Ordering::SeqCst);
+    assert!(opened >= 2, "the burst opened {opened} connection(s)");
     // Then one request at a time, paced: the connection returned last
-    // serves them all (not the 8 in turn), so the other 7 stay idle and
-    // the sweeper closes them.
+    // serves them all (not each in turn), so the others stay idle and the
+    // sweeper closes them.
     let stop = Arc::new(tokio::sync::Notify::new());
     let trickle = {
         let (url, stop) = (w.url("/conn"), stop.clone());
@@ -236,16 +237,16 @@ async fn a_trickle_after_a_burst_reuses_one_upstream_connection_and_the_rest_idl
             }
         })
     };
-    for i in 0..7 {
+    for i in 1..opened {
         tokio::time::timeout(Duration::from_secs(10), up.closed.recv())
             .await
-            .unwrap_or_else(|_| panic!("only {i} of the 7 spare connections closed"));
+            .unwrap_or_else(|_| panic!("only {} of the {} spare connections closed", i - 1, opened - 1));
     }
     stop.notify_one();
     let served = trickle.await.unwrap();
     assert!(served.len() >= 10, "{served:?}");
     assert!(served.iter().all(|id| *id == served[0]), "the trickle moved between connections: {served:?}");
-    assert_eq!(up.conns.load(Ordering::SeqCst), 8, "no connection was opened for the trickle");
+    assert_eq!(up.conns.load(Ordering::SeqCst), opened, "no connection was opened for the trickle");
     let backends = admin_json(&w, "/api/v1/backends").await;
     assert!(backends.to_string().contains("\"idle_connections\":1"), "{backends}");
 }
