@@ -121,7 +121,8 @@ impl Pool {
             for _ in 0..queue.len() {
                 let Some(idle) = queue.pop() else { break };
                 if now.saturating_sub(idle.since) < max_idle.as_millis() as u64 {
-                    // The hot slot is taken only if a return raced the sweep.
+                    // Fails only for the hot slot, when a return took it
+                    // meanwhile: the connection then joins the queue.
                     if let Err(idle) = queue.push(idle) {
                         let _ = self.idle.push(idle);
                     }
