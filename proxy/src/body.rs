@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::server::RequestGuard;
+use crate::upstream::h1::RawHeaders;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -186,6 +187,26 @@ pub(crate) enum FromUpstream {
     Weir(crate::upstream::h1::UpstreamResponse),
 }
 
+impl FromUpstream {
+    /// The upstream's header fields when they were kept unparsed (weir's
+    /// own client, see [`RawHeaders`]); the response's `HeaderMap` then
+    /// holds none of them.
+    pub(crate) fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+        match self {
+            FromUpstream::Hyper(_) => None,
+            FromUpstream::Weir(b) => b.take_raw_headers(),
+        }
+    }
+}
+
+/// Moves header fields kept unparsed into the response's `HeaderMap`, for
+/// code that looks them up by name.
+pub(crate) fn materialize_headers<B>(resp: &mut http::Response<B>, take: impl FnOnce(&mut B) -> Option<RawHeaders>) {
+    if let Some(raw) = take(resp.body_mut()) {
+        raw.append_to(resp.headers_mut());
+    }
+}
+
 impl Body for FromUpstream {
     type Data = Bytes;
     type Error = BoxError;
@@ -215,6 +236,14 @@ impl Body for FromUpstream {
 impl ResponseBody {
     pub(crate) fn upstream(body: FromUpstream, guard: RequestGuard) -> Self {
         ResponseBody { kind: Kind::Upstream(body), guard }
+    }
+
+    /// See [`FromUpstream::take_raw_headers`].
+    pub(crate) fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+        match &mut self.kind {
+            Kind::Upstream(b) => b.take_raw_headers(),
+            Kind::Full(_) => None,
+        }
     }
 
     pub(crate) fn full(bytes: Bytes, guard: RequestGuard) -> Self {

@@ -270,6 +270,7 @@ async fn write_response(
 ) -> io::Result<bool> {
     let mut w = take_write_scratch();
     let (parts, mut body) = resp.into_parts();
+    let raw = body.take_raw_headers();
     let status = parts.status;
     let no_body = head_only
         || status.is_informational()
@@ -280,7 +281,10 @@ async fn write_response(
     if let Some(c) = parts.headers.get(header::CONNECTION) {
         close |= c.as_bytes().eq_ignore_ascii_case(b"close");
     }
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = match &raw {
+        Some(raw) => raw.content_length(),
+        None => parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+    };
     let framing = match declared {
         _ if no_body => Framing::None,
         Some(n) => Framing::Length(n),
@@ -304,7 +308,10 @@ async fn write_response(
         w.extend_from_slice(value.as_bytes());
         w.extend_from_slice(b"\r\n");
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if let Some(raw) = &raw {
+        raw.write_to(&mut w);
+    }
+    if !raw.as_ref().is_some_and(|r| r.has_date()) && !parts.headers.contains_key(header::DATE) {
         w.extend_from_slice(b"date: ");
         date(&mut w);
         w.extend_from_slice(b"\r\n");

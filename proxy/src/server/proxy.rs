@@ -39,7 +39,10 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
-    Ok(respond(&shared, &conn, &mut parts, Some(body)).await)
+    let mut resp = respond(&shared, &conn, &mut parts, Some(body)).await;
+    // hyper writes the head from the map.
+    crate::body::materialize_headers(&mut resp, ResponseBody::take_raw_headers);
+    Ok(resp)
 }
 
 /// The request path for both servers (hyper's, and weir's own HTTP/1.1
@@ -247,6 +250,7 @@ async fn forward<'s>(
     };
     let mut resp = sent?;
     if let Some(tx) = shadow_tx {
+        crate::body::materialize_headers(&mut resp, FromUpstream::take_raw_headers);
         let header =
             route.shadow.as_ref().and_then(|c| c.compare_header.as_deref()).and_then(|h| resp.headers().get(h));
         let _ = tx.send(Some((resp.status(), header.cloned())));

@@ -237,10 +237,10 @@ async fn read_head(
                     buf.extend_from_slice(&data[len..]);
                     continue;
                 }
-                Head::Complete(resp, len, framing, reusable) => {
+                Head::Complete(resp, raw, len, framing, reusable) => {
                     buf.extend_from_slice(&data[len..]);
                     let conn = Conn { stream, buf, timer };
-                    let mut body = UpstreamResponse { conn: Some(conn), framing, reusable, ep: ep.clone() };
+                    let mut body = UpstreamResponse { conn: Some(conn), framing, reusable, ep: ep.clone(), raw };
                     body.settle();
                     return Ok(resp.map(|()| body));
                 }
@@ -269,7 +269,97 @@ enum Head {
     Partial,
     /// A 1xx response to skip, this long.
     Interim(usize),
-    Complete(Response<()>, usize, Framing, bool),
+    Complete(Response<()>, Option<RawHeaders>, usize, Framing, bool),
+}
+
+/// Runs of header lines a [`RawHeaders`] holds at most; a head cut into
+/// more (many hop-by-hop fields between the others) is parsed into a
+/// `HeaderMap` instead.
+const RUNS: usize = 4;
+
+/// An upstream's header fields, passed through as they came: the head's
+/// bytes and the runs of whole lines (CRLF included) to forward, with the
+/// hop-by-hop fields (RFC 9110 §7.6.1) and `Transfer-Encoding` left out.
+/// Parsing each field into a `HeaderMap` and writing it back out was a
+/// third of the user time between an upstream's response and the client's
+/// (cold, one request at a time). Only heads whose every line ends in CRLF
+/// and whose `Connection` names no other field are kept this way; the
+/// response's `HeaderMap` is then empty, and whoever needs the fields by
+/// name calls [`RawHeaders::append_to`].
+#[derive(Debug)]
+pub(crate) struct RawHeaders {
+    head: Bytes,
+    runs: [(u32, u32); RUNS],
+    len: u8,
+    content_length: Option<u64>,
+    has_date: bool,
+}
+
+impl RawHeaders {
+    /// The upstream's `Content-Length`, when it sent one.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// Whether the upstream sent a `Date`.
+    pub(crate) fn has_date(&self) -> bool {
+        self.has_date
+    }
+
+    /// Appends the lines as they came (CRLF-terminated).
+    pub(crate) fn write_to(&self, w: &mut Vec<u8>) {
+        for &(start, end) in &self.runs[..self.len as usize] {
+            w.extend_from_slice(&self.head[start as usize..end as usize]);
+        }
+    }
+
+    /// Adds the fields to `headers`, for code that looks them up by name
+    /// (hyper's server, the shadow comparison).
+    pub(crate) fn append_to(self, headers: &mut HeaderMap) {
+        for &(start, end) in &self.runs[..self.len as usize] {
+            let run = self.head.slice(start as usize..end as usize);
+            for line in run.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+                let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(&line[..colon]),
+                    HeaderValue::from_maybe_shared(run.slice_ref(line[colon + 1..].trim_ascii())),
+                ) else {
+                    continue; // httparse accepted it; cannot happen
+                };
+                headers.append(name, value);
+            }
+        }
+    }
+}
+
+/// A response field the client of the proxy must not see as it came, or
+/// that decides the framing.
+#[derive(Clone, Copy, PartialEq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade: dropped.
+    HopByHop,
+    Date,
+    Other,
+}
+
+impl Field {
+    fn of(name: &str) -> Field {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            4 if is("date") => Field::Date,
+            14 if is("content-length") => Field::ContentLength,
+            17 if is("transfer-encoding") => Field::TransferEncoding,
+            10 if is("connection") => Field::Connection,
+            10 if is("keep-alive") => Field::HopByHop,
+            16 if is("proxy-connection") => Field::HopByHop,
+            2 if is("te") => Field::HopByHop,
+            7 if is("trailer") || is("upgrade") => Field::HopByHop,
+            _ => Field::Other,
+        }
+    }
 }
 
 fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKind> {
@@ -291,61 +381,84 @@ fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKin
             Ok(Head::Interim(len))
         };
     }
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    // One pass for the framing and for the runs of lines to pass through.
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut close = minor == 0;
-    for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| UpstreamErrorKind::Protocol)?;
-        if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(UpstreamErrorKind::Protocol)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(UpstreamErrorKind::Protocol);
+    let mut names_others = false;
+    let mut has_date = false;
+    let mut runs = [(0u32, 0u32); RUNS];
+    let mut n_runs = 0;
+    let mut passthrough = data[..len].ends_with(b"\r\n\r\n");
+    let mut run_start = None;
+    let offset = |s: &[u8]| s.as_ptr() as usize - data.as_ptr() as usize;
+    for (i, h) in resp.headers.iter().enumerate() {
+        let line_start = offset(h.name.as_bytes());
+        // A line ends where the next begins; the last one before the blank line.
+        let line_end = resp.headers.get(i + 1).map_or(len - 2, |next| offset(next.name.as_bytes()));
+        passthrough &= data[..line_end].ends_with(b"\r\n");
+        let field = Field::of(h.name);
+        match field {
+            Field::ContentLength => {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or(UpstreamErrorKind::Protocol)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(UpstreamErrorKind::Protocol);
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            // Only the last coding matters: chunked frames the body. The
-            // field is hop-by-hop: the proxy would remove it anyway.
-            let last = h.value.rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii).unwrap_or_default();
-            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-            continue;
-        } else if name == header::CONNECTION {
-            let mut names_others = false;
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    if minor == 0 {
-                        close = false;
+            Field::TransferEncoding => {
+                // Only the last coding matters: chunked frames the body.
+                let last = h.value.rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii).unwrap_or_default();
+                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            }
+            Field::Connection => {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        if minor == 0 {
+                            close = false;
+                        }
+                    } else if !token.is_empty() {
+                        names_others = true;
                     }
-                } else if !token.is_empty() {
-                    names_others = true;
                 }
             }
-            // Kept only when it names other fields, for the hop-by-hop
-            // removal to find them; otherwise dropped here, as it would be.
-            if !names_others {
-                continue;
-            }
-        } else if name.as_str() == "keep-alive" {
-            continue;
+            Field::Date => has_date = true,
+            Field::HopByHop | Field::Other => {}
         }
-        let value = HeaderValue::from_maybe_shared(data.slice_ref(h.value)).map_err(|_| UpstreamErrorKind::Protocol)?;
-        headers.append(name, value);
+        let kept = matches!(field, Field::ContentLength | Field::Date | Field::Other);
+        match (kept, run_start) {
+            (true, None) => run_start = Some(line_start),
+            (false, Some(start)) => {
+                if n_runs == RUNS {
+                    passthrough = false;
+                } else {
+                    runs[n_runs] = (start as u32, line_start as u32);
+                    n_runs += 1;
+                }
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run_start {
+        if n_runs == RUNS {
+            passthrough = false;
+        } else {
+            runs[n_runs] = (start as u32, (len - 2) as u32);
+            n_runs += 1;
+        }
     }
     let framing = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         Framing::Length(0)
     } else {
         match (chunked, length) {
-            (Some(true), _) => {
-                // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length.
-                headers.remove(header::CONTENT_LENGTH);
-                Framing::Chunked(Chunk::Size)
-            }
+            (Some(true), _) => Framing::Chunked(Chunk::Size),
             (Some(false), _) => Framing::Close,
             (None, Some(n)) => Framing::Length(n),
             (None, None) => Framing::Close,
@@ -355,8 +468,34 @@ fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKin
     let mut out = Response::new(());
     *out.status_mut() = status;
     *out.version_mut() = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-    *out.headers_mut() = headers;
-    Ok(Head::Complete(out, len, framing, reusable))
+    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which
+    // then is not forwarded.
+    let drop_length = chunked == Some(true) && length.is_some();
+    if passthrough && !names_others && !drop_length {
+        let raw = RawHeaders { head: data.slice(..len), runs, len: n_runs as u8, content_length: length, has_date };
+        return Ok(Head::Complete(out, Some(raw), len, framing, reusable));
+    }
+    // The rare head that needs editing: into a map, for the hop-by-hop
+    // removal to find the fields `Connection` names.
+    let headers = out.headers_mut();
+    headers.reserve(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| UpstreamErrorKind::Protocol)?;
+        let keep = match Field::of(h.name) {
+            Field::ContentLength => !drop_length,
+            Field::TransferEncoding | Field::HopByHop => false,
+            // Kept only when it names other fields, for the hop-by-hop
+            // removal to find them.
+            Field::Connection => names_others,
+            Field::Date | Field::Other => true,
+        };
+        if keep {
+            let value =
+                HeaderValue::from_maybe_shared(data.slice_ref(h.value)).map_err(|_| UpstreamErrorKind::Protocol)?;
+            headers.append(name, value);
+        }
+    }
+    Ok(Head::Complete(out, None, len, framing, reusable))
 }
 
 #[derive(Debug)]
@@ -396,6 +535,8 @@ pub(crate) struct UpstreamResponse {
     framing: Framing,
     reusable: bool,
     ep: Arc<Endpoint>,
+    /// The header fields, when they pass through unparsed.
+    raw: Option<RawHeaders>,
 }
 
 /// The upstream broke the response body (closed early, or bad chunking).
@@ -431,6 +572,11 @@ fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
 }
 
 impl UpstreamResponse {
+    /// The header fields kept unparsed (see [`RawHeaders`]), once.
+    pub(crate) fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+        self.raw.take()
+    }
+
     /// Ends the body if nothing is left, returning the connection to its
     /// pool when it may carry another request.
     fn settle(&mut self) {
@@ -576,7 +722,7 @@ mod tests {
 
     fn framing(raw: &str) -> (Framing, bool) {
         match head(raw, false) {
-            Ok(Head::Complete(_, _, f, reusable)) => (f, reusable),
+            Ok(Head::Complete(_, _, _, f, reusable)) => (f, reusable),
             _ => panic!("not complete: {raw:?}"),
         }
     }
@@ -598,7 +744,7 @@ mod tests {
         assert!(matches!(framing("HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\n"), (Framing::Length(5), false)));
         assert!(matches!(
             head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true),
-            Ok(Head::Complete(_, _, Framing::Length(0), true))
+            Ok(Head::Complete(_, _, _, Framing::Length(0), true))
         ));
         assert!(matches!(head("HTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\n", false), Ok(Head::Interim(_))));
         assert!(matches!(head("HTTP/1.1 200 OK\r\ncontent-le", false), Ok(Head::Partial)));
@@ -612,6 +758,57 @@ mod tests {
         ] {
             assert!(matches!(head(bad, false), Err(UpstreamErrorKind::Protocol)), "{bad:?}");
         }
+    }
+
+    /// The fields passed through unparsed, or `None` when the head went
+    /// into a map.
+    fn passed(raw: &str) -> Option<String> {
+        match head(raw, false) {
+            Ok(Head::Complete(_, Some(r), ..)) => {
+                let mut w = Vec::new();
+                r.write_to(&mut w);
+                Some(String::from_utf8(w).unwrap())
+            }
+            Ok(Head::Complete(_, None, ..)) => None,
+            _ => panic!("not complete: {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn fields_pass_through_without_the_hop_by_hop_ones() {
+        let kept = "Server: x\r\nX-A:  b \r\n";
+        assert_eq!(passed(&format!("HTTP/1.1 200 OK\r\n{kept}\r\n")).as_deref(), Some(kept));
+        assert_eq!(passed("HTTP/1.1 204 No Content\r\n\r\n").as_deref(), Some(""));
+        assert_eq!(
+            passed("HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nA: 1\r\nKeep-Alive: x\r\nTE: y\r\nB: 2\r\nContent-Length: 0\r\nUpgrade: z\r\n\r\n")
+                .as_deref(),
+            Some("A: 1\r\nB: 2\r\nContent-Length: 0\r\n")
+        );
+        let Ok(Head::Complete(_, Some(r), ..)) = head("HTTP/1.1 200 OK\r\nDate: d\r\ncontent-length: 7\r\n\r\n", false)
+        else {
+            panic!()
+        };
+        assert_eq!((r.content_length(), r.has_date()), (Some(7), true));
+        let mut map = HeaderMap::new();
+        r.append_to(&mut map);
+        assert_eq!((map["date"].as_bytes(), map["content-length"].as_bytes()), (&b"d"[..], &b"7"[..]));
+        // Into a map: Connection names a field, a bare LF, more runs than
+        // kept, a length that chunked overrides.
+        for edited in [
+            "HTTP/1.1 200 OK\r\nConnection: x-a\r\nX-A: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nA: 1\nB: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nA: 1\r\n\n",
+            "HTTP/1.1 200 OK\r\nA: 1\r\nTE: x\r\nB: 1\r\nTE: x\r\nC: 1\r\nTE: x\r\nD: 1\r\nTE: x\r\nE: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(passed(edited), None, "{edited:?}");
+        }
+        let Ok(Head::Complete(resp, None, ..)) =
+            head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\nA: 1\r\n\r\n", false)
+        else {
+            panic!()
+        };
+        assert_eq!(resp.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["a"]);
     }
 
     #[test]

@@ -63,6 +63,25 @@ fn script(head: &str) -> (&'static [u8], bool) {
         "/empty" => (b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n", false),
         "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil close", true),
         "/bad-chunk" => (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n", true),
+        // Hop-by-hop fields between the others, names in any case.
+        "/hop" => (
+            b"HTTP/1.1 200 OK\r\nServer: Scripted\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+X-Mixed-Case: Kept, as sent\r\nPROXY-CONNECTION: keep-alive\r\nUpgrade: h2c\r\nTrailer: X-T\r\nTE: trailers\r\n\
+Content-Length: 5\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nX-Last:  spaced \r\n\r\nhello",
+            false,
+        ),
+        // A field named by Connection is hop-by-hop too.
+        "/hop-named" => (
+            b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: secret\r\nX-Other: 1\r\ncontent-length: 5\r\n\r\nhello",
+            false,
+        ),
+        // Kept and dropped fields alternating more often than the runs a
+        // passed-through head holds; chunked overrides the length.
+        "/hop-many" => (
+            b"HTTP/1.1 200 OK\r\nX-1: a\r\nTE: x\r\nX-2: b\r\nTE: x\r\nX-3: c\r\nTE: x\r\nX-4: d\r\nTE: x\r\n\
+X-5: e\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            false,
+        ),
         _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\nhello", false),
     }
 }
@@ -249,6 +268,69 @@ async fn a_trickle_after_a_burst_reuses_one_upstream_connection_and_the_rest_idl
     assert_eq!(up.conns.load(Ordering::SeqCst), opened, "no connection was opened for the trickle");
     let backends = admin_json(&w, "/api/v1/backends").await;
     assert!(backends.to_string().contains("\"idle_connections\":1"), "{backends}");
+}
+
+/// The whole answer to one request sent with `version`, the connection
+/// closed after it.
+async fn exchange(addr: SocketAddr, path: &str, version: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} {version}\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_fields_never_reach_the_client_and_the_others_pass_as_sent() {
+    let up = Scripted::start().await;
+    let w = weir_before(&up, "").await;
+    // HTTP/1.1 is served by weir's own loop, which writes the fields as the
+    // upstream sent them; HTTP/1.0 by hyper's, from a header map.
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let resp = exchange(w.weir.data_addr(), "/hop", version).await;
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "hello", "{version}");
+        let lower = head.to_ascii_lowercase();
+        for gone in ["keep-alive", "proxy-connection", "upgrade", "trailer", "te", "transfer-encoding"] {
+            assert!(!lower.contains(&format!("\r\n{gone}:")), "{version}: {gone} reached the client:\n{head}");
+        }
+        assert_eq!(
+            lower.matches("\r\ndate: thu, 01 jan 2026 00:00:00 gmt").count(),
+            1,
+            "{version}: the upstream's Date only:\n{head}"
+        );
+        assert_eq!(lower.matches("\r\ncontent-length: 5").count(), 1, "{version}:\n{head}");
+        assert_eq!(
+            lower.matches("connection: ").count(),
+            lower.matches("connection: close").count(),
+            "{version}: only weir's own close:\n{head}"
+        );
+        let (lines, want): (Vec<&str>, _) = if version == "HTTP/1.1" {
+            (head.split("\r\n").collect(), ["Server: Scripted", "X-Mixed-Case: Kept, as sent", "X-Last:  spaced "])
+        } else {
+            (head.split("\r\n").collect(), ["server: Scripted", "x-mixed-case: Kept, as sent", "x-last: spaced"])
+        };
+        for line in want {
+            assert!(lines.contains(&line), "{version}: {line:?} not as sent:\n{head}");
+        }
+
+        let resp = exchange(w.weir.data_addr(), "/hop-named", version).await;
+        let lower = resp.to_ascii_lowercase();
+        assert!(!lower.contains("x-hop"), "{version}: a field named by Connection reached the client:\n{resp}");
+        assert!(lower.contains("\r\nx-other: 1\r\n") && resp.ends_with("\r\n\r\nhello"), "{version}:\n{resp}");
+
+        let resp = exchange(w.weir.data_addr(), "/hop-many", version).await;
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        let lower = head.to_ascii_lowercase();
+        assert!(!lower.contains("\r\nte: ") && !lower.contains("content-length: 99"), "{version}:\n{head}");
+        for i in 1..=5 {
+            assert!(lower.contains(&format!("\r\nx-{i}: ")), "{version}: x-{i} lost:\n{head}");
+        }
+        let want = if version == "HTTP/1.1" { "5\r\nhello\r\n0\r\n\r\n" } else { "hello" };
+        assert_eq!(body, want, "{version}");
+    }
+    assert_eq!(up.conns.load(Ordering::SeqCst), 1, "every upstream response was read to its end");
 }
 
 #[tokio::test]
