@@ -21,7 +21,8 @@
 #   * memory per idle keep-alive connection: RSS growth while IDLE_CONNS
 #     connections that each made one request are held open, / IDLE_CONNS;
 #   * weir's delivered canary share (from its own counters) and weir with
-#     recording off (the telemetry's price).
+#     recording off (the telemetry's price);
+#   * with TRACE=1, where the time at c=1 goes (see the end).
 # Loopback only; every process started here is stopped by PID on exit.
 # Needs: nginx, haproxy, wrk (Debian packages); builds weir and the bench
 # helpers in release mode if needed.
@@ -255,3 +256,29 @@ for peer in ("nginx", "haproxy"):
     d = [a - b for a, b in zip(c1["weir"], c1[peer])]
     print(f"c=1 weir minus {peer} per try: " + " ".join(f"{v:+.0f}" for v in d) + f" us (median {statistics.median(d):+.1f})")
 PY
+
+# Optional (TRACE=1; one worker; needs perf and root): where the time at
+# c=1 goes. Every system call on both cores is recorded during one more
+# c=1 run per proxy, and benches/c1trace.py prints the proxy's turnaround
+# (its epoll wait returning to its next send starting: its own part of the
+# critical path, per direction) and the legs between processes (a send
+# starting to the receiver's wait returning: the kernel's delivery and the
+# cross-core wake-up). Tracing slows every system call, so compare the
+# proxies with each other, not with the figures above.
+if [ "${TRACE:-0}" = 1 ] && [ "$WORKERS" = 1 ]; then
+  command -v perf >/dev/null || { echo "TRACE=1 needs perf (apt-get install linux-perf)"; exit 2; }
+  traces=$(mktemp -d) # not in $WORK: weir watches its config file's directory
+  for c in nginx haproxy weir; do
+    alone "$c"
+    taskset -c 0 perf record -q -e raw_syscalls:sys_enter,raw_syscalls:sys_exit --exclude-perf -a \
+      -o "$traces/$c.data" -- sleep 3 2>/dev/null &
+    rec=$!
+    sleep 0.3
+    taskset -c 0 wrk -t1 -c1 -d2s "http://127.0.0.1:${PORT[$c]}/" >/dev/null
+    wait $rec
+    together
+    echo "c=1 trace, $c:"
+    perf script --ns -i "$traces/$c.data" -F comm,tid,cpu,time,event,trace 2>/dev/null | python3 "$ROOT/benches/c1trace.py" 1
+  done
+  rm -rf "$traces"
+fi
