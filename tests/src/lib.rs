@@ -30,7 +30,7 @@ pub mod tls;
 /// What a test upstream does with a request.
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
-    /// Answers 200 with its name as the body.
+    /// Answers 200 with its name as the body and in `x-upstream`.
     Named,
     /// Accepts the request and never answers.
     Hang,
@@ -107,7 +107,11 @@ type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 async fn respond(name: &'static str, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
     let full = |s: String| Full::new(Bytes::from(s)).map_err(|never| match never {}).boxed();
     match mode {
-        Mode::Named => Response::new(full(name.to_string())),
+        Mode::Named => {
+            let mut r = Response::new(full(name.to_string()));
+            r.headers_mut().insert("x-upstream", http::HeaderValue::from_static(name));
+            r
+        }
         Mode::Hang => {
             std::future::pending::<()>().await;
             unreachable!()

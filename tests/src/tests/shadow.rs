@@ -66,6 +66,34 @@ async fn a_canary_that_answers_differently_raises_the_mismatch_gate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_header_tells_apart_answers_with_the_same_status() {
+    // Both answer 200 and differ, if at all, in `x-upstream`. Stable's
+    // answer comes through weir's own client, whose header lines pass
+    // through unparsed: the comparison must still find the field by name.
+    for (canary_name, differs) in [("canary", true), ("stable", false)] {
+        let stable = Upstream::start("stable", Mode::Named).await;
+        let canary = Upstream::start(canary_name, Mode::Named).await;
+        let r = "shadow = { percent = 100, compare_header = \"X-Upstream\" }\n[routes.rollout]\ninterval = \"250ms\"\nstages = [{ weight = 0, bake = \"1s\" }, { weight = 100 }]\ngates = [{ metric = \"shadow_mismatch\", max = 0.05, min_samples = 10 }]";
+        let w = InProcess::start(&config_text(stable.addr, canary.addr, r, "")).await;
+        let mut rx = w.weir.subscribe();
+        let load = Load::start(w.url("/"), 2, Duration::from_millis(10));
+        let decided = |e: &weir_control::rollout::Event| {
+            matches!(e.kind, EventKind::RolledBack | EventKind::Advanced | EventKind::Promoted)
+        };
+        let e = wait_event(&mut rx, Duration::from_secs(10), decided).await;
+        load.stop().await;
+        let v = e.verdicts.iter().find(|v| v.gate == "shadow_mismatch").unwrap();
+        if differs {
+            assert_eq!(e.kind, EventKind::RolledBack, "{e:?}");
+            assert!(v.value.unwrap() > 0.9 && v.canary_samples >= 10, "{v:?}");
+        } else {
+            assert_ne!(e.kind, EventKind::RolledBack, "{e:?}");
+            assert_eq!(v.value, Some(0.0), "{v:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadows_are_dropped_and_counted_under_load() {
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Delay(Duration::from_millis(500))).await;
