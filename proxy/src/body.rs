@@ -191,7 +191,7 @@ impl FromUpstream {
     /// The upstream's header fields when they were kept unparsed (weir's
     /// own client, see [`RawHeaders`]); the response's `HeaderMap` then
     /// holds none of them.
-    pub(crate) fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+    pub(crate) fn take_raw_headers(&mut self) -> Option<Box<RawHeaders>> {
         match self {
             FromUpstream::Hyper(_) => None,
             FromUpstream::Weir(b) => b.take_raw_headers(),
@@ -201,7 +201,7 @@ impl FromUpstream {
 
 /// Moves header fields kept unparsed into the response's `HeaderMap`, for
 /// code that looks them up by name.
-pub(crate) fn materialize_headers<B>(resp: &mut http::Response<B>, take: impl FnOnce(&mut B) -> Option<RawHeaders>) {
+pub(crate) fn materialize_headers<B>(resp: &mut http::Response<B>, take: impl FnOnce(&mut B) -> Option<Box<RawHeaders>>) {
     if let Some(raw) = take(resp.body_mut()) {
         raw.append_to(resp.headers_mut());
     }
@@ -239,7 +239,7 @@ impl ResponseBody {
     }
 
     /// See [`FromUpstream::take_raw_headers`].
-    pub(crate) fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+    pub(crate) fn take_raw_headers(&mut self) -> Option<Box<RawHeaders>> {
         match &mut self.kind {
             Kind::Upstream(b) => b.take_raw_headers(),
             Kind::Full(_) => None,

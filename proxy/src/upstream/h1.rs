@@ -269,7 +269,7 @@ enum Head {
     Partial,
     /// A 1xx response to skip, this long.
     Interim(usize),
-    Complete(Response<()>, Option<RawHeaders>, usize, Framing, bool),
+    Complete(Response<()>, Option<Box<RawHeaders>>, usize, Framing, bool),
 }
 
 /// Runs of header lines a [`RawHeaders`] holds at most; a head cut into
@@ -486,7 +486,7 @@ fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKin
     // then is not forwarded.
     let drop_length = chunked == Some(true) && length.is_some();
     if passthrough && !runs.overflowed && !names_others && !drop_length {
-        let raw = RawHeaders { head: data.slice(..len), runs, content_length: length, has_date };
+        let raw = Box::new(RawHeaders { head: data.slice(..len), runs, content_length: length, has_date });
         return Ok(Head::Complete(out, Some(raw), len, framing, reusable));
     }
     // The rare head that needs editing: into a map, for the hop-by-hop
@@ -549,8 +549,11 @@ pub(crate) struct UpstreamResponse {
     framing: Framing,
     reusable: bool,
     ep: Arc<Endpoint>,
-    /// The header fields, when they pass through unparsed.
-    raw: Option<RawHeaders>,
+    /// The header fields, when they pass through unparsed. Boxed: this
+    /// body is part of the connection task's state while the response is
+    /// written, and that task's allocation is what an idle keep-alive
+    /// connection costs (inline, it grew from 2.5 to 2.9 KiB).
+    raw: Option<Box<RawHeaders>>,
 }
 
 /// The upstream broke the response body (closed early, or bad chunking).
@@ -587,7 +590,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
 
 impl UpstreamResponse {
     /// The header fields kept unparsed (see [`RawHeaders`]), once.
-    pub(crate) fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+    pub(crate) fn take_raw_headers(&mut self) -> Option<Box<RawHeaders>> {
         self.raw.take()
     }
 
