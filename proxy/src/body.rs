@@ -201,7 +201,10 @@ impl FromUpstream {
 
 /// Moves header fields kept unparsed into the response's `HeaderMap`, for
 /// code that looks them up by name.
-pub(crate) fn materialize_headers<B>(resp: &mut http::Response<B>, take: impl FnOnce(&mut B) -> Option<Box<RawHeaders>>) {
+pub(crate) fn materialize_headers<B>(
+    resp: &mut http::Response<B>,
+    take: impl FnOnce(&mut B) -> Option<Box<RawHeaders>>,
+) {
     if let Some(raw) = take(resp.body_mut()) {
         raw.append_to(resp.headers_mut());
     }
