@@ -359,7 +359,7 @@ impl RawHeaders {
 
 /// A response field the client of the proxy must not see as it came, or
 /// that decides the framing.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Field {
     ContentLength,
     TransferEncoding,
@@ -384,6 +384,12 @@ impl Field {
             7 if is("trailer") || is("upgrade") => Field::HopByHop,
             _ => Field::Other,
         }
+    }
+
+    /// Whether the field goes on to the client as it came (the map path
+    /// makes the two exceptions `parse_head` describes).
+    fn forwarded(self) -> bool {
+        matches!(self, Field::ContentLength | Field::Date | Field::Other)
     }
 }
 
@@ -455,8 +461,7 @@ fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKin
             Field::Date => has_date = true,
             Field::HopByHop | Field::Other => {}
         }
-        let kept = matches!(field, Field::ContentLength | Field::Date | Field::Other);
-        match (kept, run_start) {
+        match (field.forwarded(), run_start) {
             (true, None) => run_start = Some(line_start),
             (false, Some(start)) => {
                 runs.push(start, line_start);
@@ -489,19 +494,18 @@ fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, UpstreamErrorKin
         let raw = Box::new(RawHeaders { head: data.slice(..len), runs, content_length: length, has_date });
         return Ok(Head::Complete(out, Some(raw), len, framing, reusable));
     }
-    // The rare head that needs editing: into a map, for the hop-by-hop
-    // removal to find the fields `Connection` names.
+    // The rare head that needs editing: into a map, with two exceptions to
+    // what is forwarded: a `Connection` that names other fields stays, for
+    // the hop-by-hop removal to find them, and a length that chunked
+    // overrides goes.
     let headers = out.headers_mut();
     headers.reserve(resp.headers.len());
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| UpstreamErrorKind::Protocol)?;
         let keep = match Field::of(h.name) {
-            Field::ContentLength => !drop_length,
-            Field::TransferEncoding | Field::HopByHop => false,
-            // Kept only when it names other fields, for the hop-by-hop
-            // removal to find them.
             Field::Connection => names_others,
-            Field::Date | Field::Other => true,
+            Field::ContentLength => !drop_length,
+            field => field.forwarded(),
         };
         if keep {
             let value =
