@@ -38,7 +38,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release
 WEIR=${WEIR:-$BIN/weir}
 for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light haproxy wrk)"; exit 2; }; done
-(cd "$ROOT" && cargo build --release -q -p weir-proxy -p weir-benches --bin weir --bin plain-proxy --bin idle-conns)
+(cd "$ROOT" && cargo build --release -q -p weir-proxy -p weir-benches --bin weir --bin plain-proxy --bin idle-conns --bin c1-paired)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # shellcheck source=benches/common.sh
 . "$ROOT/benches/common.sh"
@@ -204,6 +204,17 @@ for i in 1 2 3 4 5; do
   done
 done
 
+# The same, paired (benches/src/bin/c1-paired.rs): one keep-alive connection
+# to each contender and one straight to the upstream, a request to each in a
+# shuffled order per cycle, for C1SECS seconds. The tries above measure one
+# proxy at a time, and the machine drifts between tries by more than the
+# proxies differ; here they share every moment. weir-norec is stopped.
+kill -STOP $(tree_pids "${PID[weir-norec]}")
+taskset -c 0 "$BIN/c1-paired" "${C1SECS:-10}" 5 "direct=127.0.0.1:$UP_A" \
+  "weir=127.0.0.1:${PORT[weir]}" "nginx=127.0.0.1:${PORT[nginx]}" \
+  "haproxy=127.0.0.1:${PORT[haproxy]}" "plain=127.0.0.1:${PORT[plain]}" > "$WORK/c1paired"
+together
+
 # Memory per idle keep-alive connection.
 : > "$WORK/idle"
 for c in nginx haproxy plain weir; do
@@ -256,6 +267,7 @@ for peer in ("nginx", "haproxy"):
     d = [a - b for a, b in zip(c1["weir"], c1[peer])]
     print(f"c=1 weir minus {peer} per try: " + " ".join(f"{v:+.0f}" for v in d) + f" us (median {statistics.median(d):+.1f})")
 PY
+cat "$WORK/c1paired"
 
 # Optional (TRACE=1; one worker; needs perf and root): where the time at
 # c=1 goes. Every system call on both cores is recorded during one more
