@@ -1,6 +1,7 @@
 //! A running weir: listeners, connection tasks, reload and shutdown.
 
 mod conn;
+mod control;
 mod h1;
 mod headers;
 pub(crate) mod proxy;
@@ -84,6 +85,9 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("log.audit: {0}")]
     AuditLog(std::io::Error),
+    /// The control thread (admin API, rollouts, reloads) could not start.
+    #[error("cannot start the control thread: {0}")]
+    Control(std::io::Error),
 }
 
 /// A running weir instance (data and admin listeners).
@@ -93,6 +97,7 @@ pub struct Weir {
     admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tracker: TaskTracker,
+    control: control::Control,
 }
 
 impl std::fmt::Debug for Weir {
@@ -127,6 +132,7 @@ impl Weir {
         };
         let data = bind("listen.addr", cfg.listen.addr).await?;
         let admin = bind("admin.addr", cfg.admin.addr).await?;
+        let control = control::Control::start().map_err(StartError::Control)?;
         let data_addr = data.local_addr().map_err(|source| StartError::Bind {
             what: "listen.addr",
             addr: cfg.listen.addr,
@@ -137,6 +143,12 @@ impl Weir {
             addr: cfg.admin.addr,
             source,
         })?;
+        // The admin listener moves to the control thread's runtime.
+        let admin = {
+            let _control = control.enter();
+            admin.into_std().and_then(TcpListener::from_std)
+        }
+        .map_err(|source| StartError::Bind { what: "admin.addr", addr: admin_addr, source })?;
         let access_log = AccessLog::open(&in_config_dir(&cfg.log.access)).map_err(StartError::AccessLog)?;
 
         let generation = snap.generation;
@@ -158,22 +170,30 @@ impl Weir {
             in_flight: Default::default(),
             reloads: watch::Sender::new(generation),
         });
-        crate::rollout::emit_built(&shared, events);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));
+        // The data plane: connections, and the health checks (they share
+        // the backends' connection pools with requests).
         tokio::spawn(accept_loop(shared.clone(), data, limit, shutdown_rx.clone(), tracker.clone()));
-        tokio::spawn(crate::admin::serve(shared.clone(), admin, shutdown_rx.clone(), tracker.clone()));
-        tokio::spawn(ticker(shared.clone(), shutdown_rx.clone()));
-        tokio::spawn(crate::rollout::drive(shared.clone(), shutdown_rx.clone()));
-        tokio::spawn(crate::synthetic::run(shared.clone(), data_addr, shutdown_rx.clone()));
         tokio::spawn(crate::upstream::health::run(shared.clone(), shutdown_rx.clone()));
+        // Everything else on the control thread (see `control`), the first
+        // build's events (and their webhooks) before the engine's.
+        {
+            let _control = control.enter();
+            crate::rollout::emit_built(&shared, events);
+        }
+        control.spawn(crate::admin::serve(shared.clone(), admin, shutdown_rx.clone(), tracker.clone()));
+        control.spawn(ticker(shared.clone(), shutdown_rx.clone()));
+        control.spawn(crate::rollout::drive(shared.clone(), shutdown_rx.clone()));
+        control.spawn(crate::synthetic::run(shared.clone(), data_addr, shutdown_rx.clone()));
         if let Some(path) = config_path {
+            let _control = control.enter();
             reload::watch_file(shared.clone(), path, shutdown_rx);
         }
         shared.ready.store(true, Ordering::Relaxed);
         tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening");
-        Ok(Weir { shared, data_addr, admin_addr, shutdown, tracker })
+        Ok(Weir { shared, data_addr, admin_addr, shutdown, tracker, control })
     }
 
     /// The bound data-plane address (useful with port 0).
@@ -239,13 +259,17 @@ impl Weir {
 
     /// Stops accepting, lets in-flight requests finish for up to
     /// `timeouts.shutdown_grace`, then returns (whether or not all finished).
-    pub async fn shutdown(self) -> bool {
+    /// Within the same grace, the control thread's tasks finish what they
+    /// are doing (a rollout step being saved).
+    pub async fn shutdown(mut self) -> bool {
         let grace = self.shared.snapshot.load().timeouts.shutdown_grace;
         self.shared.ready.store(false, Ordering::Relaxed);
         self.shared.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         self.tracker.close();
-        let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        let drained = tokio::time::timeout(grace, async { tokio::join!(self.tracker.wait(), self.control.finished()) })
+            .await
+            .is_ok();
         if drained {
             tracing::info!("drained all connections");
         } else {
@@ -266,7 +290,12 @@ impl Weir {
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading config");
-                    let _ = self.reload().await;
+                    // On the control thread, like the file watcher's: the
+                    // outcome is logged there.
+                    let shared = self.shared.clone();
+                    self.control.spawn(async move {
+                        let _ = reload::reload_file(&shared).await;
+                    });
                 }
             }
         }

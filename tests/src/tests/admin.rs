@@ -185,6 +185,32 @@ async fn weir_ctl_drives_a_running_weir() {
     assert_eq!(ctl(admin, &["status"], None).0, 5);
 }
 
+/// The admin API and the rollout engine run on weir's control thread, not on
+/// the data plane's runtime: with that runtime stuck (here it is this test's
+/// only thread, blocked in synchronous calls from the start of the checks),
+/// `weir ctl` still reads and acts. Before they had a thread of their own,
+/// this timed out (`weir ctl` exits 5 after 10 s without an answer).
+#[tokio::test]
+async fn the_admin_api_works_while_the_data_plane_is_stuck() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, config_text(stable.addr, canary.addr, &rollout_route(), "token_file = \"admin.token\""))
+        .unwrap();
+    let w = weir_proxy::Weir::start(weir_proxy::reload::read_config(&path).unwrap(), Some(path.clone())).await.unwrap();
+    // No await from here on: the runtime weir's data plane runs on is stuck.
+    let admin = w.admin_addr();
+    let (code, out, err) = ctl(admin, &["status", "web"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("web ") && l.contains("progressing")), "{out}");
+    let (code, out, err) = ctl(admin, &["pause", "web"], Some(TOKEN));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("progressing -> paused"), "{out}");
+    assert_eq!(w.rollout("web").unwrap().phase, Phase::Paused);
+}
+
 #[test]
 fn a_public_admin_address_without_a_token_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();

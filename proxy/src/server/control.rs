@@ -1,0 +1,80 @@
+//! The control thread: weir's work that is not serving requests.
+//!
+//! The admin API, the rollout engine, the synthetic checks, the
+//! once-a-second ticker, the config watcher and SIGHUP reloads run on a
+//! current-thread runtime of their own, on a thread named `weir-control` (as
+//! linkerd2-proxy runs its admin server beside its data plane). The data
+//! plane's runtime runs the connections, and the health checks, which share
+//! the backends' connection pools with requests. So a slow control task
+//! (rendering `/metrics`, building a reloaded config, a gate evaluation, a
+//! dashboard stream) never holds a request up, and an idle data plane sleeps
+//! until traffic comes, with no timer of weir's own due.
+//!
+//! I/O belongs to the runtime it was registered with: the admin listener is
+//! registered here ([`Control::enter`]), and nothing made here is handed to
+//! the data plane.
+
+use std::future::Future;
+
+use tokio::runtime::{EnterGuard, Handle};
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+
+/// The control thread's runtime, and the tasks weir started on it.
+pub(crate) struct Control {
+    handle: Handle,
+    tasks: TaskTracker,
+    /// Fires when the thread has finished (its tasks done, its runtime dropped).
+    finished: Option<oneshot::Receiver<()>>,
+}
+
+impl Control {
+    /// Starts the thread. It runs until [`Control`] is dropped or
+    /// [`Control::finished`] is awaited, and the tasks have ended (they end on
+    /// weir's shutdown signal).
+    pub(crate) fn start() -> std::io::Result<Control> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = rt.handle().clone();
+        let tasks = TaskTracker::new();
+        let (done, finished) = oneshot::channel();
+        let until = tasks.clone();
+        std::thread::Builder::new().name("weir-control".into()).spawn(move || {
+            rt.block_on(until.wait());
+            // Whatever the tasks left behind (a webhook being sent) goes
+            // with the runtime.
+            drop(rt);
+            let _ = done.send(());
+        })?;
+        Ok(Control { handle, tasks, finished: Some(finished) })
+    }
+
+    /// Runs `task` on the control thread.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn_on(task, &self.handle);
+    }
+
+    /// Makes the control runtime the current one: I/O registered and tasks
+    /// spawned (`tokio::spawn`) while the guard lives belong to it.
+    pub(crate) fn enter(&self) -> EnterGuard<'_> {
+        self.handle.enter()
+    }
+
+    /// Waits for the thread to finish, once weir's shutdown signal is sent.
+    pub(crate) async fn finished(&mut self) {
+        self.tasks.close();
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.await;
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        // The thread ends when the tasks have (they stop when weir's
+        // shutdown sender is sent to or dropped).
+        self.tasks.close();
+    }
+}
