@@ -27,7 +27,8 @@ pub enum Command {
         /// Config file.
         #[arg(short, long, default_value = "weir.toml")]
         config: PathBuf,
-        /// Runtime worker threads (default: one per core).
+        /// Data-plane worker threads (default: one per core). The admin API,
+        /// rollouts and reloads run on one more thread of their own.
         #[arg(long)]
         workers: Option<usize>,
     },

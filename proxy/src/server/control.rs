@@ -33,18 +33,29 @@ impl Control {
     /// [`Control::finished`] is awaited, and the tasks have ended (they end on
     /// weir's shutdown signal).
     pub(crate) fn start() -> std::io::Result<Control> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let handle = rt.handle().clone();
         let tasks = TaskTracker::new();
         let (done, finished) = oneshot::channel();
+        let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
         let until = tasks.clone();
+        // The runtime is built and dropped on its own thread: a runtime may
+        // not be dropped from within another's tasks, where `start` runs.
         std::thread::Builder::new().name("weir-control".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = handle_tx.send(Ok(rt.handle().clone()));
             rt.block_on(until.wait());
             // Whatever the tasks left behind (a webhook being sent) goes
             // with the runtime.
             drop(rt);
             let _ = done.send(());
         })?;
+        // A moment's wait, once, at start.
+        let handle = handle_rx.recv().map_err(|_| std::io::Error::other("the control thread exited at start"))??;
         Ok(Control { handle, tasks, finished: Some(finished) })
     }
 
