@@ -180,8 +180,17 @@ pub(crate) async fn build(
         backends.insert(name.as_str(), Arc::new(backend));
     }
 
+    let acceptor = |tls: &Option<weir_control::config::ServerTls>, at| {
+        tls.as_ref().map(|t| crate::tls::acceptor(t, config_path, at)).transpose().map_err(BuildError::Other)
+    };
+    let listen_tls = acceptor(&cfg.listen.tls, "listen.tls")?;
+    let admin_tls = acceptor(&cfg.admin.tls, "admin.tls")?;
+
+    // A route's live state (weight, stage, rollout engine) is shared with
+    // the snapshot serving now: it changes only once nothing else can fail,
+    // so that a rejected reload leaves every rollout where it was.
     let mut routes = Vec::with_capacity(cfg.routes.len());
-    let mut in_use = Vec::new();
+    let mut changes = Vec::with_capacity(cfg.routes.len());
     for r in &cfg.routes {
         let version_of = |c: &weir_control::config::Config, b: Option<&String>| {
             b.and_then(|b| c.backends.get(b)).and_then(|b| b.version.clone())
@@ -202,14 +211,10 @@ pub(crate) async fn build(
             }
             None => (Arc::new(RouteState::default()), false),
         };
-        if kept {
-            if let Some(e) = state.engine().as_mut() {
-                e.set_config_hash(config_hash.clone());
-            }
+        let change = if kept {
+            StateChange::Keep
         } else {
-            reset_state(&state, r);
-            *state.engine() = None;
-            if let Some(ro) = &r.rollout {
+            let engine = r.rollout.as_ref().map(|ro| {
                 let ctx = Context {
                     route: r.name.clone(),
                     stable_version: version_of(&cfg, Some(&r.stable)),
@@ -230,19 +235,12 @@ pub(crate) async fn build(
                 if prev.is_some() {
                     ev.cause = "rollout definition or canary version changed: restarting at stage 0".into();
                 }
-                state.apply(&engine);
-                events.push(ev);
-                *state.engine() = Some(engine);
-            }
-        }
+                Box::new((engine, ev))
+            });
+            StateChange::Reset(engine)
+        };
         let stable = backends[r.stable.as_str()].clone();
         let canary = r.canary.as_deref().map(|c| backends[c].clone());
-        let version = |b: &str| cfg.backends.get(b).and_then(|b| b.version.as_deref());
-        telemetry.set_versions(&r.name, version(&r.stable), r.canary.as_deref().and_then(version));
-        in_use.push((r.name.clone(), r.stable.clone()));
-        if let Some(c) = &r.canary {
-            in_use.push((r.name.clone(), c.clone()));
-        }
         let route_telemetry = RouteTelemetry {
             stable: telemetry.stats(&r.name, &r.stable),
             canary: r.canary.as_deref().map(|c| telemetry.stats(&r.name, c)),
@@ -251,10 +249,39 @@ pub(crate) async fn build(
             shadow_canary: r.canary.as_deref().map(|c| telemetry.shadow_stats(&r.name, c)),
             weight_gauge: telemetry.weight_gauge(&r.name),
         };
-        let route = Route::build(r, stable, canary, state, route_telemetry)
+        let route = Route::build(r, stable, canary, state.clone(), route_telemetry)
             .map_err(|e| BuildError::Other(format!("routes.{}: {e}", r.name)))?;
-        route.publish_weight();
         routes.push(route);
+        changes.push((state, change));
+    }
+
+    // Nothing fails from here on.
+    let mut in_use = Vec::new();
+    for ((r, route), (state, change)) in cfg.routes.iter().zip(&routes).zip(changes) {
+        match change {
+            StateChange::Keep => {
+                if let Some(e) = state.engine().as_mut() {
+                    e.set_config_hash(config_hash.clone());
+                }
+            }
+            StateChange::Reset(engine) => {
+                reset_state(&state, r);
+                *state.engine() = None;
+                if let Some(new) = engine {
+                    let (engine, ev) = *new;
+                    state.apply(&engine);
+                    events.push(ev);
+                    *state.engine() = Some(engine);
+                }
+            }
+        }
+        route.publish_weight();
+        let version = |b: &str| cfg.backends.get(b).and_then(|b| b.version.as_deref());
+        telemetry.set_versions(&r.name, version(&r.stable), r.canary.as_deref().and_then(version));
+        in_use.push((r.name.clone(), r.stable.clone()));
+        if let Some(c) = &r.canary {
+            in_use.push((r.name.clone(), c.clone()));
+        }
     }
     telemetry.retain(&in_use);
     telemetry.set_keep(cfg.telemetry.window_max);
@@ -263,11 +290,6 @@ pub(crate) async fn build(
         Some(p) if p.client_settings == settings => p.client.clone(),
         _ => client::build(settings),
     };
-    let acceptor = |tls: &Option<weir_control::config::ServerTls>, at| {
-        tls.as_ref().map(|t| crate::tls::acceptor(t, config_path, at)).transpose().map_err(BuildError::Other)
-    };
-    let listen_tls = acceptor(&cfg.listen.tls, "listen.tls")?;
-    let admin_tls = acceptor(&cfg.admin.tls, "admin.tls")?;
     let tls_files = crate::tls::files(&cfg, config_path);
     let snapshot = Snapshot {
         generation: prev.map_or(1, |p| p.generation + 1),
@@ -284,6 +306,16 @@ pub(crate) async fn build(
         config: cfg,
     };
     Ok((snapshot, events))
+}
+
+/// What a reload does to a route's live state (applied once the build can
+/// no longer fail).
+enum StateChange {
+    /// The same rollout: the engine carries on (under the new config hash).
+    Keep,
+    /// Back to where the config says the route starts, with a new engine
+    /// (and its first event) if the route has a rollout.
+    Reset(Option<Box<(Engine, Event)>>),
 }
 
 /// Puts a route's live state where its config says it starts.

@@ -256,3 +256,43 @@ async fn admin_api_over_tls() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"web\""), "{out}");
 }
+
+/// A reload rejected for its certificate changes nothing live: a route whose
+/// rollout definition the same config also changed keeps its stage, weight
+/// and engine. (The build used to reset the route's live state before it
+/// reached the certificates, so the old config kept serving without its
+/// rollout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rejected_for_its_certificate_leaves_the_rollouts_where_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("weir test CA");
+    let (cert, key) = ca.leaf(&["weir.test"], false).write(dir.path(), "edge");
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let line = format!("tls = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), key.display());
+    let text = |max: &str| {
+        let rollout = format!(
+            "[routes.rollout]\nstages = [{{ weight = 10, bake = \"1h\" }}, {{ weight = 50, bake = \"1h\" }}, {{ weight = 100 }}]\ngates = [{{ metric = \"error_rate\", max = {max} }}]"
+        );
+        config_text(stable.addr, canary.addr, &rollout, "").replacen(
+            "[listen]\naddr = \"127.0.0.1:0\"",
+            &format!("[listen]\naddr = \"127.0.0.1:0\"\n{line}"),
+            1,
+        )
+    };
+    let w = InProcess::start(&text("0.05")).await;
+    w.weir.act("web", weir_proxy::ManualAction::Promote).unwrap();
+    assert_eq!(w.weir.route_weight_bp("web"), Some(5000));
+
+    // A new rollout definition (it would restart at stage 0) and a broken
+    // certificate, in one reload.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let next = dir.path().join("next.toml");
+    std::fs::write(&next, text("0.10")).unwrap();
+    let err = w.weir.apply(weir_proxy::reload::read_config(&next).unwrap()).await.unwrap_err().to_string();
+    assert!(err.contains("listen.tls.cert"), "{err}");
+    assert_eq!(w.weir.route_weight_bp("web"), Some(5000), "the weight is where it was");
+    let state = w.weir.rollout("web").expect("the rollout engine is still there");
+    assert_eq!(state.stage, 1);
+    assert_eq!(state.phase, weir_control::rollout::Phase::Progressing);
+}
