@@ -89,6 +89,12 @@ fn save_state(path: &Path, routes: HashMap<String, Persisted>) -> std::io::Resul
 
 fn persist(shared: &Shared) {
     let Some(path) = shared.state_file.as_ref() else { return };
+    // One writer at a time (the engine's clock and a manual action or an
+    // embedder's call may persist at once): two writers of the one temp
+    // file would interleave their bytes. Held while the states are read, so
+    // the last file written has the latest states.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let snap = shared.snapshot.load();
     let mut routes = HashMap::new();
     for r in snap.routes.routes() {
@@ -138,7 +144,9 @@ pub(crate) fn emit(shared: &Arc<Shared>, route: &Route, events: Vec<Event>) {
             if ev.kind != weir_control::rollout::EventKind::Evaluated {
                 if let Ok(body) = serde_json::to_vec(&ev) {
                     let (client, url, timeout) = (shared.webhooks.clone(), url.clone(), *timeout);
-                    tokio::spawn(async move {
+                    // From the control thread, whoever emits (the webhook
+                    // client's connections live there).
+                    shared.control.spawn(async move {
                         if let Err(e) = webhook(&client, &url, body, timeout).await {
                             tracing::warn!("notify webhook {url}: {e}");
                         }

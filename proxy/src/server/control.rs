@@ -67,6 +67,11 @@ impl Control {
         self.tasks.spawn_on(task, &self.handle);
     }
 
+    /// The control runtime.
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Makes the control runtime the current one: I/O registered and tasks
     /// spawned (`tokio::spawn`) while the guard lives belong to it.
     pub(crate) fn enter(&self) -> EnterGuard<'_> {

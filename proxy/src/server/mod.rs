@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) audit: Audit,
     pub(crate) state_file: Option<PathBuf>,
     pub(crate) webhooks: Client<HttpConnector, Full<Bytes>>,
+    /// The control thread's runtime (see `control`).
+    pub(crate) control: tokio::runtime::Handle,
     pub(crate) admin_token: arc_swap::ArcSwapOption<String>,
     pub(crate) faults: crate::upstream::fault::Faults,
     pub(crate) synthetic: crate::synthetic::Synthetics,
@@ -163,6 +165,7 @@ impl Weir {
             audit,
             state_file,
             webhooks: crate::rollout::webhook_client(),
+            control: control.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
             faults,
             synthetic: crate::synthetic::Synthetics::new(),
@@ -178,11 +181,8 @@ impl Weir {
         tokio::spawn(accept_loop(shared.clone(), data, limit, shutdown_rx.clone(), tracker.clone()));
         tokio::spawn(crate::upstream::health::run(shared.clone(), shutdown_rx.clone()));
         // Everything else on the control thread (see `control`), the first
-        // build's events (and their webhooks) before the engine's.
-        {
-            let _control = control.enter();
-            crate::rollout::emit_built(&shared, events);
-        }
+        // build's events before the engine's.
+        crate::rollout::emit_built(&shared, events);
         control.spawn(crate::admin::serve(shared.clone(), admin, shutdown_rx.clone(), tracker.clone()));
         control.spawn(ticker(shared.clone(), shutdown_rx.clone()));
         control.spawn(crate::rollout::drive(shared.clone(), shutdown_rx.clone()));
@@ -267,13 +267,18 @@ impl Weir {
         self.shared.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         self.tracker.close();
-        let drained = tokio::time::timeout(grace, async { tokio::join!(self.tracker.wait(), self.control.finished()) })
-            .await
-            .is_ok();
+        let deadline = tokio::time::Instant::now() + grace;
+        let drained = tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_ok();
         if drained {
             tracing::info!("drained all connections");
         } else {
             tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
+        }
+        if tokio::time::timeout_at(deadline, self.control.finished()).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "shutdown grace period over: leaving the control thread's work (a webhook?) unfinished"
+            );
         }
         drained
     }
