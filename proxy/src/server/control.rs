@@ -1,7 +1,8 @@
 //! The control thread: weir's work that is not serving requests.
 //!
 //! The admin API, the rollout engine, the synthetic checks, the
-//! once-a-second ticker, the config watcher and SIGHUP reloads run on a
+//! once-a-second ticker, the config watcher, SIGHUP reloads and the
+//! rollout webhooks (`Shared::control`, whoever emits the event) run on a
 //! current-thread runtime of their own, on a thread named `weir-control` (as
 //! linkerd2-proxy runs its admin server beside its data plane). The data
 //! plane's runtime runs the connections, and the health checks, which share
