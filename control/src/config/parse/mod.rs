@@ -1,0 +1,164 @@
+//! Maps the spanned TOML tree onto [`Config`], filling defaults and checking
+//! every value and cross-reference.
+//!
+//! One file per part of the file: `listen` (listeners and their TLS),
+//! `settings` (timeouts, limits, log, telemetry), `backends`, `routes` and
+//! `rollout` (stages and gates). The little readers more than one of them
+//! needs (names, header names, key sources, cohorts, weights, percentages)
+//! live here, so that the sections depend on this file and never on each
+//! other in a circle.
+
+mod backends;
+mod listen;
+mod rollout;
+mod routes;
+mod settings;
+
+use backends::backends;
+use listen::{admin, listen};
+use routes::routes;
+use settings::{limits, log, telemetry, timeouts};
+
+use std::path::PathBuf;
+
+use toml::de::DeTable;
+
+use super::reader::{as_str, Ctx, Table, Value};
+use super::{Cohort, Config, ConfigErrors, KeySource, State};
+use crate::split::Weight;
+
+pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
+    let mut ctx = Ctx::new(src);
+    let root = match DeTable::parse(src) {
+        Ok(root) => root,
+        Err(e) => {
+            let span = e.span();
+            ctx.error("", span.as_ref(), e.message().trim().to_string());
+            return ctx.finish(None);
+        }
+    };
+    let mut top = Table::root(&root);
+    let listen = listen(&mut ctx, &mut top);
+    let admin = admin(&mut ctx, &mut top);
+    let timeouts = timeouts(&mut ctx, &mut top);
+    let limits = limits(&mut ctx, &mut top);
+    let log = log(&mut ctx, &mut top);
+    let telemetry = telemetry(&mut ctx, &mut top);
+    let state = match top.table(&mut ctx, "state") {
+        Some(mut t) => {
+            let file = t.string(&mut ctx, "file").map(PathBuf::from);
+            t.finish(&mut ctx);
+            State { file }
+        }
+        None => State { file: None },
+    };
+    let backends = backends(&mut ctx, &mut top);
+    let routes = routes(&mut ctx, &mut top, &backends);
+    top.finish(&mut ctx);
+    ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, state, backends, routes }))
+}
+
+/// Names that end up in metric labels and URLs: keep them boring.
+fn check_name(ctx: &mut Ctx<'_>, path: &str, span: Option<&std::ops::Range<usize>>, name: &str) -> bool {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        ctx.error(
+            path,
+            span,
+            format!("\"{name}\" is not a valid name (1-64 characters: letters, digits, '-', '_', '.')"),
+        );
+    }
+    ok
+}
+
+fn percent_bp(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<u32> {
+    let x = t.number(ctx, key)?;
+    match Weight::from_percent(x) {
+        Ok(w) => Some(w.bp()),
+        Err(e) => {
+            ctx.error(&t.key_path(key), Some(&t.span), e);
+            None
+        }
+    }
+}
+
+fn header_name(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>, s: &str) -> Option<String> {
+    let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Some(s.to_ascii_lowercase())
+    } else {
+        ctx.error(path, Some(&v.span()), format!("\"{s}\" is not a valid header name"));
+        None
+    }
+}
+
+/// `{ header = "x" }` or `{ cookie = "y" }` (exactly one), plus extra keys
+/// read by the caller through `t`.
+fn key_source(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<KeySource> {
+    let header = t.get("header");
+    let cookie = t.get("cookie");
+    match (header, cookie) {
+        (Some(h), None) => {
+            let path = t.key_path("header");
+            let s = as_str(ctx, &path, h)?;
+            header_name(ctx, &path, h, s).map(KeySource::Header)
+        }
+        (None, Some(c)) => {
+            let path = t.key_path("cookie");
+            let s = as_str(ctx, &path, c)?;
+            if s.is_empty() || s.bytes().any(|b| b <= b' ' || b"=;,\"\\".contains(&b) || b >= 0x7f) {
+                ctx.error(&path, Some(&c.span()), format!("\"{s}\" is not a valid cookie name"));
+                return None;
+            }
+            Some(KeySource::Cookie(s.to_string()))
+        }
+        (Some(_), Some(_)) => {
+            ctx.error(&t.path, Some(&t.span), "set either header or cookie, not both");
+            None
+        }
+        (None, None) => {
+            ctx.error(&t.path, Some(&t.span), "needs header = \"NAME\" or cookie = \"NAME\"");
+            None
+        }
+    }
+}
+
+fn cohort(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Cohort> {
+    let source = key_source(ctx, t);
+    let path = t.key_path("values");
+    let values = match t.array(ctx, "values") {
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, v) in list.iter().enumerate() {
+                if let Some(s) = as_str(ctx, &format!("{path}[{i}]"), v) {
+                    out.push(s.to_string());
+                }
+            }
+            if out.is_empty() {
+                ctx.error(&path, Some(&t.span), "needs at least one value");
+            }
+            out
+        }
+        None => {
+            if t.get("values").is_none() {
+                ctx.error(&path, Some(&t.span), "is required");
+            }
+            Vec::new()
+        }
+    };
+    t.finish(ctx);
+    Some(Cohort { source: source?, values }).filter(|c| !c.values.is_empty())
+}
+
+fn weight(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Weight> {
+    let percent = t.number(ctx, "weight")?;
+    match Weight::from_percent(percent) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            ctx.error(&t.key_path("weight"), Some(&t.span), e);
+            None
+        }
+    }
+}

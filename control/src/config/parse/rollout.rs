@@ -1,0 +1,261 @@
+//! `[routes.rollout]`: stages (with their synthetic requests) and gates.
+
+use std::time::Duration;
+
+use super::{cohort, header_name, weight};
+use crate::config::reader::{as_str, Ctx, Table};
+use crate::config::{Gate, GateMetric, OnFailure, Rollout, Stage, Synthetic};
+
+pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
+    let interval = t.duration(ctx, "interval").unwrap_or(Duration::from_secs(1));
+    let on_failure = match t.string(ctx, "on_failure").as_deref() {
+        None | Some("rollback") => OnFailure::Rollback,
+        Some("pause") => OnFailure::Pause,
+        Some(other) => {
+            ctx.error(&t.key_path("on_failure"), Some(&t.span), format!("\"{other}\" is not rollback or pause"));
+            OnFailure::Rollback
+        }
+    };
+    let failure_threshold = t.integer(ctx, "failure_threshold", 1..=1000).unwrap_or(2) as u32;
+    let mut stages = Vec::new();
+    match t.array(ctx, "stages") {
+        Some(list) => {
+            for (i, v) in list.iter().enumerate() {
+                let Some(mut s) = Table::from_value(ctx, t.key_path(&format!("stages[{i}]")), v) else {
+                    continue;
+                };
+                let weight = if s.get("weight").is_none() {
+                    ctx.error(&s.key_path("weight"), Some(&s.span), "is required");
+                    None
+                } else {
+                    weight(ctx, &mut s)
+                };
+                let cohort = s.table(ctx, "cohort").and_then(|mut c| cohort(ctx, &mut c));
+                let bake = s.duration(ctx, "bake").unwrap_or(Duration::ZERO);
+                let min_requests = s.integer(ctx, "min_requests", 0..=u64::MAX >> 1).unwrap_or(0);
+                let max_duration = s.duration(ctx, "max_duration");
+                let synthetic = s.table(ctx, "synthetic").and_then(|mut t| {
+                    let out = synthetic(ctx, &mut t);
+                    t.finish(ctx);
+                    out
+                });
+                if let Some(w) = weight {
+                    if let Some(prev) = stages.last().map(|p: &Stage| p.weight) {
+                        if w < prev {
+                            ctx.error(
+                                &s.key_path("weight"),
+                                Some(&s.span),
+                                format!("{w} is lower than the previous stage's {prev}"),
+                            );
+                        }
+                    }
+                    stages.push(Stage { weight: w, cohort, bake, min_requests, max_duration, synthetic });
+                }
+                s.finish(ctx);
+            }
+            if list.is_empty() {
+                ctx.error(&t.key_path("stages"), Some(&t.span), "needs at least one stage");
+            }
+        }
+        None => {
+            if t.get("stages").is_none() {
+                ctx.error(&t.key_path("stages"), Some(&t.span), "is required");
+            }
+        }
+    }
+    let mut gates: Vec<Gate> = Vec::new();
+    if let Some(list) = t.array(ctx, "gates") {
+        for (i, v) in list.iter().enumerate() {
+            let Some(mut g) = Table::from_value(ctx, t.key_path(&format!("gates[{i}]")), v) else { continue };
+            if let Some(mut gate) = gate(ctx, &mut g) {
+                if gates.iter().any(|o| o.name == gate.name) {
+                    if g.get("name").is_some() {
+                        ctx.error(&g.key_path("name"), Some(&g.span), format!("duplicate gate name \"{}\"", gate.name));
+                    } else {
+                        // The first free "NAME#n" (n ≥ 2), even if a gate
+                        // was explicitly named like that.
+                        let base = gate.name.clone();
+                        let mut n = 2;
+                        while gates.iter().any(|o| o.name == format!("{base}#{n}")) {
+                            n += 1;
+                        }
+                        gate.name = format!("{base}#{n}");
+                    }
+                }
+                gates.push(gate);
+            }
+            g.finish(ctx);
+        }
+    }
+    let hold_timeout = t.duration(ctx, "hold_timeout").unwrap_or(Duration::from_secs(600));
+    let on_hold = match t.string(ctx, "on_hold").as_deref() {
+        None | Some("pause") => OnFailure::Pause,
+        Some("rollback") => OnFailure::Rollback,
+        Some(other) => {
+            ctx.error(&t.key_path("on_hold"), Some(&t.span), format!("\"{other}\" is not pause or rollback"));
+            OnFailure::Pause
+        }
+    };
+    let severe_error_rate = match t.number(ctx, "severe_error_rate") {
+        Some(x) if x > 0.0 && x <= 1.0 => x,
+        Some(x) => {
+            ctx.error(&t.key_path("severe_error_rate"), Some(&t.span), format!("{x} is not a fraction in (0, 1]"));
+            0.5
+        }
+        None => 0.5,
+    };
+    let severe_min_requests = t.integer(ctx, "severe_min_requests", 1..=1_000_000).unwrap_or(20);
+    let mut url = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<String> {
+        let u = t.string(ctx, key)?;
+        let ok = u.strip_prefix("http://").is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
+        if !ok {
+            ctx.error(
+                &t.key_path(key),
+                Some(&t.span),
+                format!("\"{u}\" is not an http:// URL (https webhooks come with TLS support)"),
+            );
+            return None;
+        }
+        Some(u)
+    };
+    let pre_stage = url(ctx, "pre_stage");
+    let notify = url(ctx, "notify");
+    let webhook_timeout = t.duration(ctx, "webhook_timeout").unwrap_or(Duration::from_secs(5));
+    t.finish(ctx);
+    Some(Rollout {
+        interval,
+        on_failure,
+        failure_threshold,
+        stages,
+        gates,
+        hold_timeout,
+        on_hold,
+        severe_error_rate,
+        severe_min_requests,
+        pre_stage,
+        notify,
+        webhook_timeout,
+    })
+}
+
+fn fraction(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>, key: &'static str, lo: f64, hi: f64) -> Option<f64> {
+    let x = g.number(ctx, key)?;
+    if !(lo..=hi).contains(&x) {
+        ctx.error(&g.key_path(key), Some(&g.span), format!("{x} is not between {lo} and {hi}"));
+        return None;
+    }
+    Some(x)
+}
+
+fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
+    let metric_path = g.key_path("metric");
+    let metric = match g.required_string(ctx, "metric")?.as_str() {
+        "error_rate" => GateMetric::ErrorRate,
+        "latency_p50" => GateMetric::Latency(0.50),
+        "latency_p90" => GateMetric::Latency(0.90),
+        "latency_p95" => GateMetric::Latency(0.95),
+        "latency_p99" => GateMetric::Latency(0.99),
+        "latency_p999" => GateMetric::Latency(0.999),
+        "error_rate_vs_stable" => GateMetric::ErrorRateVsStable,
+        "latency_shift" => GateMetric::LatencyShift,
+        "synthetic" => GateMetric::Synthetic,
+        "shadow_mismatch" => GateMetric::ShadowMismatch,
+        other => {
+            ctx.error(
+                &metric_path,
+                Some(&g.span),
+                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999, error_rate_vs_stable, latency_shift, synthetic, shadow_mismatch)"),
+            );
+            return None;
+        }
+    };
+    let name = g.string(ctx, "name").unwrap_or_else(|| metric.name());
+    let min_samples = g.integer(ctx, "min_samples", 1..=10_000_000).unwrap_or(50);
+    let statistical = matches!(metric, GateMetric::ErrorRateVsStable | GateMetric::LatencyShift);
+    let alpha = fraction(ctx, g, "alpha", 1e-6, 0.2).unwrap_or(0.01);
+    let min_effect = fraction(ctx, g, "min_effect", 0.0, 0.5).unwrap_or(match metric {
+        GateMetric::LatencyShift => 0.1,
+        _ => 0.0,
+    });
+    if !statistical {
+        for key in ["alpha", "min_effect"] {
+            if g.get(key).is_some() {
+                ctx.error(&g.key_path(key), Some(&g.span), "only error_rate_vs_stable and latency_shift take this");
+            }
+        }
+    }
+    // Error-rate thresholds are fractions; latency thresholds are durations.
+    let mut threshold = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<f64> {
+        match metric {
+            GateMetric::ErrorRate | GateMetric::Synthetic | GateMetric::ShadowMismatch => {
+                fraction(ctx, g, key, 0.0, 1.0)
+            }
+            GateMetric::Latency(_) => g.duration(ctx, key).map(|d| d.as_secs_f64()),
+            _ => {
+                if g.get(key).is_some() {
+                    ctx.error(&g.key_path(key), Some(&g.span), "a statistical gate takes alpha and min_effect instead");
+                }
+                None
+            }
+        }
+    };
+    let max = threshold(ctx, "max");
+    let max_delta_to_stable = threshold(ctx, "max_delta_to_stable");
+    let max_ratio_to_stable =
+        if statistical { threshold(ctx, "max_ratio_to_stable") } else { g.number(ctx, "max_ratio_to_stable") };
+    if let Some(r) = max_ratio_to_stable {
+        if r < 1.0 {
+            ctx.error(&g.key_path("max_ratio_to_stable"), Some(&g.span), format!("{r} must be at least 1.0"));
+        }
+    }
+    let synthetic = matches!(metric, GateMetric::Synthetic | GateMetric::ShadowMismatch);
+    if !statistical && !synthetic && max.is_none() && max_ratio_to_stable.is_none() && max_delta_to_stable.is_none() {
+        ctx.error(&g.path, Some(&g.span), "needs max, max_ratio_to_stable or max_delta_to_stable");
+        return None;
+    }
+    Some(Gate { name, metric, min_samples, alpha, min_effect, max, max_ratio_to_stable, max_delta_to_stable })
+}
+
+/// `synthetic = { rps = 20, path = "/synthetic-check", expect_status = 200 }`
+fn synthetic(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Synthetic> {
+    let rps = match t.number(ctx, "rps") {
+        Some(x) if x > 0.0 && x <= 1000.0 => x,
+        Some(x) => {
+            ctx.error(&t.key_path("rps"), Some(&t.span), format!("{x} is not between 0 and 1000"));
+            return None;
+        }
+        None => {
+            ctx.error(&t.key_path("rps"), Some(&t.span), "is required");
+            return None;
+        }
+    };
+    let method = t.string(ctx, "method").unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        ctx.error(&t.key_path("method"), Some(&t.span), format!("\"{method}\" is not a method"));
+    }
+    let path = t.string(ctx, "path").unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        ctx.error(&t.key_path("path"), Some(&t.span), format!("\"{path}\" must start with '/'"));
+    }
+    let mut headers = Vec::new();
+    if let Some(h) = t.table(ctx, "headers") {
+        for (name, v) in h.entries() {
+            let p = h.key_path(name);
+            if let (Some(n), Some(val)) = (header_name(ctx, &p, v, name), as_str(ctx, &p, v)) {
+                headers.push((n, val.to_string()));
+            }
+        }
+        h.finish_as_map();
+    }
+    let body = t.string(ctx, "body");
+    let expect_status = t.integer(ctx, "expect_status", 100..=599).unwrap_or(200) as u16;
+    let also_stable = match t.string(ctx, "target").as_deref() {
+        None | Some("canary") => false,
+        Some("both") => true,
+        Some(other) => {
+            ctx.error(&t.key_path("target"), Some(&t.span), format!("\"{other}\" is not canary or both"));
+            false
+        }
+    };
+    Some(Synthetic { rps, method, path, headers, body, expect_status, also_stable })
+}

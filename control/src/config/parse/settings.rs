@@ -1,0 +1,128 @@
+//! `[timeouts]`, `[limits]`, `[log]` and `[telemetry]`: plain settings with
+//! documented defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::reader::{Ctx, Table};
+use crate::config::{AccessLog, Limits, Log, Telemetry, Timeouts, Underscores};
+
+pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
+    let mut out = Timeouts {
+        connect: Duration::from_secs(1),
+        header_read: Duration::from_secs(10),
+        upstream_response: Duration::from_secs(30),
+        idle: Duration::from_secs(60),
+        upstream_idle: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(30),
+        tls_handshake: Duration::from_secs(10),
+        body_read: Duration::from_secs(30),
+    };
+    if let Some(mut t) = top.table(ctx, "timeouts") {
+        for (key, slot) in [
+            ("connect", &mut out.connect),
+            ("header_read", &mut out.header_read),
+            ("upstream_response", &mut out.upstream_response),
+            ("idle", &mut out.idle),
+            ("upstream_idle", &mut out.upstream_idle),
+            ("shutdown_grace", &mut out.shutdown_grace),
+            ("tls_handshake", &mut out.tls_handshake),
+            ("body_read", &mut out.body_read),
+        ] {
+            if let Some(d) = t.duration(ctx, key) {
+                if d.is_zero() && key != "shutdown_grace" {
+                    ctx.error(&t.key_path(key), Some(&t.span), "must be greater than zero");
+                } else {
+                    *slot = d;
+                }
+            }
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+pub(super) fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
+    let mut out = Limits {
+        max_header_bytes: 65_536,
+        max_headers: 100,
+        max_connections: 10_000,
+        max_request_line: 8192,
+        max_requests_in_flight: 10_000,
+        headers_with_underscores: Underscores::Allow,
+    };
+    if let Some(mut t) = top.table(ctx, "limits") {
+        // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+        if let Some(n) = t.integer(ctx, "max_header_bytes", 8192..=16 << 20) {
+            out.max_header_bytes = n as usize;
+        }
+        if let Some(n) = t.integer(ctx, "max_headers", 1..=10_000) {
+            out.max_headers = n as usize;
+        }
+        if let Some(n) = t.integer(ctx, "max_connections", 1..=10_000_000) {
+            out.max_connections = n as usize;
+        }
+        if let Some(n) = t.integer(ctx, "max_request_line", 256..=16 << 20) {
+            out.max_request_line = n as usize;
+        }
+        if let Some(n) = t.integer(ctx, "max_requests_in_flight", 1..=10_000_000) {
+            out.max_requests_in_flight = n as usize;
+        }
+        if let Some(s) = t.string(ctx, "headers_with_underscores") {
+            out.headers_with_underscores = match s.as_str() {
+                "allow" => Underscores::Allow,
+                "drop" => Underscores::Drop,
+                "reject" => Underscores::Reject,
+                other => {
+                    ctx.error(
+                        &t.key_path("headers_with_underscores"),
+                        Some(&t.span),
+                        format!("\"{other}\" is not allow, drop or reject"),
+                    );
+                    Underscores::Allow
+                }
+            };
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+pub(super) fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
+    let mut out = Log { access: AccessLog::Off, audit: AccessLog::Off };
+    if let Some(mut t) = top.table(ctx, "log") {
+        for (key, slot) in [("access", &mut out.access), ("audit", &mut out.audit)] {
+            if let Some(s) = t.string(ctx, key) {
+                *slot = match s.as_str() {
+                    "off" => AccessLog::Off,
+                    "stdout" => AccessLog::Stdout,
+                    "" => {
+                        ctx.error(&t.key_path(key), Some(&t.span), "use \"off\", \"stdout\" or a file path");
+                        AccessLog::Off
+                    }
+                    path => AccessLog::File(PathBuf::from(path)),
+                };
+            }
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Telemetry {
+    let mut out = Telemetry { record: true, window_max: Duration::from_secs(300) };
+    if let Some(mut t) = top.table(ctx, "telemetry") {
+        if let Some(b) = t.boolean(ctx, "record") {
+            out.record = b;
+        }
+        if let Some(d) = t.duration(ctx, "window_max") {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                ctx.error(&t.key_path("window_max"), Some(&t.span), "must be between 1s and 1h");
+            } else {
+                out.window_max = d;
+            }
+        }
+        t.finish(ctx);
+    }
+    out
+}
