@@ -14,6 +14,7 @@
 
 mod parse;
 mod reader;
+mod rollout;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::split::Weight;
+
+pub use rollout::{Gate, GateMetric, OnFailure, Rollout, Stage, Synthetic};
 
 /// Parses and validates a config file's text.
 pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
@@ -407,144 +410,6 @@ pub struct Shadow {
     pub compare_header: Option<String>,
     /// Shadows in flight per route; past it new ones are dropped (counted).
     pub max_in_flight: u64,
-}
-
-/// `[routes.rollout]`
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rollout {
-    /// How often the gates are evaluated.
-    pub interval: Duration,
-    /// What a failed gate does.
-    pub on_failure: OnFailure,
-    /// Consecutive failing evaluations before `on_failure` runs.
-    pub failure_threshold: u32,
-    /// Ordered stages.
-    pub stages: Vec<Stage>,
-    /// Gates evaluated every interval.
-    pub gates: Vec<Gate>,
-    /// A stage still without a decision after this long (or its own
-    /// `max_duration`) runs `on_hold`: never a silent pass.
-    pub hold_timeout: Duration,
-    /// What a stage that stays undecided does.
-    pub on_hold: OnFailure,
-    /// Canary error rate that acts at once, without waiting for
-    /// `failure_threshold` …
-    pub severe_error_rate: f64,
-    /// … once the canary has served at least this many requests in the stage.
-    pub severe_min_requests: u64,
-    /// URL that must answer 2xx before a stage advances (`http://` only).
-    pub pre_stage: Option<String>,
-    /// URL that receives every transition as JSON (`http://` only).
-    pub notify: Option<String>,
-    /// Timeout of each webhook call.
-    pub webhook_timeout: Duration,
-}
-
-/// Action when gates fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnFailure {
-    /// Weight to 0, state `rolled_back`.
-    Rollback,
-    /// Keep the weight, state `paused`.
-    Pause,
-}
-
-/// One stage of a rollout.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Stage {
-    /// Canary weight during the stage.
-    pub weight: Weight,
-    /// Cohort sent to the canary during the stage.
-    pub cohort: Option<Cohort>,
-    /// Minimum time in the stage.
-    pub bake: Duration,
-    /// Minimum canary requests seen in the stage.
-    pub min_requests: u64,
-    /// Longest time the stage may take before the hold action runs.
-    pub max_duration: Option<Duration>,
-    /// Synthetic requests sent during the stage.
-    pub synthetic: Option<Synthetic>,
-}
-
-/// Synthetic requests: sent by weir through its own listener and routing
-/// path, tagged (`x-weir-synthetic: 1` reaches the upstream), counted
-/// apart from user traffic, and judged by the `synthetic` gate.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Synthetic {
-    /// Requests per second, per target side.
-    pub rps: f64,
-    /// Method.
-    pub method: String,
-    /// Path and query.
-    pub path: String,
-    /// Extra request headers (lower-case names).
-    pub headers: Vec<(String, String)>,
-    /// Optional request body.
-    pub body: Option<String>,
-    /// The status a passing check gets.
-    pub expect_status: u16,
-    /// Also send to stable, for comparison.
-    pub also_stable: bool,
-}
-
-/// A gate: a measured value compared with thresholds.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Gate {
-    /// Unique name within the rollout (default: the metric, `#2`… on repeats).
-    pub name: String,
-    /// What is measured on the canary.
-    pub metric: GateMetric,
-    /// Fewer samples than this (canary, and stable for comparisons) makes
-    /// the verdict inconclusive.
-    pub min_samples: u64,
-    /// False-alarm rate of statistical gates.
-    pub alpha: f64,
-    /// Smallest effect that may fail a statistical gate (see `weir_control::gate`).
-    pub min_effect: f64,
-    /// Absolute ceiling (error rate as a fraction; latency in seconds).
-    pub max: Option<f64>,
-    /// Ceiling as a ratio to stable's value in the same window.
-    pub max_ratio_to_stable: Option<f64>,
-    /// Ceiling as a difference to stable's value (fraction or seconds).
-    pub max_delta_to_stable: Option<f64>,
-}
-
-/// The measured quantity of a gate.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum GateMetric {
-    /// Share of requests that failed (5xx or upstream error).
-    ErrorRate,
-    /// Latency quantile in (0, 1), e.g. 0.99.
-    Latency(f64),
-    /// Canary error rate higher than stable's, by a sequential test (mSPRT)
-    /// that stays valid when checked every tick.
-    ErrorRateVsStable,
-    /// Canary latency shifted up from stable's (Mann-Whitney U over the
-    /// histogram buckets, with an effect-size floor).
-    LatencyShift,
-    /// Share of the stage's synthetic checks on the canary that did not get
-    /// their expected status.
-    Synthetic,
-    /// Share of the stage's shadow requests whose canary answer differed
-    /// from stable's (status, and the compared header).
-    ShadowMismatch,
-}
-
-impl GateMetric {
-    /// The config name of the metric.
-    pub fn name(&self) -> String {
-        match self {
-            GateMetric::ErrorRate => "error_rate".into(),
-            GateMetric::Latency(q) => match q {
-                x if (*x - 0.999).abs() < 1e-9 => "latency_p999".into(),
-                x => format!("latency_p{}", (x * 100.0).round() as u32),
-            },
-            GateMetric::ErrorRateVsStable => "error_rate_vs_stable".into(),
-            GateMetric::LatencyShift => "latency_shift".into(),
-            GateMetric::Synthetic => "synthetic".into(),
-            GateMetric::ShadowMismatch => "shadow_mismatch".into(),
-        }
-    }
 }
 
 /// `[state]`
