@@ -229,6 +229,20 @@ pub struct Telemetry {
     pub window_max: Duration,
 }
 
+impl Telemetry {
+    /// Seconds of history kept: `window_max` in whole seconds, at least 1
+    /// (the one-second slots cannot keep less than one).
+    pub fn keep_secs(&self) -> u64 {
+        self.window_max.as_secs().max(1)
+    }
+
+    /// A window asked for, in seconds, clamped to `1..=keep_secs()`: the
+    /// engine, the API and embedders all get the same answer.
+    pub fn span_secs(&self, secs: u64) -> u64 {
+        secs.clamp(1, self.keep_secs())
+    }
+}
+
 /// Destination of the JSON access log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccessLog {

@@ -310,3 +310,18 @@ fn automatic_gate_names_never_collide() {
     let names: Vec<_> = c.routes[0].rollout.as_ref().unwrap().gates.iter().map(|g| g.name.clone()).collect();
     assert_eq!(names, ["error_rate", "error_rate#2", "error_rate#3", "error_rate#4"]);
 }
+
+#[test]
+fn telemetry_windows_are_clamped_to_what_is_kept() {
+    let t = |window_max| Telemetry { record: true, window_max };
+    let five_min = t(Duration::from_secs(300));
+    assert_eq!(five_min.keep_secs(), 300);
+    assert_eq!((five_min.span_secs(0), five_min.span_secs(10)), (1, 10));
+    assert_eq!((five_min.span_secs(300), five_min.span_secs(301), five_min.span_secs(u64::MAX)), (300, 300, 300));
+    // Whole seconds, and never less than one.
+    assert_eq!(t(Duration::from_millis(1500)).keep_secs(), 1);
+    let tiny = t(Duration::from_millis(200));
+    assert_eq!((tiny.keep_secs(), tiny.span_secs(0), tiny.span_secs(60)), (1, 1, 1));
+    // The parsed default.
+    assert_eq!(parse(MINIMAL).unwrap().telemetry.keep_secs(), 300);
+}
