@@ -12,6 +12,7 @@
 //! default applies (see `config/full.toml`). Validation never stops at the
 //! first problem: `weir check` shows them all at once.
 
+pub mod diff;
 mod parse;
 mod reader;
 mod rollout;
@@ -92,6 +93,14 @@ pub struct Config {
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
     pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// The release label (`version`) of backend `backend`; `None` when the
+    /// backend has none or does not exist.
+    pub fn version_of(&self, backend: &str) -> Option<&str> {
+        self.backends.get(backend)?.version.as_deref()
+    }
 }
 
 /// `[listen]`
