@@ -29,6 +29,10 @@
 //! * after promotion, the absolute limits keep running for
 //!   `post_promotion_bake` (the last stage's bake) and any failure falls back
 //!   to stable at once.
+//!
+//! [`persisted`] is the state file's format: what a restart resumes from.
+
+pub mod persisted;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +40,8 @@ use crate::config::{OnFailure, Rollout};
 use crate::gate::{self, GateResult, Verdict};
 use crate::sample::{Probes, Window};
 use crate::split::{Weight, FULL};
+
+pub use persisted::{Persisted, StateFile};
 
 /// Where a rollout stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,171 @@
+//! The rollout state as persisted in `state.file`, so that a restart
+//! resumes every rollout where it was.
+//!
+//! A saved state is only restored into the rollout it was saved from: the
+//! same definition (by fingerprint) and the same canary version. Anything
+//! else starts at stage 0, because a stage reached with one definition or
+//! release proves nothing about another. Writing the file atomically is the
+//! proxy's job; this module owns its format, which must stay readable
+//! across versions (field names are the format: do not rename them).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, State};
+use crate::config::Rollout;
+
+/// A route's rollout as persisted in the state file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    /// Fingerprint of the rollout definition it belongs to
+    /// ([`crate::fingerprint`] of the route's [`Rollout`]).
+    pub rollout: String,
+    /// Canary version it was rolling out.
+    pub canary_version: Option<String>,
+    /// The engine state.
+    pub state: State,
+}
+
+impl Persisted {
+    /// The persisted form of a running rollout.
+    pub fn of(engine: &Engine) -> Persisted {
+        Persisted {
+            rollout: crate::fingerprint(engine.plan()),
+            canary_version: engine.context().canary_version.clone(),
+            state: engine.state().clone(),
+        }
+    }
+
+    /// Whether this state belongs to `rollout` rolling out `canary_version`
+    /// (and may be restored into it).
+    pub fn fits(&self, rollout: &Rollout, canary_version: Option<&str>) -> bool {
+        self.rollout == crate::fingerprint(rollout) && self.canary_version.as_deref() == canary_version
+    }
+}
+
+/// The whole state file: every route's persisted rollout, by route name.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Persisted rollouts by route name.
+    pub routes: HashMap<String, Persisted>,
+}
+
+impl StateFile {
+    /// The file's bytes: pretty JSON, so that an operator can read it.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec_pretty(self)
+    }
+
+    /// Reads a file written by [`StateFile::to_json`] (by this or an earlier
+    /// version).
+    pub fn from_json(bytes: &[u8]) -> Result<StateFile, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::Verdict;
+    use crate::rollout::{Context, Phase};
+
+    /// A file as the proxy writes it today (one route, so the map's order
+    /// is fixed).
+    const TODAY: &str = r#"{
+  "routes": {
+    "web": {
+      "rollout": "0123456789abcdef",
+      "canary_version": "v2",
+      "state": {
+        "phase": "paused",
+        "stage": 1,
+        "since_ms": 1700000000000,
+        "consecutive_failures": 0,
+        "verdicts": [
+          {
+            "gate": "error_rate",
+            "verdict": "pass",
+            "value": 0.001,
+            "stable_value": null,
+            "threshold": 0.01,
+            "p_value": null,
+            "canary_samples": 120,
+            "stable_samples": 900
+          }
+        ]
+      }
+    }
+  }
+}"#;
+
+    fn rollout(bake: &str) -> Rollout {
+        let src = format!(
+            "[backends.s]\naddrs = [\"127.0.0.1:1\"]\n[backends.c]\naddrs = [\"127.0.0.1:2\"]\nversion = \"v2\"\n\
+             [[routes]]\nname = \"web\"\nstable = \"s\"\ncanary = \"c\"\n\
+             [routes.rollout]\nstages = [{{ weight = 10, bake = \"{bake}\" }}, {{ weight = 100 }}]\n"
+        );
+        match crate::config::parse(&src).map(|mut c| c.routes.remove(0).rollout) {
+            Ok(Some(r)) => r,
+            other => panic!("test rollout: {other:?}"),
+        }
+    }
+
+    fn engine(plan: Rollout) -> Engine {
+        let ctx = Context {
+            route: "web".into(),
+            stable_version: None,
+            canary_version: Some("v2".into()),
+            config_hash: "h".into(),
+        };
+        Engine::new(plan, ctx, 5_000).0
+    }
+
+    #[test]
+    fn of_takes_the_fingerprint_version_and_state() {
+        let e = engine(rollout("1m"));
+        let p = Persisted::of(&e);
+        assert_eq!(p.rollout, crate::fingerprint(e.plan()));
+        assert_eq!(p.canary_version.as_deref(), Some("v2"));
+        assert_eq!(&p.state, e.state());
+        assert_eq!((p.state.phase, p.state.stage, p.state.since_ms), (Phase::Progressing, 0, 5_000));
+    }
+
+    #[test]
+    fn fits_only_the_same_definition_and_canary_version() {
+        let p = Persisted::of(&engine(rollout("1m")));
+        assert!(p.fits(&rollout("1m"), Some("v2")));
+        assert!(!p.fits(&rollout("2m"), Some("v2")), "definition changed");
+        assert!(!p.fits(&rollout("1m"), Some("v3")), "canary version changed");
+        assert!(!p.fits(&rollout("1m"), None), "canary version dropped");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let mut file = StateFile::default();
+        file.routes.insert("web".into(), Persisted::of(&engine(rollout("1m"))));
+        let mut other = Persisted::of(&engine(rollout("2m")));
+        other.canary_version = None;
+        other.state.phase = Phase::RolledBack;
+        file.routes.insert("api".into(), other);
+        let bytes = file.to_json().unwrap();
+        assert_eq!(StateFile::from_json(&bytes).unwrap(), file);
+        assert_eq!(StateFile::from_json(&StateFile::default().to_json().unwrap()).unwrap(), StateFile::default());
+        assert!(StateFile::from_json(b"{\"routes\": 5}").is_err());
+        assert!(StateFile::from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn a_file_in_todays_format_parses_and_is_written_the_same() {
+        let file = StateFile::from_json(TODAY.as_bytes()).unwrap();
+        let p = &file.routes["web"];
+        assert_eq!((p.rollout.as_str(), p.canary_version.as_deref()), ("0123456789abcdef", Some("v2")));
+        let s = &p.state;
+        assert_eq!((s.phase, s.stage, s.since_ms, s.consecutive_failures), (Phase::Paused, 1, 1_700_000_000_000, 0));
+        assert_eq!(s.verdicts.len(), 1);
+        assert_eq!((s.verdicts[0].gate.as_str(), s.verdicts[0].verdict), ("error_rate", Verdict::Pass));
+        assert_eq!((s.verdicts[0].value, s.verdicts[0].stable_value), (Some(0.001), None));
+        assert_eq!((s.verdicts[0].canary_samples, s.verdicts[0].stable_samples), (120, 900));
+        assert_eq!(String::from_utf8(file.to_json().unwrap()).unwrap(), TODAY);
+    }
+}
