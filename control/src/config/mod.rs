@@ -13,6 +13,7 @@
 //! first problem: `weir check` shows them all at once.
 
 pub mod diff;
+pub mod fault;
 mod parse;
 mod reader;
 mod rollout;

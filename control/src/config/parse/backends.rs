@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
+use super::check_name;
 use super::listen::{cert_pair, server_name_ok};
-use super::{check_name, percent_bp};
-use crate::config::reader::{as_str, Ctx, Table};
+use crate::config::fault::FaultSpec;
+use crate::config::reader::{as_integer, as_str, Ctx, Table};
 use crate::config::{Address, Backend, Fault, HealthCheck, Outlier, UpstreamTls};
 
 fn address(text: &str) -> Result<Address, String> {
@@ -164,16 +165,29 @@ fn upstream_tls(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<Upstrea
     Some(UpstreamTls { ca, server_name, client })
 }
 
-/// `fault = { delay = "200ms", delay_percent = 10, abort_status = 503, abort_percent = 5, duration = "5m" }`
+/// `fault = { delay = "200ms", delay_percent = 10, abort_status = 503, abort_percent = 5, duration = "5m" }`:
+/// the values as written, judged by the rules the admin API's faults share.
 fn fault(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Fault> {
-    let delay = t.duration(ctx, "delay");
-    let delay_bp = percent_bp(ctx, t, "delay_percent").unwrap_or(if delay.is_some() { 10_000 } else { 0 });
-    let abort_status = t.integer(ctx, "abort_status", 200..=599).map(|n| n as u16);
-    let abort_bp = percent_bp(ctx, t, "abort_percent").unwrap_or(if abort_status.is_some() { 10_000 } else { 0 });
-    let duration = t.duration(ctx, "duration");
-    if delay.is_none() && abort_status.is_none() {
-        ctx.error(&t.path, Some(&t.span), "needs delay or abort_status");
-        return None;
-    }
-    Some(Fault { delay, delay_bp, abort_status, abort_bp, duration })
+    let spec = FaultSpec {
+        delay: t.duration(ctx, "delay"),
+        delay_percent: t.number(ctx, "delay_percent"),
+        abort_status: t.get("abort_status").and_then(|v| as_integer(ctx, &t.key_path("abort_status"), v)),
+        abort_percent: t.number(ctx, "abort_percent"),
+        duration: t.duration(ctx, "duration"),
+    };
+    let status_span = t.get("abort_status").map(|v| v.span());
+    let mut valid = true;
+    let fault = spec.check(&mut |e| {
+        valid = false;
+        // Located where the typed getters used to put them: a status at its
+        // value, a percentage (as every percentage) and the fault itself at
+        // the table.
+        let (path, span) = match e.key {
+            "" => (t.path.clone(), &t.span),
+            "abort_status" => (t.key_path(e.key), status_span.as_ref().unwrap_or(&t.span)),
+            key => (t.key_path(key), &t.span),
+        };
+        ctx.error(&path, Some(span), e.reason);
+    });
+    valid.then_some(fault)
 }

@@ -4,7 +4,7 @@
 //! One file per part of the file: `listen` (listeners and their TLS),
 //! `settings` (timeouts, limits, log, telemetry), `backends`, `routes` and
 //! `rollout` (stages and gates). The little readers more than one of them
-//! needs (names, header names, key sources, cohorts, weights, percentages)
+//! needs (names, header names, key sources, cohorts, weights)
 //! live here, so that the sections depend on this file and never on each
 //! other in a circle.
 
@@ -71,17 +71,6 @@ fn check_name(ctx: &mut Ctx<'_>, path: &str, span: Option<&std::ops::Range<usize
         );
     }
     ok
-}
-
-fn percent_bp(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<u32> {
-    let x = t.number(ctx, key)?;
-    match Weight::from_percent(x) {
-        Ok(w) => Some(w.bp()),
-        Err(e) => {
-            ctx.error(&t.key_path(key), Some(&t.span), e);
-            None
-        }
-    }
 }
 
 fn header_name(ctx: &mut Ctx<'_>, path: &str, v: &Value<'_>, s: &str) -> Option<String> {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use toml::de::DeValue;
 
 use super::rollout::rollout;
-use super::{check_name, cohort, header_name, key_source, percent_bp, weight};
+use super::{check_name, cohort, header_name, key_source, weight};
 use crate::config::reader::{as_str, Ctx, Table};
 use crate::config::{units, Backend, Route, Shadow};
 use crate::split::Weight;
@@ -171,6 +171,17 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
         rollout,
         shadow,
     })
+}
+
+fn percent_bp(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<u32> {
+    let x = t.number(ctx, key)?;
+    match Weight::from_percent(x) {
+        Ok(w) => Some(w.bp()),
+        Err(e) => {
+            ctx.error(&t.key_path(key), Some(&t.span), e);
+            None
+        }
+    }
 }
 
 /// `shadow = { percent = 10, max_body = "64KiB" }`
