@@ -1,19 +1,45 @@
 //! weir's pure, synchronous core.
 //!
 //! `weir-control` owns everything that can be decided without a socket or a
-//! clock: the config schema and its validation, the routing arithmetic
-//! (weights in basis points, sticky buckets, the smooth split sequence), and,
-//! as the project grows, the rollout state machine and the gate statistics.
+//! clock; the `proxy` crate is the async shell around it. What each module
+//! owns:
+//!
+//! * [`config`]: the config file's schema, its parsing and validation
+//!   (`config::parse`, every error with its key path and line), what a
+//!   reload changes ([`config::diff`]: restart-only settings, which routes
+//!   keep their rollout) and the fault rules shared with the admin API
+//!   ([`config::fault`]);
+//! * [`split`]: the routing arithmetic: weights in basis points, sticky
+//!   buckets, the smooth split sequence;
+//! * [`sample`]: what the proxy measures and the gates read: request
+//!   outcomes and latency per backend, merged over a time window (a
+//!   [`sample::Window`]), plus the synthetic and shadow probe counts;
+//! * [`gate`]: gate statistics: thresholds, ratios and the sequential tests
+//!   that turn two windows into a verdict;
+//! * [`rollout`]: the rollout state machine ([`rollout::Engine`]: stages,
+//!   bake, failures, holds, manual actions, audit events) and the format of
+//!   its persisted state ([`rollout::persisted`]).
 //!
 //! ```text
-//!  TOML text ──config::parse──▶ config::Config ──(proxy)──▶ runtime Snapshot
+//!  TOML text ──config::parse──▶ Config ──(proxy)──▶ runtime Snapshot
 //!                  │
 //!                  └── every error, with its key path and line
+//!
+//!  old Config, new Config ──config::diff──▶ restart-only keys, and per route:
+//!                                           added, keeps its rollout, or reset
+//!
+//!  (proxy) requests ──▶ sample::Window, canary and stable
+//!                           │
+//!  now_ms ──▶ rollout::Engine::tick ──gate::evaluate_with──▶ verdicts
+//!                           │
+//!                           ├──▶ weight, stage, cohort ──(proxy)──▶ split, per request
+//!                           ├──▶ audit events
+//!                           └──▶ rollout::Persisted ──▶ state file (StateFile JSON)
 //! ```
 //!
 //! Nothing here opens a socket, reads the clock or draws a random number:
 //! time is always passed in, so every decision is testable with a simulated
-//! clock. The `proxy` crate is the async shell around it.
+//! clock.
 
 pub mod config;
 pub mod gate;

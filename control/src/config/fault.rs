@@ -59,8 +59,10 @@ impl fmt::Display for FaultError {
 impl std::error::Error for FaultError {}
 
 impl FaultSpec {
-    /// The fault, or the first rule it breaks (in the order of
-    /// [`FaultSpec::check`]).
+    /// The fault, or the first rule it breaks, checked in this order:
+    /// `abort_status` in 200..=599, a delay or a status at all (key `""`),
+    /// `delay_percent` and `abort_percent` each a percentage (default 100
+    /// when its delay or status is set, else 0).
     pub fn validate(&self) -> Result<Fault, FaultError> {
         let mut first = None;
         let fault = self.check(&mut |e| {

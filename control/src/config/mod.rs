@@ -11,6 +11,10 @@
 //! Precedence is simple: a key in the file wins, otherwise the documented
 //! default applies (see `config/full.toml`). Validation never stops at the
 //! first problem: `weir check` shows them all at once.
+//!
+//! Besides the schema: [`diff`] says what a reload from one `Config` to the
+//! next changes, and [`fault`] holds the fault-injection rules that the
+//! file and the admin API share.
 
 pub mod diff;
 pub mod fault;

@@ -4,9 +4,9 @@
 //! One file per part of the file: `listen` (listeners and their TLS),
 //! `settings` (timeouts, limits, log, telemetry), `backends`, `routes` and
 //! `rollout` (stages and gates). The little readers more than one of them
-//! needs (names, header names, key sources, cohorts, weights)
-//! live here, so that the sections depend on this file and never on each
-//! other in a circle.
+//! needs (names, header names, key sources, cohorts, weights) live here, so
+//! that the sections depend on this file and never on each other in a
+//! circle.
 
 mod backends;
 mod listen;
