@@ -73,7 +73,7 @@ pub fn main(args: CtlArgs) -> ExitCode {
 async fn run(args: CtlArgs) -> ExitCode {
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.trim().to_string()),
-        (None, Some(f)) => match crate::admin::auth::read_token(f) {
+        (None, Some(f)) => match crate::files::read_token(f) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("weir ctl: {e}");

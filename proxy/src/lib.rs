@@ -1,10 +1,10 @@
 //! weir's proxy: the async shell around `weir-control`.
 //!
 //! ```text
-//!  client ──TCP──▶ server::listener ──▶ server::conn (h1/h2c, idle + head timers)
+//!  client ──TCP──▶ server::listener ──▶ server::conn (h1 loop or hyper, TLS, timers)
 //!                                           │ one request
 //!                                           ▼
-//!                          server::proxy::handle
+//!                          server::proxy::respond, its phases:
 //!                            1. load the current Snapshot (one ArcSwap load)
 //!                            2. route::table: host + longest path prefix
 //!                            3. route::select: force > cohort > weight → Side
@@ -12,37 +12,42 @@
 //!                            5. strip hop-by-hop, add X-Forwarded-*, send
 //!                            6. rescue: any failure → one status (502/503/504)
 //!                                           │
-//!  config file / SIGHUP ──▶ reload ──▶ snapshot::build (diff by route name)
-//!                                           └──▶ ArcSwap::store (atomic)
+//!  daemon (its own thread): config file / SIGHUP ──▶ daemon::reload
+//!        ──▶ snapshot::build (diff by route name) ──▶ DataPlane::swap_in
+//!        rollout driver ──▶ control's engine ──▶ route weights (atomics)
 //! ```
 //!
-//! Modules: [`cli`] (command line), [`reload`] (config loading and hot
-//! reload), [`Weir`] (a running server), [`demo`] (the self-contained demo).
+//! Two sides that the types keep apart: the **data plane** (`server/`,
+//! `route/`, `upstream/`) receives one [`dataplane::DataPlane`] and nothing
+//! else; the **daemon** (`daemon/`) holds an `Arc<DataPlane>` and runs on a
+//! thread of its own. `docs/architecture.md` has the module map.
+//!
+//! Public: [`cli`] (command line), [`ctl`] (`weir ctl`), [`demo`] (the
+//! self-contained demo), [`reload`] (reading a config file), [`Weir`] (a
+//! running server), [`telemetry`].
 
 pub mod cli;
 pub mod ctl;
 pub mod demo;
-pub mod reload;
+pub mod telemetry;
 
-mod access_log;
-mod admin;
-mod audit;
-mod body;
+mod clock;
+mod daemon;
+mod dataplane;
+mod files;
 mod log;
-mod rescue;
-mod rollout;
+mod random;
 mod route;
 mod server;
-mod shadow;
 mod snapshot;
-mod synthetic;
-pub mod telemetry;
 mod tls;
 mod upstream;
+mod weir;
 mod wire;
 
-pub use rollout::{ActionFailed, ManualAction};
-pub use server::{StartError, Weir};
+pub use daemon::actions::{ActionFailed, ManualAction};
+pub use daemon::reload;
+pub use weir::{StartError, Weir};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,10 +5,11 @@
 //! client and the server builder. A reload builds a complete new snapshot and
 //! stores it once; in-flight requests finish on the snapshot they loaded.
 //!
-//! A reload is a diff keyed by route name: a route that still exists keeps
-//! its [`RouteState`] (live weight, stage, keyless sequence). Its weight is
-//! rewritten from the config only for static routes, or when the rollout
-//! definition changed (then it restarts at stage 0).
+//! A reload is a diff keyed by route name (`weir_control::config::diff`): a
+//! route that still exists keeps its [`RouteState`] (live weight, stage,
+//! keyless sequence). Its weight is rewritten from the config only for
+//! static routes, or when the rollout definition, the canary or its version
+//! changed (then it restarts at stage 0).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,11 +18,11 @@ use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use weir_control::config::{Address, Config, Timeouts};
-use weir_control::rollout::{Context, Engine, Event};
+use weir_control::config::{diff, Address, Config, Timeouts};
+use weir_control::rollout::{Context, Engine, Event, Persisted};
 use weir_control::split::Weight;
 
-use crate::rollout::Persisted;
+use crate::clock::now_ms;
 use crate::route::table::RouteTable;
 use crate::route::{Route, RouteState, RouteTelemetry};
 use crate::telemetry::Telemetry;
@@ -192,50 +193,23 @@ pub(crate) async fn build(
     let mut routes = Vec::with_capacity(cfg.routes.len());
     let mut changes = Vec::with_capacity(cfg.routes.len());
     for r in &cfg.routes {
-        let version_of = |c: &weir_control::config::Config, b: Option<&String>| {
-            b.and_then(|b| c.backends.get(b)).and_then(|b| b.version.clone())
-        };
-        let canary_version = version_of(&cfg, r.canary.as_ref());
         let old = prev.and_then(|p| {
-            let old_cfg = p.config.routes.iter().find(|o| o.name == r.name)?;
             let old_rt = p.routes.routes().iter().find(|o| *o.name == *r.name)?;
-            Some((old_cfg, version_of(&p.config, old_cfg.canary.as_ref()), old_rt.state.clone()))
+            Some((old_rt.state.clone(), diff::keeps_rollout(&p.config, &cfg, &r.name)))
         });
-        let (state, kept) = match old {
-            Some((old_cfg, old_version, state)) => {
-                let kept = r.rollout.is_some()
-                    && old_cfg.rollout == r.rollout
-                    && old_cfg.canary == r.canary
-                    && old_version == canary_version;
-                (state, kept)
-            }
-            None => (Arc::new(RouteState::default()), false),
-        };
+        let (state, kept) = old.unwrap_or_else(|| (Arc::new(RouteState::default()), false));
         let change = if kept {
             StateChange::Keep
         } else {
             let engine = r.rollout.as_ref().map(|ro| {
                 let ctx = Context {
                     route: r.name.clone(),
-                    stable_version: version_of(&cfg, Some(&r.stable)),
-                    canary_version: canary_version.clone(),
+                    stable_version: cfg.version_of(&r.stable).map(str::to_string),
+                    canary_version: r.canary.as_deref().and_then(|c| cfg.version_of(c)).map(str::to_string),
                     config_hash: config_hash.clone(),
                 };
                 let saved = restored.and_then(|m| m.get(&r.name));
-                let fitting = saved.filter(|p| p.fits(ro, canary_version.as_deref()));
-                if saved.is_some() && fitting.is_none() {
-                    tracing::warn!(route = %r.name, "saved rollout state is for another definition or canary version: starting at stage 0");
-                }
-                let now = crate::rollout::now_ms();
-                let (engine, mut ev) =
-                    match fitting.and_then(|p| Engine::restore(ro.clone(), ctx.clone(), p.state.clone(), now)) {
-                        Some(restored) => restored,
-                        None => Engine::new(ro.clone(), ctx, now),
-                    };
-                if prev.is_some() {
-                    ev.cause = "rollout definition or canary version changed: restarting at stage 0".into();
-                }
-                Box::new((engine, ev))
+                Box::new(start_engine(ro, ctx, saved, prev.is_some()))
             });
             StateChange::Reset(engine)
         };
@@ -276,15 +250,14 @@ pub(crate) async fn build(
             }
         }
         route.publish_weight();
-        let version = |b: &str| cfg.backends.get(b).and_then(|b| b.version.as_deref());
-        telemetry.set_versions(&r.name, version(&r.stable), r.canary.as_deref().and_then(version));
+        telemetry.set_versions(&r.name, cfg.version_of(&r.stable), r.canary.as_deref().and_then(|c| cfg.version_of(c)));
         in_use.push((r.name.clone(), r.stable.clone()));
         if let Some(c) = &r.canary {
             in_use.push((r.name.clone(), c.clone()));
         }
     }
     telemetry.retain(&in_use);
-    telemetry.set_keep(cfg.telemetry.window_max);
+    telemetry.set_keep(cfg.telemetry.keep_secs());
 
     let client = match prev {
         Some(p) if p.client_settings == settings => p.client.clone(),
@@ -306,6 +279,31 @@ pub(crate) async fn build(
         config: cfg,
     };
     Ok((snapshot, events))
+}
+
+/// A route's new engine: restored from its saved state when that fits the
+/// definition and canary version, else at stage 0 (logged when a saved
+/// state did not fit, and said in the event after a reload).
+fn start_engine(
+    plan: &weir_control::config::Rollout,
+    ctx: Context,
+    saved: Option<&Persisted>,
+    reloaded: bool,
+) -> (Engine, Event) {
+    let fitting = saved.filter(|p| p.fits(plan, ctx.canary_version.as_deref()));
+    if saved.is_some() && fitting.is_none() {
+        tracing::warn!(route = %ctx.route, "saved rollout state is for another definition or canary version: starting at stage 0");
+    }
+    let now = now_ms();
+    let (engine, mut ev) = match fitting.and_then(|p| Engine::restore(plan.clone(), ctx.clone(), p.state.clone(), now))
+    {
+        Some(restored) => restored,
+        None => Engine::new(plan.clone(), ctx, now),
+    };
+    if reloaded {
+        ev.cause = "rollout definition or canary version changed: restarting at stage 0".into();
+    }
+    (engine, ev)
 }
 
 /// What a reload does to a route's live state (applied once the build can

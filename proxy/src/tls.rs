@@ -36,7 +36,7 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 
 /// Resolves a config-relative file name.
 fn file(base: Option<&Path>, p: &Path) -> PathBuf {
-    crate::rollout::config_relative(p, base)
+    crate::files::config_relative(p, base)
 }
 
 fn certs(base: Option<&Path>, path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {

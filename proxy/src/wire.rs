@@ -1,6 +1,6 @@
 //! Small pieces shared by weir's own HTTP/1.1 server loop and client:
-//! per-thread scratch buffers, number formatting, the coarse clock and the
-//! connection timer built on it.
+//! per-thread scratch buffers, number formatting, the `Date` field, and the
+//! connection timer built on the coarse clock.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -13,6 +13,8 @@ use rustix::time::{clock_gettime, ClockId};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, Sleep};
+
+use crate::clock::coarse_ms;
 
 /// Scratch read size: one read takes whatever the socket has, up to this.
 const SCRATCH: usize = 16 * 1024;
@@ -74,15 +76,6 @@ pub(crate) fn put_write_scratch(mut w: Vec<u8>) {
         w.clear();
         WRITE_SCRATCH.with(|s| *s.borrow_mut() = w);
     }
-}
-
-/// Milliseconds on the coarse monotonic clock (never 0). Reading it is a
-/// load from the vDSO page (~4 ns here, against ~18 ns for a precise
-/// reading); it moves by kernel ticks (1–10 ms). For stamps and timeouts,
-/// where a few milliseconds do not matter; latency uses `Instant`.
-pub(crate) fn coarse_ms() -> u64 {
-    let t = clock_gettime(ClockId::MonotonicCoarse);
-    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000 + 1
 }
 
 /// Appends today's `Date` (RFC 9110 §5.6.7), formatted once a second per

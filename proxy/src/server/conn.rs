@@ -16,186 +16,20 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
-use weir_control::config::Timeouts;
 
-use super::Shared;
-use crate::telemetry::BackendStats;
-use crate::upstream::EndpointGuard;
-use crate::wire::coarse_ms;
-use weir_control::sample::{CodeClass, UpstreamErrorKind};
-
-/// Per-connection facts shared by the connection task, its IO and requests.
-#[derive(Debug)]
-pub(crate) struct ConnCtx {
-    pub(crate) peer: SocketAddr,
-    /// The peer IP, formatted once for X-Forwarded-For.
-    pub(crate) peer_ip: HeaderValue,
-    /// The connection came over TLS (X-Forwarded-Proto: https).
-    pub(crate) tls: bool,
-    active: AtomicU32,
-    /// [`coarse_ms`] when the connection last became idle.
-    idle_since: AtomicU64,
-    /// [`coarse_ms`] of the first byte of a pending head; 0 = none.
-    head_started: AtomicU64,
-    is_h2: AtomicBool,
-    /// Requests in flight on the whole listener (`limits.max_requests_in_flight`).
-    listener_in_flight: Arc<AtomicUsize>,
-}
-
-impl ConnCtx {
-    fn new(peer: SocketAddr, listener_in_flight: Arc<AtomicUsize>, tls: bool) -> Self {
-        let peer_ip =
-            HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        let ctx = ConnCtx {
-            peer,
-            peer_ip,
-            tls,
-            active: AtomicU32::new(0),
-            idle_since: AtomicU64::new(0),
-            head_started: AtomicU64::new(0),
-            is_h2: AtomicBool::new(false),
-            listener_in_flight,
-        };
-        ctx.idle_since.store(coarse_ms(), Ordering::Relaxed);
-        ctx
-    }
-
-    /// Returns the number of requests in flight on the listener before this one.
-    fn request_started(&self) -> usize {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        self.head_started.store(0, Ordering::Relaxed);
-        self.listener_in_flight.fetch_add(1, Ordering::Relaxed)
-    }
-
-    fn request_finished(&self) {
-        self.listener_in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.active.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.idle_since.store(coarse_ms(), Ordering::Relaxed);
-        }
-    }
-
-    /// Notes bytes read; `true` when they start a new HTTP/1 request head.
-    fn on_bytes_read(&self, first_read: bool, bytes: &[u8]) -> bool {
-        // The h2 preface starts "PRI * HTTP/2.0"; no HTTP/1 method is "PRI".
-        if first_read && bytes.starts_with(b"PRI") {
-            self.is_h2.store(true, Ordering::Relaxed);
-        }
-        if !self.is_h2.load(Ordering::Relaxed)
-            && self.active.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == 0
-        {
-            self.head_started.store(coarse_ms(), Ordering::Relaxed);
-            return true;
-        }
-        false
-    }
-
-    fn check(&self, t: &Timeouts) -> Timer {
-        let now = coarse_ms();
-        let header_read = t.header_read.as_millis() as u64;
-        let idle = t.idle.as_millis() as u64;
-        let tick = (header_read / 2).max(1);
-        if self.active.load(Ordering::Relaxed) > 0 {
-            return Timer::Wait(Duration::from_millis(tick.min(idle)));
-        }
-        let head = self.head_started.load(Ordering::Relaxed);
-        if head != 0 {
-            let waited = now.saturating_sub(head);
-            return if waited >= header_read {
-                Timer::HeadTimeout
-            } else {
-                Timer::Wait(Duration::from_millis((header_read - waited).min(tick)))
-            };
-        }
-        let waited = now.saturating_sub(self.idle_since.load(Ordering::Relaxed));
-        if waited >= idle {
-            Timer::Idle
-        } else {
-            Timer::Wait(Duration::from_millis((idle - waited).min(tick)))
-        }
-    }
-}
-
-enum Timer {
-    Wait(Duration),
-    Idle,
-    HeadTimeout,
-}
-
-/// Marks a request in flight on its connection (and endpoint) until dropped,
-/// which happens when the response body is finished or abandoned; then the
-/// request is recorded, once, with its outcome.
-#[derive(Debug)]
-pub(crate) struct RequestGuard {
-    conn: Arc<ConnCtx>,
-    /// Requests in flight on the listener before this one.
-    pub(crate) listener_in_flight: usize,
-    endpoint: Option<EndpointGuard>,
-    record: Option<Record>,
-}
-
-/// What is recorded when a request completes.
-#[derive(Debug)]
-pub(crate) struct Record {
-    pub(crate) stats: Arc<BackendStats>,
-    pub(crate) class: CodeClass,
-    pub(crate) error: Option<UpstreamErrorKind>,
-    /// Request received → upstream response headers (or the failure).
-    pub(crate) latency: Duration,
-}
-
-impl RequestGuard {
-    pub(crate) fn new(conn: Arc<ConnCtx>) -> Self {
-        let listener_in_flight = conn.request_started();
-        RequestGuard { conn, listener_in_flight, endpoint: None, record: None }
-    }
-
-    pub(crate) fn set_record(&mut self, record: Record) {
-        self.record = Some(record);
-    }
-
-    /// The response body failed mid-stream: the request counts as an
-    /// upstream reset, whatever its status said.
-    pub(crate) fn body_failed(&mut self) {
-        if let Some(r) = &mut self.record {
-            r.class = CodeClass::Error;
-            r.error = Some(UpstreamErrorKind::Reset);
-        }
-    }
-
-    pub(crate) fn set_endpoint(&mut self, ep: EndpointGuard) {
-        self.endpoint = Some(ep);
-    }
-
-    pub(crate) fn endpoint(&self) -> Option<&crate::upstream::Endpoint> {
-        self.endpoint.as_ref().map(EndpointGuard::endpoint)
-    }
-
-    pub(crate) fn endpoint_arc(&self) -> Option<&Arc<crate::upstream::Endpoint>> {
-        self.endpoint.as_ref().map(EndpointGuard::arc)
-    }
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        if let Some(r) = self.record.take() {
-            r.stats.record(r.class, r.error, r.latency);
-        }
-        self.conn.request_finished();
-    }
-}
+use super::request::{ConnCtx, Timer};
+use crate::dataplane::DataPlane;
+use crate::snapshot::Snapshot;
 
 pin_project_lite::pin_project! {
     /// The connection's stream (TCP or TLS), noticing the first byte of
@@ -332,7 +166,7 @@ impl<S: AsyncWrite> AsyncWrite for Prefixed<S> {
 /// on weir's own HTTP/1.1 loop (see `h1.rs`), which hands them to hyper at
 /// the first request it does not serve itself.
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    dp: Arc<DataPlane>,
     mut stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
@@ -342,45 +176,45 @@ pub(crate) async fn serve(
     let _permit = permit;
     match tls {
         None => {
-            let ctx = Arc::new(ConnCtx::new(peer, shared.in_flight.clone(), false));
+            let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), false));
             // The connection keeps the settings of the snapshot it was accepted on.
-            let snap = shared.snapshot.load_full();
+            let snap = dp.load_full();
             if let super::h1::End::Fallback(prefix) =
-                super::h1::serve(&shared, &mut stream, &ctx, &snap, &mut shutdown).await
+                super::h1::serve(&dp, &mut stream, &ctx, &snap, &mut shutdown).await
             {
                 // Boxed: hyper's connection state is allocated only for the
                 // connections that need it.
                 let io = Prefixed { prefix, inner: stream };
-                Box::pin(serve_http(shared, io, ctx, snap, shutdown)).await;
+                Box::pin(serve_http(dp, io, ctx, snap, shutdown)).await;
             }
         }
         // Boxed: a connection task is as large as its largest state, and
         // the TLS one (handshake, TLS stream) would triple every plaintext
         // connection's idle memory.
-        Some(acceptor) => Box::pin(serve_tls(shared, stream, peer, shutdown, acceptor)).await,
+        Some(acceptor) => Box::pin(serve_tls(dp, stream, peer, shutdown, acceptor)).await,
     }
 }
 
 async fn serve_tls(
-    shared: Arc<Shared>,
+    dp: Arc<DataPlane>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
     acceptor: tokio_rustls::TlsAcceptor,
 ) {
-    let timeout = shared.snapshot.load().timeouts.tls_handshake;
+    let timeout = dp.load().timeouts.tls_handshake;
     if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
-        let ctx = Arc::new(ConnCtx::new(peer, shared.in_flight.clone(), true));
-        let snap = shared.snapshot.load_full();
-        serve_http(shared, tls, ctx, snap, shutdown).await;
+        let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), true));
+        let snap = dp.load_full();
+        serve_http(dp, tls, ctx, snap, shutdown).await;
     }
 }
 
 async fn serve_http<S>(
-    shared: Arc<Shared>,
+    dp: Arc<DataPlane>,
     stream: S,
     ctx: Arc<ConnCtx>,
-    snap: Arc<crate::snapshot::Snapshot>,
+    snap: Arc<Snapshot>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -395,7 +229,7 @@ async fn serve_http<S>(
         line_limit: snap.config.limits.max_request_line,
     });
     let svc_ctx = ctx.clone();
-    let svc = service_fn(move |req| super::proxy::handle(shared.clone(), svc_ctx.clone(), req));
+    let svc = service_fn(move |req| super::proxy::handle(dp.clone(), svc_ctx.clone(), req));
     let conn = snap.server.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let timer = tokio::time::sleep(Duration::ZERO);

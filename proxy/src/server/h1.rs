@@ -37,11 +37,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use weir_control::config::Limits;
 
-use super::conn::ConnCtx;
-use super::Shared;
-use crate::body::ResponseBody;
+use super::request::ConnCtx;
+use super::response::ResponseBody;
+use crate::clock::coarse_ms;
+use crate::dataplane::DataPlane;
 use crate::snapshot::Snapshot;
-use crate::wire::{coarse_ms, date, hex, itoa, poll_read, put_write_scratch, take_write_scratch, LazyTimer};
+use crate::wire::{date, hex, itoa, poll_read, put_write_scratch, take_write_scratch, LazyTimer};
 
 /// Header slots of the parser; a request with more goes to hyper, which
 /// applies `limits.max_headers`.
@@ -140,7 +141,7 @@ fn memchr_nl(data: &[u8]) -> Option<usize> {
 /// Serves requests on `stream` until it closes, times out, drains, or sends
 /// something for hyper.
 pub(crate) async fn serve(
-    shared: &Arc<Shared>,
+    dp: &Arc<DataPlane>,
     stream: &mut TcpStream,
     ctx: &Arc<ConnCtx>,
     snap: &Snapshot,
@@ -193,7 +194,7 @@ pub(crate) async fn serve(
                 if !draining {
                     // `shutdown()` sets the flag before it notifies; the
                     // notification, once registered, wakes this task.
-                    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    if dp.draining.load(std::sync::atomic::Ordering::Relaxed) {
                         return Poll::Ready(Wake::Drain);
                     }
                     if !drain_registered {
@@ -228,8 +229,8 @@ pub(crate) async fn serve(
 
         // --- the request ---
         let head_only = head.parts.method == Method::HEAD;
-        let resp = Box::pin(super::proxy::respond(shared, ctx, &mut head.parts, None)).await;
-        draining |= shared.draining.load(std::sync::atomic::Ordering::Relaxed);
+        let resp = Box::pin(super::proxy::respond(dp, ctx, &mut head.parts, None)).await;
+        draining |= dp.draining.load(std::sync::atomic::Ordering::Relaxed);
         let close = head.close || draining;
         match write_response(stream, resp, head_only, close).await {
             Ok(true) => {}

@@ -13,7 +13,6 @@ mod recorder;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -221,9 +220,10 @@ impl Telemetry {
         }
     }
 
-    /// Sets how much history the slots keep (`telemetry.window_max`).
-    pub(crate) fn set_keep(&self, keep: Duration) {
-        self.keep_secs.store(keep.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
+    /// Sets how much history the slots keep, in seconds
+    /// (`telemetry.window_max`, see `config::Telemetry::keep_secs`).
+    pub(crate) fn set_keep(&self, keep_secs: u64) {
+        self.keep_secs.store(keep_secs, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn gauge(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Gauge {

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 
-use crate::body::UpstreamBody;
+use super::body::UpstreamBody;
 
 /// Client shared by the plain HTTP/1.1 backends of a snapshot (the pool is
 /// keyed by address).

@@ -65,7 +65,7 @@ pub(crate) fn decide(slot: &Slot) -> Decision {
         return Decision::default();
     }
     let f = &active.fault;
-    let draw = |bp: u32| bp > 0 && (super::next_random() % 10_000) < u64::from(bp);
+    let draw = |bp: u32| bp > 0 && (crate::random::next_random() % 10_000) < u64::from(bp);
     Decision { delay: f.delay.filter(|_| draw(f.delay_bp)), abort: f.abort_status.filter(|_| draw(f.abort_bp)) }
 }
 

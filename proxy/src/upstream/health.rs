@@ -12,20 +12,21 @@ use std::time::Duration;
 use http::{header, HeaderValue, Request};
 use tokio::sync::watch;
 
+use super::body::UpstreamBody;
 use super::{Backend, Endpoint};
-use crate::body::UpstreamBody;
-use crate::server::{Periodic, Shared};
-use crate::wire::coarse_ms;
+use crate::clock::{coarse_ms, Periodic};
+use crate::dataplane::DataPlane;
+use crate::snapshot::Snapshot;
 
 static USER_AGENT: HeaderValue = HeaderValue::from_static("weir-health-check");
 
 /// Runs until shutdown, looking every 100 ms for checks that are due (and
 /// not at all while no backend has `health`).
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
-    let mut clock = Periodic::on_demand(Duration::from_millis(100), shutdown, &shared);
+pub(crate) async fn run(dp: Arc<DataPlane>, shutdown: watch::Receiver<bool>) {
+    let mut clock = Periodic::on_demand(Duration::from_millis(100), shutdown, dp.reloads());
     let mut busy = true;
     while clock.tick_if(busy).await {
-        let snap = shared.snapshot.load_full();
+        let snap = dp.load_full();
         busy = snap.backends.iter().any(|b| b.health.is_some());
         let now = coarse_ms();
         for b in &snap.backends {
@@ -42,7 +43,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn check(snap: Arc<crate::snapshot::Snapshot>, b: Arc<Backend>, ep: Arc<Endpoint>) {
+async fn check(snap: Arc<Snapshot>, b: Arc<Backend>, ep: Arc<Endpoint>) {
     let Some(hc) = &b.health else { return };
     let Some(uri) = b.uri(&ep, hc.path.parse().ok()) else { return };
     let mut req = Request::get(uri);

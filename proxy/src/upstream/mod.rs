@@ -9,13 +9,13 @@
 //! loaded" when several workers decide at once. Linkerd and Envoy's
 //! `LEAST_REQUEST` use the same policy.
 
+pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod fault;
 pub(crate) mod h1;
 pub(crate) mod health;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +23,8 @@ use std::sync::Arc;
 use http::uri::Authority;
 use weir_control::config::Outlier;
 
-use crate::wire::coarse_ms;
+use crate::clock::coarse_ms;
+use crate::random::next_random;
 
 pub(crate) use error::UpstreamErrorKind;
 
@@ -51,7 +52,7 @@ pub(crate) struct Endpoint {
     /// [`coarse_ms`] of the next active check.
     pub(crate) hc_next: AtomicU64,
     /// Idle connections of weir's own HTTP/1.1 client.
-    pub(crate) pool: h1::Pool,
+    pub(crate) pool: h1::pool::Pool,
 }
 
 impl Endpoint {
@@ -69,7 +70,7 @@ impl Endpoint {
             hc_good: AtomicU32::new(0),
             hc_bad: AtomicU32::new(0),
             hc_next: AtomicU64::new(0),
-            pool: h1::Pool::default(),
+            pool: h1::pool::Pool::default(),
         })
     }
 
@@ -206,7 +207,7 @@ impl Backend {
     pub(crate) fn send(
         &self,
         shared: &client::HttpClient,
-        req: http::Request<crate::body::UpstreamBody>,
+        req: http::Request<body::UpstreamBody>,
     ) -> hyper_util::client::legacy::ResponseFuture {
         match &self.client {
             Some(c) => c.request(req),
@@ -346,29 +347,6 @@ impl Backend {
             tracing::warn!(backend = %self.name, addr = %ep.addr, failures = o.consecutive_failures, ejection = ?time, "outlier detection: address ejected");
         }
     }
-}
-
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(&h as *const _ as usize);
-    h.finish() | 1
-}
-
-/// xorshift64*: a per-thread generator, good enough to spread load.
-pub(crate) fn next_random() -> u64 {
-    RNG.with(|c| {
-        let mut x = c.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        c.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
 }
 
 #[cfg(test)]

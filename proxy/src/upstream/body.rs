@@ -1,4 +1,5 @@
-//! Body types on both legs of the proxy. Enums rather than boxed trait
+//! Bodies on the upstream leg: the request body sent upstream, and the
+//! response body as the upstream sends it. Enums rather than boxed trait
 //! objects, so nothing is allocated per request to erase a type.
 
 use std::future::Future;
@@ -11,8 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::server::RequestGuard;
-use crate::upstream::h1::RawHeaders;
+use super::h1::{RawHeaders, UpstreamResponse};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,13 +69,24 @@ impl std::error::Error for ClientBodyError {
     }
 }
 
+/// A request failure that is the client's, not the upstream's: it must not
+/// count against the upstream (nor eject it, nor fail a gate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// The client stopped sending its body ([`BodyReadTimeout`]).
+    BodyTimeout,
+    /// The body was cut short or malformed ([`ClientBodyError`]); for a
+    /// first piece read before forwarding, `prefetch` says which.
+    BadBody(&'static str),
+}
+
 /// What an upstream failure owes to the client's body, if anything.
-pub(crate) fn client_fault(err: &hyper_util::client::legacy::Error) -> Option<crate::rescue::ProxyError> {
-    use crate::upstream::error::chain_has;
+pub(crate) fn client_fault(err: &hyper_util::client::legacy::Error) -> Option<ClientFault> {
+    use super::error::chain_has;
     if chain_has::<BodyReadTimeout>(err) {
-        Some(crate::rescue::ProxyError::BodyTimeout)
+        Some(ClientFault::BodyTimeout)
     } else if chain_has::<ClientBodyError>(err) {
-        Some(crate::rescue::ProxyError::BadRequest("weir: request body incomplete or malformed\n"))
+        Some(ClientFault::BadBody("weir: request body incomplete or malformed\n"))
     } else {
         None
     }
@@ -93,7 +104,7 @@ impl UpstreamBody {
     /// Reads the first piece of a streamed body now, under the same timer
     /// as the rest; it is kept and sent first. A malformed first piece (a
     /// bad chunk line) is a 400 before anything was forwarded.
-    pub(crate) async fn prefetch(&mut self) -> Result<(), crate::rescue::ProxyError> {
+    pub(crate) async fn prefetch(&mut self) -> Result<(), ClientFault> {
         let UpstreamBody::Incoming(b) = self else { return Ok(()) };
         match std::future::poll_fn(|cx| b.poll(cx)).await {
             None => Ok(()),
@@ -101,8 +112,8 @@ impl UpstreamBody {
                 b.first = Some(f);
                 Ok(())
             }
-            Some(Err(e)) if e.is::<BodyReadTimeout>() => Err(crate::rescue::ProxyError::BodyTimeout),
-            Some(Err(_)) => Err(crate::rescue::ProxyError::BadRequest("weir: invalid chunked request body\n")),
+            Some(Err(e)) if e.is::<BodyReadTimeout>() => Err(ClientFault::BodyTimeout),
+            Some(Err(_)) => Err(ClientFault::BadBody("weir: invalid chunked request body\n")),
         }
     }
 }
@@ -165,26 +176,12 @@ impl Body for UpstreamBody {
     }
 }
 
-/// Body of a response sent downstream. Holds the request's guard, so the
-/// request counts as in flight until its body is fully sent (or dropped).
-#[derive(Debug)]
-pub(crate) struct ResponseBody {
-    kind: Kind,
-    guard: RequestGuard,
-}
-
-#[derive(Debug)]
-enum Kind {
-    Upstream(FromUpstream),
-    Full(Option<Bytes>),
-}
-
 /// A response body as an upstream sends it: through hyper's client, or
 /// weir's own HTTP/1.1 client (`upstream/h1.rs`).
 #[derive(Debug)]
 pub(crate) enum FromUpstream {
     Hyper(Incoming),
-    Weir(crate::upstream::h1::UpstreamResponse),
+    Weir(UpstreamResponse),
 }
 
 impl FromUpstream {
@@ -232,58 +229,6 @@ impl Body for FromUpstream {
         match self {
             FromUpstream::Hyper(b) => b.size_hint(),
             FromUpstream::Weir(b) => b.size_hint(),
-        }
-    }
-}
-
-impl ResponseBody {
-    pub(crate) fn upstream(body: FromUpstream, guard: RequestGuard) -> Self {
-        ResponseBody { kind: Kind::Upstream(body), guard }
-    }
-
-    /// See [`FromUpstream::take_raw_headers`].
-    pub(crate) fn take_raw_headers(&mut self) -> Option<Box<RawHeaders>> {
-        match &mut self.kind {
-            Kind::Upstream(b) => b.take_raw_headers(),
-            Kind::Full(_) => None,
-        }
-    }
-
-    pub(crate) fn full(bytes: Bytes, guard: RequestGuard) -> Self {
-        let kind = Kind::Full(if bytes.is_empty() { None } else { Some(bytes) });
-        ResponseBody { kind, guard }
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        match &mut this.kind {
-            Kind::Upstream(b) => {
-                let polled = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &polled {
-                    this.guard.body_failed();
-                }
-                polled
-            }
-            Kind::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Upstream(b) => b.is_end_stream(),
-            Kind::Full(b) => b.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Upstream(b) => b.size_hint(),
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

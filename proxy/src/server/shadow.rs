@@ -20,10 +20,11 @@ use tokio::time::Instant;
 use weir_control::config::Shadow;
 use weir_control::sample::{Checks, CodeClass};
 
-use crate::body::UpstreamBody;
+use crate::random::next_random;
 use crate::route::Route;
-use crate::server::Shared;
-use crate::telemetry::names;
+use crate::snapshot::Snapshot;
+use crate::telemetry::{names, Telemetry};
+use crate::upstream::body::UpstreamBody;
 
 /// Tag on copies, so the canary can tell them apart.
 pub(crate) static HEADER: HeaderName = HeaderName::from_static("x-weir-shadow");
@@ -66,7 +67,7 @@ pub(crate) type StableAnswer = Option<(StatusCode, Option<HeaderValue>)>;
 
 /// Whether this request is copied (cheap checks first).
 pub(crate) fn wanted(cfg: &Shadow, method: &http::Method, headers: &http::HeaderMap) -> Option<u64> {
-    if super::upstream::next_random() % 10_000 >= u64::from(cfg.bp) {
+    if next_random() % 10_000 >= u64::from(cfg.bp) {
         return None;
     }
     if !cfg.methods.iter().any(|m| m == method.as_str()) || headers.contains_key(http::header::TRANSFER_ENCODING) {
@@ -82,16 +83,18 @@ pub(crate) fn wanted(cfg: &Shadow, method: &http::Method, headers: &http::Header
 /// Starts the copy; returns the sender for stable's answer, or `None` when
 /// the route is at its in-flight limit (the copy is dropped and counted).
 pub(crate) fn spawn(
-    shared: &Shared,
+    shadows: &Shadows,
+    telemetry: &Telemetry,
+    snap: &Arc<Snapshot>,
     route: &Route,
     cfg: &Shadow,
     parts: &http::request::Parts,
     body: bytes::Bytes,
 ) -> Option<oneshot::Sender<StableAnswer>> {
     let canary = route.canary.clone()?;
-    let counters = shared.shadows.route(&route.name);
+    let counters = shadows.route(&route.name);
     if counters.in_flight.load(Ordering::Relaxed) >= cfg.max_in_flight {
-        shared.telemetry.route_counter(names::SHADOW_DROPPED_TOTAL, &route.name).increment(1);
+        telemetry.route_counter(names::SHADOW_DROPPED_TOTAL, &route.name).increment(1);
         return None;
     }
     let endpoint = canary.pick()?;
@@ -103,10 +106,10 @@ pub(crate) fn spawn(
     }
     let req = req.body(UpstreamBody::bytes(body)).ok()?;
     let (tx, rx) = oneshot::channel::<StableAnswer>();
-    let snap = shared.snapshot.load_full();
+    let snap = snap.clone();
     let stats = route.shadow_stats()?.clone();
     let compare = cfg.compare_header.clone();
-    let mismatch_counter = shared.telemetry.route_counter(names::SHADOW_MISMATCHES_TOTAL, &route.name);
+    let mismatch_counter = telemetry.route_counter(names::SHADOW_MISMATCHES_TOTAL, &route.name);
     counters.in_flight.fetch_add(1, Ordering::Relaxed);
     let epoch = counters.epoch.load(Ordering::Relaxed);
     tokio::spawn(async move {

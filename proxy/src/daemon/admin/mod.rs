@@ -11,7 +11,7 @@
 //! | `GET /` | the live dashboard |
 
 mod api;
-pub(crate) mod auth;
+mod auth;
 mod dashboard;
 
 use std::convert::Infallible;
@@ -30,30 +30,33 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::server::Shared;
+use super::context::Daemon;
+use crate::server::listener::accept;
+use crate::tls::ListenerTls;
 
+/// Serves the admin listener until shutdown.
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    daemon: Arc<Daemon>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     tracker: TaskTracker,
 ) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    let mut tls = crate::tls::ListenerTls::new(shared.snapshot.load().admin_tls.as_ref());
+    let mut tls = ListenerTls::new(daemon.dp.load().admin_tls.as_ref());
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => return,
-            pair = crate::server::accept(&listener, "admin") => pair,
+            pair = accept(&listener, "admin") => pair,
         };
-        let (shared, builder, shutdown) = (shared.clone(), builder.clone(), shutdown.clone());
-        let acceptor = tls.next(shared.snapshot.load().admin_tls.as_ref());
+        let (daemon, builder, shutdown) = (daemon.clone(), builder.clone(), shutdown.clone());
+        let acceptor = tls.next(daemon.dp.load().admin_tls.as_ref());
         tracker.spawn(async move {
             match acceptor {
-                None => serve_conn(shared, builder, stream, peer, shutdown).await,
+                None => serve_conn(daemon, builder, stream, peer, shutdown).await,
                 Some(acceptor) => {
-                    let timeout = shared.snapshot.load().timeouts.tls_handshake;
+                    let timeout = daemon.dp.load().timeouts.tls_handshake;
                     if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
-                        serve_conn(shared, builder, tls, peer, shutdown).await;
+                        serve_conn(daemon, builder, tls, peer, shutdown).await;
                     }
                 }
             }
@@ -62,7 +65,7 @@ pub(crate) async fn serve(
 }
 
 async fn serve_conn<S>(
-    shared: Arc<Shared>,
+    daemon: Arc<Daemon>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: S,
     peer: SocketAddr,
@@ -71,8 +74,8 @@ async fn serve_conn<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(&shared, peer, req).await) }
+        let daemon = daemon.clone();
+        async move { Ok::<_, Infallible>(route(&daemon, peer, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
@@ -85,30 +88,30 @@ async fn serve_conn<S>(
     }
 }
 
-async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
-            if shared.ready.load(Ordering::Relaxed) {
+            if daemon.ready.load(Ordering::Relaxed) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(shared.telemetry.render())));
+            let mut r = Response::new(Full::new(Bytes::from(daemon.dp.telemetry.render())));
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
         }
         (&Method::GET, "/" | "/index.html") => dashboard::page(),
-        (&Method::GET, "/api/v1/routes") => json(StatusCode::OK, &api::routes(shared, query(&req, "window"))),
+        (&Method::GET, "/api/v1/routes") => json(StatusCode::OK, &api::routes(daemon, query(&req, "window"))),
         (&Method::GET, "/api/v1/events") => {
             let route = query(&req, "route");
-            json(StatusCode::OK, &serde_json::json!({ "events": shared.audit.events(route.as_deref()) }))
+            json(StatusCode::OK, &serde_json::json!({ "events": daemon.audit.events(route.as_deref()) }))
         }
-        (&Method::GET, "/api/v1/backends") => json(StatusCode::OK, &api::backends(shared)),
+        (&Method::GET, "/api/v1/backends") => json(StatusCode::OK, &api::backends(&daemon.dp)),
         (method, p) if p.starts_with("/api/v1/backends/") && p.ends_with("/fault") => {
             let name = &p["/api/v1/backends/".len()..p.len() - "/fault".len()];
             if method != Method::POST && method != Method::DELETE {
@@ -116,17 +119,17 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
                 return r;
             }
-            if let Err(why) = auth::check(shared, &req) {
+            if let Err(why) = auth::check(daemon, &req) {
                 return unauthorized(peer, &path, why);
             }
             if method == Method::DELETE {
-                return api::set_fault(shared, name, None);
+                return api::set_fault(&daemon.dp, name, None);
             }
             let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
             };
-            api::set_fault(shared, name, Some(&body))
+            api::set_fault(&daemon.dp, name, Some(&body))
         }
         (method, p) if p.starts_with("/api/v1/routes/") => {
             let rest = &p["/api/v1/routes/".len()..];
@@ -138,11 +141,11 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
                 return r;
             }
-            if let Err(why) = auth::check(shared, &req) {
+            if let Err(why) = auth::check(daemon, &req) {
                 return unauthorized(peer, &path, why);
             }
             let full = query(&req, "full").is_some_and(|v| v == "true" || v == "1");
-            api::act(shared, name, action, full)
+            api::act(daemon, name, action, full)
         }
         _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }

@@ -9,10 +9,10 @@ use weir_control::sample::Window;
 use weir_control::split::Side;
 
 use super::{json, json_error};
-use crate::rollout::{ActionFailed, ManualAction};
-use crate::server::Shared;
+use crate::daemon::actions::{self, ActionFailed, ManualAction};
+use crate::daemon::context::Daemon;
+use crate::dataplane::DataPlane;
 use crate::upstream::fault::{Active, Source};
-use weir_control::config::Fault;
 
 fn live(w: &Window, secs: u64) -> serde_json::Value {
     let ms = |q: f64| w.latency.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
@@ -27,12 +27,12 @@ fn live(w: &Window, secs: u64) -> serde_json::Value {
 
 /// Every route with its backends, versions, weight, rollout and the live
 /// numbers of each backend over the last `window` seconds (default 10).
-pub(super) fn routes(shared: &Shared, window: Option<String>) -> serde_json::Value {
-    let snap = shared.snapshot.load();
+pub(super) fn routes(daemon: &Daemon, window: Option<String>) -> serde_json::Value {
+    let snap = daemon.dp.load();
     let cfg = &snap.config;
-    let keep = cfg.telemetry.window_max.as_secs().max(1);
-    let secs = window.and_then(|w| w.trim_end_matches('s').parse::<u64>().ok()).unwrap_or(10).clamp(1, keep);
-    let now = shared.telemetry.now_sec();
+    let keep = cfg.telemetry.keep_secs();
+    let secs = cfg.telemetry.span_secs(window.and_then(|w| w.trim_end_matches('s').parse::<u64>().ok()).unwrap_or(10));
+    let now = daemon.dp.telemetry.now_sec();
     let list: Vec<serde_json::Value> = snap
         .routes
         .routes()
@@ -72,7 +72,7 @@ pub(super) fn routes(shared: &Shared, window: Option<String>) -> serde_json::Val
 }
 
 /// Runs a manual action and answers with its audit event.
-pub(super) fn act(shared: &Arc<Shared>, route: &str, action: &str, full: bool) -> Response<Full<Bytes>> {
+pub(super) fn act(daemon: &Daemon, route: &str, action: &str, full: bool) -> Response<Full<Bytes>> {
     let action = match (action, full) {
         ("pause", _) => ManualAction::Pause,
         ("resume", _) => ManualAction::Resume,
@@ -81,7 +81,7 @@ pub(super) fn act(shared: &Arc<Shared>, route: &str, action: &str, full: bool) -
         ("abort", _) => ManualAction::Abort,
         _ => return json_error(StatusCode::NOT_FOUND, "unknown action (pause, resume, promote, abort)"),
     };
-    match crate::rollout::manual(shared, route, action) {
+    match actions::act(daemon, route, action) {
         Ok(ev) => json(StatusCode::OK, &serde_json::json!({ "event": ev })),
         Err(e @ ActionFailed::NoRoute(_)) => json_error(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ (ActionFailed::NoRollout(_) | ActionFailed::State(_))) => {
@@ -91,14 +91,14 @@ pub(super) fn act(shared: &Arc<Shared>, route: &str, action: &str, full: bool) -
 }
 
 /// Every backend with its addresses, version and active fault.
-pub(super) fn backends(shared: &Shared) -> serde_json::Value {
-    let snap = shared.snapshot.load();
+pub(super) fn backends(dp: &DataPlane) -> serde_json::Value {
+    let snap = dp.load();
     let list: Vec<serde_json::Value> = snap
         .config
         .backends
         .iter()
         .map(|(name, b)| {
-            let slot = shared.faults.slot(name);
+            let slot = dp.faults.slot(name);
             let active = slot.load();
             let fault = active.as_ref().filter(|a| !a.expired()).map(|a| {
                 serde_json::json!({
@@ -143,53 +143,18 @@ pub(super) fn backends(shared: &Shared) -> serde_json::Value {
     serde_json::json!({ "backends": list })
 }
 
-/// A fault from the API's JSON (`delay`, `delay_percent`, `abort_status`,
-/// `abort_percent`, `duration`, default 5 minutes: API faults always end).
-fn fault_from_json(v: &serde_json::Value) -> Result<Fault, String> {
-    use weir_control::config::units::parse_duration;
-    use weir_control::split::Weight;
-    let duration_of = |key: &str| -> Result<Option<std::time::Duration>, String> {
-        match &v[key] {
-            serde_json::Value::Null => Ok(None),
-            serde_json::Value::String(s) => parse_duration(s).map(Some).map_err(|e| format!("{key}: {e}")),
-            _ => Err(format!("{key}: expected a duration string such as \"200ms\"")),
-        }
-    };
-    let percent_of = |key: &str, default: u32| -> Result<u32, String> {
-        match &v[key] {
-            serde_json::Value::Null => Ok(default),
-            x => x
-                .as_f64()
-                .ok_or_else(|| format!("{key}: expected a number"))
-                .and_then(|p| Weight::from_percent(p).map(|w| w.bp()).map_err(|e| format!("{key}: {e}"))),
-        }
-    };
-    let delay = duration_of("delay")?;
-    let abort_status = match &v["abort_status"] {
-        serde_json::Value::Null => None,
-        x => match x.as_u64() {
-            Some(n @ 200..=599) => Some(n as u16),
-            _ => return Err("abort_status: expected a status between 200 and 599".into()),
-        },
-    };
-    if delay.is_none() && abort_status.is_none() {
-        return Err("needs delay or abort_status".into());
-    }
-    Ok(Fault {
-        delay,
-        delay_bp: percent_of("delay_percent", if delay.is_some() { 10_000 } else { 0 })?,
-        abort_status,
-        abort_bp: percent_of("abort_percent", if abort_status.is_some() { 10_000 } else { 0 })?,
-        duration: Some(duration_of("duration")?.unwrap_or(std::time::Duration::from_secs(300))),
-    })
-}
+/// Faults set through the API always end: after this, unless the body
+/// gives a `duration`.
+const API_FAULT_DURATION: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// `POST` (with a JSON body) or `DELETE` a backend's fault.
-pub(super) fn set_fault(shared: &Shared, backend: &str, body: Option<&[u8]>) -> Response<Full<Bytes>> {
-    if !shared.snapshot.load().config.backends.contains_key(backend) {
+/// `POST` (with a JSON body: `delay`, `delay_percent`, `abort_status`,
+/// `abort_percent`, `duration`, validated as the config's `fault` is) or
+/// `DELETE` a backend's fault.
+pub(super) fn set_fault(dp: &DataPlane, backend: &str, body: Option<&[u8]>) -> Response<Full<Bytes>> {
+    if !dp.load().config.backends.contains_key(backend) {
         return json_error(StatusCode::NOT_FOUND, &format!("no backend named \"{backend}\""));
     }
-    let slot = shared.faults.slot(backend);
+    let slot = dp.faults.slot(backend);
     let Some(body) = body else {
         slot.store(None);
         tracing::warn!(backend, "fault injection off (admin API)");
@@ -197,12 +162,16 @@ pub(super) fn set_fault(shared: &Shared, backend: &str, body: Option<&[u8]>) -> 
     };
     let parsed = serde_json::from_slice::<serde_json::Value>(body)
         .map_err(|e| format!("body is not JSON: {e}"))
-        .and_then(|v| fault_from_json(&v));
+        .and_then(|v| weir_control::config::fault::from_json(&v))
+        .map(|mut fault| {
+            fault.duration.get_or_insert(API_FAULT_DURATION);
+            fault
+        });
     match parsed {
         Ok(fault) => {
             tracing::warn!(backend, fault = ?fault, "fault injection on (admin API)");
             slot.store(Some(Arc::new(Active::new(fault, Source::Api))));
-            json(StatusCode::OK, &backends(shared))
+            json(StatusCode::OK, &backends(dp))
         }
         Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
     }

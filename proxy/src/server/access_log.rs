@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{Method, StatusCode, Uri};
 use weir_control::config::AccessLog as Dest;
 
-use crate::rescue::ProxyError;
-use crate::server::proxy::Outcome;
+use super::error::ProxyError;
+use super::request::{ConnCtx, Outcome};
 
 /// Sender side of the access log.
 pub(crate) struct AccessLog {
@@ -40,7 +40,7 @@ impl AccessLog {
 
     pub(crate) fn record(
         &self,
-        conn: &crate::server::ConnCtx,
+        conn: &ConnCtx,
         method: &Method,
         uri: &Uri,
         status: StatusCode,

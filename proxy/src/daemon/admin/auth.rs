@@ -1,26 +1,16 @@
 //! Bearer-token check for mutating admin calls.
 //!
-//! The token comes from `admin.token_file` (read at start and on reload;
-//! surrounding whitespace trimmed). Without a token file, mutating calls are
+//! The token comes from `admin.token_file` (read at start and on reload by
+//! `crate::files::read_token`; surrounding whitespace trimmed). Without a token file, mutating calls are
 //! open, which the config only allows on a loopback admin address.
 
 use http::{header, Request};
 
-use crate::server::Shared;
-
-/// Reads a token file: its trimmed content, which must not be empty.
-pub(crate) fn read_token(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!("admin.token_file {}: the file is empty", path.display()));
-    }
-    Ok(token.to_string())
-}
+use crate::daemon::context::Daemon;
 
 /// Ok when no token is configured or the request carries it.
-pub(crate) fn check<B>(shared: &Shared, req: &Request<B>) -> Result<(), &'static str> {
-    let token = shared.admin_token.load();
+pub(crate) fn check<B>(daemon: &Daemon, req: &Request<B>) -> Result<(), &'static str> {
+    let token = daemon.admin_token.load();
     let Some(expected) = token.as_deref() else { return Ok(()) };
     let given = req
         .headers()

@@ -1,18 +1,9 @@
-//! The one place where a failure becomes an HTTP response.
-//!
-//! | failure | status |
-//! | --- | --- |
-//! | malformed request framing | 400, connection closed |
-//! | no route matches | 404 |
-//! | upstream connect refused, reset, invalid response | 502 |
-//! | backend without a usable address | 503 |
-//! | connect or response-header timeout | 504 |
+//! The proxy's error type: why a request was not proxied, and the status
+//! and message each reason gets (see `rescue.rs` for the response).
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::StatusCode;
 
-use crate::body::ResponseBody;
-use crate::server::RequestGuard;
+use crate::upstream::body::ClientFault;
 use crate::upstream::UpstreamErrorKind;
 
 /// Why a request was not proxied.
@@ -51,7 +42,7 @@ impl ProxyError {
         }
     }
 
-    fn message(self) -> &'static str {
+    pub(super) fn message(self) -> &'static str {
         match self {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute => "weir: no route for this host and path\n",
@@ -71,22 +62,11 @@ impl ProxyError {
     }
 }
 
-/// Builds the response for `err`.
-pub(crate) fn rescue(err: ProxyError, guard: RequestGuard) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(Bytes::from_static(err.message().as_bytes()), guard));
-    *resp.status_mut() = err.status();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    match err {
-        // The request (or its body) cannot be trusted to end where hyper
-        // thinks: do not read another request from this connection.
-        ProxyError::BadRequest(_) | ProxyError::BodyTimeout => {
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+impl From<ClientFault> for ProxyError {
+    fn from(f: ClientFault) -> Self {
+        match f {
+            ClientFault::BodyTimeout => ProxyError::BodyTimeout,
+            ClientFault::BadBody(why) => ProxyError::BadRequest(why),
         }
-        ProxyError::Overloaded => {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        _ => {}
     }
-    resp
 }

@@ -1,0 +1,36 @@
+//! [`Daemon`]: the state of weir's work beside the data plane, which every
+//! daemon task receives.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use super::audit::Audit;
+use super::checks::SyntheticChecks;
+use super::webhook::WebhookClient;
+use crate::dataplane::DataPlane;
+
+/// The daemon's state: the data plane it steers, and what only the daemon
+/// touches.
+pub(crate) struct Daemon {
+    pub(crate) dp: Arc<DataPlane>,
+    /// `GET /readyz`: started and not shutting down.
+    pub(crate) ready: AtomicBool,
+    /// One reload at a time (file watcher, SIGHUP, [`crate::Weir::apply`]).
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    /// The config file, when weir was started from one.
+    pub(crate) config_path: Option<PathBuf>,
+    pub(crate) audit: Audit,
+    /// `state.file`, resolved against the config file's directory.
+    pub(crate) state_file: Option<PathBuf>,
+    pub(crate) webhooks: WebhookClient,
+    /// The daemon thread's runtime: webhooks are sent from it whoever emits
+    /// the event (the client's connections live there).
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// The bearer token of mutating admin calls (`admin.token_file`).
+    pub(crate) admin_token: ArcSwapOption<String>,
+    /// Synthetic check counters per route.
+    pub(crate) synthetic: SyntheticChecks,
+}

@@ -1,0 +1,69 @@
+//! The daemon: weir's work beside the data plane, on a thread of its own
+//! (`thread.rs`), holding an `Arc<DataPlane>` (see `crate::dataplane`).
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `context.rs` | [`Daemon`]: the state every daemon task receives |
+//! | `thread.rs` | the daemon thread and its runtime |
+//! | `ticker.rs` | once a second: slots, fault expiry, weights, idle pools |
+//! | `driver.rs` | the rollout driver: engine ticks, `pre_stage` approval |
+//! | `actions.rs` | manual actions (pause, resume, promote, abort) |
+//! | `events.rs` | event fan-out: metrics, `notify` webhook, audit |
+//! | `webhook.rs` | the webhook client |
+//! | `audit.rs` | the audit trail (memory, file, live subscribers) |
+//! | `persist.rs` | the state file |
+//! | `reload.rs`, `watch.rs` | config reload, and the file watcher |
+//! | `synthetic.rs`, `checks.rs` | the synthetic request generator, its checks' counters |
+//! | `admin/` | the admin listener: health, metrics, JSON API, dashboard |
+//!
+//! May import: `dataplane`, `snapshot`, `route`, `upstream` (fault slots,
+//! endpoints), `server::{listener, synthetic}`, `telemetry`, `tls`,
+//! `files`, `clock`. Nothing in the data plane imports from here.
+
+pub(crate) mod actions;
+mod admin;
+pub(crate) mod audit;
+mod checks;
+pub(crate) mod context;
+mod driver;
+pub(crate) mod events;
+pub(crate) mod persist;
+pub mod reload;
+pub(crate) mod synthetic;
+pub(crate) mod thread;
+mod ticker;
+mod watch;
+pub(crate) mod webhook;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch::Receiver;
+use tokio_util::task::TaskTracker;
+
+pub(crate) use self::context::Daemon;
+use self::thread::DaemonThread;
+
+/// Starts the daemon's tasks on its thread: the admin listener, the
+/// ticker, the rollout driver, the synthetic generator and (with a config
+/// file) the watcher. `admin` must be registered with the daemon runtime.
+pub(crate) fn start(
+    daemon: &Arc<Daemon>,
+    thread: &DaemonThread,
+    admin: TcpListener,
+    data_addr: SocketAddr,
+    config_path: Option<PathBuf>,
+    shutdown: Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    thread.spawn(admin::serve(daemon.clone(), admin, shutdown.clone(), tracker));
+    thread.spawn(ticker::run(daemon.dp.clone(), shutdown.clone()));
+    thread.spawn(driver::drive(daemon.clone(), shutdown.clone()));
+    thread.spawn(synthetic::run(daemon.clone(), data_addr, shutdown.clone()));
+    if let Some(path) = config_path {
+        let _daemon_runtime = thread.enter();
+        watch::watch_file(daemon.clone(), path, shutdown);
+    }
+}

@@ -1,0 +1,114 @@
+//! Loading the config file and hot reload.
+//!
+//! The file watcher (`watch.rs`), SIGHUP and [`crate::Weir::reload`] all go
+//! through [`reload_file`]: read → parse and validate (in `weir-control`) →
+//! build a complete snapshot → one atomic store. Any failure leaves the
+//! serving snapshot untouched, is logged with its key paths, and is
+//! counted.
+//!
+//! Settings that need a restart (`weir_control::config::diff::restart_only`:
+//! `listen.addr`, `admin.addr`, switching `listen.tls` or `admin.tls` on or
+//! off (certificates reload), `limits.max_connections`, `log.access`,
+//! `log.audit`, `state.file`) are logged as such and keep their running
+//! values; everything else applies to new requests at once (and server
+//! settings to new connections).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use weir_control::config::{self, Config, ConfigErrors};
+
+use super::context::Daemon;
+use super::events::emit_built;
+use super::persist::persist;
+use crate::files::{config_relative, read_token};
+use crate::snapshot::{self, BuildError};
+
+/// Why a reload was refused (the old config keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The config is invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    /// The runtime snapshot could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The admin token file could not be read.
+    #[error("{0}")]
+    Token(String),
+    /// There is no file to reload from.
+    #[error("weir was started without a config file")]
+    NoFile,
+}
+
+/// Reads and validates a config file.
+pub fn read_config(path: &Path) -> Result<Config, ReloadError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ReloadError::Read { path: path.to_path_buf(), source })?;
+    Ok(config::parse(&text)?)
+}
+
+/// Re-reads the config file and swaps it in (see [`apply`]).
+pub(crate) async fn reload_file(daemon: &Arc<Daemon>) -> Result<u64, ReloadError> {
+    let path = daemon.config_path.clone().ok_or(ReloadError::NoFile)?;
+    let cfg = match read_config(&path) {
+        Ok(cfg) => cfg,
+        Err(e) => return Err(failed(daemon, e)),
+    };
+    apply(daemon, cfg).await
+}
+
+fn failed(daemon: &Daemon, e: ReloadError) -> ReloadError {
+    daemon.dp.telemetry.reload_error();
+    tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
+    e
+}
+
+/// Swaps in `cfg`; returns the new generation.
+pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, ReloadError> {
+    let _serial = daemon.reload_lock.lock().await;
+    let dp = &daemon.dp;
+    let token = match &cfg.admin.token_file {
+        Some(f) => match read_token(&config_relative(f, daemon.config_path.as_deref())) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
+        },
+        None => None,
+    };
+    let prev = dp.load_full();
+    let old = &prev.config;
+    for key in config::diff::restart_only(old, &cfg) {
+        tracing::warn!("{key} changed: this setting needs a restart; the running value stays");
+    }
+    // Certificate files can change while the config text does not.
+    let tls_same = prev.tls_digest == crate::tls::digest(&crate::tls::files(&cfg, daemon.config_path.as_deref()));
+    if *old.as_ref() == cfg && tls_same {
+        daemon.admin_token.store(token);
+        tracing::info!(generation = prev.generation, "config unchanged");
+        dp.telemetry.reload_ok();
+        return Ok(prev.generation);
+    }
+    let built =
+        snapshot::build(Arc::new(cfg), daemon.config_path.as_deref(), Some(&prev), &dp.telemetry, &dp.faults, None)
+            .await;
+    let (next, events) = match built {
+        Ok(s) => s,
+        Err(e) => return Err(failed(daemon, e.into())),
+    };
+    let generation = next.generation;
+    dp.swap_in(next);
+    daemon.admin_token.store(token);
+    dp.telemetry.reload_ok();
+    emit_built(daemon, events);
+    persist(daemon);
+    tracing::info!(generation, "config reloaded");
+    Ok(generation)
+}

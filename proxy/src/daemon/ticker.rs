@@ -1,0 +1,30 @@
+//! Once a second, on the daemon thread: fold recorded samples into the
+//! current slot, expire faults, publish the routes' current weights, and
+//! close idle upstream connections past `timeouts.upstream_idle`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::Periodic;
+use crate::dataplane::DataPlane;
+
+/// Runs until shutdown.
+pub(crate) async fn run(dp: Arc<DataPlane>, shutdown: watch::Receiver<bool>) {
+    let mut clock = Periodic::new(Duration::from_secs(1), shutdown);
+    while clock.tick().await {
+        let snap = dp.load_full();
+        dp.telemetry.rotate_all();
+        dp.faults.expire();
+        for r in snap.routes.routes() {
+            r.publish_weight();
+        }
+        // Idle upstream connections of weir's own client past upstream_idle.
+        for b in &snap.backends {
+            for ep in b.endpoints() {
+                ep.pool.sweep(snap.timeouts.upstream_idle);
+            }
+        }
+    }
+}

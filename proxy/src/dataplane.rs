@@ -1,0 +1,83 @@
+//! [`DataPlane`]: everything the data plane (listeners, connections, the
+//! request path, upstreams, health checks) receives, and nothing else.
+//!
+//! The daemon beside it (`daemon/`: admin API, rollout driver, persistence,
+//! webhooks, reload, synthetic traffic) holds an `Arc<DataPlane>`; the data
+//! plane holds no handle back. So the compiler keeps control-side objects
+//! (the daemon's runtime, its locks, the webhook client) off the request
+//! path.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::watch;
+
+use crate::server::access_log::AccessLog;
+use crate::server::shadow::Shadows;
+use crate::server::synthetic::SyntheticTag;
+use crate::snapshot::Snapshot;
+use crate::telemetry::Telemetry;
+use crate::upstream::fault::Faults;
+
+/// The data plane's shared state.
+pub(crate) struct DataPlane {
+    /// The config generation serving now (one `ArcSwap` load per request).
+    snapshot: ArcSwap<Snapshot>,
+    /// The generation of each snapshot swapped in: background loops with
+    /// nothing to do in the current config sleep until it changes.
+    reloads: watch::Sender<u64>,
+    pub(crate) access_log: Option<AccessLog>,
+    /// Shutdown has begun: connections close after their current request.
+    pub(crate) draining: AtomicBool,
+    /// Requests in flight on the data listener.
+    pub(crate) in_flight: Arc<AtomicUsize>,
+    pub(crate) telemetry: Telemetry,
+    /// Tells weir's own synthetic requests apart.
+    pub(crate) synthetic: SyntheticTag,
+    /// Shadow comparison counters per route.
+    pub(crate) shadows: Shadows,
+    /// Fault slots per backend (the admin API switches them).
+    pub(crate) faults: Faults,
+}
+
+impl DataPlane {
+    pub(crate) fn new(first: Snapshot, access_log: Option<AccessLog>, telemetry: Telemetry, faults: Faults) -> Self {
+        let generation = first.generation;
+        DataPlane {
+            snapshot: ArcSwap::from_pointee(first),
+            reloads: watch::Sender::new(generation),
+            access_log,
+            draining: AtomicBool::new(false),
+            in_flight: Default::default(),
+            telemetry,
+            synthetic: SyntheticTag::new(),
+            shadows: Shadows::default(),
+            faults,
+        }
+    }
+
+    /// The current snapshot, for use before the next `.await`.
+    pub(crate) fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The current snapshot, to keep across `.await`s.
+    pub(crate) fn load_full(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Swaps in the next generation (new requests and connections take it;
+    /// those in flight finish on theirs) and wakes the loops that wait for
+    /// a config change.
+    pub(crate) fn swap_in(&self, next: Snapshot) {
+        let generation = next.generation;
+        self.snapshot.store(Arc::new(next));
+        self.reloads.send_replace(generation);
+    }
+
+    /// Changes with every snapshot swapped in (see [`crate::clock::Periodic`]).
+    pub(crate) fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+}

@@ -1,0 +1,28 @@
+//! Files the config names: paths relative to the config file, and the
+//! admin token file (read at start, on reload, and by `weir ctl`).
+
+use std::path::{Path, PathBuf};
+
+/// A path from the config: relative paths are relative to the config file.
+pub(crate) fn config_relative(file: &Path, config_path: Option<&Path>) -> PathBuf {
+    if file.is_absolute() {
+        return file.to_path_buf();
+    }
+    let base = config_path.and_then(Path::parent).filter(|p| !p.as_os_str().is_empty());
+    base.map_or_else(|| file.to_path_buf(), |b| b.join(file))
+}
+
+/// The directory a file is in (`.` for a bare file name).
+pub(crate) fn parent_dir(p: &Path) -> &Path {
+    p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Reads a token file: its trimmed content, which must not be empty.
+pub(crate) fn read_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("admin.token_file {}: the file is empty", path.display()));
+    }
+    Ok(token.to_string())
+}

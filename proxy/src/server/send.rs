@@ -1,0 +1,200 @@
+//! **send**: the request to the upstream, through weir's own HTTP/1.1
+//! client (body-less requests to plain backends, `upstream/h1`) or hyper's
+//! (bodies, upgrades, TLS and HTTP/2 backends), within
+//! `timeouts.upstream_response`, once more on another address (or the same
+//! one) where that is safe (see [`retry_target`]). Every attempt feeds
+//! passive outlier detection.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::upgrade::OnUpgrade;
+
+use super::error::ProxyError;
+use super::request::{Outcome, RequestGuard};
+use crate::snapshot::Snapshot;
+use crate::telemetry::Telemetry;
+use crate::upstream::body::{client_fault, FromUpstream, UpstreamBody};
+use crate::upstream::{Backend, Endpoint, EndpointGuard, UpstreamErrorKind};
+
+/// Where a request goes, for the attempts to send it.
+pub(super) struct Leg<'a> {
+    pub(super) telemetry: &'a Telemetry,
+    pub(super) snap: &'a Snapshot,
+    pub(super) route: &'a str,
+    pub(super) backend: &'a Backend,
+}
+
+/// Sends the request (its head in `parts`, which hyper's path leaves
+/// empty). A request without a body may be sent again (see
+/// [`retry_target`]); one with a body never is (some of it may have left).
+/// weir's own client only borrows the request, so a retry sends the same
+/// one again. Each path is its own function, and hyper's is boxed, so the
+/// caller's future stays the size of the common path. Also returns the
+/// client's side of an upgrade, for the tunnel.
+pub(super) async fn send<'s>(
+    leg: &Leg<'_>,
+    parts: &mut http::request::Parts,
+    body: UpstreamBody,
+    upgrade: bool,
+    guard: &mut RequestGuard,
+    outcome: &mut Outcome<'s>,
+) -> (Result<Response<FromUpstream>, ProxyError>, Option<OnUpgrade>) {
+    let body_less = !upgrade && http_body::Body::is_end_stream(&body);
+    let idempotent = parts.method.is_idempotent();
+    let retry = Retry { allowed: body_less && (leg.backend.len() > 1 || idempotent), idempotent };
+    if body_less && leg.backend.client.is_none() {
+        drop(body);
+        return (send_own_path(leg, parts, guard, outcome, retry).await, None);
+    }
+    // hyper's client takes the request; the caller keeps an empty head.
+    let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
+    let mut req = Request::from_parts(parts, body);
+    // The request's upgrade handle was moved into `req` with its
+    // extensions; take it back before the request is sent.
+    let downstream_upgrade = if upgrade { req.extensions_mut().remove::<OnUpgrade>() } else { None };
+    (Box::pin(send_hyper_path(leg, req, guard, outcome, retry)).await, downstream_upgrade)
+}
+
+/// Whether a failed request may be sent once more.
+#[derive(Clone, Copy)]
+struct Retry {
+    /// The request has no body, and there is another address or the method
+    /// is idempotent.
+    allowed: bool,
+    idempotent: bool,
+}
+
+/// Where to send a request again, if at all: on another address after a
+/// failed connect (nothing was sent), or after a reset for an idempotent
+/// method (RFC 9110 §9.2.2: an upstream restarting closes pooled
+/// connections under requests just written).
+fn retry_target(
+    sent: &Result<Response<FromUpstream>, ProxyError>,
+    retry: Retry,
+    backend: &Backend,
+    guard: &RequestGuard,
+) -> Option<(UpstreamErrorKind, EndpointGuard)> {
+    match sent {
+        Err(ProxyError::Upstream(k @ (UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)))
+            if retry.allowed =>
+        {
+            guard.endpoint().and_then(|failed| backend.pick_other(failed)).map(|ep| (*k, ep))
+        }
+        Err(ProxyError::Upstream(k @ UpstreamErrorKind::Reset)) if retry.allowed && retry.idempotent => {
+            let ep = guard.endpoint().and_then(|failed| backend.pick_other(failed)).or_else(|| backend.pick());
+            ep.map(|ep| (*k, ep))
+        }
+        _ => None,
+    }
+}
+
+/// Switches the request to the retry address and counts the retry.
+fn start_retry(leg: &Leg<'_>, kind: UpstreamErrorKind, ep: &EndpointGuard, outcome: &mut Outcome<'_>) {
+    leg.telemetry.retried(leg.route, &leg.backend.name, kind);
+    outcome.upstream = Some(ep.endpoint().addr);
+}
+
+/// weir's own client, once more on failure if `retry` allows: the request
+/// is only borrowed, so a retry sends the same one.
+async fn send_own_path<'s>(
+    leg: &Leg<'_>,
+    parts: &http::request::Parts,
+    guard: &mut RequestGuard,
+    outcome: &mut Outcome<'s>,
+    retry: Retry,
+) -> Result<Response<FromUpstream>, ProxyError> {
+    let Some(ep) = guard.endpoint_arc() else {
+        return Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable));
+    };
+    let mut sent = send_own(leg, ep, parts).await;
+    report(leg.backend, guard, &sent);
+    if let Some((kind, ep)) = retry_target(&sent, retry, leg.backend, guard) {
+        start_retry(leg, kind, &ep, outcome);
+        sent = send_own(leg, ep.arc(), parts).await;
+        guard.set_endpoint(ep);
+        report(leg.backend, guard, &sent);
+    }
+    sent
+}
+
+/// hyper's client, once more on failure if `retry` allows (from a copy of
+/// the request kept for that: hyper's client consumes what it sends).
+async fn send_hyper_path<'s>(
+    leg: &Leg<'_>,
+    req: Request<UpstreamBody>,
+    guard: &mut RequestGuard,
+    outcome: &mut Outcome<'s>,
+    retry: Retry,
+) -> Result<Response<FromUpstream>, ProxyError> {
+    if guard.endpoint().is_none() {
+        return Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable));
+    }
+    let copy =
+        retry.allowed.then(|| (req.method().clone(), req.uri().path_and_query().cloned(), req.headers().clone()));
+    let mut sent = send_hyper(leg, req).await;
+    report(leg.backend, guard, &sent);
+    if let (Some((kind, ep)), Some((method, path, headers))) = (retry_target(&sent, retry, leg.backend, guard), copy) {
+        start_retry(leg, kind, &ep, outcome);
+        let uri =
+            leg.backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
+        let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        sent = send_hyper(leg, req).await;
+        guard.set_endpoint(ep);
+        report(leg.backend, guard, &sent);
+    }
+    sent
+}
+
+/// Sends a body-less request to a plain HTTP/1.1 backend through weir's
+/// own client (`upstream/h1.rs`), within `timeouts.upstream_response`.
+async fn send_own(
+    leg: &Leg<'_>,
+    ep: &Arc<Endpoint>,
+    req: &http::request::Parts,
+) -> Result<Response<FromUpstream>, ProxyError> {
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let t = &leg.snap.timeouts;
+    match crate::upstream::h1::send(ep, &req.method, path, &req.headers, t.connect, t.upstream_response).await {
+        Err(kind) => {
+            tracing::debug!(route = leg.route, backend = %leg.backend.name, kind = kind.as_str(), "upstream error");
+            Err(ProxyError::Upstream(kind))
+        }
+        Ok(resp) => Ok(resp.map(FromUpstream::Weir)),
+    }
+}
+
+/// Sends through hyper's client within `timeouts.upstream_response`.
+async fn send_hyper(leg: &Leg<'_>, req: Request<UpstreamBody>) -> Result<Response<FromUpstream>, ProxyError> {
+    let snap = leg.snap;
+    match tokio::time::timeout(snap.timeouts.upstream_response, leg.backend.send(&snap.client, req)).await {
+        Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
+        Ok(Err(e)) => {
+            // A client that stops sending or cuts its body short must not
+            // count against the upstream (nor eject it, nor fail a gate).
+            if let Some(fault) = client_fault(&e) {
+                return Err(fault.into());
+            }
+            let kind = crate::upstream::error::classify(&e);
+            let (route, backend) = (leg.route, &leg.backend.name);
+            tracing::debug!(route, backend = %backend, kind = kind.as_str(), "upstream error: {e:#}");
+            Err(ProxyError::Upstream(kind))
+        }
+        Ok(Ok(resp)) => Ok(resp.map(FromUpstream::Hyper)),
+    }
+}
+
+/// Feeds passive outlier detection: upstream failures and 5xx count.
+fn report(backend: &Backend, guard: &RequestGuard, sent: &Result<Response<FromUpstream>, ProxyError>) {
+    if let Some(ep) = guard.endpoint() {
+        let failed = match sent {
+            Ok(resp) => resp.status().is_server_error(),
+            Err(ProxyError::Upstream(_)) => true,
+            Err(_) => false,
+        };
+        backend.report(ep, failed);
+    }
+}

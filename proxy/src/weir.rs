@@ -1,0 +1,261 @@
+//! [`Weir`]: a running weir. Start-up wiring (the first snapshot, the
+//! listeners, the data plane and the daemon beside it) and the public API
+//! that tests, the demo and embedders use.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+use weir_control::config::{self, Config};
+use weir_control::rollout::{Event, State};
+use weir_control::sample::Window;
+
+use crate::daemon::actions::{self, ActionFailed, ManualAction};
+use crate::daemon::audit::Audit;
+use crate::daemon::reload::{self, ReloadError};
+use crate::daemon::thread::DaemonThread;
+use crate::daemon::{events, persist, webhook, Daemon};
+use crate::dataplane::DataPlane;
+use crate::files::{config_relative, read_token};
+use crate::server::access_log::AccessLog;
+use crate::snapshot::{self, BuildError};
+use crate::telemetry::Telemetry;
+use crate::upstream::fault::Faults;
+
+/// Why weir could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is valid but could not be turned into a runtime snapshot.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The access log could not be opened.
+    #[error("log.access: {0}")]
+    AccessLog(std::io::Error),
+    /// The admin token file could not be read.
+    #[error("{0}")]
+    Token(String),
+    /// The audit log could not be opened.
+    #[error("log.audit: {0}")]
+    AuditLog(std::io::Error),
+    /// The daemon thread (admin API, rollouts, reloads) could not start.
+    #[error("cannot start the daemon thread: {0}")]
+    Daemon(std::io::Error),
+}
+
+/// A running weir instance (data and admin listeners).
+pub struct Weir {
+    daemon: Arc<Daemon>,
+    data_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tracker: TaskTracker,
+    thread: DaemonThread,
+}
+
+impl std::fmt::Debug for Weir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weir").field("data_addr", &self.data_addr).field("admin_addr", &self.admin_addr).finish()
+    }
+}
+
+impl Weir {
+    /// Builds the first snapshot, binds both listeners and starts serving.
+    /// With `config_path`, the file is watched and reloaded on change.
+    pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Weir, StartError> {
+        let cfg = Arc::new(cfg);
+        let telemetry = Telemetry::new();
+        let relative = |p: &std::path::Path| config_relative(p, config_path.as_deref());
+        let state_file = cfg.state.file.as_deref().map(relative);
+        let in_config_dir = |d: &config::AccessLog| match d {
+            config::AccessLog::File(p) => config::AccessLog::File(relative(p)),
+            other => other.clone(),
+        };
+        let restored = state_file.as_deref().map(persist::load);
+        let faults = Faults::default();
+        let (snap, events) =
+            snapshot::build(cfg.clone(), config_path.as_deref(), None, &telemetry, &faults, restored.as_ref()).await?;
+        let audit = Audit::open(&in_config_dir(&cfg.log.audit)).map_err(StartError::AuditLog)?;
+        let admin_token = match &cfg.admin.token_file {
+            Some(f) => Some(Arc::new(read_token(&relative(f)).map_err(StartError::Token)?)),
+            None => None,
+        };
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let data = bind("listen.addr", cfg.listen.addr).await?;
+        let admin = bind("admin.addr", cfg.admin.addr).await?;
+        let thread = DaemonThread::start().map_err(StartError::Daemon)?;
+        let bound =
+            |l: &TcpListener, what, addr| l.local_addr().map_err(|source| StartError::Bind { what, addr, source });
+        let data_addr = bound(&data, "listen.addr", cfg.listen.addr)?;
+        let admin_addr = bound(&admin, "admin.addr", cfg.admin.addr)?;
+        // The admin listener moves to the daemon thread's runtime.
+        let admin = {
+            let _daemon_runtime = thread.enter();
+            admin.into_std().and_then(TcpListener::from_std)
+        }
+        .map_err(|source| StartError::Bind { what: "admin.addr", addr: admin_addr, source })?;
+        let access_log = AccessLog::open(&in_config_dir(&cfg.log.access)).map_err(StartError::AccessLog)?;
+
+        let dp = Arc::new(DataPlane::new(snap, access_log, telemetry, faults));
+        let daemon = Arc::new(Daemon {
+            dp: dp.clone(),
+            ready: AtomicBool::new(false),
+            reload_lock: tokio::sync::Mutex::new(()),
+            config_path: config_path.clone(),
+            audit,
+            state_file,
+            webhooks: webhook::client(),
+            runtime: thread.handle().clone(),
+            admin_token: arc_swap::ArcSwapOption::new(admin_token),
+            synthetic: Default::default(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));
+        // The data plane: connections, and the health checks (they share
+        // the backends' connection pools with requests).
+        tokio::spawn(crate::server::listener::accept_loop(
+            dp.clone(),
+            data,
+            limit,
+            shutdown_rx.clone(),
+            tracker.clone(),
+        ));
+        tokio::spawn(crate::upstream::health::run(dp, shutdown_rx.clone()));
+        // Everything else on the daemon thread, the first build's events
+        // before the engine's.
+        events::emit_built(&daemon, events);
+        crate::daemon::start(&daemon, &thread, admin, data_addr, config_path, shutdown_rx, tracker.clone());
+        daemon.ready.store(true, Ordering::Relaxed);
+        tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening");
+        Ok(Weir { daemon, data_addr, admin_addr, shutdown, tracker, thread })
+    }
+
+    /// The bound data-plane address (useful with port 0).
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Re-reads the config file (as SIGHUP does). On error the old config
+    /// keeps serving and the error says why.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        reload::reload_file(&self.daemon).await
+    }
+
+    /// Applies an in-memory config, through the same path as a file reload.
+    pub async fn apply(&self, cfg: Config) -> Result<u64, ReloadError> {
+        reload::apply(&self.daemon, cfg).await
+    }
+
+    /// The current canary weight of a route, in basis points.
+    pub fn route_weight_bp(&self, route: &str) -> Option<u32> {
+        let snap = self.daemon.dp.load();
+        snap.routes.routes().iter().find(|r| &*r.name == route).map(|r| r.state.weight().bp())
+    }
+
+    /// The measurements of a route's stable or canary backend over the last
+    /// `span` (whole seconds, at most `telemetry.window_max`).
+    pub fn window(&self, route: &str, side: weir_control::split::Side, span: Duration) -> Option<Window> {
+        let snap = self.daemon.dp.load();
+        let r = snap.routes.routes().iter().find(|r| &*r.name == route)?;
+        let stats = r.stats(side)?;
+        let t = &snap.config.telemetry;
+        Some(stats.window(self.daemon.dp.telemetry.now_sec(), t.span_secs(span.as_secs()), t.keep_secs()))
+    }
+
+    /// The audit trail kept in memory (optionally of one route).
+    pub fn events(&self, route: Option<&str>) -> Vec<Event> {
+        self.daemon.audit.events(route)
+    }
+
+    /// Audit events as they happen (for dashboards and tests).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.daemon.audit.subscribe()
+    }
+
+    /// A route's rollout state, if it has a rollout.
+    pub fn rollout(&self, route: &str) -> Option<State> {
+        let snap = self.daemon.dp.load();
+        let r = snap.routes.routes().iter().find(|r| &*r.name == route)?;
+        let guard = r.state.engine();
+        guard.as_ref().map(|e| e.state().clone())
+    }
+
+    /// A manual action on a route's rollout (actor `manual` in the audit).
+    pub fn act(&self, route: &str, action: ManualAction) -> Result<Event, ActionFailed> {
+        actions::act(&self.daemon, route, action)
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to
+    /// `timeouts.shutdown_grace`, then returns (whether or not all finished).
+    /// Within the same grace, the daemon thread's tasks finish what they
+    /// are doing (a rollout step being saved).
+    pub async fn shutdown(mut self) -> bool {
+        let grace = self.daemon.dp.load().timeouts.shutdown_grace;
+        self.daemon.ready.store(false, Ordering::Relaxed);
+        self.daemon.dp.draining.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        self.tracker.close();
+        let deadline = tokio::time::Instant::now() + grace;
+        let drained = tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_ok();
+        if drained {
+            tracing::info!("drained all connections");
+        } else {
+            tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
+        }
+        if tokio::time::timeout_at(deadline, self.thread.finished()).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "shutdown grace period over: leaving the daemon thread's work (a webhook?) unfinished"
+            );
+        }
+        drained
+    }
+
+    /// Serves until SIGTERM or SIGINT (SIGHUP reloads), then shuts down.
+    pub async fn serve_until_signal(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    // On the daemon thread, like the file watcher's: the
+                    // outcome is logged there.
+                    let daemon = self.daemon.clone();
+                    self.thread.spawn(async move {
+                        let _ = reload::reload_file(&daemon).await;
+                    });
+                }
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        self.shutdown().await;
+        Ok(())
+    }
+}
