@@ -1,15 +1,17 @@
 //! Helpers for weir's end-to-end tests: real upstream servers on
 //! `127.0.0.1:0`, weir started in process or as the real binary, and real
 //! HTTP clients. The tests themselves live in `tests/` (one test binary).
+//! The soak (`benches/src/bin/soak.rs`) runs on the same helpers.
 
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +22,14 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
+#[allow(missing_docs)]
 pub mod browser;
 #[cfg(test)]
 mod tests;
+#[allow(missing_docs)]
 pub mod tls;
 
 /// What a test upstream does with a request.
@@ -49,56 +54,115 @@ pub enum Mode {
 /// A request as an upstream saw it.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// Its headers.
     pub headers: HeaderMap,
+    /// Its path and query.
     pub path: String,
 }
 
-/// A real HTTP/1.1 upstream server on an ephemeral loopback port.
+/// How [`Upstream::stop`] ends the connections it has open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// As a server being restarted: a request in flight is answered, then
+    /// its connection closes.
+    Restart,
+    /// As a crashed server: every connection is dropped at once, requests in
+    /// flight unanswered.
+    Crash,
+}
+
+/// A real HTTP/1.1 upstream server on a loopback port. Dropped, it stops
+/// accepting; the connections it has open go on being served.
 pub struct Upstream {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its name, which [`Mode::Named`] answers with.
     pub name: &'static str,
+    /// Every request it saw (none when started by [`Upstream::bind`] with
+    /// `record` false).
     pub seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<Option<Stop>>,
 }
 
 impl Upstream {
+    /// On an ephemeral loopback port, recording every request in `seen`.
     pub async fn start(name: &'static str, mode: Mode) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        Upstream::bind(([127, 0, 0, 1], 0).into(), name, mode, true).await.unwrap()
+    }
+
+    /// On `addr` (port 0: an ephemeral one), e.g. again on the port of one
+    /// that was stopped; with `record` false `seen` stays empty, so that a
+    /// long run does not grow.
+    pub async fn bind(addr: SocketAddr, name: &'static str, mode: Mode, record: bool) -> std::io::Result<Upstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
+        let (stop, stopped) = watch::channel(None);
+        let seen2 = record.then(|| seen.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let seen = seen2.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let seen = seen.clone();
-                        async move {
-                            seen.lock()
-                                .unwrap()
-                                .push(Seen { headers: req.headers().clone(), path: req.uri().to_string() });
-                            Ok::<_, Infallible>(respond(name, mode, req).await)
-                        }
-                    });
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
+                tokio::spawn(serve(stream, name, mode, seen2.clone(), stopped.clone()));
             }
         });
-        Upstream { addr, name, seen, task }
+        Ok(Upstream { addr, name, seen, task, stop })
     }
 
+    /// How many requests it saw (0 when it does not record them).
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    /// Closes the listener, then ends the open connections as `how` says.
+    pub async fn stop(mut self, how: Stop) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        self.stop.send_replace(Some(how));
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Serves one connection of an [`Upstream`] until it closes or the upstream
+/// is stopped.
+async fn serve(
+    stream: TcpStream,
+    name: &'static str,
+    mode: Mode,
+    seen: Option<Arc<Mutex<Vec<Seen>>>>,
+    mut stopped: watch::Receiver<Option<Stop>>,
+) {
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let seen = seen.clone();
+        async move {
+            if let Some(seen) = seen {
+                seen.lock().unwrap().push(Seen { headers: req.headers().clone(), path: req.uri().to_string() });
+            }
+            Ok::<_, Infallible>(respond(name, mode, req).await)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let stopping = async {
+        match stopped.wait_for(Option::is_some).await.map(|how| *how) {
+            Ok(how) => how,
+            // Dropped, not stopped: the connection goes on.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        how = stopping => if how == Some(Stop::Restart) {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        },
     }
 }
 
@@ -186,6 +250,20 @@ pub async fn websocket_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 /// A config with two backends, `stable` and `canary`, and one route `web`
 /// whose extra keys are `route_extra` (TOML lines).
 pub fn config_text(stable: SocketAddr, canary: SocketAddr, route_extra: &str, top_extra: &str) -> String {
+    config_text_with(&[stable], &[canary], "v2", route_extra, top_extra)
+}
+
+/// [`config_text`] with any number of addresses per backend and the
+/// canary's version; `top_extra` (TOML) comes after `[admin]`.
+pub fn config_text_with(
+    stable: &[SocketAddr],
+    canary: &[SocketAddr],
+    canary_version: &str,
+    route_extra: &str,
+    top_extra: &str,
+) -> String {
+    let list = |addrs: &[SocketAddr]| addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    let (stable, canary) = (list(stable), list(canary));
     format!(
         r#"
 [listen]
@@ -194,11 +272,11 @@ addr = "127.0.0.1:0"
 addr = "127.0.0.1:0"
 {top_extra}
 [backends.stable]
-addrs = ["{stable}"]
+addrs = [{stable}]
 version = "v1"
 [backends.canary]
-addrs = ["{canary}"]
-version = "v2"
+addrs = [{canary}]
+version = "{canary_version}"
 
 [[routes]]
 name = "web"
@@ -207,6 +285,14 @@ canary = "canary"
 {route_extra}
 "#
     )
+}
+
+/// Replaces `path`'s contents as editors do: writes a temp file next to it,
+/// then renames it over `path`, so that a watcher sees one whole change.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("toml.swp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Two named upstreams (`stable`, `canary`) and weir in front of them, with
@@ -220,12 +306,16 @@ pub async fn named_pair(route_extra: &str, top_extra: &str) -> (Upstream, Upstre
 
 /// weir running in this process from a config file in a temp dir.
 pub struct InProcess {
+    /// The running proxy.
     pub weir: weir_proxy::Weir,
+    /// The temp dir that holds its config.
     pub dir: tempfile::TempDir,
+    /// Its config file.
     pub path: PathBuf,
 }
 
 impl InProcess {
+    /// Writes `text` to a config file and starts weir on it.
     pub async fn start(text: &str) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");
@@ -235,6 +325,7 @@ impl InProcess {
         InProcess { weir, dir, path }
     }
 
+    /// `http://` its data listener, then `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.weir.data_addr(), path)
     }
@@ -292,80 +383,198 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// `weir run` as a child process, with its addresses read from its log.
+/// What [`Process`] keeps of weir's log (its stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Every line, in [`Process::log`] and queued for
+    /// [`Process::wait_for_line`].
+    All,
+    /// Memory that stays flat over a long run: only the last this many WARN
+    /// and ERROR lines in `log`, and at most [`QUEUED`] unread lines for
+    /// `wait_for_line` (later ones are not queued).
+    Warnings(usize),
+}
+
+/// How many unread lines [`Keep::Warnings`] queues for
+/// [`Process::wait_for_line`].
+pub const QUEUED: usize = 64;
+
+/// How [`Process::start`] runs `weir run -c CONFIG`.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The binary.
+    pub bin: PathBuf,
+    /// More arguments, after `run -c CONFIG`.
+    pub args: Vec<String>,
+    /// What to keep of its log.
+    pub keep: Keep,
+    /// How long it may take to log `weir listening`.
+    pub startup: Duration,
+}
+
+impl Launch {
+    /// What [`Process::spawn`] runs: [`weir_bin`] with `--workers 2`, the
+    /// whole log kept, 20 s to start.
+    pub fn tests() -> Launch {
+        Launch {
+            bin: weir_bin(),
+            args: vec!["--workers".into(), "2".into()],
+            keep: Keep::All,
+            startup: Duration::from_secs(20),
+        }
+    }
+}
+
+/// `weir run` as a child process, with its addresses read from its log;
+/// killed when dropped.
 pub struct Process {
+    /// The child.
     pub child: Child,
+    /// Its data listener.
     pub data_addr: SocketAddr,
+    /// Its admin listener.
     pub admin_addr: SocketAddr,
+    /// Its log, as much of it as [`Launch::keep`] says.
     pub log: Arc<Mutex<Vec<String>>>,
-    lines: std::sync::mpsc::Receiver<String>,
+    /// How many WARN and ERROR lines it has logged.
+    pub warnings: Arc<AtomicU64>,
+    lines: mpsc::Receiver<String>,
+}
+
+/// Where a [`Process`]'s log lines are queued for
+/// [`Process::wait_for_line`].
+enum Queue {
+    All(mpsc::Sender<String>),
+    Bounded(mpsc::SyncSender<String>),
 }
 
 impl Process {
+    /// [`Process::start`] with [`Launch::tests`]; panics if it does not
+    /// start.
     pub fn spawn(config: &Path) -> Process {
-        let mut child = Command::new(weir_bin())
+        Process::start(&Launch::tests(), config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `launch.bin run -c config` and waits for its listeners.
+    pub fn start(launch: &Launch, config: &Path) -> Result<Process, String> {
+        let child = Command::new(&launch.bin)
             .args(["run", "-c"])
             .arg(config)
-            .args(["--workers", "2"])
+            .args(&launch.args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log2.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
+            .map_err(|e| format!("cannot start {}: {e}", launch.bin.display()))?;
+        let (queue, rx) = match launch.keep {
+            Keep::All => {
+                let (tx, rx) = mpsc::channel();
+                (Queue::All(tx), rx)
             }
-        });
+            Keep::Warnings(_) => {
+                let (tx, rx) = mpsc::sync_channel(QUEUED);
+                (Queue::Bounded(tx), rx)
+            }
+        };
         let mut p = Process {
             child,
             data_addr: ([0, 0, 0, 0], 0).into(),
             admin_addr: ([0, 0, 0, 0], 0).into(),
-            log,
+            log: Arc::new(Mutex::new(Vec::new())),
+            warnings: Arc::new(AtomicU64::new(0)),
             lines: rx,
         };
-        let line = p.wait_for_line("weir listening", Duration::from_secs(20));
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..].split_whitespace().next().unwrap().parse().unwrap()
+        let stderr = p.child.stderr.take().ok_or("weir's stderr is not piped")?;
+        let (log, warnings, keep) = (p.log.clone(), p.warnings.clone(), launch.keep);
+        // Drains stderr for the life of the child.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let warning = line.contains(" WARN ") || line.contains(" ERROR ");
+                if warning {
+                    warnings.fetch_add(1, Ordering::Relaxed);
+                }
+                let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+                match keep {
+                    Keep::All => log.push(line.clone()),
+                    Keep::Warnings(n) if warning && n > 0 => {
+                        if log.len() >= n {
+                            log.remove(0);
+                        }
+                        log.push(line.clone());
+                    }
+                    Keep::Warnings(_) => {}
+                }
+                drop(log);
+                match &queue {
+                    Queue::All(tx) => {
+                        let _ = tx.send(line);
+                    }
+                    Queue::Bounded(tx) => {
+                        let _ = tx.try_send(line);
+                    }
+                }
+            }
+        });
+        let line = p.next_line_with("weir listening", launch.startup)?;
+        let field = |name: &str| -> Result<SocketAddr, String> {
+            let start = line.find(&format!("{name}=")).ok_or_else(|| format!("no {name}= in {line:?}"))?;
+            let value = line[start + name.len() + 1..].split_whitespace().next().unwrap_or_default();
+            value.parse().map_err(|e| format!("{name}={value}: {e}"))
         };
-        p.data_addr = field("data");
-        p.admin_addr = field("admin");
-        p
+        p.data_addr = field("data")?;
+        p.admin_addr = field("admin")?;
+        Ok(p)
     }
 
     /// Waits for a log line containing `needle` (lines since the last wait).
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        self.next_line_with(needle, timeout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn next_line_with(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
+                Ok(line) if line.contains(needle) => return Ok(line),
                 Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?}; log:\n{}", self.log.lock().unwrap().join("\n")),
+                Err(_) => {
+                    let log = self.log.lock().unwrap_or_else(PoisonError::into_inner).join("\n");
+                    return Err(format!("no log line with {needle:?}; log:\n{log}"));
+                }
             }
         }
     }
 
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(ok.success());
+    /// Sends it a signal (`kill -SIG`).
+    pub fn signal(&self, sig: &str) -> Result<(), String> {
+        let pid = self.child.id();
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .map_err(|e| format!("kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{sig} {pid} failed"))
+        }
     }
 
-    /// Resident set size in KiB, from /proc.
-    pub fn rss_kib(&self) -> u64 {
+    /// Resident set size in KiB, from /proc (`None` once it is gone).
+    pub fn rss_kib(&self) -> Option<u64> {
         proc_status_kib(self.child.id(), "VmRSS:")
     }
 
     /// Peak resident set size in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
+    pub fn peak_rss_kib(&self) -> Option<u64> {
         proc_status_kib(self.child.id(), "VmHWM:")
+    }
+
+    /// How many file descriptors it has open, from /proc.
+    pub fn fds(&self) -> Option<usize> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).ok().map(|d| d.count())
     }
 }
 
@@ -376,36 +585,44 @@ impl Drop for Process {
     }
 }
 
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = s.lines().find(|l| l.starts_with(key)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Samples of a Prometheus exposition: (name, sorted labels) → value.
 pub type Samples = std::collections::HashMap<(String, Vec<(String, String)>), f64>;
 
-/// Parses a Prometheus text exposition into [`Samples`].
+/// Parses a Prometheus text exposition into [`Samples`]; panics on a line
+/// it cannot read.
 pub fn parse_prometheus(text: &str) -> Samples {
+    try_parse_prometheus(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Parses a Prometheus text exposition into [`Samples`], or says which line
+/// it cannot read.
+pub fn try_parse_prometheus(text: &str) -> Result<Samples, String> {
     let mut out = std::collections::HashMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (series, value) = line.rsplit_once(' ').unwrap();
+        let bad = || format!("not a Prometheus sample: {line:?}");
+        let (series, value) = line.rsplit_once(' ').ok_or_else(bad)?;
         let (name, labels) = match series.split_once('{') {
             Some((n, rest)) => (n, rest.trim_end_matches('}')),
             None => (series, ""),
         };
-        let mut pairs: Vec<(String, String)> = labels
+        let mut pairs = labels
             .split("\",")
             .filter(|p| !p.is_empty())
             .map(|p| {
-                let (k, v) = p.split_once('=').unwrap();
-                (k.to_string(), v.trim_matches('"').to_string())
+                let (k, v) = p.split_once('=').ok_or_else(bad)?;
+                Ok((k.to_string(), v.trim_matches('"').to_string()))
             })
-            .collect();
+            .collect::<Result<Vec<(String, String)>, String>>()?;
         pairs.sort();
-        out.insert((name.to_string(), pairs), value.parse().unwrap());
+        out.insert((name.to_string(), pairs), value.parse().map_err(|_| bad())?);
     }
-    out
+    Ok(out)
 }
 
 /// One sample's value (0 when absent) from [`parse_prometheus`]'s output.
@@ -415,16 +632,30 @@ pub fn sample(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     m.get(&(name.to_string(), key)).copied().unwrap_or(0.0)
 }
 
+/// The sum of the samples of `name` whose labels include `labels` (0 when
+/// none): a counter over all its other labels.
+pub fn sample_sum(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.iter()
+        .filter(|((n, have), _)| {
+            n == name && labels.iter().all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// Continuous traffic from `concurrency` clients until dropped or stopped.
 pub struct Load {
     stop: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Requests sent so far.
     pub sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Load {
+    /// `concurrency` clients GET `url` (sticky keys), pausing `pause`
+    /// between requests.
     pub fn start(url: String, concurrency: usize, pause: Duration) -> Load {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::atomic::AtomicBool;
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let tasks = (0..concurrency)
@@ -453,6 +684,7 @@ impl Load {
         Load { stop, tasks, sent }
     }
 
+    /// Stops the clients and waits for them.
     pub async fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in self.tasks {

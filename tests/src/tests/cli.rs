@@ -52,7 +52,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let t = Instant::now();
-    p.signal("TERM");
+    p.signal("TERM").unwrap();
     assert_eq!(inflight.await.unwrap(), (StatusCode::OK, "stable".to_string()));
     let status = p.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
@@ -74,7 +74,7 @@ async fn sighup_reloads_and_a_bad_file_keeps_serving() {
     let c = client();
     assert_eq!(get(&c, &url, &[]).await.1, "stable");
 
-    p.signal("HUP");
+    p.signal("HUP").unwrap();
     p.wait_for_line("SIGHUP: reloading config", Duration::from_secs(5));
     p.wait_for_line("config unchanged", Duration::from_secs(5));
 

@@ -15,10 +15,6 @@ const HELD: usize = 500;
 /// Connections connected concurrently.
 const CONNECT_CHUNK: usize = 100;
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
-}
-
 /// The soft `RLIMIT_NOFILE` of this process (weir inherits it).
 fn fd_limit() -> usize {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
@@ -50,12 +46,11 @@ async fn closed_connections_give_back_their_file_descriptors() {
     let path = dir.path().join("weir.toml");
     std::fs::write(&path, config_text(stable.addr, canary.addr, "weight = 0", "")).unwrap();
     let p = Process::spawn(&path);
-    let pid = p.child.id();
     let url = format!("http://{}/", p.data_addr);
     // Warm up: the upstream pool now holds its keep-alive connection, which
     // the requests below (one at a time) reuse.
     assert_eq!(get(&client(), &url, &[]).await, (StatusCode::OK, "stable".to_string()));
-    let baseline = fd_count(pid);
+    let baseline = p.fds().unwrap();
 
     // Both this process and weir hold one fd per connection.
     let held = HELD.min(fd_limit().saturating_sub(200) / 2).max(50);
@@ -84,7 +79,7 @@ async fn closed_connections_give_back_their_file_descriptors() {
         // weir holds them: the measurement sees connections at all.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let n = fd_count(pid);
+            let n = p.fds().unwrap();
             peak = peak.max(n);
             if n >= baseline + batch * 9 / 10 || Instant::now() > deadline {
                 break;
@@ -101,14 +96,14 @@ async fn closed_connections_give_back_their_file_descriptors() {
 
     // Every downstream fd goes back, without waiting for the idle timeout.
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut now = fd_count(pid);
+    let mut now = p.fds().unwrap();
     while now > baseline + 2 {
         assert!(
             Instant::now() < deadline,
             "weir still holds {now} fds 15 s after {TOTAL} connections closed (baseline {baseline}, peak {peak})"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        now = fd_count(pid);
+        now = p.fds().unwrap();
     }
 
     // And it still serves, on a fresh connection.

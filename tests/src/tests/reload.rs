@@ -8,13 +8,6 @@ use tokio::io::AsyncReadExt;
 
 use crate::*;
 
-fn write_atomically(path: &std::path::Path, text: &str) {
-    // What editors do: write a temp file, rename it over the original.
-    let tmp = path.with_extension("toml.swp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_loses_nothing_and_applies_within_a_second() {
     let stable = Upstream::start("stable", Mode::Named).await;
@@ -52,7 +45,7 @@ async fn reload_under_load_loses_nothing_and_applies_within_a_second() {
         let text = base.replace("weight = 0", &format!("weight = {weight}"));
         let t = Instant::now();
         if i % 3 == 0 {
-            write_atomically(&w.path, &text);
+            write_atomically(&w.path, &text).unwrap();
         } else {
             std::fs::write(&w.path, &text).unwrap();
         }

@@ -19,7 +19,7 @@ async fn hundred_megabyte_bodies_stream_both_ways_in_bounded_memory() {
 
     // Warm up, then take the baseline.
     assert_eq!(get(&client(), &base, &[]).await.0, 200);
-    let baseline = p.rss_kib();
+    let baseline = p.rss_kib().unwrap();
 
     // Request body: 100 MB streamed up.
     let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
@@ -48,7 +48,7 @@ async fn hundred_megabyte_bodies_stream_both_ways_in_bounded_memory() {
     }
     assert_eq!(total, SIZE);
 
-    let peak = p.peak_rss_kib();
+    let peak = p.peak_rss_kib().unwrap();
     let grew = peak.saturating_sub(baseline);
     eprintln!("weir RSS: baseline {baseline} KiB, peak {peak} KiB, grew {grew} KiB");
     assert!(grew < 20 * 1024, "RSS grew by {grew} KiB");
