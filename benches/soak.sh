@@ -13,9 +13,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SECS=600
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then SECS=$1; shift; fi
-if [ -n "${WEIR:-}" ]; then
-    cargo build --release -q -p weir-benches --bin soak
-else
-    cargo build --release -q -p weir-proxy --bin weir -p weir-benches --bin soak
+# Two cargo commands: the soak links the tests crate, whose dependencies
+# turn on more features (tokio's "process" among them); built in one
+# command with the soak, weir would get them too and not be the release
+# binary (scripts/build-release.sh's).
+if [ -z "${WEIR:-}" ]; then
+    cargo build --release -q -p weir-proxy --bin weir
 fi
+cargo build --release -q -p weir-benches --bin soak
 exec "$ROOT/target/release/soak" "$SECS" "$@"

@@ -4,7 +4,7 @@
 //! `benches/soak.sh [SECONDS]`, or
 //! `cargo run --release -p weir-benches --bin soak -- [SECONDS] [--clients N]
 //! [--slowloris N] [--allow-flap-errors] [--crash-flaps]` (the binary is
-//! `target/release/weir`, or `$WEIR`).
+//! `weir` next to the soak binary, e.g. `target/release/weir`, or `$WEIR`).
 //!
 //! For SECONDS (default 600):
 //!
@@ -35,26 +35,29 @@
 //! * RSS grew by more than 50 % + 10 MiB between warm-up and end, open fds
 //!   under load by more than `clients + slowloris + 8`, or the fds do not
 //!   return to the idle baseline (+2) once the load stops.
+//!
+//! The upstreams, the weir child, its config and the reading of its
+//! metrics are the tests crate's helpers (`weir_tests`).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::service::service_fn;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use weir_tests::{
+    config_text_with, sample_sum, try_parse_prometheus, write_atomically, Keep, Launch, Mode, Process, Samples, Stop,
+    Upstream,
+};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, Error>;
@@ -66,6 +69,8 @@ const FLAP_DOWN: Duration = Duration::from_secs(2);
 const FLAP_MARGIN: Duration = Duration::from_millis(250);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const SLOWLORIS_BYTE_EVERY: Duration = Duration::from_millis(300);
+/// An ephemeral loopback port.
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 struct Args {
     seconds: u64,
@@ -171,39 +176,9 @@ fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
 
 // ---------------------------------------------------------------- upstreams
 
-/// Serves one connection; when `down` turns true, finishes the request in
-/// flight (if any) and closes, as a server being restarted does.
-async fn serve_conn(stream: TcpStream, name: &'static str, mut down: Option<watch::Receiver<bool>>) {
-    let svc = service_fn(move |_req| async move {
-        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(name.as_bytes()))))
-    });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    let going_down = async {
-        match &mut down {
-            Some(rx) => {
-                let _ = rx.wait_for(|d| *d).await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = going_down => conn.as_mut().graceful_shutdown(),
-    }
-    let _ = conn.await;
-}
-
-/// A steady upstream; returns its address.
-async fn upstream(name: &'static str) -> Res<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve_conn(stream, name, None));
-        }
-    });
-    Ok(addr)
+/// A steady upstream on an ephemeral loopback port (answering its name).
+async fn upstream(name: &'static str) -> Res<Upstream> {
+    Ok(Upstream::bind(LOOPBACK, name, Mode::Named, false).await?)
 }
 
 /// An upstream that goes away (listener and connections) for [`FLAP_DOWN`]
@@ -217,35 +192,20 @@ async fn flapping_upstream(
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Res<SocketAddr> {
-    let first = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = first.local_addr()?;
+    let first = Upstream::bind(LOOPBACK, name, Mode::Named, false).await?;
+    let addr = first.addr;
     tokio::spawn(async move {
-        let mut listener = Some(first);
+        let mut up = Some(first);
         while !stop.load(Ordering::Relaxed) {
-            let Some(l) = listener.take() else { break };
-            let mut conns = JoinSet::new();
-            let (down_tx, down_rx) = watch::channel(false);
-            let until = tokio::time::Instant::now() + FLAP_UP;
-            loop {
-                tokio::select! {
-                    accepted = l.accept() => if let Ok((s, _)) = accepted { conns.spawn(serve_conn(s, name, Some(down_rx.clone()))); },
-                    Some(_) = conns.join_next() => {}
-                    _ = tokio::time::sleep_until(until) => break,
-                }
-            }
+            let Some(u) = up.take() else { break };
+            tokio::time::sleep(FLAP_UP).await;
             lock(&stats.flaps).push((Instant::now(), None));
-            drop(l);
-            if crash {
-                conns.abort_all();
-            } else {
-                let _ = down_tx.send(true);
-                conns.detach_all();
-            }
+            u.stop(if crash { Stop::Crash } else { Stop::Restart }).await;
             tokio::time::sleep(FLAP_DOWN).await;
             // Same port again; retry briefly if the kernel is slow to free it.
             for _ in 0..50 {
-                if let Ok(l) = TcpListener::bind(addr).await {
-                    listener = Some(l);
+                if let Ok(u) = Upstream::bind(addr, name, Mode::Named, false).await {
+                    up = Some(u);
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -253,7 +213,7 @@ async fn flapping_upstream(
             if let Some(last) = lock(&stats.flaps).last_mut() {
                 last.1 = Some(Instant::now());
             }
-            if listener.is_none() {
+            if up.is_none() {
                 eprintln!("soak: could not bind {addr} again; the flapping upstream stays down");
             }
         }
@@ -264,135 +224,21 @@ async fn flapping_upstream(
 // --------------------------------------------------------------------- weir
 
 fn config_text(a: SocketAddr, b: SocketAddr, c: SocketAddr, weight: u32, version: &str) -> String {
-    format!(
-        r#"# written by the weir soak
-[listen]
-addr = "127.0.0.1:0"
-[admin]
-addr = "127.0.0.1:0"
-[timeouts]
+    let timeouts = format!(
+        r#"[timeouts]
 connect = "500ms"
 header_read = "{header_read}s"
 upstream_response = "5s"
 idle = "30s"
-upstream_idle = "2s"
-[backends.stable]
-addrs = ["{a}", "{b}"]
-version = "v1"
-[backends.canary]
-addrs = ["{c}"]
-version = "{version}"
-
-[[routes]]
-name = "web"
-stable = "stable"
-canary = "canary"
-weight = {weight}
-sticky = {{ header = "x-user-id" }}
-force = {{ header = "x-canary" }}
-"#,
+upstream_idle = "2s""#,
         header_read = HEADER_READ.as_secs()
-    )
-}
-
-/// Writes the config atomically: a temp file in the same directory, renamed.
-fn write_config(path: &Path, text: &str) -> Res<()> {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// The weir child; killed if the soak ends without stopping it.
-struct Weir {
-    child: Child,
-    data: SocketAddr,
-    admin: SocketAddr,
-    warnings: Arc<AtomicU64>,
-    last_warnings: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Weir {
-    fn spawn(bin: &Path, config: &Path) -> Res<Weir> {
-        let mut child = Command::new(bin)
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let warnings = Arc::new(AtomicU64::new(0));
-        let last_warnings = Arc::new(Mutex::new(Vec::new()));
-        let (w2, l2) = (warnings.clone(), last_warnings.clone());
-        // Drains stderr for the life of the child; keeps counts and the
-        // last few WARN/ERROR lines only.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("weir listening") {
-                    let _ = tx.send(line.clone());
-                }
-                if line.contains(" WARN ") || line.contains(" ERROR ") {
-                    w2.fetch_add(1, Ordering::Relaxed);
-                    let mut last = lock(&l2);
-                    if last.len() == 10 {
-                        last.remove(0);
-                    }
-                    last.push(line);
-                }
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("weir did not start; last log: {:?}", lock(&last_warnings)).into());
-            }
-        };
-        let field = |name: &str| -> Res<SocketAddr> {
-            let start =
-                line.find(&format!("{name}=")).ok_or_else(|| format!("no {name}= in {line:?}"))? + name.len() + 1;
-            Ok(line[start..].split_whitespace().next().unwrap_or_default().parse()?)
-        };
-        let (data, admin) = (field("data")?, field("admin")?);
-        Ok(Weir { child, data, admin, warnings, last_warnings })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: &str) -> Res<()> {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill -{sig} {} failed", self.pid()).into())
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_default();
-        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
-    }
+    );
+    let route = format!(
+        r#"weight = {weight}
+sticky = {{ header = "x-user-id" }}
+force = {{ header = "x-canary" }}"#
+    );
+    config_text_with(&[a, b], &[c], version, &route, &timeouts)
 }
 
 /// GET on the admin listener with a throwaway connection.
@@ -405,14 +251,6 @@ async fn admin_get(admin: SocketAddr, path: &str) -> Res<(u16, String)> {
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
-}
-
-/// Sum of the samples of `name` whose labels contain `label` (Prometheus text).
-fn metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
 }
 
 // ------------------------------------------------------------------ clients
@@ -528,6 +366,13 @@ struct Sample {
     fds: usize,
 }
 
+impl Sample {
+    /// weir's RSS and open fds now (0 where /proc has none).
+    fn of(weir: &Process) -> Sample {
+        Sample { rss_kib: weir.rss_kib().unwrap_or(0), fds: weir.fds().unwrap_or(0) }
+    }
+}
+
 fn main() -> ExitCode {
     let args = match args() {
         Ok(a) => a,
@@ -564,28 +409,30 @@ fn main() -> ExitCode {
 async fn soak(args: Args) -> Res<Vec<String>> {
     let stats = Arc::new(Stats::default());
     let stop_all = Arc::new(AtomicBool::new(false));
-    let a = upstream("stable-a").await?;
+    // Held to the end: dropped, an upstream stops listening.
+    let stable_a = upstream("stable-a").await?;
     let b = flapping_upstream("stable-b", args.crash_flaps, stats.clone(), stop_all.clone()).await?;
-    let c = upstream("canary").await?;
+    let canary = upstream("canary").await?;
+    let (a, c) = (stable_a.addr, canary.addr);
 
-    let dir = std::env::temp_dir().join(format!("weir-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let _cleanup = RemoveDir(dir.clone());
-    let path = dir.join("weir.toml");
-    write_config(&path, &config_text(a, b, c, 10, "v2-a"))?;
-    let mut weir = Weir::spawn(&args.weir, &path)?;
+    let dir = tempfile::Builder::new().prefix("weir-soak-").tempdir()?;
+    let path = dir.path().join("weir.toml");
+    write_atomically(&path, &config_text(a, b, c, 10, "v2-a"))?;
+    let launch =
+        Launch { bin: args.weir.clone(), args: Vec::new(), keep: Keep::Warnings(10), startup: Duration::from_secs(30) };
+    let mut weir = Process::start(&launch, &path).map_err(|e| format!("weir did not start: {e}"))?;
     println!(
         "soak: weir {} (pid {}) data {} admin {}; upstreams a={a} b={b} (flapping) c={c}; {} s, {} clients, {} slowloris",
         args.weir.display(),
-        weir.pid(),
-        weir.data,
-        weir.admin,
+        weir.child.id(),
+        weir.data_addr,
+        weir.admin_addr,
         args.seconds,
         args.clients,
         args.slowloris
     );
     let ready_by = Instant::now() + Duration::from_secs(20);
-    while !matches!(admin_get(weir.admin, "/readyz").await, Ok((200, _))) {
+    while !matches!(admin_get(weir.admin_addr, "/readyz").await, Ok((200, _))) {
         if Instant::now() > ready_by {
             return Err("weir not ready within 20 s".into());
         }
@@ -593,17 +440,17 @@ async fn soak(args: Args) -> Res<Vec<String>> {
     }
     // Idle baseline: no client connection and an empty upstream pool.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = Sample { rss_kib: weir.rss_kib(), fds: weir.fds() };
+    let idle = Sample::of(&weir);
 
     let start = Instant::now();
     let stop_load = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
-    let url = format!("http://{}/soak", weir.data);
+    let url = format!("http://{}/soak", weir.data_addr);
     for id in 0..args.clients {
         tasks.spawn(client_loop(id, url.clone(), stats.clone(), stop_load.clone()));
     }
     for _ in 0..args.slowloris {
-        tasks.spawn(slowloris_loop(weir.data, stats.clone(), stop_load.clone()));
+        tasks.spawn(slowloris_loop(weir.data_addr, stats.clone(), stop_load.clone()));
     }
 
     let total = Duration::from_secs(args.seconds);
@@ -623,13 +470,13 @@ async fn soak(args: Args) -> Res<Vec<String>> {
         // A reload every second: new weight (0..=50 %), a version out of three.
         let weight = (tick * 5) % 55;
         let version = ["v2-a", "v2-b", "v2-c"][(tick / 10 % 3) as usize];
-        write_config(&path, &config_text(a, b, c, weight as u32, version))?;
+        write_atomically(&path, &config_text(a, b, c, weight as u32, version))?;
         if tick.is_multiple_of(2) {
             weir.signal("HUP")?;
             signals += 1;
         }
         if warm.is_none() && start.elapsed() >= warm_up {
-            warm = Some(Sample { rss_kib: weir.rss_kib(), fds: weir.fds() });
+            warm = Some(Sample::of(&weir));
         }
         if last_report.0.elapsed() >= Duration::from_secs(10) {
             let n = stats.total();
@@ -637,8 +484,8 @@ async fn soak(args: Args) -> Res<Vec<String>> {
             println!(
                 "{:>5} s  {n:>9} requests  {rps:>7.0} req/s  rss {:>6} KiB  fds {:>4}  failed {:?}  flap {:?}  transport {:?}",
                 start.elapsed().as_secs(),
-                weir.rss_kib(),
-                weir.fds(),
+                weir.rss_kib().unwrap_or(0),
+                weir.fds().unwrap_or(0),
                 lock(&stats.failed),
                 lock(&stats.flap_failed),
                 lock(&stats.transport)
@@ -647,19 +494,23 @@ async fn soak(args: Args) -> Res<Vec<String>> {
         }
     }
     let elapsed = start.elapsed();
-    let end = Sample { rss_kib: weir.rss_kib(), fds: weir.fds() };
+    let end = Sample::of(&weir);
     let warm = warm.unwrap_or(Sample { rss_kib: idle.rss_kib, fds: idle.fds });
 
     stop_load.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
-    let metrics = admin_get(weir.admin, "/metrics").await.map(|(_, body)| body).unwrap_or_default();
+    let metrics = admin_get(weir.admin_addr, "/metrics").await.map(|(_, body)| body).unwrap_or_default();
+    let metrics = try_parse_prometheus(&metrics).unwrap_or_else(|e| {
+        eprintln!("soak: /metrics: {e}");
+        Samples::default()
+    });
     // Once the load is gone (client connections closed, upstream pool idle
     // for timeouts.upstream_idle), the fds must come back.
     let settle_by = Instant::now() + Duration::from_secs(15);
-    let mut settled = weir.fds();
+    let mut settled = weir.fds().unwrap_or(0);
     while settled > idle.fds + 2 && Instant::now() < settle_by {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        settled = weir.fds();
+        settled = weir.fds().unwrap_or(0);
     }
     stop_all.store(true, Ordering::Relaxed);
 
@@ -705,12 +556,12 @@ async fn soak(args: Args) -> Res<Vec<String>> {
         HEADER_READ.as_secs(),
         stats.slowloris_survived.load(Ordering::Relaxed)
     );
-    let reloads_ok = metric(&metrics, "weir_config_reloads_total", "result=\"ok\"");
-    let reloads_err = metric(&metrics, "weir_config_reloads_total", "result=\"error\"");
+    let reloads_ok = sample_sum(&metrics, "weir_config_reloads_total", &[("result", "ok")]);
+    let reloads_err = sample_sum(&metrics, "weir_config_reloads_total", &[("result", "error")]);
     println!("reloads             {tick} files written, {signals} SIGHUP; weir counted {reloads_ok} ok, {reloads_err} rejected");
     let kinds: Vec<String> = ["connect", "connect_timeout", "timeout", "reset", "protocol", "unavailable"]
         .iter()
-        .map(|k| (k, metric(&metrics, "weir_upstream_errors_total", &format!("kind=\"{k}\""))))
+        .map(|k| (k, sample_sum(&metrics, "weir_upstream_errors_total", &[("kind", k)])))
         .filter(|(_, v)| *v > 0.0)
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
@@ -726,7 +577,7 @@ async fn soak(args: Args) -> Res<Vec<String>> {
         idle.fds, warm.fds, end.fds
     );
     println!("weir warnings/errors logged: {}", weir.warnings.load(Ordering::Relaxed));
-    for line in lock(&weir.last_warnings).iter() {
+    for line in lock(&weir.log).iter() {
         println!("    {line}");
     }
     match exit {
@@ -779,12 +630,4 @@ async fn soak(args: Args) -> Res<Vec<String>> {
         None => failures.push("weir did not exit within 15 s of SIGTERM".to_string()),
     }
     Ok(failures)
-}
-
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
