@@ -6,7 +6,8 @@
 #
 #   benches/soak.sh [SECONDS] [--clients N] [--slowloris N] [--allow-flap-errors] [--crash-flaps]
 #
-# WEIR=path/to/weir tests another binary (default target/release/weir).
+# WEIR=path/to/weir tests another binary (default release/weir in
+# $CARGO_TARGET_DIR, or target/).
 # Loopback only; weir and the upstreams are stopped when it ends.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,4 +22,4 @@ if [ -z "${WEIR:-}" ]; then
     cargo build --release -q -p weir-proxy --bin weir
 fi
 cargo build --release -q -p weir-benches --bin soak
-exec "$ROOT/target/release/soak" "$SECS" "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/soak" "$SECS" "$@"
