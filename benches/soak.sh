@@ -21,5 +21,5 @@ if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then SECS=$1; shift; fi
 if [ -z "${WEIR:-}" ]; then
     cargo build --release -q -p weir-proxy --bin weir
 fi
-cargo build --release -q -p weir-benches --bin soak
+cargo build --release -q -p weir-benches --features soak --bin soak
 exec "${CARGO_TARGET_DIR:-target}/release/soak" "$SECS" "$@"
