@@ -4,6 +4,8 @@
 #
 #   benches/load.sh [ROUNDS] [SECONDS] [IDLE_CONNS]   (defaults: 5 rounds of 5 s, 9000)
 #   WORKERS=2 benches/load.sh ...   # weir --workers 2, nginx 2 workers, HAProxy 2 threads
+#   WEIR_B=path/to/other/weir benches/load.sh ...   # A/B: another weir binary
+#                                   # as one more contender (weir-b), paired
 #
 # Two nginx upstreams serve a 128-byte body. Each contender proxies to them
 # with a 90/10 split, keep-alive on both sides, no access log, one worker,
@@ -46,6 +48,7 @@ UP_A=$(free_port); UP_B=$(free_port)
 declare -A PORT PID
 for c in nginx haproxy plain weir weir-norec; do PORT[$c]=$(free_port); done
 P_ADMIN=$(free_port); P_ADMIN2=$(free_port)
+if [ -n "${WEIR_B:-}" ]; then PORT[weir-b]=$(free_port); P_ADMIN3=$(free_port); fi
 
 # --- upstreams: one nginx, two ports, pinned to core 0 ---
 mkdir -p "$WORK/up" "$WORK/px"
@@ -137,6 +140,11 @@ RUST_LOG=warn taskset -c $PX_CPUS "$WEIR" run -c "$WORK/weir.toml" --workers "$W
 sed -e "s/:${PORT[weir]}\"/:${PORT[weir-norec]}\"/; s/:$P_ADMIN\"/:$P_ADMIN2\"/" "$WORK/weir.toml" > "$WORK/norec.toml"
 printf '[telemetry]\nrecord = false\n' >> "$WORK/norec.toml"
 RUST_LOG=warn taskset -c $PX_CPUS "$WEIR" run -c "$WORK/norec.toml" --workers "$WORKERS" & PID[weir-norec]=$!; PIDS+=(${PID[weir-norec]})
+# A/B: another weir binary, the same config.
+if [ -n "${WEIR_B:-}" ]; then
+  sed -e "s/:${PORT[weir]}\"/:${PORT[weir-b]}\"/; s/:$P_ADMIN\"/:$P_ADMIN3\"/" "$WORK/weir.toml" > "$WORK/weir-b.toml"
+  RUST_LOG=warn taskset -c $PX_CPUS "$WEIR_B" run -c "$WORK/weir-b.toml" --workers "$WORKERS" & PID[weir-b]=$!; PIDS+=(${PID[weir-b]})
+fi
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not up"; exit 1; }
 for c in "${!PORT[@]}"; do wait_port "${PORT[$c]}"; done
@@ -153,6 +161,7 @@ to_us() { # wrk latency ("123.45us", "1.20ms", "2s") → µs
 # The measured contender alone on its core (see the top): an idle proxy
 # still wakes for its timers, on the same core as the measured one.
 CONTENDERS=(nginx haproxy plain weir weir-norec)
+if [ -n "${WEIR_B:-}" ]; then CONTENDERS+=(weir-b); fi
 alone() { # contender → the others stopped
   for o in "${CONTENDERS[@]}"; do [ "$o" = "$1" ] || kill -STOP $(tree_pids "${PID[$o]}"); done
 }
@@ -212,7 +221,8 @@ done
 kill -STOP $(tree_pids "${PID[weir-norec]}")
 taskset -c 0 "$BIN/c1-paired" "${C1SECS:-10}" 5 "direct=127.0.0.1:$UP_A" \
   "weir=127.0.0.1:${PORT[weir]}" "nginx=127.0.0.1:${PORT[nginx]}" \
-  "haproxy=127.0.0.1:${PORT[haproxy]}" "plain=127.0.0.1:${PORT[plain]}" > "$WORK/c1paired"
+  "haproxy=127.0.0.1:${PORT[haproxy]}" "plain=127.0.0.1:${PORT[plain]}" \
+  ${WEIR_B:+"weir-b=127.0.0.1:${PORT[weir-b]:-0}"} > "$WORK/c1paired"
 together
 
 # Memory per idle keep-alive connection.
@@ -242,7 +252,8 @@ for l in open(sys.argv[3]):
 idle = {l.split()[0]: l.split()[1] for l in open(sys.argv[4])}
 med = {}
 print(f"{'median':12} {'req/s':>9} {'CPU us/req':>10} {'p50 us':>8} {'p99 us':>8} {'RSS MiB':>8} {'+lat c=1 us':>11} {'KiB/idle conn':>13}")
-for c in ("nginx", "haproxy", "plain", "weir", "weir-norec"):
+present = {r[1] for r in rows}
+for c in [c for c in ("nginx", "haproxy", "plain", "weir", "weir-norec", "weir-b") if c in present]:
     rs = [r for r in rows if r[1] == c]
     m = [statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4, 5)]
     med[c] = m
@@ -250,7 +261,7 @@ for c in ("nginx", "haproxy", "plain", "weir", "weir-norec"):
     print(f"{c:12} {m[0]:>9.0f} {m[1]:>10.2f} {m[2]:>8.0f} {m[3]:>8.0f} {int(rss[c])/1024:>8.1f} {lat:>11} {idle.get(c, '-'):>13}")
 w = med["weir"]
 by_round = {(r[0], r[1]): r for r in rows}
-for peer in ("nginx", "haproxy", "plain"):
+for peer in [p for p in ("nginx", "haproxy", "plain", "weir-b") if p in med]:
     p = med[peer]
     # The same-round ratio (both measured minutes apart at most), then its median.
     same = statistics.median(float(by_round[(k, "weir")][3]) / float(by_round[(k, peer)][3])
