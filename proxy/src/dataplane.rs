@@ -34,7 +34,7 @@ pub(crate) struct DataPlane {
     pub(crate) in_flight: Arc<AtomicUsize>,
     pub(crate) telemetry: Telemetry,
     /// Tells weir's own synthetic requests apart.
-    pub(crate) synthetic: SyntheticTag,
+    pub(crate) synthetic_tag: SyntheticTag,
     /// Shadow comparison counters per route.
     pub(crate) shadows: Shadows,
     /// Fault slots per backend (the admin API switches them).
@@ -51,7 +51,7 @@ impl DataPlane {
             draining: AtomicBool::new(false),
             in_flight: Default::default(),
             telemetry,
-            synthetic: SyntheticTag::new(),
+            synthetic_tag: SyntheticTag::new(),
             shadows: Shadows::default(),
             faults,
         }

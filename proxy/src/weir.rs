@@ -123,7 +123,7 @@ impl Weir {
             webhooks: webhook::client(),
             runtime: thread.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
-            synthetic: Default::default(),
+            synthetic_checks: Default::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = TaskTracker::new();

@@ -2,7 +2,7 @@
 //! around it moves, checking that it neither errs nor grows.
 //!
 //! `benches/soak.sh [SECONDS]`, or
-//! `cargo run --release -p weir-benches --bin soak -- [SECONDS] [--clients N]
+//! `cargo run --release -p weir-benches --features soak --bin soak -- [SECONDS] [--clients N]
 //! [--slowloris N] [--allow-flap-errors] [--crash-flaps]` (the binary is
 //! `weir` next to the soak binary, e.g. `target/release/weir`, or `$WEIR`).
 //!

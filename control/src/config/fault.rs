@@ -2,8 +2,9 @@
 //!
 //! A fault arrives two ways: as `backends.NAME.fault` in the config file and
 //! as the admin API's JSON body. Each reader only turns its own types into a
-//! [`FaultSpec`]; [`FaultSpec::validate`] then judges both the same way, so
-//! the two can never disagree about what a valid fault is.
+//! [`FaultSpec`]; one set of rules (`FaultSpec::check`, and
+//! [`FaultSpec::validate`] over it) then judges both the same way, so the two
+//! can never disagree about what a valid fault is.
 
 use std::fmt;
 use std::time::Duration;

@@ -32,5 +32,5 @@ pub(crate) struct Daemon {
     /// The bearer token of mutating admin calls (`admin.token_file`).
     pub(crate) admin_token: ArcSwapOption<String>,
     /// Synthetic check counters per route.
-    pub(crate) synthetic: SyntheticChecks,
+    pub(crate) synthetic_checks: SyntheticChecks,
 }

@@ -65,7 +65,7 @@ async fn tick_route(daemon: &Daemon, route: &Route, now: u64, telemetry: &Teleme
         let before = engine.state().clone();
         let epoch = engine.state().since_ms;
         let probes = Probes {
-            synthetic: daemon.synthetic.checks(&route.name, epoch),
+            synthetic: daemon.synthetic_checks.checks(&route.name, epoch),
             shadow: daemon.dp.shadows.checks(&route.name, epoch),
         };
         let tick = engine.tick_with(now, canary.as_ref().unwrap_or(&empty), stable.as_ref().unwrap_or(&empty), probes);

@@ -54,7 +54,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, data: SocketAddr, shutdown: watch::
                 let Some(plan) = e.plan().stages[e.state().stage].synthetic.clone() else { continue };
                 (e.state().since_ms, plan)
             };
-            let checks = daemon.synthetic.route(&route.name);
+            let checks = daemon.synthetic_checks.route(&route.name);
             checks.restart(epoch);
             let entry = sent.entry(route.name.to_string()).or_insert((epoch, 0));
             if entry.0 != epoch {
@@ -90,7 +90,7 @@ fn send(
         checks.failed.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let tag = daemon.dp.synthetic.value(side).clone();
+    let tag = daemon.dp.synthetic_tag.value(side).clone();
     let mut req = Request::builder()
         .method(Method::from_bytes(plan.method.as_bytes()).unwrap_or(Method::GET))
         .uri(format!("http://{data}{}", plan.path))

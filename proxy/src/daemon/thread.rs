@@ -6,7 +6,7 @@
 //! current-thread runtime of their own, on a thread named `weir-daemon` (as
 //! linkerd2-proxy runs its admin server beside its data plane). The data
 //! plane's runtime runs the connections, and the health checks, which share
-//! the backends' connection pools with requests. So a slow control task
+//! the backends' connection pools with requests. So a slow daemon task
 //! (rendering `/metrics`, building a reloaded config, a gate evaluation, a
 //! dashboard stream) never holds a request up, and an idle data plane sleeps
 //! until traffic comes, with no timer of weir's own due.

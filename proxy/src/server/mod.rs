@@ -6,11 +6,11 @@
 //!  listener ──▶ conn (TLS, h1 loop or hyper, idle + head timers)
 //!                 │ one request
 //!                 ▼
-//!  proxy::respond ──▶ phases: check → route → faults → rewrite → shadow
-//!                 │            → send (retries) → response
+//!  proxy::respond ──▶ phases: check → route → fault → pick an address
+//!                 │     → body → rewrite → shadow → send (retries) → response
 //!                 ▼
 //!  response body (holds the RequestGuard: recorded once, at its end),
-//!  or rescue: the one error → status mapping
+//!  or rescue: a ProxyError (error.rs: its status) becomes the response
 //! ```
 //!
 //! Everything here receives the [`crate::dataplane::DataPlane`] and nothing
@@ -18,7 +18,7 @@
 
 pub(crate) mod access_log;
 mod conn;
-pub(crate) mod error;
+mod error;
 mod h1;
 mod headers;
 pub(crate) mod listener;

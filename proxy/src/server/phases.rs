@@ -30,16 +30,14 @@ use crate::upstream::{Backend, Endpoint, UpstreamErrorKind};
 static STABLE: HeaderValue = HeaderValue::from_static("stable");
 static CANARY: HeaderValue = HeaderValue::from_static("canary");
 
-/// Where a request goes, as decided by [`route`].
+/// Where a request goes, as decided by [`route`]. Kept until the response
+/// (the shadow comparison reads the route), so it holds only references.
 pub(super) struct Target<'s> {
     pub(super) route: &'s Route,
     pub(super) side: Side,
     pub(super) backend: &'s Arc<Backend>,
     /// A genuine synthetic request (steered, and recorded apart).
     pub(super) synthetic: bool,
-    /// The request's host (Host, else the URI's authority), until
-    /// [`rewrite`] hands it on.
-    host: Option<HeaderValue>,
 }
 
 /// **check**: what makes a request unfit to forward.
@@ -79,13 +77,14 @@ pub(super) fn check(snap: &Snapshot, parts: &mut http::request::Parts) -> Result
 
 /// **route**: the route for host and path, and the side: a genuine
 /// synthetic tag steers (any other value of its header is dropped), else
-/// the route's own selection (force, cohort, weight).
+/// the route's own selection (force, cohort, weight). Also returns the
+/// request's host (Host, else the URI's authority), for [`rewrite`].
 pub(super) fn route<'s>(
     tag: &SyntheticTag,
     snap: &'s Snapshot,
     parts: &mut http::request::Parts,
     outcome: &mut Outcome<'s>,
-) -> Result<Target<'s>, ProxyError> {
+) -> Result<(Target<'s>, Option<HeaderValue>), ProxyError> {
     let host = parts
         .headers
         .get(header::HOST)
@@ -103,7 +102,7 @@ pub(super) fn route<'s>(
     let backend = route.backend(side);
     outcome.stats = if synthetic.is_some() { route.synthetic_stats(side) } else { route.stats(side) };
     outcome.backend = Some(&backend.name);
-    Ok(Target { route, side, backend, synthetic: synthetic.is_some(), host })
+    Ok((Target { route, side, backend, synthetic: synthetic.is_some() }, host))
 }
 
 /// **fault**: an injected delay (then the request goes on) or abort.
@@ -143,14 +142,14 @@ pub(super) async fn body(
 /// needs it. Returns whether the request asks to switch protocols.
 pub(super) fn rewrite(
     conn: &ConnCtx,
-    target: &mut Target<'_>,
+    target: &Target<'_>,
+    host: Option<HeaderValue>,
     parts: &mut http::request::Parts,
     body: &UpstreamBody,
     endpoint: &Endpoint,
 ) -> Result<bool, ProxyError> {
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    let host = target.host.take();
     headers::add_forwarded(&mut parts.headers, &conn.peer_ip, host.clone(), conn.tls);
     if target.synthetic {
         parts.headers.insert(SYNTHETIC.clone(), HeaderValue::from_static("1"));

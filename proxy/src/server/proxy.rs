@@ -104,15 +104,24 @@ async fn forward<'s>(
     outcome: &mut Outcome<'s>,
 ) -> Result<Response<FromUpstream>, ProxyError> {
     phases::check(snap, parts)?;
-    let mut target = phases::route(&dp.synthetic, snap, parts, outcome)?;
+    let (target, host) = phases::route(&dp.synthetic_tag, snap, parts, outcome)?;
     phases::fault(target.backend).await?;
     let endpoint = target.backend.pick().ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
     let body = phases::body(snap, parts, body).await?;
-    let upgrade = phases::rewrite(conn, &mut target, parts, &body, endpoint.endpoint())?;
+    let upgrade = phases::rewrite(conn, &target, host, parts, &body, endpoint.endpoint())?;
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);
     let (body, shadow) = phases::shadow(dp, snap, &target, parts, body, upgrade).await?;
     let leg = Leg { telemetry: &dp.telemetry, snap, route: &target.route.name, backend: target.backend };
-    let (sent, downstream_upgrade) = send::send(&leg, parts, body, upgrade, guard, outcome).await;
+    let (own_client, retry) = send::plan(target.backend, parts, &body, upgrade);
+    let mut downstream_upgrade = None;
+    let sent = if own_client {
+        drop(body);
+        send::own(&leg, parts, guard, outcome, retry).await
+    } else {
+        let (req, upgrade) = send::hyper_request(parts, body, upgrade);
+        downstream_upgrade = upgrade;
+        Box::pin(send::hyper(&leg, req, guard, outcome, retry)).await
+    };
     phases::response(&target, sent?, shadow, downstream_upgrade)
 }

@@ -25,40 +25,47 @@ pub(super) struct Leg<'a> {
     pub(super) backend: &'a Backend,
 }
 
-/// Sends the request (its head in `parts`, which hyper's path leaves
-/// empty). A request without a body may be sent again (see
+/// Which client sends the request, and whether a failed attempt may be
+/// retried. A request without a body may be sent again (see
 /// [`retry_target`]); one with a body never is (some of it may have left).
-/// weir's own client only borrows the request, so a retry sends the same
-/// one again. Each path is its own function, and hyper's is boxed, so the
-/// caller's future stays the size of the common path. Also returns the
-/// client's side of an upgrade, for the tunnel.
-pub(super) async fn send<'s>(
-    leg: &Leg<'_>,
+/// weir's own client ([`own`]) takes body-less requests to plain HTTP/1.1
+/// backends; hyper's ([`hyper`], with [`hyper_request`]) the rest.
+///
+/// The caller awaits one of the two in its own branch, hyper's boxed, so
+/// that its future stays the size of the common path: an async fn that
+/// took the body, or a value holding hyper's request, would keep either in
+/// the future while weir's own client waits for the upstream.
+pub(super) fn plan(
+    backend: &Backend,
+    parts: &http::request::Parts,
+    body: &UpstreamBody,
+    upgrade: bool,
+) -> (bool, Retry) {
+    let body_less = !upgrade && http_body::Body::is_end_stream(body);
+    let idempotent = parts.method.is_idempotent();
+    let retry = Retry { allowed: body_less && (backend.len() > 1 || idempotent), idempotent };
+    (body_less && backend.client.is_none(), retry)
+}
+
+/// The request for hyper's client, which takes it: the head moves out of
+/// `parts` (left empty). Also returns the client's side of an upgrade, for
+/// the tunnel.
+pub(super) fn hyper_request(
     parts: &mut http::request::Parts,
     body: UpstreamBody,
     upgrade: bool,
-    guard: &mut RequestGuard,
-    outcome: &mut Outcome<'s>,
-) -> (Result<Response<FromUpstream>, ProxyError>, Option<OnUpgrade>) {
-    let body_less = !upgrade && http_body::Body::is_end_stream(&body);
-    let idempotent = parts.method.is_idempotent();
-    let retry = Retry { allowed: body_less && (leg.backend.len() > 1 || idempotent), idempotent };
-    if body_less && leg.backend.client.is_none() {
-        drop(body);
-        return (send_own_path(leg, parts, guard, outcome, retry).await, None);
-    }
-    // hyper's client takes the request; the caller keeps an empty head.
+) -> (Request<UpstreamBody>, Option<OnUpgrade>) {
     let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
     let mut req = Request::from_parts(parts, body);
     // The request's upgrade handle was moved into `req` with its
     // extensions; take it back before the request is sent.
     let downstream_upgrade = if upgrade { req.extensions_mut().remove::<OnUpgrade>() } else { None };
-    (Box::pin(send_hyper_path(leg, req, guard, outcome, retry)).await, downstream_upgrade)
+    (req, downstream_upgrade)
 }
 
 /// Whether a failed request may be sent once more.
 #[derive(Clone, Copy)]
-struct Retry {
+pub(super) struct Retry {
     /// The request has no body, and there is another address or the method
     /// is idempotent.
     allowed: bool,
@@ -97,7 +104,7 @@ fn start_retry(leg: &Leg<'_>, kind: UpstreamErrorKind, ep: &EndpointGuard, outco
 
 /// weir's own client, once more on failure if `retry` allows: the request
 /// is only borrowed, so a retry sends the same one.
-async fn send_own_path<'s>(
+pub(super) async fn own<'s>(
     leg: &Leg<'_>,
     parts: &http::request::Parts,
     guard: &mut RequestGuard,
@@ -120,7 +127,7 @@ async fn send_own_path<'s>(
 
 /// hyper's client, once more on failure if `retry` allows (from a copy of
 /// the request kept for that: hyper's client consumes what it sends).
-async fn send_hyper_path<'s>(
+pub(super) async fn hyper<'s>(
     leg: &Leg<'_>,
     req: Request<UpstreamBody>,
     guard: &mut RequestGuard,
@@ -150,7 +157,7 @@ async fn send_hyper_path<'s>(
 }
 
 /// Sends a body-less request to a plain HTTP/1.1 backend through weir's
-/// own client (`upstream/h1.rs`), within `timeouts.upstream_response`.
+/// own client (`upstream/h1/`), within `timeouts.upstream_response`.
 async fn send_own(
     leg: &Leg<'_>,
     ep: &Arc<Endpoint>,

@@ -177,7 +177,7 @@ impl Body for UpstreamBody {
 }
 
 /// A response body as an upstream sends it: through hyper's client, or
-/// weir's own HTTP/1.1 client (`upstream/h1.rs`).
+/// weir's own HTTP/1.1 client (`upstream/h1/`).
 #[derive(Debug)]
 pub(crate) enum FromUpstream {
     Hyper(Incoming),

@@ -1,5 +1,5 @@
 //! Upstream failure kinds: one bounded enum, used as the `kind` label in
-//! metrics, in logs, and to choose the status in `rescue`.
+//! metrics, in logs, and to choose the status (`server/error.rs`).
 
 use std::error::Error as StdError;
 use std::io;

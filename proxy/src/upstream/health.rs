@@ -12,8 +12,9 @@ use std::time::Duration;
 use http::{header, HeaderValue, Request};
 use tokio::sync::watch;
 
+use super::backend::Backend;
 use super::body::UpstreamBody;
-use super::{Backend, Endpoint};
+use super::endpoint::Endpoint;
 use crate::clock::{coarse_ms, Periodic};
 use crate::dataplane::DataPlane;
 use crate::snapshot::Snapshot;

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use weir_control::sample::Window;
 use weir_control::split::Side;
 
-use super::{json, json_error};
+use super::reply::{json, json_error};
 use crate::daemon::actions::{self, ActionFailed, ManualAction};
 use crate::daemon::context::Daemon;
 use crate::dataplane::DataPlane;

@@ -1,8 +1,9 @@
 //! Bearer-token check for mutating admin calls.
 //!
 //! The token comes from `admin.token_file` (read at start and on reload by
-//! `crate::files::read_token`; surrounding whitespace trimmed). Without a token file, mutating calls are
-//! open, which the config only allows on a loopback admin address.
+//! `crate::files::read_token`; surrounding whitespace trimmed). Without a
+//! token file, mutating calls are open, which the config only allows on a
+//! loopback admin address.
 
 use http::{header, Request};
 

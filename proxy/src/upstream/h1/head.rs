@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
-use crate::upstream::UpstreamErrorKind;
+use crate::upstream::error::UpstreamErrorKind;
 
 /// Longest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;

@@ -38,7 +38,8 @@ pub(crate) use self::head::RawHeaders;
 use self::head::{parse_head, Head};
 pub(crate) use self::response::UpstreamResponse;
 use crate::clock::coarse_ms;
-use crate::upstream::{Endpoint, UpstreamErrorKind};
+use crate::upstream::endpoint::Endpoint;
+use crate::upstream::error::UpstreamErrorKind;
 use crate::wire::{poll_read, put_write_scratch, take_write_scratch, LazyTimer};
 
 /// Sends a body-less request to `ep` and returns the response with its

@@ -11,7 +11,7 @@ use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::head::{Chunk, Framing, RawHeaders};
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 use crate::wire::{poll_read, LazyTimer};
 
 /// Longest chunk-size or trailer line.
