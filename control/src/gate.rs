@@ -162,7 +162,15 @@ fn limits(gate: &Gate, r: &mut GateResult, canary: Option<f64>, stable: Option<f
     r.value = Some(value);
     let mut threshold = gate.max;
     if relative && !canary_only {
-        let Some(s) = stable.filter(|_| r.stable_samples >= gate.min_samples) else { return };
+        let Some(s) = stable.filter(|_| r.stable_samples >= gate.min_samples) else {
+            // Stable too thin to compare with: the absolute limit alone
+            // still judges a breach (a value within it is no pass yet).
+            if let Some(max) = gate.max.filter(|&m| value > m) {
+                r.threshold = Some(max);
+                r.verdict = Verdict::Fail;
+            }
+            return;
+        };
         r.stable_value = Some(s);
         let rel = gate.max_ratio_to_stable.unwrap_or(1.0) * s + gate.max_delta_to_stable.unwrap_or(0.0);
         threshold = Some(threshold.map_or(rel, |m| m.min(rel)));
@@ -298,6 +306,28 @@ mod tests {
         assert!((slow.threshold.unwrap() - 0.130).abs() < 0.003, "{slow:?}");
         // Canary alone: the comparison is skipped.
         assert_eq!(evaluate(&g, &window(100, 0, &[(300, 100)]), &window(0, 0, &[]), true).verdict, Verdict::Skipped);
+    }
+
+    /// Issue 21, bug 5: with stable too thin to compare with (the canary at
+    /// 99 %), a breach of the absolute limit failed nothing: the gate read
+    /// inconclusive.
+    #[test]
+    fn an_absolute_limit_fails_a_breach_even_when_stable_is_too_thin_to_compare() {
+        let mut g = gate(GateMetric::ErrorRate);
+        g.max = Some(0.05);
+        g.max_ratio_to_stable = Some(2.0);
+        let thin = window(10, 0, &[]);
+        let r = evaluate(&g, &window(1000, 300, &[]), &thin, false);
+        assert_eq!((r.verdict, r.threshold), (Verdict::Fail, Some(0.05)), "{r:?}");
+        // Within the absolute limit, the comparison is still owed: no pass.
+        let r = evaluate(&g, &window(1000, 10, &[]), &thin, false);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        // Latency too: p99 300 ms against `max = 250ms`.
+        let mut g = gate(GateMetric::Latency(0.99));
+        g.max = Some(0.25);
+        g.max_ratio_to_stable = Some(1.25);
+        let r = evaluate(&g, &window(1000, 0, &[(300, 1000)]), &window(5, 0, &[(100, 5)]), false);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     }
 
     #[test]
