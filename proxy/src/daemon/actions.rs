@@ -57,7 +57,7 @@ pub(crate) fn act(daemon: &Daemon, route_name: &str, action: ManualAction) -> Re
             ManualAction::PromoteFull => engine.promote(now, true),
             ManualAction::Abort => engine.abort(now),
         }?;
-        route.state.apply(engine);
+        route.apply(engine);
         daemon.dp.telemetry.rollout_tick(&route.name, engine, false);
         ev
     };

@@ -69,7 +69,7 @@ async fn tick_route(daemon: &Daemon, route: &Route, now: u64, telemetry: &Teleme
             shadow: daemon.dp.shadows.checks(&route.name, epoch),
         };
         let tick = engine.tick_with(now, canary.as_ref().unwrap_or(&empty), stable.as_ref().unwrap_or(&empty), probes);
-        route.state.apply(engine);
+        route.apply(engine);
         daemon.dp.telemetry.rollout_tick(&route.name, engine, true);
         (tick, before, engine.plan().pre_stage.clone().map(|u| (u, engine.plan().webhook_timeout)))
     };
@@ -92,7 +92,7 @@ async fn tick_route(daemon: &Daemon, route: &Route, now: u64, telemetry: &Teleme
                 let mut slot = route.state.engine();
                 let Some(engine) = slot.as_mut() else { return false };
                 let ev = engine.approve(now_ms(), ok, detail);
-                route.state.apply(engine);
+                route.apply(engine);
                 daemon.dp.telemetry.rollout_tick(&route.name, engine, false);
                 ev
             };

@@ -212,6 +212,14 @@ impl Route {
         self.shadow_canary.as_ref()
     }
 
+    /// Publishes what the engine decided to the request path and, in the
+    /// same step, to `weir_canary_weight`: the gauge changes with the
+    /// rollout's state gauges, not up to a second after them.
+    pub(crate) fn apply(&self, engine: &Engine) {
+        self.state.apply(engine);
+        self.publish_weight();
+    }
+
     /// Publishes the live weight as `weir_canary_weight` (percent).
     pub(crate) fn publish_weight(&self) {
         self.weight_gauge.set(self.state.weight().percent());

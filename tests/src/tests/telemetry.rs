@@ -196,3 +196,23 @@ async fn a_real_prometheus_scrapes_the_request_count() {
     let _ = prom.wait();
     assert_eq!(value, "40");
 }
+
+/// Issue 21, bug 13: `weir_canary_weight` was published by the
+/// once-a-second ticker, so right after a manual action (or a rollback)
+/// `/metrics` showed the rollout's new state with its old weight. Both
+/// change in the same step now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weight_gauge_changes_with_the_rollout_state() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let r = "[routes.rollout]\nstages = [{ weight = 10, bake = \"1h\" }, { weight = 50, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]";
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, r, "")).await;
+    for (action, state, weight) in
+        [(weir_proxy::ManualAction::Promote, "progressing", 50.0), (weir_proxy::ManualAction::Abort, "aborted", 0.0)]
+    {
+        w.weir.act("web", action).unwrap();
+        let m = parse_prometheus(&metrics_text(&w).await);
+        assert_eq!(sample(&m, "weir_rollout_state", &[("route", "web"), ("state", state)]), 1.0, "{action:?}");
+        assert_eq!(sample(&m, "weir_canary_weight", &[("route", "web")]), weight, "{action:?}");
+    }
+}
