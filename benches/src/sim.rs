@@ -131,7 +131,10 @@ pub fn many(plan: &Rollout, canary: Side, stable: Side, runs: usize, seed: u64, 
 }
 
 /// The rollout the figures are measured with: four stages of 60 s, an mSPRT
-/// error-rate gate and a latency-shift gate (α = 1 %), `failure_threshold`.
+/// error-rate gate and a latency-shift gate (α = 1 %), `failure_threshold`,
+/// and an absolute 10 % error-rate ceiling: at 100 % the comparisons have no
+/// stable to compare with and skip, and a stage whose gates all skip never
+/// promotes (no evidence), so the ceiling is what judges the last stage.
 pub fn reference_plan(failure_threshold: u32) -> Rollout {
     let text = format!(
         r#"
@@ -154,6 +157,7 @@ stages = [
 gates = [
   {{ metric = "error_rate_vs_stable", alpha = 0.01, min_samples = 100 }},
   {{ metric = "latency_shift", alpha = 0.01, min_effect = 0.1, min_samples = 100 }},
+  {{ metric = "error_rate", max = 0.1, min_samples = 100 }},
 ]
 "#
     );

@@ -10,7 +10,7 @@ fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let stable = baseline(200);
     println!("canary 100 rps, stable 200 rps, baseline 1% errors and 20 ms median; {runs} seeded rollouts each");
-    println!("plan: 4 stages x 60 s bake; gates error_rate_vs_stable (mSPRT) + latency_shift (Mann-Whitney), alpha 1%");
+    println!("plan: 4 stages x 60 s bake; gates error_rate_vs_stable (mSPRT) + latency_shift (Mann-Whitney), alpha 1%, error_rate <= 10%");
     for threshold in [1, 2] {
         let plan = reference_plan(threshold);
         println!("\nfailure_threshold = {threshold}");

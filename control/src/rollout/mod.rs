@@ -21,7 +21,12 @@
 //!   `on_hold` (default pause), never a silent pass;
 //! * failures must repeat `failure_threshold` times in a row, but a severe
 //!   breach (canary error rate ≥ `severe_error_rate` over at least
-//!   `severe_min_requests` requests) acts in the same tick;
+//!   `severe_min_requests` requests) acts in the same tick, always by
+//!   rolling back (weight 0) whatever `on_failure` says, and watches paused
+//!   rollouts too (a paused canary keeps its weight);
+//! * a stage passes on evidence: every gate passes or does not apply, at
+//!   least one passes, over at least one request (gates that all skip, or
+//!   none at all, never promote);
 //! * every transition restarts the gate window, so verdicts never rest on
 //!   data from before it (no flapping on stale numbers); a rolled-back
 //!   version is not retried automatically: a new canary version (a reload)
@@ -276,6 +281,14 @@ impl Engine {
     /// comparisons on the canary (both also count towards `min_requests`).
     pub fn tick_with(&mut self, now_ms: u64, canary: &Window, stable: &Window, probes: Probes) -> Tick {
         let mut out = Tick::default();
+        if self.state.phase == Phase::Paused {
+            // Held (by hand, or by on_failure / on_hold = pause), the canary
+            // keeps its weight: the severe rule still watches it.
+            if let Some(cause) = self.severe(canary) {
+                out.events.push(self.act(now_ms, OnFailure::Rollback, cause));
+            }
+            return out;
+        }
         let post_promotion = self.state.phase == Phase::Promoted;
         if !(self.state.phase == Phase::Progressing || post_promotion) {
             return out;
@@ -291,18 +304,10 @@ impl Engine {
         self.state.verdicts = verdicts;
         let failing: Vec<&str> =
             self.state.verdicts.iter().filter(|v| v.verdict == Verdict::Fail).map(|v| v.gate.as_str()).collect();
-        let n = canary.counts.total();
-        let severe = n >= self.plan.severe_min_requests
-            && canary.counts.error_rate().is_some_and(|r| r >= self.plan.severe_error_rate);
-
-        if severe {
-            let cause = format!(
-                "severe breach: canary error rate {:.1}% over {n} requests (limit {:.1}%)",
-                100.0 * canary.counts.error_rate().unwrap_or(0.0),
-                100.0 * self.plan.severe_error_rate
-            );
-            let action = if post_promotion { OnFailure::Rollback } else { self.plan.on_failure };
-            out.events.push(self.act(now_ms, action, cause));
+        if let Some(cause) = self.severe(canary) {
+            // Whatever on_failure says: pausing would leave the failing
+            // canary its weight.
+            out.events.push(self.act(now_ms, OnFailure::Rollback, cause));
         } else if !failing.is_empty() {
             self.state.consecutive_failures += 1;
             let k = self.state.consecutive_failures;
@@ -323,11 +328,16 @@ impl Engine {
             self.state.consecutive_failures = 0;
             let stage = &self.plan.stages[self.state.stage];
             let elapsed = self.window_ms(now_ms);
-            let decided = self.state.verdicts.iter().all(|v| matches!(v.verdict, Verdict::Pass | Verdict::Skipped));
+            // Decided on evidence: every gate passed or does not apply, and
+            // at least one passed (gates that all skip, or none at all, are
+            // no evidence), over at least one request whatever min_requests.
+            let decided = self.state.verdicts.iter().all(|v| matches!(v.verdict, Verdict::Pass | Verdict::Skipped))
+                && self.state.verdicts.iter().any(|v| v.verdict == Verdict::Pass);
+            let evidence = canary.counts.total() + probes.synthetic.total() + probes.shadow.total();
             let ready = !post_promotion
                 && decided
                 && elapsed >= stage.bake.as_millis() as u64
-                && canary.counts.total() + probes.synthetic.total() + probes.shadow.total() >= stage.min_requests;
+                && evidence >= stage.min_requests.max(1);
             let deadline = stage.max_duration.unwrap_or(self.plan.hold_timeout).as_millis() as u64;
             if ready {
                 if self.plan.pre_stage.is_some() {
@@ -413,6 +423,20 @@ impl Engine {
         } else {
             self.transition(now_ms, Phase::Promoted, EventKind::Promoted, actor, format!("{cause}: promoted"))
         }
+    }
+
+    /// A severe breach of the canary's window, in words: an error rate of
+    /// at least `severe_error_rate` over at least `severe_min_requests`.
+    fn severe(&self, canary: &Window) -> Option<String> {
+        let n = canary.counts.total();
+        let rate = canary.counts.error_rate()?;
+        (n >= self.plan.severe_min_requests && rate >= self.plan.severe_error_rate).then(|| {
+            format!(
+                "severe breach: canary error rate {:.1}% over {n} requests (limit {:.1}%)",
+                100.0 * rate,
+                100.0 * self.plan.severe_error_rate
+            )
+        })
     }
 
     fn act(&mut self, now_ms: u64, action: OnFailure, cause: String) -> Event {

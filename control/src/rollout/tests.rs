@@ -114,11 +114,12 @@ fn inconclusive_never_promotes_and_holds_at_the_deadline() {
 
 #[test]
 fn min_requests_and_bake_both_gate_advancing() {
-    // No gates, bake done, but only 5 canary requests (< min_requests 10): wait.
+    // A gate that passes on 5 requests, bake done, but only 5 canary
+    // requests (< min_requests 10): wait.
     let mut p = three_stages().plan().clone();
-    p.gates.clear();
+    p.gates[0].min_samples = 1;
     let mut e = Engine::new(p, ctx(), 0).0;
-    assert!(e.tick(3 * S, &win(5, 0), &win(100, 0)).events.is_empty());
+    assert!(e.tick(3 * S, &win(5, 0), &win(100, 0)).events.iter().all(|ev| ev.kind == EventKind::Evaluated));
     assert_eq!(e.state().stage, 0);
     // Enough requests but before the bake: wait.
     let mut e2 = three_stages();
@@ -177,6 +178,71 @@ fn on_failure_pause_keeps_the_weight() {
     assert!(e.tick(3 * S, &win(100, 0), &win(100, 0)).events.is_empty(), "paused: no evaluation");
 }
 
+/// Issue 21, bug 1: a severe breach ran `on_failure`, so with `pause` a
+/// canary answering only errors kept its weight, and a paused rollout was
+/// never evaluated again.
+#[test]
+fn a_severe_breach_rolls_back_whatever_on_failure_says_and_while_paused() {
+    let mut p = three_stages().plan().clone();
+    p.on_failure = OnFailure::Pause;
+    let mut e = Engine::new(p.clone(), ctx(), 0).0;
+    let t = e.tick(S, &win(100, 100), &win(100, 0));
+    assert_eq!(t.events[0].kind, EventKind::RolledBack, "{:?}", t.events);
+    assert!(t.events[0].cause.contains("severe"), "{}", t.events[0].cause);
+    assert_eq!(e.weight(), Weight::ZERO);
+
+    // Paused by hand, and paused by on_failure: the severe rule still acts.
+    let mut e = Engine::new(p.clone(), ctx(), 0).0;
+    e.pause(0).unwrap();
+    assert!(e.tick(S, &win(100, 10), &win(100, 0)).events.is_empty(), "paused: ordinary failures wait");
+    let t = e.tick(2 * S, &win(100, 100), &win(100, 0));
+    assert_eq!((t.events[0].from, t.events[0].kind), (Phase::Paused, EventKind::RolledBack), "{:?}", t.events);
+    assert_eq!(e.weight(), Weight::ZERO);
+    let mut e = Engine::new(p, ctx(), 0).0;
+    e.tick(S, &win(100, 10), &win(100, 0));
+    assert_eq!(e.tick(2 * S, &win(100, 10), &win(100, 0)).events[0].kind, EventKind::Paused);
+    assert_eq!(e.tick(3 * S, &win(40, 40), &win(100, 0)).events[0].kind, EventKind::RolledBack);
+}
+
+fn vs_stable_gate() -> Gate {
+    Gate {
+        name: "error_rate_vs_stable".into(),
+        metric: GateMetric::ErrorRateVsStable,
+        min_samples: 20,
+        alpha: 0.01,
+        min_effect: 0.0,
+        max: None,
+        max_ratio_to_stable: None,
+        max_delta_to_stable: None,
+    }
+}
+
+/// Issue 21, bug 7: a tick whose gates all skipped (or a plan with no
+/// gates) counted as decided, and `min_requests` defaults to 0: a stage
+/// promoted on no data.
+#[test]
+fn no_evidence_never_promotes() {
+    let quiet = win(0, 0);
+    // No gates at all, no traffic, no bake: it holds, then runs on_hold.
+    let mut e = Engine::new(plan(vec![stage(50, 0, 0), stage(100, 0, 0)], vec![]), ctx(), 0).0;
+    for t in 1..=70 {
+        for ev in e.tick(t * S, &quiet, &quiet).events {
+            assert!(!matches!(ev.kind, EventKind::Advanced | EventKind::Promoted), "{ev:?}");
+        }
+    }
+    assert_eq!(e.state().phase, Phase::Paused, "held past hold_timeout");
+    // A last stage at 100 % with only a comparison gate (skipped there):
+    // traffic, but no gate that judged it.
+    let mut e = Engine::new(plan(vec![stage(100, 0, 0)], vec![vs_stable_gate()]), ctx(), 0).0;
+    for t in 1..=10 {
+        let ev = e.tick(t * S, &win(100, 0), &quiet).events;
+        assert!(ev.iter().all(|ev| ev.kind != EventKind::Promoted), "{ev:?}");
+    }
+    // With a gate that passes on data, it promotes as before.
+    let mut e = Engine::new(plan(vec![stage(100, 0, 0)], vec![vs_stable_gate(), error_gate(0.05)]), ctx(), 0).0;
+    assert_eq!(e.tick(S, &win(100, 0), &quiet).events.last().map(|ev| ev.kind), Some(EventKind::Promoted));
+}
+
 #[test]
 fn post_promotion_failure_falls_back_at_once() {
     let mut e = Engine::new(plan(vec![stage(50, 0, 0), stage(100, 5, 0)], vec![error_gate(0.05)]), ctx(), 0).0;
@@ -204,7 +270,13 @@ fn relative_gates_are_skipped_when_the_canary_takes_everything() {
     let mut g = error_gate(0.05);
     g.max = None;
     g.max_delta_to_stable = Some(0.01);
-    let mut e = Engine::new(plan(vec![stage(100, 1, 0)], vec![g]), ctx(), 0).0;
+    let mut e = Engine::new(plan(vec![stage(100, 1, 0)], vec![g.clone()]), ctx(), 0).0;
+    let t = e.tick(S, &win(100, 3), &win(0, 0));
+    assert_eq!(e.state().verdicts[0].verdict, Verdict::Skipped);
+    // A skipped gate is no evidence (issue 21, bug 7): it does not promote
+    // alone, and does with a gate that judged the canary.
+    assert!(t.events.iter().all(|ev| ev.kind != EventKind::Promoted), "{:?}", t.events);
+    let mut e = Engine::new(plan(vec![stage(100, 1, 0)], vec![g, error_gate(0.05)]), ctx(), 0).0;
     let t = e.tick(S, &win(100, 3), &win(0, 0));
     assert_eq!(e.state().verdicts[0].verdict, Verdict::Skipped);
     assert_eq!(t.events.last().map(|e| e.kind), Some(EventKind::Promoted));

@@ -184,7 +184,9 @@ async fn a_failing_pre_stage_webhook_holds_the_stage() {
     let notify = Upstream::start("notify", Mode::Named).await;
     let r = rollout(
         "{ weight = 20, bake = \"500ms\" }, { weight = 100 }",
-        "",
+        // A gate that passes on the load: a stage with no gate to pass is
+        // never ready (no evidence), so the hook would not be asked.
+        "{ metric = \"error_rate\", max = 0.05, min_samples = 10 }",
         &format!("pre_stage = \"http://{}/approve\"\nnotify = \"http://{}/events\"", hook.addr, notify.addr),
     );
     let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
