@@ -25,7 +25,8 @@ pub struct Rollout {
     pub hold_timeout: Duration,
     /// What a stage that stays undecided does.
     pub on_hold: OnFailure,
-    /// Canary error rate that acts at once, without waiting for
+    /// Canary error rate that rolls back at once (whatever `on_failure`
+    /// says, paused rollouts included), without waiting for
     /// `failure_threshold` …
     pub severe_error_rate: f64,
     /// … once the canary has served at least this many requests in the stage.

@@ -175,6 +175,14 @@ fn route_rules() {
     assert!(e.contains("routes[0].rollout.stages[1].weight: 5% is lower than the previous stage's 10%"), "{e}");
     assert!(e.contains("routes[0].rollout.gates[0].metric: unknown metric \"latency_p42\""), "{e}");
     assert!(e.contains("routes[0].rollout.gates[1]: needs max"), "{e}");
+
+    // A rollout without gates could only hold (issue 21: it used to
+    // promote on nothing): the config says so.
+    for gates in ["", "\ngates = []"] {
+        let none = base.replace("weight = 12.5", &format!("[routes.rollout]\nstages = [{{ weight = 10 }}]{gates}"));
+        let e = errors(&none).join("\n");
+        assert!(e.contains("routes[0].rollout.gates: "), "{e}");
+    }
 }
 
 #[test]

@@ -5,14 +5,14 @@
 //! [`Engine::weight`] in the same tick.
 //!
 //! ```text
-//!              all gates pass, bake done, min_requests met (and pre_stage 2xx)
+//!   gates pass or skip with ≥ 1 pass, bake done, min_requests (≥ 1) met (and pre_stage 2xx)
 //!   ┌──────────────┐ ─────────────────────────────▶ next stage … last stage ─▶ promoted
-//!   │ progressing  │ ── failure_threshold consecutive fails, or a severe breach ─▶ on_failure
-//!   └──────────────┘ ── no decision by the hold deadline ─────────────────────▶ on_hold
-//!        ▲   │ pause (manual)                       on_failure / on_hold: rolled_back | paused
-//!  resume│   ▼
-//!   ┌──────────────┐        abort (manual, any state) ─▶ aborted (weight 0)
-//!   │   paused     │
+//!   │ progressing  │ ── failure_threshold consecutive fails ──────────────────▶ on_failure
+//!   └──────────────┘ ── a severe breach, or a failing gate at 100 % ──────────▶ rolled_back
+//!        ▲   │       ── no decision by the hold deadline ─────────────────────▶ on_hold
+//!  resume│   ▼ pause (manual)                     on_failure / on_hold: rolled_back | paused
+//!   ┌──────────────┐ ── a severe breach ──────────────────────────────────────▶ rolled_back
+//!   │   paused     │      abort (manual, any state) ─▶ aborted (weight 0)
 //!   └──────────────┘
 //! ```
 //!
@@ -318,7 +318,10 @@ impl Engine {
                     failing.join(", "),
                     if at_once { " at full weight" } else { "" }
                 );
-                let action = if post_promotion { OnFailure::Rollback } else { self.plan.on_failure };
+                // At full weight (and after promotion) there is no stable
+                // share to hold at: a failing gate falls back at once,
+                // whatever on_failure says.
+                let action = if at_once { OnFailure::Rollback } else { self.plan.on_failure };
                 out.events.push(self.act(now_ms, action, cause));
             } else if changed {
                 let cause = format!("gates failing ({}): {k} of {}", failing.join(", "), self.plan.failure_threshold);
@@ -346,7 +349,13 @@ impl Engine {
                     out.events.push(self.advance(now_ms, Actor::Auto, "all gates pass".into()));
                 }
             } else if !post_promotion && elapsed >= deadline {
-                let cause = format!("no decision after {}s in stage {}: holding", elapsed / 1000, self.state.stage);
+                let why = if self.state.verdicts.iter().any(|v| v.verdict != Verdict::Skipped) {
+                    ""
+                } else {
+                    " (no gate judged this stage: none applies here, so none can pass)"
+                };
+                let cause =
+                    format!("no decision after {}s in stage {}{why}: holding", elapsed / 1000, self.state.stage);
                 out.events.push(self.act(now_ms, self.plan.on_hold, cause));
             } else if changed {
                 let cause = format!("verdicts: {}", summary(&self.state.verdicts));

@@ -103,7 +103,8 @@ mod tests {
         let src = format!(
             "[backends.s]\naddrs = [\"127.0.0.1:1\"]\n[backends.c]\naddrs = [\"127.0.0.1:2\"]\nversion = \"v2\"\n\
              [[routes]]\nname = \"web\"\nstable = \"s\"\ncanary = \"c\"\n\
-             [routes.rollout]\nstages = [{{ weight = 10, bake = \"{bake}\" }}, {{ weight = 100 }}]\n"
+             [routes.rollout]\nstages = [{{ weight = 10, bake = \"{bake}\" }}, {{ weight = 100 }}]\n\
+             gates = [{{ metric = \"error_rate\", max = 0.01 }}]\n"
         );
         match crate::config::parse(&src).map(|mut c| c.routes.remove(0).rollout) {
             Ok(Some(r)) => r,

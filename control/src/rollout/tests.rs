@@ -120,7 +120,7 @@ fn min_requests_and_bake_both_gate_advancing() {
     p.gates[0].min_samples = 1;
     let mut e = Engine::new(p, ctx(), 0).0;
     assert!(e.tick(3 * S, &win(5, 0), &win(100, 0)).events.iter().all(|ev| ev.kind == EventKind::Evaluated));
-    assert_eq!(e.state().stage, 0);
+    assert_eq!((e.state().stage, e.state().verdicts[0].verdict), (0, Verdict::Pass));
     // Enough requests but before the bake: wait.
     let mut e2 = three_stages();
     assert!(e2.tick(S, &win(100, 0), &win(100, 0)).events.iter().all(|ev| ev.kind == EventKind::Evaluated));
@@ -175,7 +175,7 @@ fn on_failure_pause_keeps_the_weight() {
     let t = e.tick(2 * S, &win(100, 10), &win(100, 0));
     assert_eq!(t.events[0].kind, EventKind::Paused);
     assert_eq!(e.weight().bp(), 500);
-    assert!(e.tick(3 * S, &win(100, 0), &win(100, 0)).events.is_empty(), "paused: no evaluation");
+    assert!(e.tick(3 * S, &win(100, 0), &win(100, 0)).events.is_empty(), "paused: only the severe rule runs");
 }
 
 /// Issue 21, bug 1: a severe breach ran `on_failure`, so with `pause` a
@@ -202,6 +202,23 @@ fn a_severe_breach_rolls_back_whatever_on_failure_says_and_while_paused() {
     e.tick(S, &win(100, 10), &win(100, 0));
     assert_eq!(e.tick(2 * S, &win(100, 10), &win(100, 0)).events[0].kind, EventKind::Paused);
     assert_eq!(e.tick(3 * S, &win(40, 40), &win(100, 0)).events[0].kind, EventKind::RolledBack);
+    // Rolled back, it stays there: nothing acts again.
+    assert!(e.tick(4 * S, &win(40, 40), &win(100, 0)).events.is_empty());
+    assert_eq!(e.state().phase, Phase::RolledBack);
+}
+
+/// A failing gate at a 100 % stage paused with `on_failure = "pause"`,
+/// keeping the failing canary at full weight (the docs say it falls back
+/// at once, as after promotion).
+#[test]
+fn a_failing_gate_at_full_weight_rolls_back_whatever_on_failure_says() {
+    let mut p = plan(vec![stage(50, 0, 0), stage(100, 5, 0)], vec![error_gate(0.05)]);
+    p.on_failure = OnFailure::Pause;
+    let mut e = Engine::new(p, ctx(), 0).0;
+    assert_eq!(e.tick(S, &win(100, 0), &win(100, 0)).events.last().map(|ev| ev.kind), Some(EventKind::Advanced));
+    let t = e.tick(2 * S, &win(100, 10), &win(0, 0));
+    assert_eq!(t.events[0].kind, EventKind::RolledBack, "{:?}", t.events);
+    assert_eq!(e.weight(), Weight::ZERO);
 }
 
 fn vs_stable_gate() -> Gate {
@@ -238,6 +255,10 @@ fn no_evidence_never_promotes() {
         let ev = e.tick(t * S, &win(100, 0), &quiet).events;
         assert!(ev.iter().all(|ev| ev.kind != EventKind::Promoted), "{ev:?}");
     }
+    assert_eq!((e.state().phase, e.state().verdicts[0].verdict), (Phase::Progressing, Verdict::Skipped));
+    // Past the hold deadline it says why nothing was decided.
+    let held = e.tick(61 * S, &win(100, 0), &quiet).events;
+    assert!(held[0].cause.contains("no gate judged this stage"), "{held:?}");
     // With a gate that passes on data, it promotes as before.
     let mut e = Engine::new(plan(vec![stage(100, 0, 0)], vec![vs_stable_gate(), error_gate(0.05)]), ctx(), 0).0;
     assert_eq!(e.tick(S, &win(100, 0), &quiet).events.last().map(|ev| ev.kind), Some(EventKind::Promoted));

@@ -64,7 +64,19 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
         }
     }
     let mut gates: Vec<Gate> = Vec::new();
+    if t.get("gates").is_none() {
+        // A stage advances only on a gate that passed: without gates a
+        // rollout could only hold (it used to promote on nothing).
+        ctx.error(&t.key_path("gates"), Some(&t.span), "is required: a stage advances only on a gate that passed");
+    }
     if let Some(list) = t.array(ctx, "gates") {
+        if list.is_empty() {
+            ctx.error(
+                &t.key_path("gates"),
+                Some(&t.span),
+                "needs at least one gate: a stage advances only on a gate that passed",
+            );
+        }
         for (i, v) in list.iter().enumerate() {
             let Some(mut g) = Table::from_value(ctx, t.key_path(&format!("gates[{i}]")), v) else { continue };
             if let Some(mut gate) = gate(ctx, &mut g) {
