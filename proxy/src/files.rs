@@ -2,6 +2,9 @@
 //! admin token file (read at start, on reload, and by `weir ctl`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use weir_control::config::Config;
 
 /// A path from the config: relative paths are relative to the config file.
 pub(crate) fn config_relative(file: &Path, config_path: Option<&Path>) -> PathBuf {
@@ -25,4 +28,11 @@ pub(crate) fn read_token(path: &Path) -> Result<String, String> {
         return Err(format!("admin.token_file {}: the file is empty", path.display()));
     }
     Ok(token.to_string())
+}
+
+/// The admin token `cfg` names (`admin.token_file`, relative to the config
+/// file), read now: at start and on every reload.
+pub(crate) fn admin_token(cfg: &Config, config_path: Option<&Path>) -> Result<Option<Arc<String>>, String> {
+    let Some(f) = &cfg.admin.token_file else { return Ok(None) };
+    read_token(&config_relative(f, config_path)).map(|t| Some(Arc::new(t)))
 }

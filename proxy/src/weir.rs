@@ -21,7 +21,7 @@ use crate::daemon::reload::{self, ReloadError};
 use crate::daemon::thread::DaemonThread;
 use crate::daemon::{events, persist, webhook, Daemon};
 use crate::dataplane::DataPlane;
-use crate::files::{config_relative, read_token};
+use crate::files::{admin_token, config_relative};
 use crate::server::access_log::AccessLog;
 use crate::snapshot::{self, BuildError};
 use crate::telemetry::Telemetry;
@@ -90,10 +90,7 @@ impl Weir {
         let (snap, events) =
             snapshot::build(cfg.clone(), config_path.as_deref(), None, &telemetry, &faults, restored.as_ref()).await?;
         let audit = Audit::open(&in_config_dir(&cfg.log.audit)).map_err(StartError::AuditLog)?;
-        let admin_token = match &cfg.admin.token_file {
-            Some(f) => Some(Arc::new(read_token(&relative(f)).map_err(StartError::Token)?)),
-            None => None,
-        };
+        let admin_token = admin_token(&cfg, config_path.as_deref()).map_err(StartError::Token)?;
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
@@ -117,7 +114,7 @@ impl Weir {
             dp: dp.clone(),
             ready: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
-            config_path: config_path.clone(),
+            config_path,
             audit,
             state_file,
             webhooks: webhook::client(),
@@ -141,7 +138,7 @@ impl Weir {
         // Everything else on the daemon thread, the first build's events
         // before the engine's.
         events::emit_built(&daemon, events);
-        crate::daemon::start(&daemon, &thread, admin, data_addr, config_path, shutdown_rx, tracker.clone());
+        crate::daemon::start(&daemon, &thread, admin, data_addr, shutdown_rx, tracker.clone());
         daemon.ready.store(true, Ordering::Relaxed);
         tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening");
         Ok(Weir { daemon, data_addr, admin_addr, shutdown, tracker, thread })

@@ -36,7 +36,6 @@ mod watch;
 pub(crate) mod webhook;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -54,7 +53,6 @@ pub(crate) fn start(
     thread: &DaemonThread,
     admin: TcpListener,
     data_addr: SocketAddr,
-    config_path: Option<PathBuf>,
     shutdown: Receiver<bool>,
     tracker: TaskTracker,
 ) {
@@ -62,7 +60,7 @@ pub(crate) fn start(
     thread.spawn(ticker::run(daemon.dp.clone(), shutdown.clone()));
     thread.spawn(driver::drive(daemon.clone(), shutdown.clone()));
     thread.spawn(synthetic::run(daemon.clone(), data_addr, shutdown.clone()));
-    if let Some(path) = config_path {
+    if let Some(path) = daemon.config_path.clone() {
         let _daemon_runtime = thread.enter();
         watch::watch_file(daemon.clone(), path, shutdown);
     }

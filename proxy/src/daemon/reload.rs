@@ -21,7 +21,7 @@ use weir_control::config::{self, Config, ConfigErrors};
 use super::context::Daemon;
 use super::events::emit_built;
 use super::persist::persist;
-use crate::files::{config_relative, read_token};
+use crate::files::admin_token;
 use crate::snapshot::{self, BuildError};
 
 /// Why a reload was refused (the old config keeps serving).
@@ -76,12 +76,9 @@ fn failed(daemon: &Daemon, e: ReloadError) -> ReloadError {
 pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, ReloadError> {
     let _serial = daemon.reload_lock.lock().await;
     let dp = &daemon.dp;
-    let token = match &cfg.admin.token_file {
-        Some(f) => match read_token(&config_relative(f, daemon.config_path.as_deref())) {
-            Ok(t) => Some(Arc::new(t)),
-            Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
-        },
-        None => None,
+    let token = match admin_token(&cfg, daemon.config_path.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
     };
     let prev = dp.load_full();
     let old = &prev.config;
