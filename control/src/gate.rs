@@ -1,31 +1,45 @@
 //! Gates: one measured value against its thresholds, giving **pass**,
-//! **fail** or **inconclusive** (too few samples), with the numbers that
-//! decided it.
+//! **fail** or **inconclusive** (not enough evidence either way), with the
+//! numbers that decided it. The statistics are in [`crate::evidence`].
 //!
 //! * `error_rate`, `latency_pNN`: the canary's value against `max`
 //!   (absolute) and against stable's value in the same window:
 //!   `threshold = max_ratio_to_stable × stable + max_delta_to_stable`
 //!   (ratio 1 when only the delta is set, delta 0 when only the ratio is).
-//!   Both limits must hold.
-//! * `error_rate_vs_stable`: a mixture sequential probability ratio test
-//!   (mSPRT, Johari et al., "Always Valid Inference", 2017) on the difference
-//!   of error rates, with a normal mixing distribution of scale τ = 0.02. Its
-//!   p-value is valid at every tick however often it is looked at, so the
-//!   chance that a canary *as good as stable* ever fails this gate during a
-//!   stage is at most `alpha` (default 1 %).
-//! * `latency_shift`: Mann-Whitney U over the latency histogram buckets
-//!   (ties handled per bucket) gives the probability of superiority
-//!   A = P(canary slower) + ½ P(tie), 0.5 when the distributions match. The
-//!   gate fails only when the shift is significant (one-sided p ≤ `alpha`)
-//!   *and* large (A − 0.5 ≥ `min_effect`, default 0.1), so a tiny but
-//!   significant shift on a large sample does not fail.
+//!   Both limits must hold. For error rates, stable's value in a relative
+//!   limit is its 95 % upper bound, so a stable with no failures in the
+//!   window does not make one canary failure a breach.
+//! * `error_rate_vs_stable`: **fails** when the conditional binomial test
+//!   ([`evidence::RatioTest`]) has evidence at level `alpha` that the
+//!   canary fails more often than stable (the evidence of earlier stages of
+//!   the same rollout counts, so a rollout spends `alpha` once, not once per
+//!   stage); **passes** once the always-valid upper bound on the canary's
+//!   error rate is below its tolerance,
+//!   `max_ratio_to_stable × stable + max_delta_to_stable` (defaults 2 and
+//!   0.005; stable's rate is the lower of its rate now and before the
+//!   rollout, so a degrading stable never widens the tolerance); until then
+//!   it is inconclusive. Both are corrected for bursts by the dispersion
+//!   the engine measures.
+//! * `latency_shift`: three tests, none of which a regression can dodge:
+//!   Mann-Whitney U over the histogram buckets gives the probability of
+//!   superiority A = P(canary slower) + ½ P(tie), 0.5 when the
+//!   distributions match, and fails when A is significantly above 0.5 (an
+//!   always-valid bound at `alpha / 2`, spread over the stages) *and* at
+//!   least `0.5 + min_effect` (default 0.1); and two ratio tests on the
+//!   requests slower than stable's p90 and p99 (`alpha / 4` each, carried
+//!   across stages) fail on tail and variance regressions that leave the
+//!   median, and so A, where it was. It passes once the always-valid upper
+//!   bound on A is below `0.5 + min_effect`.
 //!
-//! When the canary takes all traffic, stable has no samples: comparisons are
-//! skipped and only absolute limits apply.
+//! When the canary takes all traffic, stable has no samples of its own: the
+//! engine passes stable's window from before (its baseline) and the
+//! comparisons hold the canary to stable's rates of then; without one they
+//! are skipped and only absolute limits apply.
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Gate, GateMetric};
+use crate::evidence::{self, RatioTest};
 use crate::sample::{Probes, Window};
 
 /// The outcome of one gate at one evaluation.
@@ -36,7 +50,7 @@ pub enum Verdict {
     Pass,
     /// Out of limits on enough samples.
     Fail,
-    /// Too few samples to decide.
+    /// Not enough evidence either way yet.
     Inconclusive,
     /// Not applicable now (a comparison while stable has no traffic).
     Skipped,
@@ -61,32 +75,127 @@ pub struct GateResult {
     pub gate: String,
     /// The verdict.
     pub verdict: Verdict,
-    /// Measured canary value (fraction, seconds, rate difference, or A).
+    /// Measured canary value (fraction, seconds, or A), comparable with
+    /// `threshold`.
     pub value: Option<f64>,
     /// Stable's value in the same window, where compared.
     pub stable_value: Option<f64>,
-    /// The limit the value was held to.
+    /// The limit the value was held to (a statistical gate's tolerance).
     pub threshold: Option<f64>,
-    /// p-value of a statistical gate.
+    /// Always-valid p-value of a statistical gate (of its strongest test).
     pub p_value: Option<f64>,
+    /// Always-valid upper bound on the canary's value (statistical gates):
+    /// the gate passes once it is below `threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_bound: Option<f64>,
     /// Canary samples in the window.
     pub canary_samples: u64,
     /// Stable samples in the window.
     pub stable_samples: u64,
 }
 
-/// Mixing scale of the mSPRT on error-rate differences.
-const TAU: f64 = 0.02;
+/// What a statistical gate learnt in one stage, added to the next stage's
+/// evidence by the engine: ratio tests and the canary's request counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Carry {
+    /// `error_rate_vs_stable`: failures; `latency_shift`: p90 and p99
+    /// exceedances.
+    pub tests: [RatioTest; 2],
+    /// Canary requests.
+    pub requests: u64,
+    /// Canary failures among them.
+    pub failures: u64,
+}
+
+impl Carry {
+    /// Both stages' evidence.
+    pub fn plus(&self, other: &Carry) -> Carry {
+        Carry {
+            tests: [self.tests[0].plus(&other.tests[0]), self.tests[1].plus(&other.tests[1])],
+            requests: self.requests + other.requests,
+            failures: self.failures + other.failures,
+        }
+    }
+}
+
+/// Everything a gate reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The canary's window since the last transition.
+    pub canary: &'a Window,
+    /// Stable's window since the last transition, or its baseline (see
+    /// `baseline`), or `None` when there is nothing to compare with.
+    pub stable: Option<&'a Window>,
+    /// `stable` is stable's window from before the canary took all
+    /// traffic, not traffic of the same time.
+    pub baseline: bool,
+    /// Stable's error rate before the rollout, if known: tolerances never
+    /// rise above what it allows.
+    pub reference_rate: Option<f64>,
+    /// Stable's p90 and p99 before the rollout, µs, if known: the tail
+    /// tests count the requests above them (else above stable's p90 and
+    /// p99 in the window).
+    pub reference_tails: Option<[u64; 2]>,
+    /// Synthetic checks and shadow comparisons of the stage.
+    pub probes: Probes,
+    /// Index of dispersion of failures (1 = independent; see
+    /// [`evidence::dispersion`]).
+    pub phi: f64,
+    /// The same as far as the data show it ([`evidence::observed_dispersion`]):
+    /// absolute error-rate limits count `min_samples` in it.
+    pub phi_seen: f64,
+    /// Evidence of the rollout's earlier stages for this gate.
+    pub carried: Carry,
+    /// Stages in the plan (a per-stage test spreads its `alpha` over them).
+    pub stages: usize,
+}
+
+impl<'a> Inputs<'a> {
+    /// Two concurrent windows and nothing else (tests, the admin API).
+    pub fn windows(canary: &'a Window, stable: &'a Window) -> Inputs<'a> {
+        Inputs {
+            canary,
+            stable: Some(stable),
+            baseline: false,
+            reference_rate: None,
+            reference_tails: None,
+            probes: Probes::default(),
+            phi: 1.0,
+            phi_seen: 1.0,
+            carried: Carry::default(),
+            stages: 1,
+        }
+    }
+}
+
+/// Default tolerance of `error_rate_vs_stable`: ratio to stable's rate …
+pub const DEFAULT_TOLERANCE_RATIO: f64 = 2.0;
+/// … plus this much (a fraction: half a percentage point).
+pub const DEFAULT_TOLERANCE_DELTA: f64 = 0.005;
+
+/// A statistical gate passes on a bound that holds with 95 % confidence at
+/// every tick (or `1 − alpha`, when alpha is smaller).
+pub const PASS_ALPHA: f64 = 0.05;
+
+/// Mixing scale of the always-valid bound on the Mann-Whitney A.
+const TAU_A: f64 = 0.1;
 
 /// Evaluates `gate` on the canary and stable windows. `canary_only` is set
 /// when the canary takes all traffic (comparisons are then skipped).
 pub fn evaluate(gate: &Gate, canary: &Window, stable: &Window, canary_only: bool) -> GateResult {
-    evaluate_with(gate, canary, stable, Probes::default(), canary_only)
+    let mut inputs = Inputs::windows(canary, stable);
+    if canary_only {
+        inputs.stable = None;
+    }
+    evaluate_with(gate, &inputs).0
 }
 
-/// [`evaluate`], with the stage's synthetic checks and shadow comparisons
-/// for `synthetic` and `shadow_mismatch` gates.
-pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, probes: Probes, canary_only: bool) -> GateResult {
+/// Evaluates `gate` on everything it reads; returns the result and the
+/// stage's evidence (for [`Carry::plus`] at the next transition).
+pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
+    let (canary, empty) = (inputs.canary, Window::default());
+    let stable = inputs.stable.unwrap_or(&empty);
+    let canary_only = inputs.stable.is_none();
     let mut r = GateResult {
         gate: gate.name.clone(),
         verdict: Verdict::Inconclusive,
@@ -94,12 +203,15 @@ pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, probes: Prob
         stable_value: None,
         threshold: None,
         p_value: None,
+        upper_bound: None,
         canary_samples: canary.counts.total(),
         stable_samples: stable.counts.total(),
     };
+    let mut carry = Carry::default();
     match gate.metric {
         GateMetric::Synthetic | GateMetric::ShadowMismatch => {
-            let checks = if gate.metric == GateMetric::Synthetic { probes.synthetic } else { probes.shadow };
+            let checks =
+                if gate.metric == GateMetric::Synthetic { inputs.probes.synthetic } else { inputs.probes.shadow };
             r.canary_samples = checks.total();
             r.stable_samples = 0;
             if checks.total() >= gate.min_samples {
@@ -111,8 +223,16 @@ pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, probes: Prob
             }
         }
         GateMetric::ErrorRate => {
-            r.canary_samples = canary.counts.total();
-            limits(gate, &mut r, canary.counts.error_rate(), stable.counts.error_rate(), canary_only);
+            // Stable's rate in a relative limit: its 95 % upper bound.
+            let s = &stable.counts;
+            let stable_rate = s.error_rate().map(|_| evidence::upper_bound(s.failures(), s.total(), 0.05, 1.0));
+            // Failures in bursts: min_samples counts independent requests.
+            let enough = (gate.min_samples as f64 * inputs.phi_seen).ceil() as u64;
+            let g = Gate { min_samples: enough, ..gate.clone() };
+            limits(&g, &mut r, canary.counts.error_rate(), stable_rate, canary_only);
+            if r.stable_value.is_some() {
+                r.stable_value = s.error_rate();
+            }
         }
         GateMetric::Latency(q) => {
             r.canary_samples = canary.latency.count();
@@ -123,14 +243,8 @@ pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, probes: Prob
         GateMetric::ErrorRateVsStable => {
             if canary_only {
                 r.verdict = Verdict::Skipped;
-            } else if r.canary_samples >= gate.min_samples && r.stable_samples >= gate.min_samples {
-                let (c, s) = (&canary.counts, &stable.counts);
-                let (diff, p) = msprt(c.failures(), c.total(), s.failures(), s.total());
-                r.value = c.error_rate();
-                r.stable_value = s.error_rate();
-                r.threshold = Some(gate.alpha);
-                r.p_value = Some(p);
-                r.verdict = if p <= gate.alpha && diff > gate.min_effect { Verdict::Fail } else { Verdict::Pass };
+            } else {
+                carry = error_test(gate, inputs, stable, &mut r);
             }
         }
         GateMetric::LatencyShift => {
@@ -138,17 +252,119 @@ pub fn evaluate_with(gate: &Gate, canary: &Window, stable: &Window, probes: Prob
             r.stable_samples = stable.latency.count();
             if canary_only {
                 r.verdict = Verdict::Skipped;
-            } else if r.canary_samples >= gate.min_samples && r.stable_samples >= gate.min_samples {
-                let (a, p) = mann_whitney(canary, stable);
-                r.value = Some(a);
-                r.stable_value = Some(0.5);
-                r.threshold = Some(0.5 + gate.min_effect);
-                r.p_value = Some(p);
-                r.verdict = if p <= gate.alpha && a - 0.5 >= gate.min_effect { Verdict::Fail } else { Verdict::Pass };
+            } else {
+                carry = latency_test(gate, inputs, stable, &mut r);
             }
         }
     }
-    r
+    (r, carry)
+}
+
+/// `error_rate_vs_stable`: see the module documentation.
+fn error_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateResult) -> Carry {
+    let (c, s) = (&inputs.canary.counts, &stable.counts);
+    let stage = if inputs.baseline {
+        RatioTest::against_rate(c.failures(), c.total(), smoothed_rate(s.failures(), s.total()))
+    } else {
+        RatioTest::of(c.failures(), c.total(), s.failures(), s.total())
+    };
+    let here = Carry { tests: [stage, RatioTest::default()], requests: c.total(), failures: c.failures() };
+    let all = inputs.carried.plus(&here);
+    if all.requests < gate.min_samples || s.total() < gate.min_samples {
+        return here;
+    }
+    let e = all.tests[0].e_value(inputs.phi);
+    let stable_rate = s.error_rate().unwrap_or(0.0);
+    let base = inputs.reference_rate.map_or(stable_rate, |b| b.min(stable_rate));
+    let tolerance = gate.max_ratio_to_stable.unwrap_or(DEFAULT_TOLERANCE_RATIO) * base
+        + gate.max_delta_to_stable.unwrap_or(DEFAULT_TOLERANCE_DELTA);
+    let bound = evidence::upper_bound(all.failures, all.requests, gate.alpha.max(PASS_ALPHA), inputs.phi);
+    r.value = c.error_rate();
+    r.stable_value = s.error_rate();
+    r.threshold = Some(tolerance);
+    r.p_value = Some((1.0 / e).min(1.0));
+    r.upper_bound = Some(bound);
+    let diff = c.error_rate().unwrap_or(0.0) - stable_rate;
+    r.verdict = if e >= 1.0 / gate.alpha && diff > gate.min_effect {
+        Verdict::Fail
+    } else if bound <= tolerance {
+        Verdict::Pass
+    } else {
+        Verdict::Inconclusive
+    };
+    here
+}
+
+/// `latency_shift`: see the module documentation.
+fn latency_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateResult) -> Carry {
+    let canary = inputs.canary;
+    let mut here = Carry { requests: canary.latency.count(), ..Carry::default() };
+    for (i, (test, q)) in here.tests.iter_mut().zip(TAILS).enumerate() {
+        let Some(t) = inputs.reference_tails.map(|t| t[i]).or_else(|| quantile_micros(stable, q)) else { continue };
+        let (ec, nc) = (above(canary, t), canary.latency.count());
+        let (es, ns) = (above(stable, t), stable.latency.count());
+        *test = if inputs.baseline {
+            RatioTest::against_rate(ec, nc, smoothed_rate(es, ns))
+        } else {
+            RatioTest::of(ec, nc, es, ns)
+        };
+    }
+    if r.canary_samples < gate.min_samples || r.stable_samples < gate.min_samples {
+        return here;
+    }
+    let all = inputs.carried.plus(&here);
+    let (a, var) = mann_whitney_var(canary, stable);
+    let alpha_mw = gate.alpha / 2.0 / inputs.stages.max(1) as f64;
+    let pass_alpha = gate.alpha.max(PASS_ALPHA);
+    let radius = evidence::shift_upper_bound(0.0, var, alpha_mw, TAU_A);
+    let shifted = a - radius > 0.5 && a - 0.5 >= gate.min_effect;
+    let tail_e = all.tests.map(|t| t.e_value(1.0));
+    let tail = tail_e.iter().any(|&e| e >= 4.0 / gate.alpha);
+    r.value = Some(a);
+    r.stable_value = Some(0.5);
+    r.threshold = Some(0.5 + gate.min_effect);
+    let pass_radius = evidence::shift_upper_bound(0.0, var, pass_alpha, TAU_A);
+    r.upper_bound = Some(a + pass_radius);
+    let p_mw = msprt_p(a - 0.5, var, TAU_A);
+    r.p_value = Some(tail_e.iter().map(|&e| (1.0 / e).min(1.0)).fold(p_mw, f64::min));
+    r.verdict = if shifted || tail {
+        Verdict::Fail
+    } else if a + pass_radius < 0.5 + gate.min_effect {
+        Verdict::Pass
+    } else {
+        Verdict::Inconclusive
+    };
+    here
+}
+
+/// The quantiles the tail tests count requests above: p90 and p99.
+pub const TAILS: [f64; 2] = [0.90, 0.99];
+
+/// The `q` quantile of `w`'s latency, µs.
+pub fn quantile_micros(w: &Window, q: f64) -> Option<u64> {
+    w.latency.quantile(q).map(|d| d.as_micros() as u64)
+}
+
+/// Requests of `w` slower than `micros`.
+fn above(w: &Window, micros: u64) -> u64 {
+    let h = w.latency.histogram();
+    h.iter_recorded().filter(|v| v.value_iterated_to() > micros).map(|v| v.count_at_value()).sum()
+}
+
+/// `x / n` kept inside (0, 1) (half-count smoothing).
+fn smoothed_rate(x: u64, n: u64) -> f64 {
+    (x as f64 + 0.5) / (n as f64 + 1.0)
+}
+
+/// Always-valid p-value of an estimate `d` with variance `var` being above
+/// 0 (the normal-mixture likelihood ratio with scale `tau`).
+fn msprt_p(d: f64, var: f64, tau: f64) -> f64 {
+    if d <= 0.0 || var <= 0.0 {
+        return 1.0;
+    }
+    let t2 = tau * tau;
+    let log_lambda = 0.5 * (var / (var + t2)).ln() + t2 * d * d / (2.0 * var * (var + t2));
+    (-log_lambda).exp().min(1.0)
 }
 
 /// Absolute and relative limits of `error_rate` / `latency_pNN` gates.
@@ -182,28 +398,22 @@ fn limits(gate: &Gate, r: &mut GateResult, canary: Option<f64>, stable: Option<f
     };
 }
 
-/// One-sided mSPRT for "canary error rate > stable error rate".
-/// Returns (observed difference, always-valid p-value).
-pub fn msprt(canary_fail: u64, canary_n: u64, stable_fail: u64, stable_n: u64) -> (f64, f64) {
-    if canary_n == 0 || stable_n == 0 {
-        return (0.0, 1.0);
+/// Mann-Whitney U of canary against stable latency, over shared buckets.
+/// Returns (A = P(canary > stable) + ½ P(tie), one-sided fixed-sample p for
+/// "canary slower").
+pub fn mann_whitney(canary: &Window, stable: &Window) -> (f64, f64) {
+    let (a, var) = mann_whitney_var(canary, stable);
+    if var <= 0.0 {
+        return (a, 1.0);
     }
-    // Half-count smoothing keeps the variance positive at 0 % or 100 %.
-    let rate = |x: u64, n: u64| (x as f64 + 0.5) / (n as f64 + 1.0);
-    let (pc, ps) = (rate(canary_fail, canary_n), rate(stable_fail, stable_n));
-    let diff = canary_fail as f64 / canary_n as f64 - stable_fail as f64 / stable_n as f64;
-    if diff <= 0.0 {
-        return (diff, 1.0);
-    }
-    let v = pc * (1.0 - pc) / canary_n as f64 + ps * (1.0 - ps) / stable_n as f64;
-    let t2 = TAU * TAU;
-    let log_lambda = 0.5 * (v / (v + t2)).ln() + t2 * diff * diff / (2.0 * v * (v + t2));
-    (diff, (-log_lambda).exp().min(1.0))
+    let (nc, ns) = (canary.latency.count() as f64, stable.latency.count() as f64);
+    // Continuity-corrected z on U = A·nc·ns.
+    let z = ((a - 0.5) * nc * ns - 0.5) / (var.sqrt() * nc * ns);
+    (a, 0.5 * erfc(z / std::f64::consts::SQRT_2))
 }
 
-/// Mann-Whitney U of canary against stable latency, over shared buckets.
-/// Returns (A = P(canary > stable) + ½ P(tie), one-sided p for "canary slower").
-pub fn mann_whitney(canary: &Window, stable: &Window) -> (f64, f64) {
+/// A and its variance under "same distribution" (ties handled per bucket).
+fn mann_whitney_var(canary: &Window, stable: &Window) -> (f64, f64) {
     use std::collections::BTreeMap;
     let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     for v in canary.latency.histogram().iter_recorded() {
@@ -214,7 +424,7 @@ pub fn mann_whitney(canary: &Window, stable: &Window) -> (f64, f64) {
     }
     let (nc, ns) = (canary.latency.count() as f64, stable.latency.count() as f64);
     if nc == 0.0 || ns == 0.0 {
-        return (0.5, 1.0);
+        return (0.5, 0.0);
     }
     let n = nc + ns;
     let (mut u, mut stable_below, mut ties) = (0.0, 0.0, 0.0);
@@ -224,14 +434,8 @@ pub fn mann_whitney(canary: &Window, stable: &Window) -> (f64, f64) {
         let t = c + s;
         ties += t * t * t - t;
     }
-    let a = u / (nc * ns);
-    let mean = nc * ns / 2.0;
-    let var = nc * ns / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)));
-    if var <= 0.0 {
-        return (a, 1.0);
-    }
-    let z = (u - mean - 0.5) / var.sqrt();
-    (a, 0.5 * erfc(z / std::f64::consts::SQRT_2))
+    let var_u = nc * ns / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)));
+    (u / (nc * ns), (var_u / (nc * ns * nc * ns)).max(0.0))
 }
 
 /// Complementary error function (Numerical Recipes `erfcc`, |error| < 1.2e-7).
@@ -268,7 +472,7 @@ mod tests {
         for &(ms, n) in latency_ms {
             latency.record_n(ms * 1000, n);
         }
-        Window { span: std::time::Duration::from_secs(10), counts, latency }
+        Window { span: std::time::Duration::from_secs(10), counts, latency, seconds: vec![] }
     }
 
     fn gate(metric: GateMetric) -> Gate {
@@ -331,17 +535,112 @@ mod tests {
     }
 
     #[test]
-    fn msprt_flags_real_differences_only() {
-        // 5 % vs 1 % on 1000 each: strong evidence.
-        let (_, p) = msprt(50, 1000, 10, 1000);
-        assert!(p < 1e-4, "{p}");
-        // Same rates: no evidence.
-        let (_, p) = msprt(10, 1000, 10, 1000);
-        assert_eq!(p, 1.0);
-        let (_, p) = msprt(12, 1000, 10, 1000);
-        assert!(p > 0.5, "{p}");
-        // Canary better: never fails.
-        assert_eq!(msprt(1, 1000, 30, 1000).1, 1.0);
+    fn error_test_fails_on_evidence_and_passes_on_evidence_of_safety() {
+        let g = gate(GateMetric::ErrorRateVsStable);
+        let stable = window(10_000, 100, &[]);
+        // 5 % against 1 %: fails, with a p-value under alpha.
+        let r = evaluate(&g, &window(1000, 50, &[]), &stable, false);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(r.p_value.unwrap() < 0.01);
+        // 1 % on 2000: shown below the tolerance (2 × 1 % + 0.5 %).
+        let r = evaluate(&g, &window(2000, 20, &[]), &stable, false);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(r.upper_bound.unwrap() <= r.threshold.unwrap());
+        assert!((r.threshold.unwrap() - 0.025).abs() < 1e-9);
+        // The same rate on 100 requests: no evidence either way.
+        let r = evaluate(&g, &window(100, 1, &[]), &stable, false);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        // The canary takes all traffic and no baseline: skipped.
+        assert_eq!(evaluate(&g, &window(1000, 50, &[]), &stable, true).verdict, Verdict::Skipped);
+    }
+
+    #[test]
+    fn error_test_carries_evidence_across_stages_and_tempers_bursts() {
+        let g = gate(GateMetric::ErrorRateVsStable);
+        let (canary, stable) = (window(300, 9, &[]), window(3000, 30, &[]));
+        let (one, carry) = evaluate_with(&g, &Inputs::windows(&canary, &stable));
+        assert_ne!(one.verdict, Verdict::Fail, "{one:?}");
+        // The next stage sees the same again: together they fail.
+        let mut next = Inputs::windows(&canary, &stable);
+        next.carried = carry;
+        let (two, _) = evaluate_with(&g, &next);
+        assert_eq!(two.verdict, Verdict::Fail, "{two:?}");
+        // Failures in bursts of 5 carry a fifth of the evidence.
+        next.phi = 5.0;
+        assert_ne!(evaluate_with(&g, &next).0.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn error_test_holds_the_canary_to_stables_rate_from_before() {
+        let g = gate(GateMetric::ErrorRateVsStable);
+        // Stable degraded to 10 % now; it was at 1 %: a canary at 4 %
+        // looks better than stable, but is not shown within 2 × 1 % + 0.5 %.
+        let (canary, stable) = (window(5000, 200, &[]), window(5000, 500, &[]));
+        let mut inputs = Inputs::windows(&canary, &stable);
+        inputs.reference_rate = Some(0.01);
+        let (r, _) = evaluate_with(&g, &inputs);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        // At full weight, against the baseline: 5 % of 2000 where 1 % was.
+        let baseline = window(20_000, 200, &[]);
+        let canary = window(2000, 100, &[]);
+        let mut inputs = Inputs::windows(&canary, &baseline);
+        inputs.baseline = true;
+        assert_eq!(evaluate_with(&g, &inputs).0.verdict, Verdict::Fail);
+    }
+
+    /// Issue 21, bug 6: a ratio-only limit with no stable failures had a
+    /// threshold of 0, so one canary failure failed the gate.
+    #[test]
+    fn a_ratio_limit_does_not_fail_one_error_against_a_clean_stable() {
+        let mut g = gate(GateMetric::ErrorRate);
+        g.max_ratio_to_stable = Some(2.0);
+        let r = evaluate(&g, &window(1000, 1, &[]), &window(10_000, 0, &[]), false);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.stable_value, Some(0.0));
+        // A real breach still fails: 3 % against a clean stable.
+        assert_eq!(evaluate(&g, &window(1000, 30, &[]), &window(10_000, 0, &[]), false).verdict, Verdict::Fail);
+    }
+
+    /// Seeded log-normal latencies: `n` requests, median `ms`, shape `sigma`,
+    /// and `slow` of them `extra_ms` slower.
+    fn lognormal(seed: u64, n: u64, ms: f64, sigma: f64, slow: f64, extra_ms: f64) -> Window {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut uniform = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut w = window(n, 0, &[]);
+        w.latency = Latency::new();
+        for _ in 0..n {
+            let (u1, u2) = (uniform().max(f64::MIN_POSITIVE), uniform());
+            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            let mut v = (ms.ln() + sigma * z).exp();
+            if uniform() < slow {
+                v += extra_ms;
+            }
+            w.latency.record_n((v * 1000.0) as u64, 1);
+        }
+        w
+    }
+
+    /// Issue 21: variance × 4 at the same median gives A = 0.5, and 2 % of
+    /// requests 500 ms slower barely moves it: the tail tests catch both.
+    #[test]
+    fn latency_shift_catches_variance_and_tail_regressions() {
+        let g = gate(GateMetric::LatencyShift);
+        let stable = lognormal(1, 12_000, 20.0, 0.5, 0.0, 0.0);
+        let wide = lognormal(2, 6000, 20.0, 1.0, 0.0, 0.0);
+        let (a, _) = mann_whitney(&wide, &stable);
+        assert!((a - 0.5).abs() < 0.02, "{a}");
+        assert_eq!(evaluate(&g, &wide, &stable, false).verdict, Verdict::Fail);
+        let tail = lognormal(3, 6000, 20.0, 0.5, 0.02, 500.0);
+        assert_eq!(evaluate(&g, &tail, &stable, false).verdict, Verdict::Fail);
+        // The same distribution: passes, on evidence.
+        let same = lognormal(4, 6000, 20.0, 0.5, 0.0, 0.0);
+        let r = evaluate(&g, &same, &stable, false);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
     }
 
     #[test]

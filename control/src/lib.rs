@@ -14,8 +14,10 @@
 //! * [`sample`]: what the proxy measures and the gates read: request
 //!   outcomes and latency per backend, merged over a time window (a
 //!   [`sample::Window`]), plus the synthetic and shadow probe counts;
-//! * [`gate`]: gate statistics: thresholds, ratios and the sequential tests
-//!   that turn two windows into a verdict;
+//! * [`evidence`]: the always-valid tests and bounds the gates rest on, and
+//!   the dispersion correction for bursty failures;
+//! * [`gate`]: the gates: thresholds, ratios and the sequential tests that
+//!   turn two windows into a verdict;
 //! * [`rollout`]: the rollout state machine ([`rollout::Engine`]: stages,
 //!   bake, failures, holds, manual actions, audit events) and the format of
 //!   its persisted state ([`rollout::persisted`]).
@@ -42,6 +44,7 @@
 //! clock.
 
 pub mod config;
+pub mod evidence;
 pub mod gate;
 pub mod rollout;
 pub mod sample;

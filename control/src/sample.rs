@@ -286,6 +286,18 @@ pub struct Probes {
     pub shadow: Checks,
 }
 
+/// One second of one backend: requests and failures (5xx and upstream
+/// errors). The gates read bursts and short spans from these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Second {
+    /// The second (in the recorder's own count, only compared with others).
+    pub sec: u64,
+    /// Requests.
+    pub total: u64,
+    /// Failed requests among them.
+    pub failures: u64,
+}
+
 /// One backend's requests over a window of time.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Window {
@@ -295,6 +307,42 @@ pub struct Window {
     pub counts: Counts,
     /// Latency from request received to upstream response headers.
     pub latency: Latency,
+    /// The same requests second by second, oldest first (seconds without
+    /// requests left out).
+    pub seconds: Vec<Second>,
+}
+
+impl Window {
+    /// Requests and failures of the last `secs` seconds of the window
+    /// (counted back from its newest second).
+    pub fn recent(&self, secs: u64) -> (u64, u64) {
+        let Some(newest) = self.seconds.last().map(|s| s.sec) else { return (0, 0) };
+        self.seconds
+            .iter()
+            .rev()
+            .take_while(|s| s.sec + secs > newest)
+            .fold((0, 0), |(n, x), s| (n + s.total, x + s.failures))
+    }
+
+    /// Requests and failures of the seconds from `sec` on.
+    pub fn since(&self, sec: u64) -> (u64, u64) {
+        self.seconds.iter().filter(|s| s.sec >= sec).fold((0, 0), |(n, x), s| (n + s.total, x + s.failures))
+    }
+
+    /// Records one second of counts (simulations and tests; the proxy
+    /// builds windows from its own slots).
+    pub fn push_second(&mut self, sec: u64, counts: &Counts) {
+        self.counts.add(counts);
+        let (total, failures) = (counts.total(), counts.failures());
+        match self.seconds.last_mut() {
+            Some(last) if last.sec == sec => {
+                last.total += total;
+                last.failures += failures;
+            }
+            _ if total > 0 => self.seconds.push(Second { sec, total, failures }),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

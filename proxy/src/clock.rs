@@ -1,5 +1,6 @@
 //! weir's clocks: the coarse monotonic clock of the data plane's stamps and
-//! timeouts, the wall clock of the rollout engine, and the [`Periodic`]
+//! timeouts, the monotonic clock of the rollout engine and the telemetry
+//! slots, the wall clock of audit timestamps, and the [`Periodic`]
 //! schedule of background loops.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,10 +17,20 @@ pub(crate) fn coarse_ms() -> u64 {
     t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000 + 1
 }
 
-/// Unix time in milliseconds (the rollout engine's clock, which audit
-/// events and the state file carry).
+/// Unix time in milliseconds: the time of audit events, and nothing else.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The rollout engine's clock, in milliseconds: monotonic, anchored to the
+/// wall clock when weir started (so the state file's times read as unix
+/// times). A wall-clock step while weir runs moves neither bakes nor
+/// schedules (issue 21, bug 2); the telemetry's one-second slots are
+/// numbered on it too, so a transition's second is a slot's second.
+pub(crate) fn engine_ms() -> u64 {
+    static ANCHOR: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (start, unix) = ANCHOR.get_or_init(|| (std::time::Instant::now(), now_ms()));
+    unix + start.elapsed().as_millis() as u64
 }
 
 /// The clock of a periodic background task: ticks every `period` (late

@@ -44,6 +44,7 @@ pub(crate) struct DataPlane {
 impl DataPlane {
     pub(crate) fn new(first: Snapshot, access_log: Option<AccessLog>, telemetry: Telemetry, faults: Faults) -> Self {
         let generation = first.generation;
+        telemetry.set_keep(first.config.telemetry.keep_secs());
         DataPlane {
             snapshot: ArcSwap::from_pointee(first),
             reloads: watch::Sender::new(generation),
@@ -72,6 +73,8 @@ impl DataPlane {
     /// a config change.
     pub(crate) fn swap_in(&self, next: Snapshot) {
         let generation = next.generation;
+        // Slots are kept as long as the longest window may need them.
+        self.telemetry.set_keep(next.config.telemetry.keep_secs());
         self.snapshot.store(Arc::new(next));
         self.reloads.send_replace(generation);
     }

@@ -100,7 +100,7 @@ stages = [
 gates = [
   {{ metric = "error_rate", max = 0.02, min_samples = 30 }},
   {{ metric = "latency_p99", max_ratio_to_stable = 1.5, max_delta_to_stable = "25ms", min_samples = 50 }},
-  {{ metric = "error_rate_vs_stable", alpha = 0.01, min_samples = 30 }},
+  {{ metric = "error_rate_vs_stable", max_delta_to_stable = 0.02, min_samples = 30 }},
 ]
 "#
     ))
@@ -171,7 +171,7 @@ async fn demo(bad_canary: bool, fast: bool) -> Result<(), Box<dyn std::error::Er
     );
     println!("  proxy      {url}    try: curl -H 'x-user-id: alice' {url}");
     println!("  dashboard  http://{}/   (open it while the demo runs)", weir.admin_addr());
-    println!("  plan       internal users -> 5% -> 25% -> 50% -> 100%, {bake} bake per stage; gates: error rate <= 2%, p99 <= 1.5x stable + 25 ms, error rate vs stable (mSPRT)");
+    println!("  plan       internal users -> 5% -> 25% -> 50% -> 100%, {bake} bake per stage; gates: error rate <= 2%, p99 <= 1.5x stable + 25 ms, error rate vs stable (sequential; passes once shown within stable + 2 points)");
     println!();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -254,16 +254,17 @@ fn deciding(v: &[GateResult]) -> String {
             let show = |x: Option<f64>| match x {
                 None => "-".to_string(),
                 Some(x) if r.gate.starts_with("latency") => format!("{:.1} ms", x * 1000.0),
-                Some(x) if r.gate == "error_rate_vs_stable" => format!("{:.2}%", 100.0 * x),
                 Some(x) => format!("{:.2}%", 100.0 * x),
             };
             match r.gate.as_str() {
                 "error_rate_vs_stable" => format!(
-                    "{} {} (canary {} vs stable {}, p={:.1e})",
+                    "{} {} (canary {} vs stable {}; bound {} vs tolerance {}, p={:.1e})",
                     r.gate,
                     r.verdict.as_str(),
                     show(r.value),
                     show(r.stable_value),
+                    show(r.upper_bound),
+                    show(r.threshold),
                     r.p_value.unwrap_or(1.0)
                 ),
                 _ => format!(

@@ -22,7 +22,7 @@ use weir_control::config::{diff, Address, Config, Timeouts};
 use weir_control::rollout::{Context, Engine, Event, Persisted};
 use weir_control::split::Weight;
 
-use crate::clock::now_ms;
+use crate::clock::engine_ms;
 use crate::route::table::RouteTable;
 use crate::route::{Route, RouteState, RouteTelemetry};
 use crate::telemetry::Telemetry;
@@ -206,6 +206,7 @@ pub(crate) async fn build(
                     route: r.name.clone(),
                     stable_version: cfg.version_of(&r.stable).map(str::to_string),
                     canary_version: r.canary.as_deref().and_then(|c| cfg.version_of(c)).map(str::to_string),
+                    canary_build: cfg.canary_build(r),
                     config_hash: config_hash.clone(),
                 };
                 let saved = restored.and_then(|m| m.get(&r.name));
@@ -290,11 +291,11 @@ fn start_engine(
     saved: Option<&Persisted>,
     reloaded: bool,
 ) -> (Engine, Event) {
-    let fitting = saved.filter(|p| p.fits(plan, ctx.canary_version.as_deref()));
+    let fitting = saved.filter(|p| p.fits(plan, &ctx));
     if saved.is_some() && fitting.is_none() {
         tracing::warn!(route = %ctx.route, "saved rollout state is for another definition or canary version: starting at stage 0");
     }
-    let now = now_ms();
+    let now = engine_ms();
     let (engine, mut ev) = match fitting.and_then(|p| Engine::restore(plan.clone(), ctx.clone(), p.state.clone(), now))
     {
         Some(restored) => restored,

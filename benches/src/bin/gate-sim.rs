@@ -1,47 +1,49 @@
-//! Prints the gate engine's simulation figures: false rollbacks on healthy
-//! canaries; detection rate and time for 2× and 5× error rates and +50 %
-//! latency, at 100 canary requests per second.
+//! Prints the gate engine's simulation table: for each scenario, how weir
+//! and three anchors (Flagger, Argo Rollouts, a Kayenta-style judgement)
+//! decide on the same traffic and seeds: rolled back, promoted, still held,
+//! and the time from the change's onset to the rollback.
 //!
-//! `cargo run --release -p weir-benches --bin gate-sim [RUNS]`
+//! `cargo run --release -p weir-benches --bin gate-sim [RUNS] [ANCHOR_RUNS]`
+//! (defaults 2000 and 300; healthy rows are false rollbacks per rollout).
 
-use weir_benches::sim::{baseline, many, reference_plan, Side, MAX_SECS};
+use weir_benches::sim::{many, scenarios, Summary, Who, MAX_SECS, WARMUP_SECS};
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
-    let stable = baseline(200);
-    println!("canary 100 rps, stable 200 rps, baseline 1% errors and 20 ms median; {runs} seeded rollouts each");
-    println!("plan: 4 stages x 60 s bake; gates error_rate_vs_stable (mSPRT) + latency_shift (Mann-Whitney), alpha 1%, error_rate <= 10%");
-    for threshold in [1, 2] {
-        let plan = reference_plan(threshold);
-        println!("\nfailure_threshold = {threshold}");
-        println!(
-            "{:<22} {:>12} {:>10} {:>16} {:>14}",
-            "scenario", "rolled back", "promoted", "median detect s", "p90 detect s"
-        );
-        for (name, canary) in [
-            ("healthy (same as stable)", baseline(100)),
-            ("2x error rate", Side { error_rate: 0.02, ..baseline(100) }),
-            ("5x error rate", Side { error_rate: 0.05, ..baseline(100) }),
-            ("+50% latency", Side { median_ms: 30.0, ..baseline(100) }),
-        ] {
-            let s = many(&plan, canary, stable, runs, 1, MAX_SECS);
-            print_row(name, &s);
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().ok());
+    let runs = args.next().flatten().unwrap_or(2000);
+    let anchor_runs = args.next().flatten().unwrap_or(300);
+    println!(
+        "seeded rollouts through the proxy's own recording and windows; stable serves alone for {WARMUP_SECS} s first"
+    );
+    println!("baseline: 1% errors, log-normal latency (median 20 ms, p99 64 ms); weights applied per request");
+    println!("weir plan: 5/25/50/100 % x 60 s bake, ticks every 250 ms; error_rate_vs_stable + latency_shift (alpha 0.5% each: 1% per rollout) + error_rate <= 10%");
+    println!("anchors: same steps; Flagger 1m checks, 5 failures; Argo 1m measurements, failureLimit 0; Kayenta-style MW at each step's end (p < 0.025)");
+    println!("{weir} runs per weir row, {anchor_runs} per anchor row; at most {MAX_SECS} s per rollout", weir = runs);
+    println!(
+        "\n{:<36} {:<14} {:>9} {:>9} {:>7} {:>10} {:>9}",
+        "scenario", "controller", "rollback", "promoted", "held", "median s", "p90 s"
+    );
+    for (scenario, plan) in scenarios() {
+        // Single-stage detection rows: long enough for Flagger's five checks.
+        let max = if plan.stages.len() == 1 { 360 } else { MAX_SECS };
+        for who in [Who::Weir, Who::Flagger, Who::Argo, Who::Kayenta] {
+            let n = if who == Who::Weir { runs } else { anchor_runs };
+            let s = many(who, &plan, &scenario, n, 1, max);
+            print_row(scenario.name, who.name(), &s);
         }
-        // The same 5x regression with five times the traffic on both sides.
-        let s = many(&plan, Side { error_rate: 0.05, ..baseline(500) }, baseline(1000), runs / 4, 1, MAX_SECS);
-        print_row("5x errors, 500 rps", &s);
-        let s = many(&plan, baseline(500), baseline(1000), runs / 4, 1, MAX_SECS);
-        print_row("healthy, 500 rps", &s);
+        println!();
     }
 }
 
-fn print_row(name: &str, s: &weir_benches::sim::Summary) {
-    let show = |x: Option<u64>| x.map_or("-".to_string(), |v| v.to_string());
+fn print_row(scenario: &str, who: &str, s: &Summary) {
+    let show = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
     println!(
-        "{:<22} {:>11.2}% {:>9.2}% {:>16} {:>14}",
-        name,
+        "{:<36} {:<14} {:>8.2}% {:>8.2}% {:>6.1}% {:>10} {:>9}",
+        scenario,
+        who,
         100.0 * s.rolled_back,
         100.0 * s.promoted,
+        100.0 * s.held,
         show(s.median_detect_secs),
         show(s.p90_detect_secs)
     );

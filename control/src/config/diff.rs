@@ -97,15 +97,7 @@ fn route<'c>(config: &'c Config, name: &str) -> Option<&'c Route> {
 /// The rule, for route `o` of `old` and the route of the same name `n` of
 /// `new`.
 fn keeps(old: &Config, o: &Route, new: &Config, n: &Route) -> bool {
-    n.rollout.is_some()
-        && o.rollout == n.rollout
-        && o.canary == n.canary
-        && canary_version(old, o) == canary_version(new, n)
-}
-
-/// The release label of a route's canary backend, if it has both.
-fn canary_version<'c>(config: &'c Config, route: &Route) -> Option<&'c str> {
-    route.canary.as_deref().and_then(|c| config.version_of(c))
+    n.rollout.is_some() && o.rollout == n.rollout && o.canary == n.canary && old.canary_build(o) == new.canary_build(n)
 }
 
 #[cfg(test)]
@@ -210,6 +202,14 @@ weight = 5
             assert_eq!(change(&diff(&old, &new), "web"), RouteChange::Reset, "{what}");
             assert!(!keeps_rollout(&old, &new, "web"), "{what}");
         }
+        // Issue 21, bug 8: a canary without a version label is known by its
+        // addresses: a new build there (new addresses) is a new canary, and
+        // the same addresses keep the rollout.
+        let unlabelled = edited("addrs = [\"127.0.0.1:9002\"]\nversion = \"v2\"\n", "addrs = [\"127.0.0.1:9002\"]\n");
+        let moved = edited("addrs = [\"127.0.0.1:9002\"]\nversion = \"v2\"\n", "addrs = [\"127.0.0.1:9012\"]\n");
+        assert!(!keeps_rollout(&unlabelled, &moved, "web"), "unlabelled canary at new addresses");
+        assert!(keeps_rollout(&unlabelled, &unlabelled.clone(), "web"));
+        assert_ne!(unlabelled.canary_build(&unlabelled.routes[0]), moved.canary_build(&moved.routes[0]));
         // A rollout added to a route that had none is a reset too.
         let new = config(BASE);
         let old = edited(

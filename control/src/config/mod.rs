@@ -106,6 +106,17 @@ impl Config {
     pub fn version_of(&self, backend: &str) -> Option<&str> {
         self.backends.get(backend)?.version.as_deref()
     }
+
+    /// What identifies `route`'s canary build: its version label, else its
+    /// addresses (a new build deployed without a label shows as new
+    /// addresses). `None` without a canary.
+    pub fn canary_build(&self, route: &Route) -> Option<String> {
+        let b = self.backends.get(route.canary.as_deref()?)?;
+        Some(match &b.version {
+            Some(v) => v.clone(),
+            None => format!("addrs {}", crate::fingerprint(&b.addrs)),
+        })
+    }
 }
 
 /// `[listen]`

@@ -29,8 +29,11 @@ pub struct Rollout {
     /// says, paused rollouts included), without waiting for
     /// `failure_threshold` …
     pub severe_error_rate: f64,
-    /// … once the canary has served at least this many requests in the stage.
+    /// … once the canary has served at least this many requests in the stage …
     pub severe_min_requests: u64,
+    /// … counted over this last stretch of the stage (a sudden failure acts
+    /// in seconds, however long the stage has run).
+    pub severe_window: Duration,
     /// URL that must answer 2xx before a stage advances (`http://` only).
     pub pre_stage: Option<String>,
     /// URL that receives every transition as JSON (`http://` only).

@@ -41,8 +41,9 @@ pub mod persisted;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{OnFailure, Rollout};
-use crate::gate::{self, GateResult, Verdict};
+use crate::config::{GateMetric, OnFailure, Rollout};
+use crate::evidence::{self, RatioTest};
+use crate::gate::{self, Carry, GateResult, Inputs, Verdict};
 use crate::sample::{Probes, Window};
 use crate::split::{Weight, FULL};
 
@@ -156,6 +157,11 @@ pub struct Context {
     pub stable_version: Option<String>,
     /// Canary release label.
     pub canary_version: Option<String>,
+    /// What identifies the canary's build: its version label, else its
+    /// addresses ([`crate::config::Config::canary_build`]). A changed build
+    /// is a new canary, labelled or not.
+    #[serde(default)]
+    pub canary_build: Option<String>,
     /// Hash of the config in force.
     pub config_hash: String,
 }
@@ -195,12 +201,42 @@ pub struct ActionError {
     pub phase: &'static str,
 }
 
+/// What the engine reads at a tick.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    /// The canary's requests since the last transition.
+    pub canary: &'a Window,
+    /// Stable's requests since the last transition.
+    pub stable: &'a Window,
+    /// Stable's recent history, before the last transition too (as much as
+    /// the proxy keeps): its baseline, and how bursty its failures are.
+    pub stable_history: &'a Window,
+    /// Synthetic checks and shadow comparisons of the stage.
+    pub probes: Probes,
+}
+
 /// A rollout of one route.
 #[derive(Clone, Debug)]
 pub struct Engine {
     plan: Rollout,
     ctx: Context,
     state: State,
+    /// Each gate's evidence from the rollout's earlier stages.
+    carried: Vec<Carry>,
+    /// Each gate's evidence in the current stage (latest tick).
+    stage: Vec<Carry>,
+    /// Stable's history at the latest tick where it still had traffic: the
+    /// baseline the canary is held to once it takes everything.
+    stable_ref: Option<Window>,
+    /// Stable's error rate when the rollout started.
+    reference_rate: Option<f64>,
+    /// Stable's p90 and p99 then, µs.
+    reference_tails: Option<[u64; 2]>,
+    /// Data before this (a restart) is gone: the window and the bake start
+    /// here at the earliest. Not persisted.
+    data_since_ms: u64,
+    /// The latest tick found stable degraded (a hold, said once).
+    stable_degraded: bool,
 }
 
 impl Engine {
@@ -208,10 +244,53 @@ impl Engine {
     pub fn new(plan: Rollout, ctx: Context, now_ms: u64) -> (Engine, Event) {
         let state =
             State { phase: Phase::Progressing, stage: 0, since_ms: now_ms, consecutive_failures: 0, verdicts: vec![] };
-        let e = Engine { plan, ctx, state };
-        let ev = e.event(now_ms, EventKind::Started, Actor::Auto, Phase::Progressing, "rollout started".into());
+        let e = Engine::with_state(plan, ctx, state, 0);
+        let cause = format!("rollout started; {}", e.budget());
+        let ev = e.event(now_ms, EventKind::Started, Actor::Auto, Phase::Progressing, cause);
         e.check_invariants();
         (e, ev)
+    }
+
+    fn with_state(plan: Rollout, ctx: Context, state: State, data_since_ms: u64) -> Engine {
+        let gates = plan.gates.len();
+        Engine {
+            plan,
+            ctx,
+            state,
+            carried: vec![Carry::default(); gates],
+            stage: vec![Carry::default(); gates],
+            stable_ref: None,
+            reference_rate: None,
+            reference_tails: None,
+            data_since_ms,
+            stable_degraded: false,
+        }
+    }
+
+    /// The rollout's false-rollback budget, in words: each statistical gate
+    /// spends its `alpha` once per rollout (its evidence runs across the
+    /// stages), so a canary as good as stable is rolled back by them with a
+    /// chance of at most their sum.
+    pub fn budget(&self) -> String {
+        let parts: Vec<String> = self
+            .plan
+            .gates
+            .iter()
+            .filter(|g| matches!(g.metric, GateMetric::ErrorRateVsStable | GateMetric::LatencyShift))
+            .map(|g| format!("{} {}%", g.name, 100.0 * g.alpha))
+            .collect();
+        let total: f64 = self
+            .plan
+            .gates
+            .iter()
+            .filter(|g| matches!(g.metric, GateMetric::ErrorRateVsStable | GateMetric::LatencyShift))
+            .map(|g| g.alpha)
+            .sum();
+        if parts.is_empty() {
+            "no statistical gate: only thresholds judge the canary".into()
+        } else {
+            format!("false-rollback budget {}% ({})", 100.0 * total, parts.join(", "))
+        }
     }
 
     /// Restores a persisted state; `None` if it does not fit the plan.
@@ -219,7 +298,9 @@ impl Engine {
         if state.stage >= plan.stages.len() {
             return None;
         }
-        let e = Engine { plan, ctx, state };
+        // The telemetry of before the restart is gone: the stage's window
+        // and bake count from now (issue 21, bug 9).
+        let e = Engine::with_state(plan, ctx, state, now_ms);
         let ev = e.event(
             now_ms,
             EventKind::Restored,
@@ -266,25 +347,35 @@ impl Engine {
         matches!(self.state.phase, Phase::Progressing | Phase::Paused)
     }
 
-    /// Span of the gate window: time since the last transition.
+    /// Span of the gate window: time since the last transition (or since a
+    /// restart, whose data before it are gone).
     pub fn window_ms(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.state.since_ms)
+        now_ms.saturating_sub(self.window_start_ms())
+    }
+
+    /// When the current window starts: the last transition, or a restart
+    /// (whose data before it are gone), unix ms.
+    pub fn window_start_ms(&self) -> u64 {
+        self.state.since_ms.max(self.data_since_ms)
     }
 
     /// Evaluates the gates on the windows since the last transition and
     /// decides.
     pub fn tick(&mut self, now_ms: u64, canary: &Window, stable: &Window) -> Tick {
-        self.tick_with(now_ms, canary, stable, Probes::default())
+        self.tick_with(now_ms, &Observed { canary, stable, stable_history: stable, probes: Probes::default() })
     }
 
-    /// [`Engine::tick`], with the stage's synthetic checks and shadow
-    /// comparisons on the canary (both also count towards `min_requests`).
-    pub fn tick_with(&mut self, now_ms: u64, canary: &Window, stable: &Window, probes: Probes) -> Tick {
+    /// [`Engine::tick`], with stable's history and the stage's synthetic
+    /// checks and shadow comparisons on the canary (both also count towards
+    /// `min_requests`).
+    pub fn tick_with(&mut self, now_ms: u64, seen: &Observed<'_>) -> Tick {
         let mut out = Tick::default();
+        let (canary, stable, probes) = (seen.canary, seen.stable, seen.probes);
         if self.state.phase == Phase::Paused {
             // Held (by hand, or by on_failure / on_hold = pause), the canary
             // keeps its weight: the severe rule still watches it.
-            if let Some(cause) = self.severe(canary) {
+            let phi = evidence::observed_dispersion(&[&seen.stable_history.seconds, &canary.seconds]);
+            if let Some(cause) = self.severe(canary, stable, phi) {
                 out.events.push(self.act(now_ms, OnFailure::Rollback, cause));
             }
             return out;
@@ -298,16 +389,79 @@ impl Engine {
             return out; // post-promotion bake over: nothing left to watch
         }
         let canary_only = post_promotion || self.weight() == Weight::FULL;
-        let verdicts: Vec<GateResult> =
-            self.plan.gates.iter().map(|g| gate::evaluate_with(g, canary, stable, probes, canary_only)).collect();
+        let history = seen.stable_history;
+        if !canary_only && history.counts.total() > 0 {
+            if self.reference_rate.is_none() && history.counts.total() >= self.plan.severe_min_requests {
+                self.reference_rate = history.counts.error_rate();
+                let [p90, p99] = gate::TAILS.map(|q| gate::quantile_micros(history, q));
+                self.reference_tails = p90.zip(p99).map(|(a, b)| [a, b]);
+            }
+            self.stable_ref = Some(history.clone());
+        }
+        // At full weight stable has no traffic of its own: its history from
+        // before is the baseline (none after a restart: comparisons skip).
+        let (compare_with, baseline) =
+            if canary_only { (self.stable_ref.as_ref(), true) } else { (Some(stable), false) };
+        // Burstiness from stable's history (its baseline once it has no
+        // traffic) and the canary's stage.
+        let stable_seconds = if canary_only { compare_with.map_or(&[][..], |w| &w.seconds) } else { &history.seconds };
+        let phi = evidence::dispersion(&[stable_seconds, &canary.seconds]);
+        let phi_seen = evidence::observed_dispersion(&[stable_seconds, &canary.seconds]);
+        let stages = self.plan.stages.len();
+        let (verdicts, stage): (Vec<GateResult>, Vec<Carry>) = self
+            .plan
+            .gates
+            .iter()
+            .zip(&self.carried)
+            .map(|(g, carried)| {
+                let inputs = Inputs {
+                    canary,
+                    stable: compare_with,
+                    baseline,
+                    reference_rate: self.reference_rate,
+                    reference_tails: self.reference_tails,
+                    probes,
+                    phi,
+                    phi_seen,
+                    carried: *carried,
+                    stages,
+                };
+                gate::evaluate_with(g, &inputs)
+            })
+            .unzip();
+        self.stage = stage;
         let changed = summary(&verdicts) != summary(&self.state.verdicts);
         self.state.verdicts = verdicts;
         let failing: Vec<&str> =
             self.state.verdicts.iter().filter(|v| v.verdict == Verdict::Fail).map(|v| v.gate.as_str()).collect();
-        if let Some(cause) = self.severe(canary) {
+        let degraded = if canary_only { None } else { self.stable_degraded(stable, phi) };
+        let was_degraded = std::mem::replace(&mut self.stable_degraded, degraded.is_some());
+        let none = Window::default();
+        if let Some(cause) = self.severe(canary, if canary_only { &none } else { stable }, phi_seen) {
             // Whatever on_failure says: pausing would leave the failing
             // canary its weight.
             out.events.push(self.act(now_ms, OnFailure::Rollback, cause));
+        } else if let Some(cause) = degraded {
+            // Environment guard: stable is failing too. Neither blame the
+            // canary nor pass it because stable is worse: hold, and say so.
+            if !was_degraded || changed {
+                out.events.push(self.event(now_ms, EventKind::Evaluated, Actor::Auto, self.state.phase, cause));
+            }
+        } else if was_degraded {
+            // Stable recovered: what the stage saw meanwhile is not the
+            // canary's to answer for. Its window (not its stage) restarts.
+            // The ratio tests keep what they learnt (stable failing more
+            // only ever argued for the canary; dropping it would hand the
+            // test a fresh start); the canary's own counts of the outage do
+            // not count towards its safety.
+            self.state.since_ms = now_ms;
+            self.state.consecutive_failures = 0;
+            for (c, s) in self.carried.iter_mut().zip(&self.stage) {
+                *c = c.plus(&Carry { requests: 0, failures: 0, ..*s });
+            }
+            self.stage.iter_mut().for_each(|c| *c = Carry::default());
+            let cause = "stable recovered: the stage's window starts again".to_string();
+            out.events.push(self.event(now_ms, EventKind::Evaluated, Actor::Auto, self.state.phase, cause));
         } else if !failing.is_empty() {
             self.state.consecutive_failures += 1;
             let k = self.state.consecutive_failures;
@@ -334,8 +488,7 @@ impl Engine {
             // Decided on evidence: every gate passed or does not apply, and
             // at least one passed (gates that all skip, or none at all, are
             // no evidence), over at least one request whatever min_requests.
-            let decided = self.state.verdicts.iter().all(|v| matches!(v.verdict, Verdict::Pass | Verdict::Skipped))
-                && self.state.verdicts.iter().any(|v| v.verdict == Verdict::Pass);
+            let decided = self.decided();
             let evidence = canary.counts.total() + probes.synthetic.total() + probes.shadow.total();
             let ready = !post_promotion
                 && decided
@@ -366,15 +519,31 @@ impl Engine {
         out
     }
 
-    /// Answer of the pre_stage webhook for a stage that was ready.
-    pub fn approve(&mut self, now_ms: u64, approved: bool, detail: String) -> Event {
-        let ev = if approved && self.state.phase == Phase::Progressing {
+    /// Answer of the pre_stage webhook, asked when the stage whose window
+    /// started at `asked_since_ms` ([`Engine::window_start_ms`]) was ready.
+    /// The webhook answers while the gates keep running: the stage advances
+    /// only if it is still that stage and the latest verdicts (those of the
+    /// tick just before this answer) still pass. `None` when the stage moved
+    /// on meanwhile (the answer is for another stage).
+    pub fn approve(&mut self, now_ms: u64, asked_since_ms: u64, approved: bool, detail: String) -> Option<Event> {
+        if self.window_start_ms() != asked_since_ms {
+            return None;
+        }
+        let still_ready = self.state.phase == Phase::Progressing && self.decided();
+        let ev = if approved && still_ready {
             self.advance(now_ms, Actor::Auto, format!("all gates pass; pre_stage webhook: {detail}"))
         } else {
-            self.event(now_ms, EventKind::Held, Actor::Auto, self.state.phase, format!("pre_stage webhook: {detail}"))
+            let why = if approved { format!("{detail}, but the gates no longer all pass") } else { detail };
+            self.event(now_ms, EventKind::Held, Actor::Auto, self.state.phase, format!("pre_stage webhook: {why}"))
         };
         self.check_invariants();
-        ev
+        Some(ev)
+    }
+
+    /// Every gate passed or does not apply, and at least one passed.
+    fn decided(&self) -> bool {
+        self.state.verdicts.iter().all(|v| matches!(v.verdict, Verdict::Pass | Verdict::Skipped))
+            && self.state.verdicts.iter().any(|v| v.verdict == Verdict::Pass)
     }
 
     /// Manual pause: keep the weight, stop progressing.
@@ -434,16 +603,56 @@ impl Engine {
         }
     }
 
-    /// A severe breach of the canary's window, in words: an error rate of
-    /// at least `severe_error_rate` over at least `severe_min_requests`.
-    fn severe(&self, canary: &Window) -> Option<String> {
-        let n = canary.counts.total();
-        let rate = canary.counts.error_rate()?;
-        (n >= self.plan.severe_min_requests && rate >= self.plan.severe_error_rate).then(|| {
+    /// A severe breach, in words: over some span back from the newest
+    /// second of the canary's window (at most `severe_window`), an error
+    /// rate of at least `severe_error_rate` over at least
+    /// `severe_min_requests` requests (times the dispersion `phi`), and at
+    /// least twice stable's over the same seconds.
+    fn severe(&self, canary: &Window, stable: &Window, phi: f64) -> Option<String> {
+        let secs = self.plan.severe_window.as_secs().max(1);
+        let newest = canary.seconds.last()?.sec;
+        // Every span back from the newest second that holds enough
+        // requests (independent ones: bursts count once), up to
+        // severe_window: a crash at a high rate shows in the first second,
+        // a slow one over the whole window.
+        let (mut n, mut x) = (0, 0);
+        for s in canary.seconds.iter().rev().take_while(|s| s.sec + secs > newest) {
+            n += s.total;
+            x += s.failures;
+            let rate = x as f64 / n as f64;
+            if n as f64 >= self.plan.severe_min_requests as f64 * phi && rate >= self.plan.severe_error_rate {
+                // Stable over the same seconds: a shared outage is not the
+                // canary's doing (it must fail at least twice as often).
+                let (sn, sx) = stable.since(s.sec);
+                if sn > 0 && rate < 2.0 * sx as f64 / sn as f64 {
+                    return None;
+                }
+                return Some(format!(
+                    "severe breach: canary error rate {:.1}% over its last {n} requests in {}s (limit {:.1}%)",
+                    100.0 * rate,
+                    newest + 1 - s.sec,
+                    100.0 * self.plan.severe_error_rate
+                ));
+            }
+        }
+        None
+    }
+
+    /// Stable failing clearly more than when the rollout started (beyond
+    /// the tolerance `2 × rate + 0.5 %`, with evidence at 1 %) over the
+    /// last 30 s, in words.
+    fn stable_degraded(&self, stable: &Window, phi: f64) -> Option<String> {
+        let reference = self.reference_rate?;
+        let (n, x) = stable.recent(30);
+        let rate = (n > 0).then(|| x as f64 / n as f64)?;
+        let limit = gate::DEFAULT_TOLERANCE_RATIO * reference + gate::DEFAULT_TOLERANCE_DELTA;
+        let e = RatioTest::against_rate(x, n, reference.max(0.5 / n as f64)).e_value(phi);
+        (rate > limit && e >= 100.0).then(|| {
             format!(
-                "severe breach: canary error rate {:.1}% over {n} requests (limit {:.1}%)",
+                "stable is degraded: {:.2}% errors over the last 30s against {:.2}% when the rollout started; \
+                 holding without judging the canary",
                 100.0 * rate,
-                100.0 * self.plan.severe_error_rate
+                100.0 * reference
             )
         })
     }
@@ -459,6 +668,19 @@ impl Engine {
 
     fn transition(&mut self, now_ms: u64, to: Phase, kind: EventKind, actor: Actor, cause: String) -> Event {
         let from = self.state.phase;
+        if matches!(to, Phase::RolledBack | Phase::Aborted) || matches!(from, Phase::RolledBack | Phase::Aborted) {
+            // A new attempt gathers its own evidence, against stable as it
+            // is when it starts.
+            self.carried.iter_mut().for_each(|c| *c = Carry::default());
+            self.reference_rate = None;
+            self.reference_tails = None;
+        } else {
+            for (c, s) in self.carried.iter_mut().zip(&self.stage) {
+                *c = c.plus(s);
+            }
+        }
+        self.stage.iter_mut().for_each(|c| *c = Carry::default());
+        self.stable_degraded = false;
         self.state.phase = to;
         self.state.since_ms = now_ms;
         self.state.consecutive_failures = 0;

@@ -23,6 +23,10 @@ pub struct Persisted {
     pub rollout: String,
     /// Canary version it was rolling out.
     pub canary_version: Option<String>,
+    /// What identified the canary's build ([`super::Context::canary_build`];
+    /// absent in files written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
     /// The engine state.
     pub state: State,
 }
@@ -33,14 +37,17 @@ impl Persisted {
         Persisted {
             rollout: crate::fingerprint(engine.plan()),
             canary_version: engine.context().canary_version.clone(),
+            canary: engine.context().canary_build.clone(),
             state: engine.state().clone(),
         }
     }
 
-    /// Whether this state belongs to `rollout` rolling out `canary_version`
-    /// (and may be restored into it).
-    pub fn fits(&self, rollout: &Rollout, canary_version: Option<&str>) -> bool {
-        self.rollout == crate::fingerprint(rollout) && self.canary_version.as_deref() == canary_version
+    /// Whether this state belongs to `rollout` rolling out the canary of
+    /// `ctx` (same version, same build) and may be restored into it.
+    pub fn fits(&self, rollout: &Rollout, ctx: &super::Context) -> bool {
+        self.rollout == crate::fingerprint(rollout)
+            && self.canary_version == ctx.canary_version
+            && self.canary.as_ref().is_none_or(|b| ctx.canary_build.as_ref() == Some(b))
     }
 }
 
@@ -117,6 +124,7 @@ mod tests {
             route: "web".into(),
             stable_version: None,
             canary_version: Some("v2".into()),
+            canary_build: Some("v2".into()),
             config_hash: "h".into(),
         };
         Engine::new(plan, ctx, 5_000).0
@@ -135,10 +143,31 @@ mod tests {
     #[test]
     fn fits_only_the_same_definition_and_canary_version() {
         let p = Persisted::of(&engine(rollout("1m")));
-        assert!(p.fits(&rollout("1m"), Some("v2")));
-        assert!(!p.fits(&rollout("2m"), Some("v2")), "definition changed");
-        assert!(!p.fits(&rollout("1m"), Some("v3")), "canary version changed");
-        assert!(!p.fits(&rollout("1m"), None), "canary version dropped");
+        let ctx = |version: Option<&str>, build: Option<&str>| Context {
+            route: "web".into(),
+            stable_version: None,
+            canary_version: version.map(Into::into),
+            canary_build: build.map(Into::into),
+            config_hash: "h".into(),
+        };
+        assert!(p.fits(&rollout("1m"), &ctx(Some("v2"), Some("v2"))));
+        assert!(!p.fits(&rollout("2m"), &ctx(Some("v2"), Some("v2"))), "definition changed");
+        assert!(!p.fits(&rollout("1m"), &ctx(Some("v3"), Some("v3"))), "canary version changed");
+        assert!(!p.fits(&rollout("1m"), &ctx(None, None)), "canary version dropped");
+        // Issue 21, bug 8: a build without a version label is known by its
+        // addresses: new addresses are a new canary.
+        let unlabelled = |build: &str| {
+            let mut e = engine(rollout("1m"));
+            e.ctx.canary_version = None;
+            e.ctx.canary_build = Some(build.into());
+            Persisted::of(&e)
+        };
+        assert!(unlabelled("addrs 1").fits(&rollout("1m"), &ctx(None, Some("addrs 1"))));
+        assert!(!unlabelled("addrs 1").fits(&rollout("1m"), &ctx(None, Some("addrs 2"))));
+        // A file from before builds were kept restores on the version alone.
+        let mut old = p.clone();
+        old.canary = None;
+        assert!(old.fits(&rollout("1m"), &ctx(Some("v2"), Some("v2"))));
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn plan(stages: Vec<Stage>, gates: Vec<Gate>) -> Rollout {
         on_hold: OnFailure::Pause,
         severe_error_rate: 0.5,
         severe_min_requests: 20,
+        severe_window: Duration::from_secs(10),
         pre_stage: None,
         notify: None,
         webhook_timeout: Duration::from_secs(1),
@@ -54,6 +55,7 @@ fn ctx() -> Context {
         route: "web".into(),
         stable_version: Some("v1".into()),
         canary_version: Some("v2".into()),
+        canary_build: Some("v2".into()),
         config_hash: "h".into(),
     }
 }
@@ -64,7 +66,12 @@ fn win(total: u64, failures: u64) -> Window {
     counts.by_class[CodeClass::ServerError.index()] = failures;
     let mut latency = Latency::new();
     latency.record_n(10_000, total);
-    Window { span: Duration::from_secs(1), counts, latency }
+    Window {
+        span: Duration::from_secs(1),
+        counts,
+        latency,
+        seconds: vec![crate::sample::Second { sec: 0, total, failures }],
+    }
 }
 
 fn three_stages() -> Engine {
@@ -311,10 +318,21 @@ fn pre_stage_webhook_must_approve() {
     let t = e.tick(2 * S, &win(100, 0), &win(100, 0));
     assert!(t.needs_approval);
     assert_eq!(e.state().stage, 0);
-    let held = e.approve(2 * S, false, "status 503".into());
+    let asked = e.window_start_ms();
+    let held = e.approve(2 * S, asked, false, "status 503".into()).unwrap();
     assert_eq!((held.kind, e.state().stage), (EventKind::Held, 0));
-    let ok = e.approve(3 * S, true, "status 200".into());
+    // Issue 21, bug 10: the answer comes while the gates keep running; it
+    // advances only on verdicts that still pass when it arrives.
+    e.tick(3 * S, &win(100, 10), &win(100, 0));
+    let late = e.approve(3 * S, asked, true, "status 200".into()).unwrap();
+    assert_eq!((late.kind, e.state().stage), (EventKind::Held, 0), "{late:?}");
+    assert!(late.cause.contains("no longer all pass"), "{}", late.cause);
+    e.tick(4 * S, &win(100, 0), &win(100, 0));
+    let ok = e.approve(4 * S, asked, true, "status 200".into()).unwrap();
     assert_eq!((ok.kind, e.state().stage), (EventKind::Advanced, 1));
+    // An answer for a stage that is gone changes nothing.
+    assert!(e.approve(5 * S, asked, true, "status 200".into()).is_none());
+    assert_eq!(e.state().stage, 1);
 }
 
 #[test]
@@ -386,4 +404,127 @@ fn state_round_trips_and_restores() {
     let mut bad = back;
     bad.stage = 7;
     assert!(Engine::restore(e.plan().clone(), ctx(), bad, 0).is_none());
+}
+
+/// A window of one-second counts `(requests, failures)`, seconds from `start`.
+fn seconds(start: u64, per_sec: &[(u64, u64)]) -> Window {
+    let mut w = Window::default();
+    for (i, &(total, failures)) in per_sec.iter().enumerate() {
+        let mut c = Counts::default();
+        c.by_class[CodeClass::Success.index()] = total - failures;
+        c.by_class[CodeClass::ServerError.index()] = failures;
+        w.push_second(start + i as u64, &c);
+        w.latency.record_n(10_000, total);
+    }
+    w
+}
+
+#[test]
+fn the_first_event_states_the_false_rollback_budget() {
+    let mut latency = vs_stable_gate();
+    latency.name = "latency_shift".into();
+    latency.metric = GateMetric::LatencyShift;
+    let (_, ev) = Engine::new(plan(vec![stage(5, 1, 0)], vec![vs_stable_gate(), latency, error_gate(0.05)]), ctx(), 0);
+    assert!(ev.cause.contains("false-rollback budget 2%"), "{}", ev.cause);
+    assert!(ev.cause.contains("error_rate_vs_stable 1%, latency_shift 1%"), "{}", ev.cause);
+}
+
+/// The evidence of a stage counts in the next one: one rollout spends its
+/// alpha once, and a canary a little worse is caught over two stages that
+/// each alone would not have caught it.
+#[test]
+fn evidence_carries_across_stages() {
+    // (The windows have one second each: dispersion is its cautious prior.)
+    let (canary, stable) = (win(300, 15), win(3000, 30));
+    let mut e =
+        Engine::new(plan(vec![stage(5, 60, 0), stage(25, 60, 0), stage(50, 60, 0)], vec![vs_stable_gate()]), ctx(), 0)
+            .0;
+    e.tick(S, &canary, &stable);
+    assert_ne!(e.state().verdicts[0].verdict, Verdict::Fail, "{:?}", e.state().verdicts);
+    e.promote(2 * S, false).unwrap();
+    e.tick(3 * S, &canary, &stable);
+    assert_eq!(e.state().verdicts[0].verdict, Verdict::Fail, "{:?}", e.state().verdicts);
+    // A rollback forgets it: the next attempt gathers its own.
+    e.abort(4 * S).unwrap();
+    e.resume(5 * S).unwrap();
+    e.tick(6 * S, &canary, &stable);
+    assert_ne!(e.state().verdicts[0].verdict, Verdict::Fail, "{:?}", e.state().verdicts);
+}
+
+/// Issue 21: a severe breach read the cumulative stage window, so after a
+/// long healthy stage a canary failing every request went unseen for as long
+/// again. It reads the last `severe_window` now.
+#[test]
+fn a_sudden_failure_late_in_a_long_stage_acts_at_once() {
+    let mut p = plan(vec![stage(50, 600, 0), stage(100, 0, 0)], vec![error_gate(0.5)]);
+    p.hold_timeout = Duration::from_secs(900);
+    let mut e = Engine::new(p, ctx(), 0).0;
+    let mut per_sec = vec![(1000, 10); 300];
+    per_sec.extend([(1000, 1000); 3]);
+    let canary = seconds(0, &per_sec);
+    assert!(canary.counts.error_rate().unwrap() < 0.05);
+    let stable = seconds(0, &vec![(1000, 10); 303]);
+    let t = e.tick(303 * S, &canary, &stable);
+    assert_eq!(t.events.first().map(|ev| ev.kind), Some(EventKind::RolledBack), "{:?}", t.events);
+    assert!(t.events[0].cause.contains("severe breach"), "{}", t.events[0].cause);
+}
+
+/// Issue 21: a shared outage was blamed on the canary, and a stable worse
+/// than usual made relative gates pass. Now the rollout holds and says so.
+#[test]
+fn a_shared_outage_holds_and_does_not_blame_the_canary() {
+    let mut e = Engine::new(plan(vec![stage(50, 5, 0), stage(100, 0, 0)], vec![vs_stable_gate()]), ctx(), 0).0;
+    let healthy = seconds(0, &[(1000, 10); 3]);
+    e.tick(3 * S, &healthy, &healthy);
+    // Both sides now fail 80 % of requests.
+    let mut per_sec = vec![(1000, 10); 3];
+    per_sec.extend([(1000, 800); 10]);
+    let bad = seconds(0, &per_sec);
+    let t = e.tick(13 * S, &bad, &bad);
+    assert_eq!(e.state().phase, Phase::Progressing, "{:?}", t.events);
+    assert!(t.events.iter().any(|ev| ev.cause.contains("stable is degraded")), "{:?}", t.events);
+    // Said once, not every tick.
+    assert!(e.tick(14 * S, &bad, &bad).events.is_empty());
+    // A stable-only outage does not pass a bad canary: it holds too.
+    let canary = seconds(0, &[(1000, 50); 13]);
+    let mut per_sec = vec![(10_000, 100); 3];
+    per_sec.extend([(10_000, 3000); 10]);
+    let stable = seconds(0, &per_sec);
+    for t in 15..30 {
+        let ev = e.tick(t * S, &canary, &stable).events;
+        assert!(ev.iter().all(|ev| !matches!(ev.kind, EventKind::Advanced | EventKind::Promoted)), "{ev:?}");
+    }
+    assert_eq!((e.state().phase, e.state().stage), (Phase::Progressing, 0));
+}
+
+/// Issue 21: at 100 % the comparisons skipped, so only absolute limits
+/// watched the canary when it served everyone. It is now held to stable's
+/// numbers from just before.
+#[test]
+fn at_full_weight_the_canary_is_held_to_stables_baseline() {
+    let mut e = Engine::new(plan(vec![stage(50, 600, 0), stage(100, 600, 0)], vec![vs_stable_gate()]), ctx(), 0).0;
+    let stable = seconds(0, &[(1000, 10); 60]);
+    e.tick(60 * S, &seconds(0, &[(1000, 10); 60]), &stable);
+    e.promote(61 * S, false).unwrap();
+    assert_eq!(e.weight(), Weight::FULL);
+    let canary = seconds(62, &[(1000, 50); 5]);
+    let t = e.tick(67 * S, &canary, &Window::default());
+    assert_eq!(e.state().phase, Phase::RolledBack, "{:?} {:?}", t.events, e.state().verdicts);
+}
+
+/// Issue 21, bug 9: after a restart the stage's start was restored but its
+/// telemetry was not, so the stage decided on a second of data. Its window
+/// and bake now count from the restart.
+#[test]
+fn after_a_restart_the_bake_counts_from_the_restart() {
+    let mut e = three_stages();
+    e.tick(S, &win(100, 0), &win(100, 0));
+    let saved = e.state().clone();
+    let (mut r, _) = Engine::restore(e.plan().clone(), ctx(), saved, 100 * S).unwrap();
+    assert_eq!(r.window_ms(100 * S), 0);
+    // The stage's bake (2 s) is not met by a tick right after the restart …
+    assert!(r.tick(101 * S, &win(100, 0), &win(100, 0)).events.iter().all(|ev| ev.kind != EventKind::Advanced));
+    // … and is two seconds later.
+    let t = r.tick(102 * S, &win(100, 0), &win(100, 0));
+    assert_eq!(t.events.last().map(|ev| ev.kind), Some(EventKind::Advanced), "{:?}", t.events);
 }

@@ -6,7 +6,9 @@ use weir_control::rollout::Event;
 use super::context::Daemon;
 use super::events::emit;
 use super::persist::persist;
-use crate::clock::now_ms;
+use crate::clock::engine_ms;
+use crate::telemetry::follow;
+use weir_control::split::Side;
 
 /// A manual action on a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +51,7 @@ pub(crate) fn act(daemon: &Daemon, route_name: &str, action: ManualAction) -> Re
     let ev = {
         let mut slot = route.state.engine();
         let engine = slot.as_mut().ok_or_else(|| ActionFailed::NoRollout(route_name.to_string()))?;
-        let now = now_ms();
+        let now = engine_ms();
         let ev = match action {
             ManualAction::Pause => engine.pause(now),
             ManualAction::Resume => engine.resume(now),
@@ -57,7 +59,13 @@ pub(crate) fn act(daemon: &Daemon, route_name: &str, action: ManualAction) -> Re
             ManualAction::PromoteFull => engine.promote(now, true),
             ManualAction::Abort => engine.abort(now),
         }?;
+        let mut ev = ev;
+        super::events::stamp(&mut ev);
         route.apply(engine);
+        // The next stage's data start now, not at the driver's next tick.
+        let (canary, stable) = (route.stats(Side::Canary).map(|s| &**s), route.stats(Side::Stable).map(|s| &**s));
+        let keep = snap.config.telemetry.keep_secs();
+        follow(&mut route.state.marks(), engine, canary, stable, daemon.dp.telemetry.now_sec(), keep);
         daemon.dp.telemetry.rollout_tick(&route.name, engine, false);
         ev
     };

@@ -3,24 +3,32 @@
 //! Every 100 ms it looks for routes whose `interval` is due, reads the
 //! canary and stable windows since the rollout's last transition, ticks the
 //! engine, and applies the decided weight, stage and cohort to the route in
-//! the same tick. Events go out through `events.rs`; a stage that is ready
-//! waits for the `pre_stage` webhook's 2xx (a failing or slow webhook means
-//! "do not advance", never "pass"). State is persisted after every change.
+//! the same tick. Each transition cuts the backends' slots, so the next
+//! stage's window starts exactly there (`telemetry::stage`). Events go out
+//! through `events.rs`; a stage that is ready asks the `pre_stage` webhook
+//! in a task of its own (the gates of every route keep running meanwhile)
+//! and advances on its 2xx only if its verdicts of then still pass (a
+//! failing or slow webhook means "do not advance", never "pass"). State is
+//! persisted after every change. The engine runs on `clock::engine_ms`
+//! (monotonic): a wall-clock step moves no schedule.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use weir_control::config::Telemetry as TelemetryConfig;
-use weir_control::sample::{Probes, Window};
+use weir_control::rollout::Observed;
+use weir_control::sample::Probes;
 use weir_control::split::Side;
 
 use super::context::Daemon;
 use super::events::emit;
 use super::persist::persist;
-use crate::clock::{now_ms, Periodic};
+use crate::clock::{engine_ms, Periodic};
 use crate::route::Route;
+use crate::telemetry::{follow, tick_windows};
 
 /// Runs until shutdown.
 pub(crate) async fn drive(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) {
@@ -29,7 +37,7 @@ pub(crate) async fn drive(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) 
     let mut busy = true;
     while clock.tick_if(busy).await {
         let snap = daemon.dp.load_full();
-        let now = now_ms();
+        let now = engine_ms();
         let mut changed = false;
         busy = false;
         for route in snap.routes.routes() {
@@ -40,7 +48,7 @@ pub(crate) async fn drive(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) 
                 continue;
             }
             *next = now + interval.as_millis() as u64;
-            changed |= tick_route(&daemon, route, now, &snap.config.telemetry).await;
+            changed |= tick_route(&daemon, route, now, &snap.config.telemetry);
         }
         due.retain(|name, _| snap.routes.routes().iter().any(|r| r.name == *name));
         if changed {
@@ -49,54 +57,78 @@ pub(crate) async fn drive(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) 
     }
 }
 
+/// The pre_stage webhook's answer for route `name`, asked when its window
+/// started at `asked`: applied on the verdicts of now (see
+/// `Engine::approve`).
+fn approved(daemon: &Arc<Daemon>, name: &str, asked: u64, ok: bool, detail: String) {
+    let snap = daemon.dp.load_full();
+    let Some(route) = snap.routes.routes().iter().find(|r| *r.name == *name) else { return };
+    let ev = {
+        let mut slot = route.state.engine();
+        let ev = slot.as_mut().and_then(|engine| {
+            let ev = engine.approve(engine_ms(), asked, ok, detail)?;
+            route.apply(engine);
+            let (canary, stable) = (route.stats(Side::Canary).map(|s| &**s), route.stats(Side::Stable).map(|s| &**s));
+            let keep = snap.config.telemetry.keep_secs();
+            follow(&mut route.state.marks(), engine, canary, stable, daemon.dp.telemetry.now_sec(), keep);
+            daemon.dp.telemetry.rollout_tick(&route.name, engine, false);
+            Some(ev)
+        });
+        route.state.approving.store(false, Ordering::Release);
+        ev
+    };
+    if let Some(ev) = ev {
+        emit(daemon, route, vec![ev]);
+        persist(daemon);
+    }
+}
+
 /// One evaluation of one route; returns whether the state changed.
-async fn tick_route(daemon: &Daemon, route: &Route, now: u64, telemetry: &TelemetryConfig) -> bool {
+fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &TelemetryConfig) -> bool {
     let keep = telemetry.keep_secs();
     let sec = daemon.dp.telemetry.now_sec();
-    let (tick, before, plan_hook) = {
+    let (tick, before, before_start, plan_hook) = {
         let mut slot = route.state.engine();
         let Some(engine) = slot.as_mut() else { return false };
-        // The window covers the time since the last transition, rounded up
-        // to whole one-second slots.
-        let span = telemetry.span_secs(engine.window_ms(now).div_ceil(1000));
-        let empty = Window::default();
-        let canary = route.stats(Side::Canary).map(|s| s.window(sec, span, keep));
-        let stable = route.stats(Side::Stable).map(|s| s.window(sec, span, keep));
+        let (canary, stable) = (route.stats(Side::Canary).map(|s| &**s), route.stats(Side::Stable).map(|s| &**s));
+        let mut marks = route.state.marks();
+        let w = tick_windows(&mut marks, engine, canary, stable, sec, keep);
         let before = engine.state().clone();
+        let before_start = engine.window_start_ms();
         let epoch = engine.state().since_ms;
         let probes = Probes {
             synthetic: daemon.synthetic_checks.checks(&route.name, epoch),
             shadow: daemon.dp.shadows.checks(&route.name, epoch),
         };
-        let tick = engine.tick_with(now, canary.as_ref().unwrap_or(&empty), stable.as_ref().unwrap_or(&empty), probes);
+        let seen = Observed { canary: &w.canary, stable: &w.stable, stable_history: &w.stable_history, probes };
+        let tick = engine.tick_with(now, &seen);
+        // A transition: the next stage's data start here.
+        follow(&mut marks, engine, canary, stable, sec, keep);
         route.apply(engine);
         daemon.dp.telemetry.rollout_tick(&route.name, engine, true);
-        (tick, before, engine.plan().pre_stage.clone().map(|u| (u, engine.plan().webhook_timeout)))
+        (tick, before, before_start, engine.plan().pre_stage.clone().map(|u| (u, engine.plan().webhook_timeout)))
     };
     emit(daemon, route, tick.events);
-    if tick.needs_approval {
-        if let Some((url, timeout)) = plan_hook {
+    if let (true, Some((url, timeout))) = (tick.needs_approval, plan_hook) {
+        // Off the tick loop: a slow hook must not delay any route's gates
+        // (its own keep running: the severe rule still watches).
+        if !route.state.approving.swap(true, Ordering::AcqRel) {
             let body = serde_json::json!({
                 "route": &*route.name,
                 "stage": before.stage,
                 "next_stage": before.stage + 1,
                 "weight": route.state.weight().percent(),
             });
-            let answer = super::webhook::post(&daemon.webhooks, &url, body.to_string().into_bytes(), timeout).await;
-            let (ok, detail) = match answer {
-                Ok(code) if (200..300).contains(&code) => (true, format!("{url} answered {code}")),
-                Ok(code) => (false, format!("{url} answered {code}: not advancing")),
-                Err(e) => (false, format!("{url}: {e}: not advancing")),
-            };
-            let ev = {
-                let mut slot = route.state.engine();
-                let Some(engine) = slot.as_mut() else { return false };
-                let ev = engine.approve(now_ms(), ok, detail);
-                route.apply(engine);
-                daemon.dp.telemetry.rollout_tick(&route.name, engine, false);
-                ev
-            };
-            emit(daemon, route, vec![ev]);
+            let (daemon, name, asked) = (daemon.clone(), route.name.clone(), before_start);
+            tokio::spawn(async move {
+                let answer = super::webhook::post(&daemon.webhooks, &url, body.to_string().into_bytes(), timeout).await;
+                let (ok, detail) = match answer {
+                    Ok(code) if (200..300).contains(&code) => (true, format!("{url} answered {code}")),
+                    Ok(code) => (false, format!("{url} answered {code}: not advancing")),
+                    Err(e) => (false, format!("{url}: {e}: not advancing")),
+                };
+                approved(&daemon, &name, asked, ok, detail);
+            });
         }
     }
     let after = route.state.engine().as_ref().map(|e| e.state().clone());

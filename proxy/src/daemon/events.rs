@@ -13,7 +13,8 @@ pub(crate) fn emit(daemon: &Daemon, route: &Route, events: Vec<Event>) {
     }
     let notify =
         route.state.engine().as_ref().and_then(|e| e.plan().notify.clone().map(|u| (u, e.plan().webhook_timeout)));
-    for ev in events {
+    for mut ev in events {
+        stamp(&mut ev);
         daemon.dp.telemetry.rollout_event(&ev);
         if let Some((url, timeout)) = &notify {
             if ev.kind != EventKind::Evaluated {
@@ -29,6 +30,13 @@ pub(crate) fn emit(daemon: &Daemon, route: &Route, events: Vec<Event>) {
         }
         daemon.audit.record(ev);
     }
+}
+
+/// Gives an event the wall-clock time it happened at: the engine decides on
+/// its own monotonic clock (`clock::engine_ms`), the audit trail tells time
+/// as people read it.
+pub(crate) fn stamp(ev: &mut Event) {
+    ev.at_ms = crate::clock::now_ms();
 }
 
 /// Records the events of a snapshot build (rollouts started or restored).

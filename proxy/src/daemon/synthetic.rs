@@ -23,7 +23,7 @@ use weir_control::split::Side;
 
 use super::checks::RouteChecks;
 use super::context::Daemon;
-use crate::clock::{now_ms, Periodic};
+use crate::clock::{engine_ms, Periodic};
 use crate::server::synthetic::HEADER;
 
 /// Most synthetic requests in flight per route; past it, a tick's requests
@@ -39,7 +39,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, data: SocketAddr, shutdown: watch::
     let mut busy = true;
     while clock.tick_if(busy).await {
         let snap = daemon.dp.load_full();
-        let now = now_ms();
+        let now = engine_ms();
         // Stages (and so synthetic plans) change without a reload; engines
         // come and go only with one.
         busy = false;

@@ -12,7 +12,7 @@ use weir_control::config;
 use weir_control::rollout::Engine;
 use weir_control::split::{Salt, Side, Weight};
 
-use crate::telemetry::BackendStats;
+use crate::telemetry::{BackendStats, StageMarks};
 use crate::upstream::Backend;
 
 /// Live state of a route that survives reloads keyed by route name: the
@@ -28,6 +28,12 @@ pub(crate) struct RouteState {
     /// driver and the admin API, never on the request path.
     #[allow(clippy::disallowed_types)]
     pub(crate) engine: std::sync::Mutex<Option<Engine>>,
+    /// Where the rollout's current stage starts in the slots (taken with
+    /// the engine's lock held; see `telemetry::stage`).
+    #[allow(clippy::disallowed_types)]
+    pub(crate) marks: std::sync::Mutex<Option<StageMarks>>,
+    /// A pre_stage webhook call is in flight (one at a time per route).
+    pub(crate) approving: AtomicBool,
 }
 
 impl Default for RouteState {
@@ -38,6 +44,8 @@ impl Default for RouteState {
             cohort_active: AtomicBool::new(true),
             sequence: AtomicU64::new(0),
             engine: std::sync::Mutex::new(None),
+            marks: std::sync::Mutex::new(None),
+            approving: AtomicBool::new(false),
         }
     }
 }
@@ -73,6 +81,11 @@ impl RouteState {
     /// Locks the engine slot (a poisoned lock still holds a valid engine).
     pub(crate) fn engine(&self) -> std::sync::MutexGuard<'_, Option<Engine>> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the stage marks.
+    pub(crate) fn marks(&self) -> std::sync::MutexGuard<'_, Option<StageMarks>> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn next_sequence(&self) -> u64 {

@@ -9,6 +9,7 @@
 mod histogram;
 pub(crate) mod names;
 mod recorder;
+mod stage;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -16,12 +17,12 @@ use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use tokio::time::Instant;
 use weir_control::rollout::{Engine, Event, EventKind, Phase};
 use weir_control::sample::{CodeClass, UpstreamErrorKind};
 
 pub use recorder::BackendStats;
 pub(crate) use recorder::Handles;
+pub use stage::{follow, tick_windows, StageMarks, TickWindows};
 
 use names::label;
 
@@ -55,7 +56,6 @@ impl Traffic {
 pub struct Telemetry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    epoch: Instant,
     stats: Mutex<HashMap<(String, String, Traffic), Arc<BackendStats>>>,
     build_info: Mutex<HashMap<String, Gauge>>,
     reloads_ok: Counter,
@@ -108,7 +108,6 @@ impl Telemetry {
         Telemetry {
             recorder,
             handle,
-            epoch: Instant::now(),
             stats: Mutex::new(HashMap::new()),
             build_info: Mutex::new(HashMap::new()),
             reloads_ok,
@@ -117,9 +116,11 @@ impl Telemetry {
         }
     }
 
-    /// Seconds since this instance started (the slot clock).
+    /// The slot clock: whole seconds of the engine's clock
+    /// ([`crate::clock::engine_ms`]), so that a rollout's transition falls
+    /// in a known slot.
     pub(crate) fn now_sec(&self) -> u64 {
-        self.epoch.elapsed().as_secs()
+        crate::clock::engine_ms() / 1000
     }
 
     pub(crate) fn reload_ok(&self) {
@@ -258,6 +259,9 @@ impl Telemetry {
             if let Some(x) = v.threshold {
                 self.gauge(names::GATE_THRESHOLD, &gate).set(x);
             }
+            if let Some(x) = v.p_value {
+                self.gauge(names::GATE_P_VALUE, &gate).set(x);
+            }
         }
     }
 
@@ -327,10 +331,70 @@ fn describe(r: &PrometheusRecorder) {
     d(names::ROLLBACKS_TOTAL, None, "Rollbacks and aborts of the route's canary.");
     d(names::GATE_VERDICTS_TOTAL, None, "Gate evaluations by verdict.");
     r.describe_gauge(names::GATE_VALUE.into(), None, SharedString::const_str("Latest measured value of a gate."));
-    r.describe_gauge(names::GATE_THRESHOLD.into(), None, SharedString::const_str("Latest threshold of a gate."));
+    r.describe_gauge(
+        names::GATE_THRESHOLD.into(),
+        None,
+        SharedString::const_str("Latest threshold of a gate (a statistical gate's tolerance), in the value's unit."),
+    );
+    r.describe_gauge(
+        names::GATE_P_VALUE.into(),
+        None,
+        SharedString::const_str("Latest always-valid p-value of a statistical gate (it fails at or below its alpha)."),
+    );
     r.describe_gauge(
         names::BUILD_INFO.into(),
         None,
         SharedString::const_str("weir version, and the stable and canary release versions per route."),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_control::rollout::Context;
+    use weir_control::sample::{CodeClass, Counts, Window};
+
+    fn window(total: u64, failures: u64) -> Window {
+        let mut c = Counts::default();
+        c.by_class[CodeClass::Success.index()] = total - failures;
+        c.by_class[CodeClass::ServerError.index()] = failures;
+        let mut w = Window::default();
+        w.push_second(0, &c);
+        w
+    }
+
+    /// Issue 21, bug 11: `error_rate_vs_stable` exported the canary's error
+    /// rate as its value and alpha as its threshold, which a dashboard drew
+    /// on one axis as if comparable, and no p-value at all. Its threshold is
+    /// now its tolerance (a rate, like the value), and the p-value has a
+    /// gauge of its own.
+    #[test]
+    fn a_statistical_gate_exports_a_comparable_threshold_and_its_p_value() {
+        let cfg = weir_control::config::parse(
+            "[backends.s]\naddrs = [\"127.0.0.1:1\"]\n[backends.c]\naddrs = [\"127.0.0.1:2\"]\n[[routes]]\nname = \"web\"\nstable = \"s\"\ncanary = \"c\"\n[routes.rollout]\nstages = [{ weight = 10, bake = \"1m\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate_vs_stable\" }]\n",
+        )
+        .unwrap();
+        let plan = cfg.routes[0].rollout.clone().unwrap();
+        let ctx = Context {
+            route: "web".into(),
+            stable_version: None,
+            canary_version: None,
+            canary_build: None,
+            config_hash: String::new(),
+        };
+        let (mut engine, _) = Engine::new(plan, ctx, 0);
+        engine.tick(1000, &window(2000, 20), &window(20_000, 200));
+        let t = Telemetry::new();
+        t.rollout_tick("web", &engine, true);
+        let text = t.render();
+        let gauge = |name: &str| {
+            let prefix = format!("{name}{{route=\"web\",gate=\"error_rate_vs_stable\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse::<f64>().ok())
+        };
+        let (value, threshold) = (gauge("weir_gate_value").unwrap(), gauge("weir_gate_threshold").unwrap());
+        assert!((value - 0.01).abs() < 1e-9, "{text}");
+        assert!((threshold - 0.025).abs() < 1e-9, "tolerance 2 x 1% + 0.5%: {text}");
+        let p = gauge("weir_gate_p_value").unwrap();
+        assert!(p > 0.0 && p <= 1.0, "{text}");
+    }
 }

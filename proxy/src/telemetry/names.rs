@@ -42,6 +42,8 @@ pub(crate) const GATE_VERDICTS_TOTAL: &str = "weir_gate_verdicts_total";
 pub(crate) const GATE_VALUE: &str = "weir_gate_value";
 /// Latest threshold of a gate (gauge).
 pub(crate) const GATE_THRESHOLD: &str = "weir_gate_threshold";
+/// Latest always-valid p-value of a statistical gate (gauge).
+pub(crate) const GATE_P_VALUE: &str = "weir_gate_p_value";
 
 /// Label names.
 pub(crate) mod label {

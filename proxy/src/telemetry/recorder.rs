@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::Counter;
-use weir_control::sample::{bucket, CodeClass, Counts, Latency, UpstreamErrorKind, Window};
+use weir_control::sample::{bucket, CodeClass, Counts, Latency, Second, UpstreamErrorKind, Window};
 
 /// Prometheus handles of one (route, backend).
 #[derive(Debug)]
@@ -56,16 +56,29 @@ impl Shard {
 /// One second of data, latency kept sparse.
 #[derive(Debug, Default)]
 struct Slot {
+    /// Order of creation, across every [`BackendStats`] of the process (see
+    /// [`BackendStats::cut`]).
+    seq: u64,
     sec: u64,
     counts: Counts,
     buckets: Vec<(u16, u32)>,
+}
+
+/// The next [`Slot::seq`].
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The slots, and whether the newest is closed to more data (a cut).
+#[derive(Debug, Default)]
+struct Ring {
+    slots: VecDeque<Slot>,
+    closed: bool,
 }
 
 /// Measurements of one backend of one route.
 #[derive(Debug)]
 pub struct BackendStats {
     shards: Box<[Shard]>,
-    ring: Mutex<VecDeque<Slot>>,
+    ring: Mutex<Ring>,
     handles: Option<Handles>,
 }
 
@@ -96,7 +109,7 @@ impl BackendStats {
     pub(crate) fn new(handles: Option<Handles>) -> Self {
         BackendStats {
             shards: (0..shard_count()).map(|_| Shard::new()).collect(),
-            ring: Mutex::new(VecDeque::new()),
+            ring: Mutex::new(Ring::default()),
             handles,
         }
     }
@@ -158,9 +171,11 @@ impl BackendStats {
             self.publish(&counts, d);
         }
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let closed = ring.closed;
         if let Some(d) = dense {
-            match ring.back_mut() {
-                Some(last) if last.sec == now_sec => {
+            ring.closed = false;
+            match ring.slots.back_mut() {
+                Some(last) if last.sec == now_sec && !closed => {
                     let mut merged = vec![0u64; bucket::COUNT];
                     add_sparse(&mut merged, &last.buckets);
                     for (m, x) in merged.iter_mut().zip(&d) {
@@ -169,26 +184,50 @@ impl BackendStats {
                     last.counts.add(&counts);
                     last.buckets = sparse(&merged);
                 }
-                _ => ring.push_back(Slot { sec: now_sec, counts, buckets: sparse(&d) }),
+                _ => {
+                    let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
+                    ring.slots.push_back(Slot { seq, sec: now_sec, counts, buckets: sparse(&d) });
+                }
             }
         }
-        while ring.front().is_some_and(|s| s.sec + keep_secs <= now_sec) {
-            ring.pop_front();
+        while ring.slots.front().is_some_and(|s| s.sec + keep_secs <= now_sec) {
+            ring.slots.pop_front();
         }
+    }
+
+    /// Folds what the shards hold into the current slot and closes it: the
+    /// requests recorded from now on go to newer slots. Returns the mark
+    /// that [`BackendStats::window_from`] takes to read only those: a
+    /// rollout's transition cuts its backends' data in two, exactly.
+    pub fn cut(&self, now_sec: u64, keep_secs: u64) -> u64 {
+        self.rotate(now_sec, keep_secs);
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.closed = true;
+        NEXT_SEQ.load(Ordering::Relaxed)
     }
 
     /// The merged data of the last `span_secs` seconds (the current one
     /// included), after folding in what the shards hold.
     pub fn window(&self, now_sec: u64, span_secs: u64, keep_secs: u64) -> Window {
+        self.window_from(now_sec, span_secs, 0, keep_secs)
+    }
+
+    /// [`BackendStats::window`], of the slots after the [`BackendStats::cut`]
+    /// that returned `mark` only.
+    pub fn window_from(&self, now_sec: u64, span_secs: u64, mark: u64, keep_secs: u64) -> Window {
         self.rotate(now_sec, keep_secs);
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let mut counts = Counts::default();
         let mut dense = vec![0u64; bucket::COUNT];
-        for slot in ring.iter().filter(|s| s.sec + span_secs > now_sec) {
+        let mut seconds = Vec::new();
+        for slot in ring.slots.iter().filter(|s| s.sec + span_secs > now_sec && s.seq >= mark) {
             counts.add(&slot.counts);
             add_sparse(&mut dense, &slot.buckets);
+            if slot.counts.total() > 0 {
+                seconds.push(Second { sec: slot.sec, total: slot.counts.total(), failures: slot.counts.failures() });
+            }
         }
-        Window { span: Duration::from_secs(span_secs), counts, latency: Latency::from_buckets(&dense) }
+        Window { span: Duration::from_secs(span_secs), counts, latency: Latency::from_buckets(&dense), seconds }
     }
 }
 
@@ -228,11 +267,20 @@ mod tests {
         assert_eq!(w.counts.by_error[UpstreamErrorKind::Connect.index()], 10);
         assert_eq!(w.counts.error_rate(), Some(0.1));
         assert_eq!(w.latency.count(), 100);
+        let per_sec: Vec<(u64, u64, u64)> = w.seconds.iter().map(|s| (s.sec, s.total, s.failures)).collect();
+        assert_eq!(per_sec, [(10, 90, 0), (12, 10, 10)]);
         // Only the last two seconds: the 90 successes at second 10 are out.
         let w = s.window(12, 2, 300);
         assert_eq!(w.counts.total(), 10);
         let p50 = w.latency.quantile(0.5).unwrap();
         assert!(p50 >= Duration::from_millis(49) && p50 <= Duration::from_millis(51), "{p50:?}");
+        // A cut: what comes after it is read apart from what came before,
+        // even within the same second.
+        let mark = s.cut(12, 300);
+        s.record(CodeClass::Success, None, Duration::from_millis(2));
+        let after = s.window_from(12, 300, mark, 300);
+        assert_eq!((after.counts.total(), after.counts.failures()), (1, 0));
+        assert_eq!(s.window(12, 300, 300).counts.total(), 101);
         // Past keep_secs, slots are dropped.
         s.rotate(400, 300);
         assert_eq!(s.window(400, 300, 300).counts.total(), 0);

@@ -9,7 +9,7 @@ use crate::*;
 const TOKEN: &str = "s3cret-token";
 
 fn rollout_route() -> String {
-    "[routes.rollout]\nstages = [{ weight = 10, bake = \"1h\" }, { weight = 50, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]\n[[routes]]\nname = \"plain\"\nmatch = { path_prefix = \"/plain\" }\nstable = \"stable\"".to_string()
+    "[routes.rollout]\nstages = [{ weight = 10, bake = \"10m\" }, { weight = 50, bake = \"10m\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]\n[[routes]]\nname = \"plain\"\nmatch = { path_prefix = \"/plain\" }\nstable = \"stable\"".to_string()
 }
 
 async fn post(url: &str, token: Option<&str>) -> (StatusCode, serde_json::Value) {

@@ -66,7 +66,7 @@ async fn grafana_queries_only_exported_metrics() {
     // A weir that has evaluated gates and rolled back exports every family.
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Named).await;
-    let r = "[routes.rollout]\ninterval = \"200ms\"\nstages = [{ weight = 50, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 5 }]";
+    let r = "[routes.rollout]\ninterval = \"200ms\"\nstages = [{ weight = 50, bake = \"10m\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 5 }]";
     let w = InProcess::start(&config_text(stable.addr, canary.addr, r, "")).await;
     let mut rx = w.weir.subscribe();
     let c = client();

@@ -9,7 +9,7 @@ use weir_control::split::Side;
 use crate::*;
 
 fn rollout() -> &'static str {
-    "force = { header = \"x-canary\" }\n[routes.rollout]\ninterval = \"250ms\"\nstages = [{ weight = 50, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 20 }]"
+    "force = { header = \"x-canary\" }\n[routes.rollout]\ninterval = \"250ms\"\nstages = [{ weight = 50, bake = \"10m\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 20 }]"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

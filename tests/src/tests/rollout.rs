@@ -130,7 +130,7 @@ async fn a_restart_mid_rollout_resumes_at_the_same_stage() {
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Named).await;
     let r = rollout(
-        "{ weight = 5, bake = \"1h\" }, { weight = 25, bake = \"1h\" }, { weight = 100 }",
+        "{ weight = 5, bake = \"10m\" }, { weight = 25, bake = \"10m\" }, { weight = 100 }",
         "{ metric = \"error_rate\", max = 0.05 }",
         "",
     );
@@ -204,4 +204,72 @@ async fn a_failing_pre_stage_webhook_holds_the_stage() {
     assert_eq!(seen.path, "/approve");
     // The notify webhook received the transitions (here: the start).
     assert!(notify.count() >= 1);
+}
+
+/// Issue 21, bug 10: the `pre_stage` webhook was awaited inside the loop
+/// over routes, so a hook that does not answer held every other route's
+/// gates (the severe rule too) for its whole timeout, tick after tick. It
+/// runs in a task of its own now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_pre_stage_webhook_does_not_hold_other_routes() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let broken = Upstream::start("broken", Mode::Status(500)).await;
+    let hook = Upstream::start("hook", Mode::Hang).await;
+    let text = format!(
+        r#"
+[listen]
+addr = "127.0.0.1:0"
+[admin]
+addr = "127.0.0.1:0"
+[backends.stable]
+addrs = ["{stable}"]
+[backends.canary]
+addrs = ["{canary}"]
+[backends.broken]
+addrs = ["{broken}"]
+
+[[routes]]
+name = "bad"
+match = {{ path_prefix = "/bad" }}
+stable = "stable"
+canary = "broken"
+[routes.rollout]
+interval = "250ms"
+stages = [{{ weight = 50, bake = "10m" }}, {{ weight = 100 }}]
+gates = [{{ metric = "error_rate", max = 0.05, min_samples = 10 }}]
+
+[[routes]]
+name = "web"
+stable = "stable"
+canary = "canary"
+[routes.rollout]
+interval = "250ms"
+pre_stage = "http://{hook}/approve"
+webhook_timeout = "20s"
+stages = [{{ weight = 20, bake = "500ms" }}, {{ weight = 100 }}]
+gates = [{{ metric = "error_rate", max = 0.05, min_samples = 10 }}]
+"#,
+        stable = stable.addr,
+        canary = canary.addr,
+        broken = broken.addr,
+        hook = hook.addr,
+    );
+    let w = InProcess::start(&text).await;
+    let mut rx = w.weir.subscribe();
+    let load = Load::start(w.url("/"), 2, Duration::from_millis(10));
+    // The web route's stage is ready: its hook is asked, and never answers.
+    let asked = std::time::Instant::now();
+    while hook.count() == 0 {
+        assert!(asked.elapsed() < Duration::from_secs(10), "the pre_stage hook was never asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Meanwhile the bad route's canary fails every request: it is rolled
+    // back at its own pace, not after the hook's 20 s.
+    let bad = Load::start(w.url("/bad/x"), 2, Duration::from_millis(10));
+    let ev = wait_event(&mut rx, Duration::from_secs(8), |e| e.route == "bad" && e.kind == EventKind::RolledBack).await;
+    assert!(ev.cause.contains("severe"), "{}", ev.cause);
+    bad.stop().await;
+    load.stop().await;
+    assert_eq!(w.weir.rollout("web").unwrap().stage, 0, "no answer, no advance");
 }

@@ -53,7 +53,7 @@ async fn shadows_reach_the_canary_while_clients_get_stable_at_stables_speed() {
 async fn a_canary_that_answers_differently_raises_the_mismatch_gate() {
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Status(500)).await;
-    let r = "shadow = { percent = 100 }\n[routes.rollout]\ninterval = \"250ms\"\nstages = [{ weight = 0, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"shadow_mismatch\", max = 0.05, min_samples = 10 }]";
+    let r = "shadow = { percent = 100 }\n[routes.rollout]\ninterval = \"250ms\"\nstages = [{ weight = 0, bake = \"10m\" }, { weight = 100 }]\ngates = [{ metric = \"shadow_mismatch\", max = 0.05, min_samples = 10 }]";
     let w = InProcess::start(&config_text(stable.addr, canary.addr, r, "")).await;
     let mut rx = w.weir.subscribe();
     let load = Load::start(w.url("/"), 2, Duration::from_millis(10));

@@ -90,7 +90,7 @@ async fn force_header_and_cookie_always_and_never() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cohort_goes_to_canary_and_opt_out_beats_it() {
     let (_s, _c, w) = named_pair(
-        "force = { header = \"x-canary\" }\n[routes.rollout]\nstages = [{ weight = 0, bake = \"1h\", cohort = { header = \"x-user-group\", values = [\"internal\", \"staff\"] } }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]",
+        "force = { header = \"x-canary\" }\n[routes.rollout]\nstages = [{ weight = 0, bake = \"10m\", cohort = { header = \"x-user-group\", values = [\"internal\", \"staff\"] } }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]",
         "",
     )
     .await;

@@ -8,7 +8,7 @@ use crate::*;
 
 fn stage_with(synthetic: &str, gates: &str, stage_extra: &str, extra: &str) -> String {
     format!(
-        "[routes.rollout]\ninterval = \"250ms\"\n{extra}\nstages = [{{ weight = 0, {stage_extra} synthetic = {{ {synthetic} }} }}, {{ weight = 100, bake = \"1h\" }}]\ngates = [{gates}]"
+        "[routes.rollout]\ninterval = \"250ms\"\n{extra}\nstages = [{{ weight = 0, {stage_extra} synthetic = {{ {synthetic} }} }}, {{ weight = 100, bake = \"10m\" }}]\ngates = [{gates}]"
     )
 }
 
@@ -19,7 +19,7 @@ async fn synthetic_requests_reach_the_canary_at_their_rate_and_are_counted_apart
     let r = stage_with(
         "rps = 20, path = \"/synthetic-check\", expect_status = 200, headers = { x-probe = \"yes\" }",
         "{ metric = \"synthetic\", max = 0.0, min_samples = 5 }",
-        "bake = \"1h\",",
+        "bake = \"10m\",",
         "",
     );
     let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;

@@ -205,7 +205,7 @@ async fn a_real_prometheus_scrapes_the_request_count() {
 async fn the_weight_gauge_changes_with_the_rollout_state() {
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Named).await;
-    let r = "[routes.rollout]\nstages = [{ weight = 10, bake = \"1h\" }, { weight = 50, bake = \"1h\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]";
+    let r = "[routes.rollout]\nstages = [{ weight = 10, bake = \"10m\" }, { weight = 50, bake = \"10m\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]";
     let w = InProcess::start(&config_text(stable.addr, canary.addr, r, "")).await;
     for (action, state, weight) in
         [(weir_proxy::ManualAction::Promote, "progressing", 50.0), (weir_proxy::ManualAction::Abort, "aborted", 0.0)]

@@ -272,7 +272,7 @@ async fn a_reload_rejected_for_its_certificate_leaves_the_rollouts_where_they_we
     let line = format!("tls = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), key.display());
     let text = |max: &str| {
         let rollout = format!(
-            "[routes.rollout]\nstages = [{{ weight = 10, bake = \"1h\" }}, {{ weight = 50, bake = \"1h\" }}, {{ weight = 100 }}]\ngates = [{{ metric = \"error_rate\", max = {max} }}]"
+            "[routes.rollout]\nstages = [{{ weight = 10, bake = \"10m\" }}, {{ weight = 50, bake = \"10m\" }}, {{ weight = 100 }}]\ngates = [{{ metric = \"error_rate\", max = {max} }}]"
         );
         config_text(stable.addr, canary.addr, &rollout, "").replacen(
             "[listen]\naddr = \"127.0.0.1:0\"",

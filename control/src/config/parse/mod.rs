@@ -20,11 +20,12 @@ use routes::routes;
 use settings::{limits, log, telemetry, timeouts};
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::de::DeTable;
 
 use super::reader::{as_str, Ctx, Table, Value};
-use super::{Cohort, Config, ConfigErrors, KeySource, State};
+use super::{Cohort, Config, ConfigErrors, KeySource, Route, State, Telemetry};
 use crate::split::Weight;
 
 pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
@@ -43,7 +44,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     let timeouts = timeouts(&mut ctx, &mut top);
     let limits = limits(&mut ctx, &mut top);
     let log = log(&mut ctx, &mut top);
-    let telemetry = telemetry(&mut ctx, &mut top);
+    let (mut telemetry, window_given) = telemetry(&mut ctx, &mut top);
     let state = match top.table(&mut ctx, "state") {
         Some(mut t) => {
             let file = t.string(&mut ctx, "file").map(PathBuf::from);
@@ -54,6 +55,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     };
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
+    stage_windows(&mut ctx, &mut telemetry, window_given, &routes);
     top.finish(&mut ctx);
     ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, state, backends, routes }))
 }
@@ -148,6 +150,65 @@ fn weight(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Weight> {
         Err(e) => {
             ctx.error(&t.key_path("weight"), Some(&t.span), e);
             None
+        }
+    }
+}
+
+/// The longest `telemetry.window_max` (also checked in `settings`).
+const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+/// A stage's gates read one window from the stage's start, so the telemetry
+/// must keep a stage's whole length: its deadline (`max_duration`, else
+/// `hold_timeout`). An explicit `telemetry.window_max` shorter than a
+/// deadline is an error (the window would slide and forget the stage's
+/// start: no always-valid test holds on a sliding window, and a large
+/// `min_requests` might never be met); without one, it grows to the
+/// longest deadline. A bake longer than its stage's deadline could never
+/// pass: an error too.
+fn stage_windows(ctx: &mut Ctx<'_>, telemetry: &mut Telemetry, window_given: bool, routes: &[Route]) {
+    let secs = |d: Duration| format!("{}s", d.as_secs());
+    for (i, route) in routes.iter().enumerate() {
+        let Some(plan) = &route.rollout else { continue };
+        for (j, stage) in plan.stages.iter().enumerate() {
+            let deadline = stage.max_duration.unwrap_or(plan.hold_timeout);
+            let path = format!("routes[{i}].rollout.stages[{j}]");
+            if stage.bake > deadline {
+                let key = if stage.max_duration.is_some() { "max_duration" } else { "hold_timeout" };
+                ctx.error(
+                    &format!("{path}.bake"),
+                    None,
+                    format!(
+                        "{} is longer than the stage's deadline ({} from {key}): the stage could never pass",
+                        secs(stage.bake),
+                        secs(deadline)
+                    ),
+                );
+            }
+            if deadline <= telemetry.window_max {
+                continue;
+            }
+            let limit = if window_given { telemetry.window_max } else { MAX_WINDOW };
+            if deadline <= limit {
+                telemetry.window_max = deadline;
+                continue;
+            }
+            let key = if stage.max_duration.is_some() {
+                format!("{path}.max_duration")
+            } else {
+                format!("routes[{i}].rollout.hold_timeout")
+            };
+            let whose = if window_given { "telemetry.window_max" } else { "the longest window telemetry keeps" };
+            ctx.error(
+                &key,
+                None,
+                format!(
+                    "{} is longer than {whose} ({}): the stage's gate window would slide and forget its start; \
+                     shorten the stage{}",
+                    secs(deadline),
+                    secs(limit),
+                    if window_given { " or raise window_max" } else { "" }
+                ),
+            );
         }
     }
 }

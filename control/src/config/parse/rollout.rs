@@ -7,7 +7,14 @@ use crate::config::reader::{as_str, Ctx, Table};
 use crate::config::{Gate, GateMetric, OnFailure, Rollout, Stage, Synthetic};
 
 pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
-    let interval = t.duration(ctx, "interval").unwrap_or(Duration::from_secs(1));
+    let interval = match t.duration(ctx, "interval") {
+        Some(d) if d < Duration::from_millis(100) => {
+            ctx.error(&t.key_path("interval"), Some(&t.span), "must be at least 100ms (the driver looks every 100 ms)");
+            d
+        }
+        Some(d) => d,
+        None => Duration::from_secs(1),
+    };
     let on_failure = match t.string(ctx, "on_failure").as_deref() {
         None | Some("rollback") => OnFailure::Rollback,
         Some("pause") => OnFailure::Pause,
@@ -117,6 +124,14 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
         None => 0.5,
     };
     let severe_min_requests = t.integer(ctx, "severe_min_requests", 1..=1_000_000).unwrap_or(20);
+    let severe_window = match t.duration(ctx, "severe_window") {
+        Some(d) if d < Duration::from_secs(1) => {
+            ctx.error(&t.key_path("severe_window"), Some(&t.span), "must be at least 1s (windows are whole seconds)");
+            d
+        }
+        Some(d) => d,
+        None => Duration::from_secs(10),
+    };
     let mut url = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<String> {
         let u = t.string(ctx, key)?;
         let ok = u.strip_prefix("http://").is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
@@ -144,6 +159,7 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
         on_hold,
         severe_error_rate,
         severe_min_requests,
+        severe_window,
         pre_stage,
         notify,
         webhook_timeout,
@@ -158,6 +174,9 @@ fn fraction(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>, key: &'static str, lo: f64
     }
     Some(x)
 }
+
+/// Default `alpha` of a statistical gate: what it spends per rollout.
+pub(crate) const DEFAULT_ALPHA: f64 = 0.005;
 
 fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
     let metric_path = g.key_path("metric");
@@ -184,7 +203,8 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
     let name = g.string(ctx, "name").unwrap_or_else(|| metric.name());
     let min_samples = g.integer(ctx, "min_samples", 1..=10_000_000).unwrap_or(50);
     let statistical = matches!(metric, GateMetric::ErrorRateVsStable | GateMetric::LatencyShift);
-    let alpha = fraction(ctx, g, "alpha", 1e-6, 0.2).unwrap_or(0.01);
+    // Two statistical gates at the default spend 1 % per rollout.
+    let alpha = fraction(ctx, g, "alpha", 1e-6, 0.2).unwrap_or(DEFAULT_ALPHA);
     let min_effect = fraction(ctx, g, "min_effect", 0.0, 0.5).unwrap_or(match metric {
         GateMetric::LatencyShift => 0.1,
         _ => 0.0,
@@ -203,9 +223,18 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
                 fraction(ctx, g, key, 0.0, 1.0)
             }
             GateMetric::Latency(_) => g.duration(ctx, key).map(|d| d.as_secs_f64()),
+            // The error test's tolerance: the canary passes once its error
+            // rate is shown below max_ratio_to_stable × stable + max_delta.
+            GateMetric::ErrorRateVsStable if key == "max_delta_to_stable" => fraction(ctx, g, key, 0.0, 1.0),
+            GateMetric::ErrorRateVsStable if key == "max_ratio_to_stable" => g.number(ctx, key),
             _ => {
                 if g.get(key).is_some() {
-                    ctx.error(&g.key_path(key), Some(&g.span), "a statistical gate takes alpha and min_effect instead");
+                    let what = if metric == GateMetric::ErrorRateVsStable {
+                        "error_rate_vs_stable takes alpha, min_effect, and its tolerance as max_ratio_to_stable and max_delta_to_stable"
+                    } else {
+                        "a statistical gate takes alpha and min_effect instead"
+                    };
+                    ctx.error(&g.key_path(key), Some(&g.span), what);
                 }
                 None
             }

@@ -109,8 +109,11 @@ pub(super) fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
     out
 }
 
-pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Telemetry {
+/// `[telemetry]`, and whether `window_max` was given (when it was not, it
+/// grows to the longest stage deadline: see `parse::stage_windows`).
+pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> (Telemetry, bool) {
     let mut out = Telemetry { record: true, window_max: Duration::from_secs(300) };
+    let mut explicit = false;
     if let Some(mut t) = top.table(ctx, "telemetry") {
         if let Some(b) = t.boolean(ctx, "record") {
             out.record = b;
@@ -121,8 +124,9 @@ pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Telemetry
             } else {
                 out.window_max = d;
             }
+            explicit = true;
         }
         t.finish(ctx);
     }
-    out
+    (out, explicit)
 }
