@@ -122,8 +122,13 @@ pub fn dispersion(series: &[&[Second]]) -> f64 {
         // No failure anywhere: no burst to correct for.
         return 1.0;
     }
-    ((chi2 + PRIOR * PRIOR_DF) / (df + PRIOR_DF)).max(1.0)
+    ((chi2 + PRIOR * PRIOR_DF) / (df + PRIOR_DF)).clamp(1.0, DISPERSION_CAP)
 }
+
+/// The largest dispersion the tests correct for: a canary failing in long
+/// stretches reads as very bursty, and must not dilute its own evidence
+/// without bound.
+pub const DISPERSION_CAP: f64 = 10.0;
 
 /// [`dispersion`] as far as the data show it, without the prior: 1 until
 /// there are 10 degrees of freedom. For the rules outside the budget (the
@@ -134,7 +139,7 @@ pub fn observed_dispersion(series: &[&[Second]]) -> f64 {
     if df < 10.0 {
         1.0
     } else {
-        (chi2 / df).max(1.0)
+        (chi2 / df).clamp(1.0, DISPERSION_CAP)
     }
 }
 
@@ -194,6 +199,23 @@ pub fn upper_bound(failures: u64, n: u64, alpha: f64, phi: f64) -> f64 {
         }
     }
     hi
+}
+
+/// One-sided 95 % lower confidence bound on a rate after `failures` of `n`
+/// (Wilson's score interval, counts divided by `phi`): for a single look,
+/// where a limit is compared once per tick. `0` without data.
+pub fn lower_bound(failures: u64, n: u64, phi: f64) -> f64 {
+    if n == 0 || failures == 0 {
+        return 0.0;
+    }
+    let phi = phi.max(1.0);
+    let (x, m) = (failures as f64 / phi, n as f64 / phi);
+    let p = x / m;
+    let z: f64 = 1.645;
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * m);
+    let spread = z * (p * (1.0 - p) / m + z2 / (4.0 * m * m)).sqrt();
+    ((centre - spread) / (1.0 + z2 / m)).max(0.0)
 }
 
 /// Always-valid upper bound on a mean whose estimate is `estimate` with
@@ -312,6 +334,15 @@ mod tests {
         // Bursts widen it.
         assert!(upper_bound(10, 1000, 0.01, 5.0) > b);
         assert_eq!(upper_bound(0, 0, 0.01, 1.0), 1.0);
+    }
+
+    #[test]
+    fn lower_bound_is_below_the_rate_and_tightens() {
+        let l = lower_bound(30, 1000, 1.0);
+        assert!(l > 0.02 && l < 0.03, "{l}");
+        assert!(lower_bound(1, 1000, 1.0) < 3e-4);
+        assert!(lower_bound(300, 10_000, 1.0) > l);
+        assert_eq!(lower_bound(0, 1000, 1.0), 0.0);
     }
 
     #[test]

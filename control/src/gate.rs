@@ -174,7 +174,8 @@ pub const DEFAULT_TOLERANCE_RATIO: f64 = 2.0;
 pub const DEFAULT_TOLERANCE_DELTA: f64 = 0.005;
 
 /// A statistical gate passes on a bound that holds with 95 % confidence at
-/// every tick (or `1 − alpha`, when alpha is smaller).
+/// every tick (a wrong pass is a missed regression within tolerance, not a
+/// rollback: it has its own level, apart from `alpha`).
 pub const PASS_ALPHA: f64 = 0.05;
 
 /// Mixing scale of the always-valid bound on the Mann-Whitney A.
@@ -229,7 +230,12 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             // Failures in bursts: min_samples counts independent requests.
             let enough = (gate.min_samples as f64 * inputs.phi_seen).ceil() as u64;
             let g = Gate { min_samples: enough, ..gate.clone() };
-            limits(&g, &mut r, canary.counts.error_rate(), stable_rate, canary_only);
+            // Against a relative limit the canary counts by its 95 % lower
+            // bound: one failure in a thousand is no evidence that it fails
+            // more than twice as often as a stable that had none.
+            let c = &canary.counts;
+            let low = evidence::lower_bound(c.failures(), c.total(), inputs.phi_seen);
+            limits(&g, &mut r, c.error_rate().map(|v| (v, low)), stable_rate, canary_only);
             if r.stable_value.is_some() {
                 r.stable_value = s.error_rate();
             }
@@ -238,7 +244,7 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             r.canary_samples = canary.latency.count();
             r.stable_samples = stable.latency.count();
             let v = |w: &Window| w.latency.quantile(q).map(|d| d.as_secs_f64());
-            limits(gate, &mut r, v(canary), v(stable), canary_only);
+            limits(gate, &mut r, v(canary).map(|v| (v, v)), v(stable), canary_only);
         }
         GateMetric::ErrorRateVsStable => {
             if canary_only {
@@ -264,7 +270,7 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
 fn error_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateResult) -> Carry {
     let (c, s) = (&inputs.canary.counts, &stable.counts);
     let stage = if inputs.baseline {
-        RatioTest::against_rate(c.failures(), c.total(), smoothed_rate(s.failures(), s.total()))
+        RatioTest::against_rate(c.failures(), c.total(), baseline_rate(s.failures(), s.total(), inputs.phi))
     } else {
         RatioTest::of(c.failures(), c.total(), s.failures(), s.total())
     };
@@ -273,12 +279,12 @@ fn error_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateRes
     if all.requests < gate.min_samples || s.total() < gate.min_samples {
         return here;
     }
-    let e = all.tests[0].e_value(inputs.phi);
+    let e = rollout_e_value(&all.tests[0], &here.tests[0], inputs.phi, inputs.stages);
     let stable_rate = s.error_rate().unwrap_or(0.0);
     let base = inputs.reference_rate.map_or(stable_rate, |b| b.min(stable_rate));
     let tolerance = gate.max_ratio_to_stable.unwrap_or(DEFAULT_TOLERANCE_RATIO) * base
         + gate.max_delta_to_stable.unwrap_or(DEFAULT_TOLERANCE_DELTA);
-    let bound = evidence::upper_bound(all.failures, all.requests, gate.alpha.max(PASS_ALPHA), inputs.phi);
+    let bound = evidence::upper_bound(all.failures, all.requests, PASS_ALPHA, inputs.phi);
     r.value = c.error_rate();
     r.stable_value = s.error_rate();
     r.threshold = Some(tolerance);
@@ -287,12 +293,32 @@ fn error_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateRes
     let diff = c.error_rate().unwrap_or(0.0) - stable_rate;
     r.verdict = if e >= 1.0 / gate.alpha && diff > gate.min_effect {
         Verdict::Fail
-    } else if bound <= tolerance {
+    } else if bound <= tolerance && c.error_rate().is_some_and(|v| v <= tolerance) {
+        // Shown within tolerance over the rollout, and this stage (at its
+        // weight, under its load) not plainly worse.
         Verdict::Pass
     } else {
         Verdict::Inconclusive
     };
     here
+}
+
+/// The e-value a ratio test fails on: half of the prior weight on the
+/// evidence of the whole rollout (`all`), half on the current stage's
+/// alone (`stage`, spread over the plan's stages). The first keeps one
+/// alpha per rollout; the second keeps a regression that only appears at a
+/// later stage (under more load) from having to climb out of the evidence
+/// of healthy stages before it. Both are test martingales for a canary as
+/// good as stable, and so is their average.
+fn rollout_e_value(all: &RatioTest, stage: &RatioTest, phi: f64, stages: usize) -> f64 {
+    0.5 * all.e_value(phi) + 0.5 * stage.e_value(phi) / stages.max(1) as f64
+}
+
+/// The rate the canary is held to at full weight: stable's baseline rate
+/// by its 99 % upper bound, so that an estimate a little low does not
+/// count against a canary as good as stable.
+fn baseline_rate(x: u64, n: u64, phi: f64) -> f64 {
+    evidence::upper_bound(x, n, 0.01, phi).max(smoothed_rate(x, n))
 }
 
 /// `latency_shift`: see the module documentation.
@@ -304,7 +330,7 @@ fn latency_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateR
         let (ec, nc) = (above(canary, t), canary.latency.count());
         let (es, ns) = (above(stable, t), stable.latency.count());
         *test = if inputs.baseline {
-            RatioTest::against_rate(ec, nc, smoothed_rate(es, ns))
+            RatioTest::against_rate(ec, nc, baseline_rate(es, ns, 1.0))
         } else {
             RatioTest::of(ec, nc, es, ns)
         };
@@ -315,15 +341,14 @@ fn latency_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateR
     let all = inputs.carried.plus(&here);
     let (a, var) = mann_whitney_var(canary, stable);
     let alpha_mw = gate.alpha / 2.0 / inputs.stages.max(1) as f64;
-    let pass_alpha = gate.alpha.max(PASS_ALPHA);
     let radius = evidence::shift_upper_bound(0.0, var, alpha_mw, TAU_A);
     let shifted = a - radius > 0.5 && a - 0.5 >= gate.min_effect;
-    let tail_e = all.tests.map(|t| t.e_value(1.0));
+    let tail_e = [0, 1].map(|i| rollout_e_value(&all.tests[i], &here.tests[i], 1.0, inputs.stages));
     let tail = tail_e.iter().any(|&e| e >= 4.0 / gate.alpha);
     r.value = Some(a);
     r.stable_value = Some(0.5);
     r.threshold = Some(0.5 + gate.min_effect);
-    let pass_radius = evidence::shift_upper_bound(0.0, var, pass_alpha, TAU_A);
+    let pass_radius = evidence::shift_upper_bound(0.0, var, PASS_ALPHA, TAU_A);
     r.upper_bound = Some(a + pass_radius);
     let p_mw = msprt_p(a - 0.5, var, TAU_A);
     r.p_value = Some(tail_e.iter().map(|&e| (1.0 / e).min(1.0)).fold(p_mw, f64::min));
@@ -368,15 +393,18 @@ fn msprt_p(d: f64, var: f64, tau: f64) -> f64 {
 }
 
 /// Absolute and relative limits of `error_rate` / `latency_pNN` gates.
-fn limits(gate: &Gate, r: &mut GateResult, canary: Option<f64>, stable: Option<f64>, canary_only: bool) {
+/// `canary` is the value and what is held to the relative limit (the
+/// value itself, or for error rates its lower bound).
+fn limits(gate: &Gate, r: &mut GateResult, canary: Option<(f64, f64)>, stable: Option<f64>, canary_only: bool) {
     let relative = gate.max_ratio_to_stable.is_some() || gate.max_delta_to_stable.is_some();
     if canary_only && gate.max.is_none() {
         r.verdict = Verdict::Skipped;
         return;
     }
-    let Some(value) = canary.filter(|_| r.canary_samples >= gate.min_samples) else { return };
+    let Some((value, held)) = canary.filter(|_| r.canary_samples >= gate.min_samples) else { return };
     r.value = Some(value);
     let mut threshold = gate.max;
+    let mut breach = gate.max.is_some_and(|m| value > m);
     if relative && !canary_only {
         let Some(s) = stable.filter(|_| r.stable_samples >= gate.min_samples) else {
             // Stable too thin to compare with: the absolute limit alone
@@ -390,12 +418,10 @@ fn limits(gate: &Gate, r: &mut GateResult, canary: Option<f64>, stable: Option<f
         r.stable_value = Some(s);
         let rel = gate.max_ratio_to_stable.unwrap_or(1.0) * s + gate.max_delta_to_stable.unwrap_or(0.0);
         threshold = Some(threshold.map_or(rel, |m| m.min(rel)));
+        breach |= held > rel;
     }
     r.threshold = threshold;
-    r.verdict = match threshold {
-        Some(t) if value > t => Verdict::Fail,
-        _ => Verdict::Pass,
-    };
+    r.verdict = if breach { Verdict::Fail } else { Verdict::Pass };
 }
 
 /// Mann-Whitney U of canary against stable latency, over shared buckets.
@@ -597,6 +623,9 @@ mod tests {
         let r = evaluate(&g, &window(1000, 1, &[]), &window(10_000, 0, &[]), false);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
         assert_eq!(r.stable_value, Some(0.0));
+        // At 5 % weight (stable 20 times the canary) too.
+        let r = evaluate(&g, &window(1000, 1, &[]), &window(20_000, 0, &[]), false);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
         // A real breach still fails: 3 % against a clean stable.
         assert_eq!(evaluate(&g, &window(1000, 30, &[]), &window(10_000, 0, &[]), false).verdict, Verdict::Fail);
     }

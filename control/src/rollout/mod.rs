@@ -49,6 +49,10 @@ use crate::split::{Weight, FULL};
 
 pub use persisted::{Persisted, StateFile};
 
+/// Stable requests its history needs before it serves as the rollout's
+/// reference (its error rate and latency tails of then).
+pub const REFERENCE_MIN_REQUESTS: u64 = 1000;
+
 /// Where a rollout stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,8 +232,9 @@ pub struct Engine {
     /// Stable's history at the latest tick where it still had traffic: the
     /// baseline the canary is held to once it takes everything.
     stable_ref: Option<Window>,
-    /// Stable's error rate when the rollout started.
-    reference_rate: Option<f64>,
+    /// Stable's failures and requests when the rollout started (its recent
+    /// history, at least [`REFERENCE_MIN_REQUESTS`]).
+    reference: Option<(u64, u64)>,
     /// Stable's p90 and p99 then, µs.
     reference_tails: Option<[u64; 2]>,
     /// Data before this (a restart) is gone: the window and the bake start
@@ -260,7 +265,7 @@ impl Engine {
             carried: vec![Carry::default(); gates],
             stage: vec![Carry::default(); gates],
             stable_ref: None,
-            reference_rate: None,
+            reference: None,
             reference_tails: None,
             data_since_ms,
             stable_degraded: false,
@@ -391,8 +396,10 @@ impl Engine {
         let canary_only = post_promotion || self.weight() == Weight::FULL;
         let history = seen.stable_history;
         if !canary_only && history.counts.total() > 0 {
-            if self.reference_rate.is_none() && history.counts.total() >= self.plan.severe_min_requests {
-                self.reference_rate = history.counts.error_rate();
+            // Stable's reference needs a real sample: a few requests with no
+            // failure would set every tolerance to its floor.
+            if self.reference.is_none() && history.counts.total() >= REFERENCE_MIN_REQUESTS {
+                self.reference = Some((history.counts.failures(), history.counts.total()));
                 let [p90, p99] = gate::TAILS.map(|q| gate::quantile_micros(history, q));
                 self.reference_tails = p90.zip(p99).map(|(a, b)| [a, b]);
             }
@@ -407,7 +414,9 @@ impl Engine {
         let stable_seconds = if canary_only { compare_with.map_or(&[][..], |w| &w.seconds) } else { &history.seconds };
         let phi = evidence::dispersion(&[stable_seconds, &canary.seconds]);
         let phi_seen = evidence::observed_dispersion(&[stable_seconds, &canary.seconds]);
-        let stages = self.plan.stages.len();
+        // Per-window shares of alpha: every stage, and the bake after
+        // promotion.
+        let stages = self.plan.stages.len() + 1;
         let (verdicts, stage): (Vec<GateResult>, Vec<Carry>) = self
             .plan
             .gates
@@ -418,7 +427,7 @@ impl Engine {
                     canary,
                     stable: compare_with,
                     baseline,
-                    reference_rate: self.reference_rate,
+                    reference_rate: self.reference.map(|(x, n)| x as f64 / n as f64),
                     reference_tails: self.reference_tails,
                     probes,
                     phi,
@@ -435,16 +444,23 @@ impl Engine {
         let failing: Vec<&str> =
             self.state.verdicts.iter().filter(|v| v.verdict == Verdict::Fail).map(|v| v.gate.as_str()).collect();
         let degraded = if canary_only { None } else { self.stable_degraded(stable, phi) };
+        let stable_phi = evidence::observed_dispersion(&[stable_seconds]);
         let was_degraded = std::mem::replace(&mut self.stable_degraded, degraded.is_some());
         let none = Window::default();
-        if let Some(cause) = self.severe(canary, if canary_only { &none } else { stable }, phi_seen) {
+        if let Some(cause) = self.severe(canary, if canary_only { &none } else { stable }, stable_phi) {
             // Whatever on_failure says: pausing would leave the failing
             // canary its weight.
             out.events.push(self.act(now_ms, OnFailure::Rollback, cause));
         } else if let Some(cause) = degraded {
             // Environment guard: stable is failing too. Neither blame the
             // canary nor pass it because stable is worse: hold, and say so.
-            if !was_degraded || changed {
+            let (elapsed, deadline) = (self.window_ms(now_ms), self.deadline_ms());
+            if !post_promotion && elapsed >= deadline {
+                // Held for good: the stage's deadline runs all the same.
+                let cause =
+                    format!("{cause}; no decision after {}s in stage {}: holding", elapsed / 1000, self.state.stage);
+                out.events.push(self.act(now_ms, self.plan.on_hold, cause));
+            } else if !was_degraded || changed {
                 out.events.push(self.event(now_ms, EventKind::Evaluated, Actor::Auto, self.state.phase, cause));
             }
         } else if was_degraded {
@@ -494,7 +510,7 @@ impl Engine {
                 && decided
                 && elapsed >= stage.bake.as_millis() as u64
                 && evidence >= stage.min_requests.max(1);
-            let deadline = stage.max_duration.unwrap_or(self.plan.hold_timeout).as_millis() as u64;
+            let deadline = self.deadline_ms();
             if ready {
                 if self.plan.pre_stage.is_some() {
                     out.needs_approval = true;
@@ -529,7 +545,7 @@ impl Engine {
         if self.window_start_ms() != asked_since_ms {
             return None;
         }
-        let still_ready = self.state.phase == Phase::Progressing && self.decided();
+        let still_ready = self.state.phase == Phase::Progressing && self.decided() && !self.stable_degraded;
         let ev = if approved && still_ready {
             self.advance(now_ms, Actor::Auto, format!("all gates pass; pre_stage webhook: {detail}"))
         } else {
@@ -538,6 +554,12 @@ impl Engine {
         };
         self.check_invariants();
         Some(ev)
+    }
+
+    /// The current stage's hold deadline, ms after its window started.
+    fn deadline_ms(&self) -> u64 {
+        let stage = &self.plan.stages[self.state.stage];
+        stage.max_duration.unwrap_or(self.plan.hold_timeout).as_millis() as u64
     }
 
     /// Every gate passed or does not apply, and at least one passed.
@@ -623,9 +645,11 @@ impl Engine {
             if n as f64 >= self.plan.severe_min_requests as f64 * phi && rate >= self.plan.severe_error_rate {
                 // Stable over the same seconds: a shared outage is not the
                 // canary's doing (it must fail at least twice as often).
+                // Only a stable sample as large counts; a longer span may
+                // still tell them apart.
                 let (sn, sx) = stable.since(s.sec);
-                if sn > 0 && rate < 2.0 * sx as f64 / sn as f64 {
-                    return None;
+                if sn >= self.plan.severe_min_requests && rate < 2.0 * sx as f64 / sn as f64 {
+                    continue;
                 }
                 return Some(format!(
                     "severe breach: canary error rate {:.1}% over its last {n} requests in {}s (limit {:.1}%)",
@@ -639,14 +663,15 @@ impl Engine {
     }
 
     /// Stable failing clearly more than when the rollout started (beyond
-    /// the tolerance `2 × rate + 0.5 %`, with evidence at 1 %) over the
-    /// last 30 s, in words.
+    /// the tolerance `2 × rate + 0.5 %`, with evidence at 1 % against its
+    /// rate of then by its 99 % upper bound) over the last 30 s, in words.
     fn stable_degraded(&self, stable: &Window, phi: f64) -> Option<String> {
-        let reference = self.reference_rate?;
+        let (rx, rn) = self.reference?;
+        let reference = rx as f64 / rn as f64;
         let (n, x) = stable.recent(30);
         let rate = (n > 0).then(|| x as f64 / n as f64)?;
         let limit = gate::DEFAULT_TOLERANCE_RATIO * reference + gate::DEFAULT_TOLERANCE_DELTA;
-        let e = RatioTest::against_rate(x, n, reference.max(0.5 / n as f64)).e_value(phi);
+        let e = RatioTest::against_rate(x, n, evidence::upper_bound(rx, rn, 0.01, phi)).e_value(phi);
         (rate > limit && e >= 100.0).then(|| {
             format!(
                 "stable is degraded: {:.2}% errors over the last 30s against {:.2}% when the rollout started; \
@@ -672,7 +697,7 @@ impl Engine {
             // A new attempt gathers its own evidence, against stable as it
             // is when it starts.
             self.carried.iter_mut().for_each(|c| *c = Carry::default());
-            self.reference_rate = None;
+            self.reference = None;
             self.reference_tails = None;
         } else {
             for (c, s) in self.carried.iter_mut().zip(&self.stage) {

@@ -495,6 +495,10 @@ fn a_shared_outage_holds_and_does_not_blame_the_canary() {
         assert!(ev.iter().all(|ev| !matches!(ev.kind, EventKind::Advanced | EventKind::Promoted)), "{ev:?}");
     }
     assert_eq!((e.state().phase, e.state().stage), (Phase::Progressing, 0));
+    // A hold that lasts runs into the stage's deadline all the same.
+    let t = e.tick(61 * S, &canary, &stable);
+    assert_eq!(e.state().phase, Phase::Paused, "{:?}", t.events);
+    assert!(t.events[0].cause.contains("stable is degraded"), "{}", t.events[0].cause);
 }
 
 /// Issue 21: at 100 % the comparisons skipped, so only absolute limits

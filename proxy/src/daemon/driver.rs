@@ -27,7 +27,7 @@ use super::context::Daemon;
 use super::events::emit;
 use super::persist::persist;
 use crate::clock::{engine_ms, Periodic};
-use crate::route::Route;
+use crate::route::{Route, RouteState};
 use crate::telemetry::{follow, tick_windows};
 
 /// Runs until shutdown.
@@ -57,6 +57,16 @@ pub(crate) async fn drive(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) 
     }
 }
 
+/// Clears a route's `approving` flag when dropped: however the webhook's
+/// task ends, the next ready tick may ask again.
+struct Approving(Arc<RouteState>);
+
+impl Drop for Approving {
+    fn drop(&mut self) {
+        self.0.approving.store(false, Ordering::Release);
+    }
+}
+
 /// The pre_stage webhook's answer for route `name`, asked when its window
 /// started at `asked`: applied on the verdicts of now (see
 /// `Engine::approve`).
@@ -74,7 +84,6 @@ fn approved(daemon: &Arc<Daemon>, name: &str, asked: u64, ok: bool, detail: Stri
             daemon.dp.telemetry.rollout_tick(&route.name, engine, false);
             Some(ev)
         });
-        route.state.approving.store(false, Ordering::Release);
         ev
     };
     if let Some(ev) = ev {
@@ -102,9 +111,10 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
         };
         let seen = Observed { canary: &w.canary, stable: &w.stable, stable_history: &w.stable_history, probes };
         let tick = engine.tick_with(now, &seen);
-        // A transition: the next stage's data start here.
-        follow(&mut marks, engine, canary, stable, sec, keep);
+        // A transition: the new weight first, then the cut, so that the
+        // next stage's data are all at its weight.
         route.apply(engine);
+        follow(&mut marks, engine, canary, stable, sec, keep);
         daemon.dp.telemetry.rollout_tick(&route.name, engine, true);
         (tick, before, before_start, engine.plan().pre_stage.clone().map(|u| (u, engine.plan().webhook_timeout)))
     };
@@ -120,7 +130,9 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
                 "weight": route.state.weight().percent(),
             });
             let (daemon, name, asked) = (daemon.clone(), route.name.clone(), before_start);
+            let flag = Approving(route.state.clone());
             tokio::spawn(async move {
+                let _flag = flag;
                 let answer = super::webhook::post(&daemon.webhooks, &url, body.to_string().into_bytes(), timeout).await;
                 let (ok, detail) = match answer {
                     Ok(code) if (200..300).contains(&code) => (true, format!("{url} answered {code}")),

@@ -148,6 +148,16 @@ impl BackendStats {
     /// Folds what the shards hold into the slot of second `now_sec` and
     /// forgets slots older than `keep_secs`.
     pub fn rotate(&self, now_sec: u64, keep_secs: u64) {
+        self.fold(now_sec, keep_secs, false);
+    }
+
+    /// [`BackendStats::rotate`]; with `close`, the slot folded into is
+    /// closed to more data, and the mark of what comes after is returned.
+    fn fold(&self, now_sec: u64, keep_secs: u64, close: bool) -> u64 {
+        // Drained under the ring's lock: two folds (the ticker's, a
+        // window's, a cut's) never cross, so what a cut closes holds every
+        // request recorded before it and none after.
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let mut counts = Counts::default();
         let mut dense: Option<Vec<u64>> = None;
         for shard in self.shards.iter() {
@@ -170,7 +180,6 @@ impl BackendStats {
         if let Some(d) = &dense {
             self.publish(&counts, d);
         }
-        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let closed = ring.closed;
         if let Some(d) = dense {
             ring.closed = false;
@@ -193,6 +202,10 @@ impl BackendStats {
         while ring.slots.front().is_some_and(|s| s.sec + keep_secs <= now_sec) {
             ring.slots.pop_front();
         }
+        if close {
+            ring.closed = true;
+        }
+        NEXT_SEQ.load(Ordering::Relaxed)
     }
 
     /// Folds what the shards hold into the current slot and closes it: the
@@ -200,10 +213,7 @@ impl BackendStats {
     /// that [`BackendStats::window_from`] takes to read only those: a
     /// rollout's transition cuts its backends' data in two, exactly.
     pub fn cut(&self, now_sec: u64, keep_secs: u64) -> u64 {
-        self.rotate(now_sec, keep_secs);
-        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.closed = true;
-        NEXT_SEQ.load(Ordering::Relaxed)
+        self.fold(now_sec, keep_secs, true)
     }
 
     /// The merged data of the last `span_secs` seconds (the current one
