@@ -333,3 +333,34 @@ fn telemetry_windows_are_clamped_to_what_is_kept() {
     // The parsed default.
     assert_eq!(parse(MINIMAL).unwrap().telemetry.keep_secs(), 300);
 }
+
+/// Issue 21, bug 4: a stage longer than the telemetry kept slid its window
+/// (the k8s example baked 10 min against a 5 min window), and nothing said
+/// so. The window now grows to the longest stage deadline, and an explicit
+/// shorter one is an error.
+#[test]
+fn a_stage_must_fit_in_the_window_the_telemetry_keeps() {
+    let rollout = |stages: &str, extra: &str| {
+        format!("{MINIMAL}[routes.rollout]\n{extra}\nstages = [{stages}]\ngates = [{{ metric = \"error_rate\", max = 0.01 }}]\n")
+            .replace("weight = 12.5\n", "")
+    };
+    // No window_max: it grows to the longest deadline (hold_timeout 10 min).
+    let c = parse(&rollout("{ weight = 10, bake = \"10m\" }, { weight = 100 }", "")).unwrap();
+    assert_eq!(c.telemetry.window_max, Duration::from_secs(600));
+    let c = parse(&rollout("{ weight = 10, bake = \"1m\", max_duration = \"20m\" }", "hold_timeout = \"1m\"")).unwrap();
+    assert_eq!(c.telemetry.window_max, Duration::from_secs(1200));
+    // An explicit window shorter than a deadline: the key, and why.
+    let text = rollout("{ weight = 10, bake = \"1m\" }", "")
+        .replace("[[routes]]", "[telemetry]\nwindow_max = \"5m\"\n[[routes]]");
+    let e = errors(&text);
+    assert!(e.iter().any(|e| e.contains("routes[0].rollout.hold_timeout") && e.contains("window_max")), "{e:?}");
+    // A bake past its stage's deadline could never pass.
+    let e = errors(&rollout("{ weight = 10, bake = \"2h\" }", ""));
+    assert!(e.iter().any(|e| e.contains("routes[0].rollout.stages[0].bake") && e.contains("deadline")), "{e:?}");
+    // A deadline past what telemetry can keep at all (1 h).
+    let e = errors(&rollout("{ weight = 10, bake = \"1m\", max_duration = \"2h\" }", ""));
+    assert!(e.iter().any(|e| e.contains("stages[0].max_duration")), "{e:?}");
+    // The driver looks every 100 ms: a shorter interval is an error.
+    let e = errors(&rollout("{ weight = 10 }", "interval = \"10ms\""));
+    assert!(e.iter().any(|e| e.contains("routes[0].rollout.interval")), "{e:?}");
+}

@@ -277,25 +277,18 @@ impl Engine {
     /// stages), so a canary as good as stable is rolled back by them with a
     /// chance of at most their sum.
     pub fn budget(&self) -> String {
-        let parts: Vec<String> = self
+        let statistical: Vec<_> = self
             .plan
             .gates
             .iter()
             .filter(|g| matches!(g.metric, GateMetric::ErrorRateVsStable | GateMetric::LatencyShift))
-            .map(|g| format!("{} {}%", g.name, 100.0 * g.alpha))
             .collect();
-        let total: f64 = self
-            .plan
-            .gates
-            .iter()
-            .filter(|g| matches!(g.metric, GateMetric::ErrorRateVsStable | GateMetric::LatencyShift))
-            .map(|g| g.alpha)
-            .sum();
-        if parts.is_empty() {
-            "no statistical gate: only thresholds judge the canary".into()
-        } else {
-            format!("false-rollback budget {}% ({})", 100.0 * total, parts.join(", "))
+        if statistical.is_empty() {
+            return "no statistical gate: only thresholds judge the canary".into();
         }
+        let total: f64 = statistical.iter().map(|g| g.alpha).sum();
+        let parts: Vec<String> = statistical.iter().map(|g| format!("{} {}%", g.name, 100.0 * g.alpha)).collect();
+        format!("false-rollback budget {}% ({})", 100.0 * total, parts.join(", "))
     }
 
     /// Restores a persisted state; `None` if it does not fit the plan.
