@@ -329,6 +329,20 @@ impl Window {
         self.seconds.iter().filter(|s| s.sec >= sec).fold((0, 0), |(n, x), s| (n + s.total, x + s.failures))
     }
 
+    /// Counts `n` requests still unanswered long after they were sent as
+    /// failed (upstream timeouts) in second `sec`, the window's newest: a
+    /// hung backend then shows as failing before any timeout fires.
+    pub fn add_unanswered(&mut self, sec: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut c = Counts::default();
+        c.by_class[CodeClass::Error.index()] = n;
+        c.by_error[UpstreamErrorKind::Timeout.index()] = n;
+        let sec = self.seconds.last().map_or(sec, |s| s.sec.max(sec));
+        self.push_second(sec, &c);
+    }
+
     /// Records one second of counts (simulations and tests; the proxy
     /// builds windows from its own slots).
     pub fn push_second(&mut self, sec: u64, counts: &Counts) {

@@ -101,6 +101,10 @@ pub(super) fn route<'s>(
     outcome.side = Some(side);
     let backend = route.backend(side);
     outcome.stats = if synthetic.is_some() { route.synthetic_stats(side) } else { route.stats(side) };
+    if snap.config.telemetry.record {
+        // Sent from here on: unanswered until `respond` has the answer.
+        outcome.pending = outcome.stats.map(|s| s.begin(crate::clock::coarse_ms() / 1000));
+    }
     outcome.backend = Some(&backend.name);
     Ok((Target { route, side, backend, synthetic: synthetic.is_some() }, host))
 }

@@ -62,12 +62,15 @@ pub(crate) async fn respond(
     let mut guard = RequestGuard::new(conn.clone());
     let method = dp.access_log.is_some().then(|| (parts.method.clone(), parts.uri.clone()));
     let snap = dp.load_full();
-    let mut outcome = Outcome { route: None, backend: None, side: None, upstream: None, stats: None, error: None };
+    let mut outcome =
+        Outcome { route: None, backend: None, side: None, upstream: None, stats: None, error: None, pending: None };
     let result = if guard.listener_in_flight >= snap.config.limits.max_requests_in_flight {
         Err(ProxyError::Overloaded)
     } else {
         forward(dp, &snap, conn, parts, body, &mut guard, &mut outcome).await
     };
+    // Answered (or failed): no longer pending.
+    outcome.pending = None;
     if let (true, Some(stats)) = (snap.config.telemetry.record, outcome.stats) {
         let (class, error) = match &result {
             Ok(resp) => (CodeClass::of_status(resp.status().as_u16()), None),

@@ -15,7 +15,7 @@ use weir_control::split::Side;
 
 use super::error::ProxyError;
 use crate::clock::coarse_ms;
-use crate::telemetry::BackendStats;
+use crate::telemetry::{BackendStats, Pending};
 use crate::upstream::{Endpoint, EndpointGuard};
 
 /// Per-connection facts shared by the connection task, its IO and requests.
@@ -191,4 +191,6 @@ pub(crate) struct Outcome<'a> {
     pub(crate) upstream: Option<std::net::SocketAddr>,
     pub(crate) stats: Option<&'a Arc<BackendStats>>,
     pub(crate) error: Option<ProxyError>,
+    /// The request counts as sent and unanswered until this is dropped.
+    pub(crate) pending: Option<Pending<'a>>,
 }

@@ -22,6 +22,7 @@ use weir_control::sample::{CodeClass, UpstreamErrorKind};
 
 pub use recorder::BackendStats;
 pub(crate) use recorder::Handles;
+pub(crate) use recorder::Pending;
 pub use stage::{follow, tick_windows, StageMarks, TickWindows};
 
 use names::label;

@@ -18,7 +18,7 @@
 //! neighbouring bucket.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -40,7 +40,15 @@ struct Shard {
     error: [AtomicU64; UpstreamErrorKind::ALL.len()],
     recorded: AtomicU64,
     buckets: Box<[AtomicU64]>,
+    /// Requests sent and not yet answered, by the second they were sent
+    /// (`sec % PENDING_SECS`); a request may end on another thread's shard,
+    /// so one shard's count can go below zero: only the sum means anything.
+    pending: Box<[AtomicI64]>,
 }
+
+/// Seconds of sending time [`BackendStats::begin`] tells apart (older
+/// requests count in the oldest).
+const PENDING_SECS: u64 = 128;
 
 impl Shard {
     fn new() -> Self {
@@ -49,7 +57,23 @@ impl Shard {
             error: Default::default(),
             recorded: AtomicU64::new(0),
             buckets: (0..bucket::COUNT).map(|_| AtomicU64::new(0)).collect(),
+            pending: (0..PENDING_SECS).map(|_| AtomicI64::new(0)).collect(),
         }
+    }
+}
+
+/// A request sent to a backend and not yet answered: counted by
+/// [`BackendStats::unanswered`] until it is dropped (when the response
+/// headers, or the failure, came back).
+#[derive(Debug)]
+pub(crate) struct Pending<'a> {
+    stats: &'a BackendStats,
+    slot: usize,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.stats.shard().pending[self.slot].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -114,10 +138,38 @@ impl BackendStats {
         }
     }
 
+    fn shard(&self) -> &Shard {
+        &self.shards[THREAD_SHARD.with(|s| *s) & (self.shards.len() - 1)]
+    }
+
+    /// A request is sent: it counts as unanswered until the returned
+    /// [`Pending`] is dropped. Lock-free (one add on this thread's shard,
+    /// one subtract at the end; no shared reference count).
+    pub(crate) fn begin(&self, now_sec: u64) -> Pending<'_> {
+        let slot = (now_sec % PENDING_SECS) as usize;
+        self.shard().pending[slot].fetch_add(1, Ordering::Relaxed);
+        Pending { stats: self, slot }
+    }
+
+    /// Requests sent surely more than `older_than_secs` before `now_sec`
+    /// (both in whole seconds of the clock given to [`BackendStats::begin`],
+    /// so in a second at least `older_than_secs + 1` back) and still
+    /// unanswered: a hung backend answers nothing, so its completed requests
+    /// alone never show it.
+    pub fn unanswered(&self, now_sec: u64, older_than_secs: u64) -> u64 {
+        let mut n: i64 = 0;
+        for age in older_than_secs + 1..PENDING_SECS {
+            let Some(sec) = now_sec.checked_sub(age) else { break };
+            let slot = (sec % PENDING_SECS) as usize;
+            n += self.shards.iter().map(|s| s.pending[slot].load(Ordering::Relaxed)).sum::<i64>();
+        }
+        n.max(0) as u64
+    }
+
     /// Records one finished request. Lock-free.
     pub fn record(&self, class: CodeClass, error: Option<UpstreamErrorKind>, latency: Duration) {
         let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-        let shard = &self.shards[THREAD_SHARD.with(|s| *s) & (self.shards.len() - 1)];
+        let shard = self.shard();
         shard.class[class.index()].fetch_add(1, Ordering::Relaxed);
         if let Some(k) = error {
             shard.error[k.index()].fetch_add(1, Ordering::Relaxed);
@@ -294,6 +346,23 @@ mod tests {
         // Past keep_secs, slots are dropped.
         s.rotate(400, 300);
         assert_eq!(s.window(400, 300, 300).counts.total(), 0);
+    }
+
+    #[test]
+    fn unanswered_requests_are_counted_by_age() {
+        let s = BackendStats::new(None);
+        let old: Vec<Pending> = (0..3).map(|_| s.begin(100)).collect();
+        let recent = s.begin(104);
+        assert_eq!(s.unanswered(105, 4), 3);
+        assert_eq!(s.unanswered(105, 0), 4);
+        assert_eq!(s.unanswered(105, 5), 0, "sent at 100: not surely more than 5 s ago");
+        // Answered on another thread: still counted off.
+        std::thread::scope(|t| {
+            t.spawn(move || drop(old));
+        });
+        assert_eq!(s.unanswered(105, 0), 1);
+        drop(recent);
+        assert_eq!(s.unanswered(105, 0), 0);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! history. Every transition cuts both backends' slots
 //! ([`BackendStats::cut`]), so a stage's window holds every request after
 //! its transition and none from before, even within the same second (issue
-//! 21, bug 3). The rollout driver and the gate simulation
+//! 21, bug 3). Requests sent long ago and still unanswered (a hung backend)
+//! count as failed in the newest second: completed requests alone never
+//! show a backend that answers nothing. The rollout driver and the gate simulation
 //! (`benches/src/sim.rs`) both read them here, so the simulation exercises
 //! the production cut.
 
@@ -64,12 +66,21 @@ pub fn tick_windows(
 ) -> TickWindows {
     follow(marks, engine, canary, stable, now_sec, keep_secs);
     let (mc, ms) = marks.map_or((0, 0), |m| (m.canary, m.stable));
+    let stable_history = stable.map(|s| s.window(now_sec, keep_secs, keep_secs)).unwrap_or_default();
+    let hung_after = hung_after_secs(&stable_history);
+    let sent_sec = crate::clock::coarse_ms() / 1000;
     let read = |s: Option<&BackendStats>, mark| {
-        s.map(|s| s.window_from(now_sec, keep_secs, mark, keep_secs)).unwrap_or_default()
+        let Some(s) = s else { return Window::default() };
+        let mut w = s.window_from(now_sec, keep_secs, mark, keep_secs);
+        w.add_unanswered(now_sec, s.unanswered(sent_sec, hung_after));
+        w
     };
-    TickWindows {
-        canary: read(canary, mc),
-        stable: read(stable, ms),
-        stable_history: stable.map(|s| s.window(now_sec, keep_secs, keep_secs)).unwrap_or_default(),
-    }
+    TickWindows { canary: read(canary, mc), stable: read(stable, ms), stable_history }
+}
+
+/// How long a request may go unanswered before it counts as failed: ten
+/// times stable's p99, at least 1 s, at most 60 s.
+fn hung_after_secs(stable: &Window) -> u64 {
+    let p99 = stable.latency.quantile(0.99).map_or(0.0, |d| d.as_secs_f64());
+    ((10.0 * p99).ceil() as u64).clamp(1, 60)
 }

@@ -273,3 +273,31 @@ gates = [{{ metric = "error_rate", max = 0.05, min_samples = 10 }}]
     load.stop().await;
     assert_eq!(w.weir.rollout("web").unwrap().stage, 0, "no answer, no advance");
 }
+
+/// Issue 21: a hung canary answers nothing, so its completed requests
+/// never show it: the gates waited for `timeouts.upstream_response` (30 s)
+/// to turn its requests into failures. Requests unanswered for ten times
+/// stable's p99 (at least 1 s) count as failed now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_canary_is_rolled_back_before_its_requests_time_out() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Hang).await;
+    let r = rollout(
+        "{ weight = 50, bake = \"10m\" }, { weight = 100 }",
+        "{ metric = \"error_rate\", max = 0.05, min_samples = 10 }",
+        "",
+    );
+    // The canary's requests time out after 8 s: the rollback must come
+    // well before (the clients then wait out that timeout, not 30 s).
+    let top = "[timeouts]\nupstream_response = \"8s\"";
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, top)).await;
+    let mut rx = w.weir.subscribe();
+    // Many clients: each one that lands on the canary waits there.
+    let load = Load::start(w.url("/"), 64, Duration::from_millis(5));
+    let started = std::time::Instant::now();
+    let ev = wait_event(&mut rx, Duration::from_secs(6), |e| e.kind == EventKind::RolledBack).await;
+    eprintln!("rolled back after {:?}: {}", started.elapsed(), ev.cause);
+    assert!(ev.cause.contains("severe") || ev.cause.contains("error_rate"), "{}", ev.cause);
+    assert_eq!(w.weir.route_weight_bp("web"), Some(0));
+    load.stop().await;
+}
