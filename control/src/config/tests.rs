@@ -364,3 +364,19 @@ fn a_stage_must_fit_in_the_window_the_telemetry_keeps() {
     let e = errors(&rollout("{ weight = 10 }", "interval = \"10ms\""));
     assert!(e.iter().any(|e| e.contains("routes[0].rollout.interval")), "{e:?}");
 }
+
+/// Issue 21 (validation): a gate on probes that no stage sends could never
+/// be evaluated, so its stage would hold for ever.
+#[test]
+fn a_gate_on_probes_needs_the_probes() {
+    let base = MINIMAL.replace("weight = 12.5\n", "");
+    let e = errors(&format!(
+        "{base}[routes.rollout]\nstages = [{{ weight = 10 }}]\ngates = [{{ metric = \"synthetic\" }}, {{ metric = \"shadow_mismatch\" }}]\n"
+    ));
+    assert!(e.iter().any(|e| e.contains("gates[0].metric") && e.contains("synthetic requests")), "{e:?}");
+    assert!(e.iter().any(|e| e.contains("gates[1].metric") && e.contains("shadow")), "{e:?}");
+    let ok = format!(
+        "{base}shadow = {{ percent = 10 }}\n[routes.rollout]\nstages = [{{ weight = 10, synthetic = {{ rps = 1 }} }}]\ngates = [{{ metric = \"synthetic\" }}, {{ metric = \"shadow_mismatch\" }}]\n"
+    );
+    assert!(parse(&ok).is_ok(), "{:?}", parse(&ok).err());
+}

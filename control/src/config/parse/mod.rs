@@ -56,6 +56,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
     stage_windows(&mut ctx, &mut telemetry, window_given, &routes);
+    probe_gates(&mut ctx, &routes);
     top.finish(&mut ctx);
     ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, state, backends, routes }))
 }
@@ -208,6 +209,33 @@ fn stage_windows(ctx: &mut Ctx<'_>, telemetry: &mut Telemetry, window_given: boo
                     secs(limit),
                     if window_given { " or raise window_max" } else { "" }
                 ),
+            );
+        }
+    }
+}
+
+/// A gate on probes needs the probes: a `synthetic` gate with no stage
+/// sending synthetic requests, or a `shadow_mismatch` gate on a route
+/// without `shadow`, could never be evaluated (its stage would hold for
+/// ever): an error with the key and why.
+fn probe_gates(ctx: &mut Ctx<'_>, routes: &[Route]) {
+    use super::GateMetric;
+    for (i, route) in routes.iter().enumerate() {
+        let Some(plan) = &route.rollout else { continue };
+        for (j, g) in plan.gates.iter().enumerate() {
+            let missing = match g.metric {
+                GateMetric::Synthetic if plan.stages.iter().all(|s| s.synthetic.is_none()) => {
+                    "no stage sends synthetic requests (stages[].synthetic)"
+                }
+                GateMetric::ShadowMismatch if route.shadow.is_none() => {
+                    "the route has no shadow traffic (shadow = { ... })"
+                }
+                _ => continue,
+            };
+            ctx.error(
+                &format!("routes[{i}].rollout.gates[{j}].metric"),
+                None,
+                format!("\"{}\" can never be evaluated: {missing}", g.metric.name()),
             );
         }
     }
