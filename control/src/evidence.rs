@@ -95,17 +95,6 @@ impl RatioTest {
         let phi = phi.max(1.0);
         self.log_lr.iter().map(|l| (l / phi).min(700.0).exp()).sum::<f64>() / RATIOS.len() as f64
     }
-
-    /// The always-valid p-value, `min(1, 1/e)`.
-    pub fn p_value(&self, phi: f64) -> f64 {
-        (1.0 / self.e_value(phi)).min(1.0)
-    }
-
-    /// The ratio that fits the evidence best (for the audit trail).
-    pub fn likeliest_ratio(&self) -> Option<f64> {
-        let (i, l) = self.log_lr.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
-        (*l > 0.0).then(|| RATIOS[i])
-    }
 }
 
 /// Index of dispersion of one-second failure counts: Pearson's χ² of the
@@ -284,7 +273,6 @@ mod tests {
         // 5 % against 1 % on 1000 requests each: strong evidence.
         let bad = RatioTest::of(50, 1000, 10, 1000);
         assert!(bad.e_value(1.0) > 1e5, "{bad:?}");
-        assert_eq!(bad.likeliest_ratio(), Some(5.0));
         // The same rates: the mixture stays below 1 (no evidence).
         let same = RatioTest::of(10, 1000, 10, 1000);
         assert!(same.e_value(1.0) < 1.0, "{same:?}");

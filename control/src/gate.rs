@@ -318,7 +318,7 @@ fn rollout_e_value(all: &RatioTest, stage: &RatioTest, phi: f64, stages: usize) 
 /// by its 99 % upper bound, so that an estimate a little low does not
 /// count against a canary as good as stable.
 fn baseline_rate(x: u64, n: u64, phi: f64) -> f64 {
-    evidence::upper_bound(x, n, 0.01, phi).max(smoothed_rate(x, n))
+    evidence::upper_bound(x, n, 0.01, phi)
 }
 
 /// `latency_shift`: see the module documentation.
@@ -374,11 +374,6 @@ pub fn quantile_micros(w: &Window, q: f64) -> Option<u64> {
 fn above(w: &Window, micros: u64) -> u64 {
     let h = w.latency.histogram();
     h.iter_recorded().filter(|v| v.value_iterated_to() > micros).map(|v| v.count_at_value()).sum()
-}
-
-/// `x / n` kept inside (0, 1) (half-count smoothing).
-fn smoothed_rate(x: u64, n: u64) -> f64 {
-    (x as f64 + 0.5) / (n as f64 + 1.0)
 }
 
 /// Always-valid p-value of an estimate `d` with variance `var` being above

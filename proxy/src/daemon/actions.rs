@@ -7,8 +7,6 @@ use super::context::Daemon;
 use super::events::emit;
 use super::persist::persist;
 use crate::clock::engine_ms;
-use crate::telemetry::follow;
-use weir_control::split::Side;
 
 /// A manual action on a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,12 +59,8 @@ pub(crate) fn act(daemon: &Daemon, route_name: &str, action: ManualAction) -> Re
         }?;
         let mut ev = ev;
         super::events::stamp(&mut ev);
-        route.apply(engine);
         // The next stage's data start now, not at the driver's next tick.
-        let (canary, stable) = (route.stats(Side::Canary).map(|s| &**s), route.stats(Side::Stable).map(|s| &**s));
-        let keep = snap.config.telemetry.keep_secs();
-        follow(&mut route.state.marks(), engine, canary, stable, daemon.dp.telemetry.now_sec(), keep);
-        daemon.dp.telemetry.rollout_tick(&route.name, engine, false);
+        super::driver::publish(daemon, route, engine, snap.config.telemetry.keep_secs(), false);
         ev
     };
     emit(daemon, route, vec![ev.clone()]);

@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use weir_control::config::Telemetry as TelemetryConfig;
-use weir_control::rollout::Observed;
+use weir_control::rollout::{Engine, Observed};
 use weir_control::sample::Probes;
-use weir_control::split::Side;
 
 use super::context::Daemon;
 use super::events::emit;
@@ -57,6 +56,18 @@ pub(crate) async fn drive(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) 
     }
 }
 
+/// Publishes what `engine` decided: the weight, stage and cohort to the
+/// request path, then (on a transition) the cut of the route's slots, so
+/// that the next stage's data are all at its weight, then the rollout
+/// metrics (`evaluated`: with this tick's verdicts). Called with the
+/// engine's lock held, by the driver, the approval task and manual actions.
+pub(super) fn publish(daemon: &Daemon, route: &Route, engine: &Engine, keep_secs: u64, evaluated: bool) {
+    route.apply(engine);
+    let (canary, stable) = route.both_stats();
+    follow(&mut route.state.marks(), engine, canary, stable, daemon.dp.telemetry.now_sec(), keep_secs);
+    daemon.dp.telemetry.rollout_tick(&route.name, engine, evaluated);
+}
+
 /// Clears a route's `approving` flag when dropped: however the webhook's
 /// task ends, the next ready tick may ask again.
 struct Approving(Arc<RouteState>);
@@ -77,11 +88,7 @@ fn approved(daemon: &Arc<Daemon>, name: &str, asked: u64, ok: bool, detail: Stri
         let mut slot = route.state.engine();
         let ev = slot.as_mut().and_then(|engine| {
             let ev = engine.approve(engine_ms(), asked, ok, detail)?;
-            route.apply(engine);
-            let (canary, stable) = (route.stats(Side::Canary).map(|s| &**s), route.stats(Side::Stable).map(|s| &**s));
-            let keep = snap.config.telemetry.keep_secs();
-            follow(&mut route.state.marks(), engine, canary, stable, daemon.dp.telemetry.now_sec(), keep);
-            daemon.dp.telemetry.rollout_tick(&route.name, engine, false);
+            publish(daemon, route, engine, snap.config.telemetry.keep_secs(), false);
             Some(ev)
         });
         ev
@@ -99,9 +106,8 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
     let (tick, before, before_start, plan_hook) = {
         let mut slot = route.state.engine();
         let Some(engine) = slot.as_mut() else { return false };
-        let (canary, stable) = (route.stats(Side::Canary).map(|s| &**s), route.stats(Side::Stable).map(|s| &**s));
-        let mut marks = route.state.marks();
-        let w = tick_windows(&mut marks, engine, canary, stable, sec, keep);
+        let (canary, stable) = route.both_stats();
+        let w = tick_windows(&mut route.state.marks(), engine, canary, stable, sec, keep);
         let before = engine.state().clone();
         let before_start = engine.window_start_ms();
         let epoch = engine.state().since_ms;
@@ -111,11 +117,7 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
         };
         let seen = Observed { canary: &w.canary, stable: &w.stable, stable_history: &w.stable_history, probes };
         let tick = engine.tick_with(now, &seen);
-        // A transition: the new weight first, then the cut, so that the
-        // next stage's data are all at its weight.
-        route.apply(engine);
-        follow(&mut marks, engine, canary, stable, sec, keep);
-        daemon.dp.telemetry.rollout_tick(&route.name, engine, true);
+        publish(daemon, route, engine, keep, true);
         (tick, before, before_start, engine.plan().pre_stage.clone().map(|u| (u, engine.plan().webhook_timeout)))
     };
     emit(daemon, route, tick.events);

@@ -205,6 +205,11 @@ impl Route {
     }
 
     /// The stats of the backend serving `side`.
+    /// The canary's and stable's stats, as `telemetry::stage` reads them.
+    pub(crate) fn both_stats(&self) -> (Option<&BackendStats>, Option<&BackendStats>) {
+        (self.canary_stats.as_deref(), Some(&self.stable_stats))
+    }
+
     pub(crate) fn stats(&self, side: Side) -> Option<&Arc<BackendStats>> {
         match side {
             Side::Stable => Some(&self.stable_stats),
