@@ -40,13 +40,24 @@ impl Drop for RawUpstream {
 
 impl RawUpstream {
     async fn start(answer: Option<&'static [u8]>) -> RawUpstream {
-        Self::start_dropping_first(answer, 0).await
+        Self::spawn(answer, 0, Duration::from_millis(300)).await
+    }
+
+    /// As `start` with no answer, but a connection is closed only after
+    /// `idle` without a byte from weir: an upstream more patient than weir's
+    /// own timeouts, so that what the test sees is weir's doing.
+    async fn patient(idle: Duration) -> RawUpstream {
+        Self::spawn(None, 0, idle).await
     }
 
     /// As `start`, but the first `drop_first` connections are closed as
     /// soon as a request head arrived, without an answer (an upstream
     /// restarting under a request just written).
     async fn start_dropping_first(answer: Option<&'static [u8]>, drop_first: usize) -> RawUpstream {
+        Self::spawn(answer, drop_first, Duration::from_millis(300)).await
+    }
+
+    async fn spawn(answer: Option<&'static [u8]>, drop_first: usize, idle: Duration) -> RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let bytes = Arc::new(Mutex::new(Vec::new()));
@@ -61,7 +72,7 @@ impl RawUpstream {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     let mut seen = Vec::new();
-                    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                    while let Ok(Ok(n)) = tokio::time::timeout(idle, s.read(&mut buf)).await {
                         if n == 0 {
                             break;
                         }
@@ -168,7 +179,9 @@ async fn a_long_request_line_is_414_and_the_limit_is_configurable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_is_408_and_not_an_upstream_error() {
-    let up = RawUpstream::start(None).await;
+    // The upstream waits longer than weir's body_read: with the same 300 ms
+    // it could close first, and weir would rightly answer 502.
+    let up = RawUpstream::patient(Duration::from_secs(10)).await;
     let w = InProcess::start(&config_text(up.addr, up.addr, "", "[timeouts]\nbody_read = \"300ms\"")).await;
     for head in [
         "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
