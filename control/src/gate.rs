@@ -483,12 +483,10 @@ fn erfc(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::{CodeClass, Counts, Latency};
+    use crate::sample::{Counts, Latency};
 
     fn window(total: u64, failures: u64, latency_ms: &[(u64, u64)]) -> Window {
-        let mut counts = Counts::default();
-        counts.by_class[CodeClass::Success.index()] = total - failures;
-        counts.by_class[CodeClass::ServerError.index()] = failures;
+        let counts = Counts::of(total, failures);
         let mut latency = Latency::new();
         for &(ms, n) in latency_ms {
             latency.record_n(ms * 1000, n);

@@ -9,6 +9,8 @@
 //!   reload changes ([`config::diff`]: restart-only settings, which routes
 //!   keep their rollout) and the fault rules shared with the admin API
 //!   ([`config::fault`]);
+//! * [`classify`]: which HTTP statuses and gRPC codes count as a
+//!   backend's failures, per route;
 //! * [`split`]: the routing arithmetic: weights in basis points, sticky
 //!   buckets, the smooth split sequence;
 //! * [`sample`]: what the proxy measures and the gates read: request
@@ -43,6 +45,7 @@
 //! time is always passed in, so every decision is testable with a simulated
 //! clock.
 
+pub mod classify;
 pub mod config;
 pub mod evidence;
 pub mod gate;

@@ -127,6 +127,10 @@ pub struct Counts {
     pub by_class: [u64; 6],
     /// By [`UpstreamErrorKind::index`] (a subset of the `Error` class).
     pub by_error: [u64; UpstreamErrorKind::ALL.len()],
+    /// Requests that failed by the route's classifier
+    /// ([`crate::classify::Classifier`]: 5xx and every upstream error by
+    /// default; for gRPC calls, their `grpc-status`). What gates read.
+    pub failed: u64,
 }
 
 impl Counts {
@@ -135,9 +139,19 @@ impl Counts {
         self.by_class.iter().sum()
     }
 
-    /// Requests that count as failures for gates: 5xx and upstream errors.
+    /// Requests that count as failures for gates (see [`Counts::failed`]).
     pub fn failures(&self) -> u64 {
-        self.by_class[CodeClass::ServerError.index()] + self.by_class[CodeClass::Error.index()]
+        self.failed
+    }
+
+    /// Counts of `total` requests, `failures` of them 5xx (the rest 2xx):
+    /// what the default classifier makes of them.
+    pub fn of(total: u64, failures: u64) -> Counts {
+        let mut c = Counts::default();
+        c.by_class[CodeClass::Success.index()] = total.saturating_sub(failures);
+        c.by_class[CodeClass::ServerError.index()] = failures;
+        c.failed = failures;
+        c
     }
 
     /// Failures / total, or `None` without requests.
@@ -159,6 +173,7 @@ impl Counts {
         for (a, b) in self.by_error.iter_mut().zip(other.by_error) {
             *a += b;
         }
+        self.failed += other.failed;
     }
 }
 
@@ -339,6 +354,7 @@ impl Window {
         let mut c = Counts::default();
         c.by_class[CodeClass::Error.index()] = n;
         c.by_error[UpstreamErrorKind::Timeout.index()] = n;
+        c.failed = n;
         let sec = self.seconds.last().map_or(sec, |s| s.sec.max(sec));
         self.push_second(sec, &c);
     }
@@ -385,6 +401,7 @@ mod tests {
         c.by_class[CodeClass::Success.index()] = 90;
         c.by_class[CodeClass::ServerError.index()] = 6;
         c.by_class[CodeClass::Error.index()] = 4;
+        c.failed = 10;
         assert_eq!(c.total(), 100);
         assert_eq!(c.error_rate(), Some(0.1));
         assert_eq!(Counts::default().error_rate(), None);

@@ -27,6 +27,8 @@ use tokio::sync::watch;
 
 #[allow(missing_docs)]
 pub mod browser;
+#[allow(missing_docs)]
+pub mod grpc;
 #[cfg(test)]
 mod tests;
 #[allow(missing_docs)]

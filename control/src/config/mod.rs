@@ -433,6 +433,9 @@ pub struct Route {
     pub rollout: Option<Rollout>,
     /// Mirror a share of stable's traffic to the canary.
     pub shadow: Option<Shadow>,
+    /// Which HTTP statuses and gRPC codes count as failures
+    /// (`failures = { http = [...], grpc = [...] }`).
+    pub failures: crate::classify::Classifier,
 }
 
 /// Shadow traffic: copies of live requests sent to the canary, compared with

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{Gate, GateMetric, Stage};
-use crate::sample::{CodeClass, Counts, Latency};
+use crate::sample::{Counts, Latency};
 
 const S: u64 = 1000; // one second in ms
 
@@ -61,9 +61,7 @@ fn ctx() -> Context {
 }
 
 fn win(total: u64, failures: u64) -> Window {
-    let mut counts = Counts::default();
-    counts.by_class[CodeClass::Success.index()] = total - failures;
-    counts.by_class[CodeClass::ServerError.index()] = failures;
+    let counts = Counts::of(total, failures);
     let mut latency = Latency::new();
     latency.record_n(10_000, total);
     Window {
@@ -410,9 +408,7 @@ fn state_round_trips_and_restores() {
 fn seconds(start: u64, per_sec: &[(u64, u64)]) -> Window {
     let mut w = Window::default();
     for (i, &(total, failures)) in per_sec.iter().enumerate() {
-        let mut c = Counts::default();
-        c.by_class[CodeClass::Success.index()] = total - failures;
-        c.by_class[CodeClass::ServerError.index()] = failures;
+        let c = Counts::of(total, failures);
         w.push_second(start + i as u64, &c);
         w.latency.record_n(10_000, total);
     }

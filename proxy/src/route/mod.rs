@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::HeaderName;
+use weir_control::classify::Classifier;
 use weir_control::config;
 use weir_control::rollout::Engine;
 use weir_control::split::{Salt, Side, Weight};
@@ -149,6 +150,8 @@ pub(crate) struct Route {
     /// Shadow traffic settings.
     pub(crate) shadow: Option<config::Shadow>,
     weight_gauge: metrics::Gauge,
+    /// Which statuses and gRPC codes count as failures (`failures`).
+    pub(crate) failures: Classifier,
 }
 
 /// Per-route telemetry handles, resolved when the snapshot is built.
@@ -201,6 +204,7 @@ impl Route {
             shadow_canary: telemetry.shadow_canary,
             shadow: cfg.shadow.clone(),
             weight_gauge: telemetry.weight_gauge,
+            failures: cfg.failures,
         })
     }
 

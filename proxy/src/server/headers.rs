@@ -14,6 +14,11 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// (hyper re-frames the body itself) and Upgrade. When `upgrade` is set, the
 /// Upgrade field is kept and `Connection: upgrade` restored, as a tunnel
 /// needs both.
+///
+/// A TE that accepts `trailers` is forwarded as `te: trailers`, its one
+/// value HTTP/2 allows (RFC 9113 §8.2.2): gRPC servers require it, and it
+/// tells any upstream that trailers will reach the client (weir passes
+/// them through). Its other codings are hop-by-hop and go.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none of them: one pass over the names, no lookups.
     let hop = |k: &HeaderName| {
@@ -28,6 +33,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !upgrade && !headers.keys().any(hop) {
         return;
     }
+    let trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
+        })
+    });
     if headers.contains_key(header::CONNECTION) {
         // Connection may repeat; collect every named field before removing.
         let named: Vec<HeaderName> = headers
@@ -46,6 +56,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
     for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING] {
         headers.remove(name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -122,8 +135,20 @@ mod tests {
             ("x-kept", "yes"),
         ]);
         strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h["te"], "trailers", "the one TE value HTTP/2 allows is kept");
+    }
+
+    #[test]
+    fn te_keeps_only_trailers() {
+        for (te, kept) in
+            [("gzip, trailers;q=0.5", true), ("TRAILERS", true), ("gzip", false), ("deflate, chunked", false)]
+        {
+            let mut h = map(&[("te", te), ("x", "1")]);
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(h.get("te").map(|v| v.to_str().unwrap()), kept.then_some("trailers"), "{te}");
+        }
     }
 
     #[test]

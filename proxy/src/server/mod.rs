@@ -19,6 +19,7 @@
 pub(crate) mod access_log;
 mod conn;
 mod error;
+mod grpc;
 mod h1;
 mod headers;
 pub(crate) mod listener;

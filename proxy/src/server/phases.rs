@@ -101,6 +101,7 @@ pub(super) fn route<'s>(
     outcome.side = Some(side);
     let backend = route.backend(side);
     outcome.stats = if synthetic.is_some() { route.synthetic_stats(side) } else { route.stats(side) };
+    outcome.failures = Some(&route.failures);
     if snap.config.telemetry.record {
         // Sent from here on: unanswered until `respond` has the answer.
         outcome.pending = outcome.stats.map(|s| s.begin(crate::clock::coarse_ms() / 1000));
@@ -154,6 +155,11 @@ pub(super) fn rewrite(
 ) -> Result<bool, ProxyError> {
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if target.backend.client.is_none() {
+        // A plain HTTP/1.1 backend's trailers are not passed on (weir's own
+        // client reads and drops them): it is not told they would be.
+        parts.headers.remove(header::TE);
+    }
     headers::add_forwarded(&mut parts.headers, &conn.peer_ip, host.clone(), conn.tls);
     if target.synthetic {
         parts.headers.insert(SYNTHETIC.clone(), HeaderValue::from_static("1"));

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use weir_control::sample::CodeClass;
 
 use super::error::ProxyError;
+use super::grpc;
 use super::phases;
 use super::request::{ConnCtx, Outcome, Record, RequestGuard};
 use super::rescue::rescue;
@@ -60,10 +60,19 @@ pub(crate) async fn respond(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut guard = RequestGuard::new(conn.clone());
+    let is_grpc = grpc::is_grpc(&parts.headers);
     let method = dp.access_log.is_some().then(|| (parts.method.clone(), parts.uri.clone()));
     let snap = dp.load_full();
-    let mut outcome =
-        Outcome { route: None, backend: None, side: None, upstream: None, stats: None, error: None, pending: None };
+    let mut outcome = Outcome {
+        route: None,
+        backend: None,
+        side: None,
+        upstream: None,
+        stats: None,
+        error: None,
+        pending: None,
+        failures: None,
+    };
     let result = if guard.listener_in_flight >= snap.config.limits.max_requests_in_flight {
         Err(ProxyError::Overloaded)
     } else {
@@ -71,13 +80,14 @@ pub(crate) async fn respond(
     };
     // Answered (or failed): no longer pending.
     outcome.pending = None;
-    if let (true, Some(stats)) = (snap.config.telemetry.record, outcome.stats) {
-        let (class, error) = match &result {
-            Ok(resp) => (CodeClass::of_status(resp.status().as_u16()), None),
-            Err(ProxyError::Upstream(k)) => (CodeClass::Error, Some(*k)),
-            Err(e) => (CodeClass::of_status(e.status().as_u16()), None),
-        };
-        guard.set_record(Record { stats: stats.clone(), class, error, latency: started.elapsed() });
+    if let (true, Some(stats), Some(failures)) = (snap.config.telemetry.record, outcome.stats, outcome.failures) {
+        let (recorded, awaiting_status) = grpc::classify(&result, is_grpc, failures);
+        guard.set_record(Record {
+            stats: stats.clone(),
+            outcome: recorded,
+            latency: started.elapsed(),
+            awaiting_status,
+        });
     }
     let resp = match result {
         Ok(resp) => {
@@ -86,7 +96,7 @@ pub(crate) async fn respond(
         }
         Err(e) => {
             outcome.error = Some(e);
-            rescue(e, guard)
+            rescue(e, guard, is_grpc)
         }
     };
     if let (Some(log), Some((method, uri))) = (&dp.access_log, method) {

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use weir_control::classify::{Classifier, GrpcFailures};
 use weir_control::config::Timeouts;
 use weir_control::sample::{CodeClass, UpstreamErrorKind};
 use weir_control::split::Side;
 
 use super::error::ProxyError;
 use crate::clock::coarse_ms;
-use crate::telemetry::{BackendStats, Pending};
+use crate::telemetry::{BackendStats, Pending, Recorded};
 use crate::upstream::{Endpoint, EndpointGuard};
 
 /// Per-connection facts shared by the connection task, its IO and requests.
@@ -136,10 +137,12 @@ pub(crate) struct RequestGuard {
 #[derive(Debug)]
 pub(crate) struct Record {
     pub(crate) stats: Arc<BackendStats>,
-    pub(crate) class: CodeClass,
-    pub(crate) error: Option<UpstreamErrorKind>,
+    pub(crate) outcome: Recorded,
     /// Request received → upstream response headers (or the failure).
     pub(crate) latency: Duration,
+    /// A gRPC call whose `grpc-status` is still to come, in the trailers:
+    /// the codes that will fail it.
+    pub(crate) awaiting_status: Option<GrpcFailures>,
 }
 
 impl RequestGuard {
@@ -156,8 +159,25 @@ impl RequestGuard {
     /// upstream reset, whatever its status said.
     pub(crate) fn body_failed(&mut self) {
         if let Some(r) = &mut self.record {
-            r.class = CodeClass::Error;
-            r.error = Some(UpstreamErrorKind::Reset);
+            r.outcome =
+                Recorded { class: CodeClass::Error, error: Some(UpstreamErrorKind::Reset), failed: true, grpc: None };
+            r.awaiting_status = None;
+        }
+    }
+
+    /// Whether the request is a gRPC call still waiting for its status.
+    pub(crate) fn awaiting_status(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| r.awaiting_status.is_some())
+    }
+
+    /// The gRPC call ended with `code` (from its trailers, or UNKNOWN when
+    /// the response ended without one).
+    pub(crate) fn grpc_status(&mut self, code: u8) {
+        if let Some(r) = &mut self.record {
+            if let Some(codes) = r.awaiting_status.take() {
+                r.outcome.grpc = Some(code);
+                r.outcome.failed = codes.failed(code);
+            }
         }
     }
 
@@ -176,8 +196,10 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        // A gRPC response abandoned before its end: the client cancelled.
+        self.grpc_status(weir_control::classify::grpc::CANCELLED);
         if let Some(r) = self.record.take() {
-            r.stats.record(r.class, r.error, r.latency);
+            r.stats.record_outcome(r.outcome, r.latency);
         }
         self.conn.request_finished();
     }
@@ -193,4 +215,6 @@ pub(crate) struct Outcome<'a> {
     pub(crate) error: Option<ProxyError>,
     /// The request counts as sent and unanswered until this is dropped.
     pub(crate) pending: Option<Pending<'a>>,
+    /// The route's classifier (set with `stats`).
+    pub(crate) failures: Option<&'a Classifier>,
 }

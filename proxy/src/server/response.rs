@@ -8,9 +8,11 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::grpc;
 use super::request::RequestGuard;
 use crate::upstream::body::FromUpstream;
 use crate::upstream::h1::RawHeaders;
+use weir_control::classify::grpc::UNKNOWN;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -47,6 +49,17 @@ impl ResponseBody {
     }
 }
 
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A gRPC response that ended without a status (its body is over,
+        // with no trailers): UNKNOWN, as the client reads it. One dropped
+        // before its end was cancelled (see `RequestGuard`).
+        if self.guard.awaiting_status() && self.is_end_stream() {
+            self.guard.grpc_status(UNKNOWN);
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -56,8 +69,15 @@ impl Body for ResponseBody {
         match &mut this.kind {
             Kind::Upstream(b) => {
                 let polled = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &polled {
-                    this.guard.body_failed();
+                match &polled {
+                    Poll::Ready(Some(Err(_))) => this.guard.body_failed(),
+                    Poll::Ready(Some(Ok(f))) if this.guard.awaiting_status() => {
+                        if let Some(code) = f.trailers_ref().and_then(grpc::status_in) {
+                            this.guard.grpc_status(code);
+                        }
+                    }
+                    Poll::Ready(None) if this.guard.awaiting_status() => this.guard.grpc_status(UNKNOWN),
+                    _ => {}
                 }
                 polled
             }

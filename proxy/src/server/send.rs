@@ -43,7 +43,11 @@ pub(super) fn plan(
 ) -> (bool, Retry) {
     let body_less = !upgrade && http_body::Body::is_end_stream(body);
     let idempotent = parts.method.is_idempotent();
-    let retry = Retry { allowed: body_less && (backend.len() > 1 || idempotent), idempotent };
+    let retry = Retry {
+        allowed: body_less && (backend.len() > 1 || idempotent),
+        idempotent,
+        body_back: !body_less && !upgrade && backend.len() > 1,
+    };
     (body_less && backend.client.is_none(), retry)
 }
 
@@ -70,21 +74,27 @@ pub(super) struct Retry {
     /// is idempotent.
     allowed: bool,
     idempotent: bool,
+    /// The request has a body and there is another address: a failed
+    /// connect gives the body back unread (see [`UpstreamBody::returning`]),
+    /// and the request goes to another address with it.
+    body_back: bool,
 }
 
 /// Where to send a request again, if at all: on another address after a
-/// failed connect (nothing was sent), or after a reset for an idempotent
-/// method (RFC 9110 §9.2.2: an upstream restarting closes pooled
+/// failed connect (nothing was sent; for a request with a body, only if
+/// the body came back unread: `body_back`), or after a reset for an
+/// idempotent method (RFC 9110 §9.2.2: an upstream restarting closes pooled
 /// connections under requests just written).
 fn retry_target(
     sent: &Result<Response<FromUpstream>, ProxyError>,
     retry: Retry,
+    body_back: bool,
     backend: &Backend,
     guard: &RequestGuard,
 ) -> Option<(UpstreamErrorKind, EndpointGuard)> {
     match sent {
         Err(ProxyError::Upstream(k @ (UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)))
-            if retry.allowed =>
+            if retry.allowed || body_back =>
         {
             guard.endpoint().and_then(|failed| backend.pick_other(failed)).map(|ep| (*k, ep))
         }
@@ -116,7 +126,7 @@ pub(super) async fn own<'s>(
     };
     let mut sent = send_own(leg, ep, parts).await;
     report(leg.backend, guard, &sent);
-    if let Some((kind, ep)) = retry_target(&sent, retry, leg.backend, guard) {
+    if let Some((kind, ep)) = retry_target(&sent, retry, false, leg.backend, guard) {
         start_retry(leg, kind, &ep, outcome);
         sent = send_own(leg, ep.arc(), parts).await;
         guard.set_endpoint(ep);
@@ -137,15 +147,25 @@ pub(super) async fn hyper<'s>(
     if guard.endpoint().is_none() {
         return Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable));
     }
-    let copy =
-        retry.allowed.then(|| (req.method().clone(), req.uri().path_and_query().cloned(), req.headers().clone()));
+    let copy = (retry.allowed || retry.body_back)
+        .then(|| (req.method().clone(), req.uri().path_and_query().cloned(), req.headers().clone()));
+    let (req, mut back) = if retry.body_back {
+        let (parts, body) = req.into_parts();
+        let (body, back) = body.returning();
+        (Request::from_parts(parts, body), Some(back))
+    } else {
+        (req, None)
+    };
     let mut sent = send_hyper(leg, req).await;
     report(leg.backend, guard, &sent);
-    if let (Some((kind, ep)), Some((method, path, headers))) = (retry_target(&sent, retry, leg.backend, guard), copy) {
+    // Given back only if the attempt never read it.
+    let body = back.as_mut().and_then(|rx| rx.try_recv().ok());
+    let target = retry_target(&sent, retry, body.is_some(), leg.backend, guard);
+    if let (Some((kind, ep)), Some((method, path, headers))) = (target, copy) {
         start_retry(leg, kind, &ep, outcome);
         let uri =
             leg.backend.uri(ep.endpoint(), path).ok_or(ProxyError::BadRequest("weir: invalid request target\n"))?;
-        let mut req = Request::new(UpstreamBody::bytes(bytes::Bytes::new()));
+        let mut req = Request::new(body.unwrap_or_else(|| UpstreamBody::bytes(bytes::Bytes::new())));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;

@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use weir_control::classify::GRPC_CODES;
 use weir_control::rollout::{Engine, Event, EventKind, Phase};
 use weir_control::sample::{CodeClass, UpstreamErrorKind};
 
-pub use recorder::BackendStats;
 pub(crate) use recorder::Handles;
 pub(crate) use recorder::Pending;
+pub use recorder::{BackendStats, Recorded};
 pub use stage::{follow, tick_windows, StageMarks, TickWindows};
 
 use names::label;
@@ -52,10 +53,38 @@ impl Traffic {
     }
 }
 
+/// `weir_grpc_responses_total` of one (route, backend): one counter per
+/// `grpc_code` (17 names, never a value from a request), registered when
+/// the code is first seen.
+#[derive(Debug)]
+pub(crate) struct GrpcHandles {
+    recorder: Arc<PrometheusRecorder>,
+    route: String,
+    backend: String,
+    made: Mutex<[Option<Counter>; GRPC_CODES.len()]>,
+}
+
+impl GrpcHandles {
+    /// Adds `n` calls that ended with `code` (0..=16). Off the request path
+    /// (telemetry folds call it).
+    pub(crate) fn increment(&self, code: usize, n: u64) {
+        let Some(name) = GRPC_CODES.get(code) else { return };
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let counter = made[code].get_or_insert_with(|| {
+            let key = Key::from_parts(
+                names::GRPC_RESPONSES_TOTAL,
+                labels(&[(label::ROUTE, &self.route), (label::BACKEND, &self.backend), (label::GRPC_CODE, name)]),
+            );
+            self.recorder.register_counter(&key, &METADATA)
+        });
+        counter.increment(n);
+    }
+}
+
 /// The registry of one running weir: Prometheus handles and per
 /// (route, backend) stats.
 pub struct Telemetry {
-    recorder: PrometheusRecorder,
+    recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     stats: Mutex<HashMap<(String, String, Traffic), Arc<BackendStats>>>,
     build_info: Mutex<HashMap<String, Gauge>>,
@@ -107,7 +136,7 @@ impl Telemetry {
         );
         version.set(1.0);
         Telemetry {
-            recorder,
+            recorder: Arc::new(recorder),
             handle,
             stats: Mutex::new(HashMap::new()),
             build_info: Mutex::new(HashMap::new()),
@@ -187,10 +216,17 @@ impl Telemetry {
                 &METADATA,
             )
         };
+        let grpc = (traffic == Traffic::User).then(|| GrpcHandles {
+            recorder: self.recorder.clone(),
+            route: route.to_string(),
+            backend: backend.to_string(),
+            made: Mutex::new(Default::default()),
+        });
         Handles {
             requests: CodeClass::ALL.map(|c| counter(requests, (label::CODE_CLASS, c.as_str()))),
             errors: UpstreamErrorKind::ALL.map(|k| counter(errors, (label::KIND, k.as_str()))),
             duration: histogram::PromHistogram::new(&[(label::ROUTE, route), (label::BACKEND, backend)]),
+            grpc,
         }
     }
 
@@ -318,6 +354,7 @@ fn describe(r: &PrometheusRecorder) {
     };
     d(names::REQUESTS_TOTAL, None, "Proxied requests by route, backend and code class (error: no upstream response).");
     d(names::UPSTREAM_ERRORS_TOTAL, None, "Requests that got no usable upstream response, by kind.");
+    d(names::GRPC_RESPONSES_TOTAL, None, "gRPC calls by grpc-status (from trailers, or a trailers-only response).");
     d(names::UPSTREAM_RETRIES_TOTAL, None, "Requests sent again after a failed attempt, by the kind of that failure.");
     d(names::CONFIG_RELOADS_TOTAL, None, "Config reloads by result.");
     d(names::SHADOW_REQUESTS_TOTAL, None, "Shadow copies sent to the canary, by route, backend and code class.");
@@ -353,12 +390,10 @@ fn describe(r: &PrometheusRecorder) {
 mod tests {
     use super::*;
     use weir_control::rollout::Context;
-    use weir_control::sample::{CodeClass, Counts, Window};
+    use weir_control::sample::{Counts, Window};
 
     fn window(total: u64, failures: u64) -> Window {
-        let mut c = Counts::default();
-        c.by_class[CodeClass::Success.index()] = total - failures;
-        c.by_class[CodeClass::ServerError.index()] = failures;
+        let c = Counts::of(total, failures);
         let mut w = Window::default();
         w.push_second(0, &c);
         w

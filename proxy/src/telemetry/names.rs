@@ -6,6 +6,8 @@ pub(crate) const REQUESTS_TOTAL: &str = "weir_requests_total";
 pub(crate) const REQUEST_DURATION_SECONDS: &str = "weir_request_duration_seconds";
 /// Upstream failures by route, backend and kind (counter).
 pub(crate) const UPSTREAM_ERRORS_TOTAL: &str = "weir_upstream_errors_total";
+/// gRPC calls by route, backend and `grpc_code` (counter).
+pub(crate) const GRPC_RESPONSES_TOTAL: &str = "weir_grpc_responses_total";
 /// Synthetic requests by route, backend and code class (counter).
 pub(crate) const SYNTHETIC_REQUESTS_TOTAL: &str = "weir_synthetic_requests_total";
 /// Synthetic request latency to upstream response headers, seconds (histogram).
@@ -51,6 +53,7 @@ pub(crate) mod label {
     pub(crate) const BACKEND: &str = "backend";
     pub(crate) const CODE_CLASS: &str = "code_class";
     pub(crate) const KIND: &str = "kind";
+    pub(crate) const GRPC_CODE: &str = "grpc_code";
     pub(crate) const RESULT: &str = "result";
     pub(crate) const VERSION: &str = "version";
     pub(crate) const STABLE_VERSION: &str = "stable_version";

@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::Counter;
+use weir_control::classify::GRPC_CODES;
 use weir_control::sample::{bucket, CodeClass, Counts, Latency, Second, UpstreamErrorKind, Window};
 
 /// Prometheus handles of one (route, backend).
@@ -31,6 +32,22 @@ pub(crate) struct Handles {
     pub(crate) requests: [Counter; 6],
     pub(crate) errors: [Counter; UpstreamErrorKind::ALL.len()],
     pub(crate) duration: super::histogram::PromHistogram,
+    /// `weir_grpc_responses_total`, registered per code when first seen
+    /// (an HTTP-only route exports none of them).
+    pub(crate) grpc: Option<super::GrpcHandles>,
+}
+
+/// A finished request's outcome, as the route's classifier decided it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The status class (or `Error`: no usable answer).
+    pub class: CodeClass,
+    /// Why the upstream gave no usable answer.
+    pub error: Option<UpstreamErrorKind>,
+    /// A failure by the route's classifier.
+    pub failed: bool,
+    /// The call's `grpc-status` (0..=16), for a gRPC call.
+    pub grpc: Option<u8>,
 }
 
 #[repr(align(128))] // keep shards on separate cache lines
@@ -38,6 +55,9 @@ pub(crate) struct Handles {
 struct Shard {
     class: [AtomicU64; 6],
     error: [AtomicU64; UpstreamErrorKind::ALL.len()],
+    failed: AtomicU64,
+    /// gRPC calls by `grpc-status`.
+    grpc: [AtomicU64; GRPC_CODES.len()],
     recorded: AtomicU64,
     buckets: Box<[AtomicU64]>,
     /// Requests sent and not yet answered, by the second they were sent
@@ -55,6 +75,8 @@ impl Shard {
         Shard {
             class: Default::default(),
             error: Default::default(),
+            failed: AtomicU64::new(0),
+            grpc: Default::default(),
             recorded: AtomicU64::new(0),
             buckets: (0..bucket::COUNT).map(|_| AtomicU64::new(0)).collect(),
             pending: (0..PENDING_SECS).map(|_| AtomicI64::new(0)).collect(),
@@ -166,19 +188,33 @@ impl BackendStats {
         n.max(0) as u64
     }
 
-    /// Records one finished request. Lock-free.
+    /// Records one finished request, failed if it is 5xx or got no answer
+    /// (the default classifier's verdict). Lock-free.
     pub fn record(&self, class: CodeClass, error: Option<UpstreamErrorKind>, latency: Duration) {
+        let failed = matches!(class, CodeClass::ServerError | CodeClass::Error);
+        self.record_outcome(Recorded { class, error, failed, grpc: None }, latency);
+    }
+
+    /// Records one finished request with its classified outcome. Lock-free.
+    pub fn record_outcome(&self, r: Recorded, latency: Duration) {
         let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
         let shard = self.shard();
-        shard.class[class.index()].fetch_add(1, Ordering::Relaxed);
-        if let Some(k) = error {
+        shard.class[r.class.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(k) = r.error {
             shard.error[k.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        if r.failed {
+            shard.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(code) = r.grpc {
+            let code = if usize::from(code) < GRPC_CODES.len() { code } else { weir_control::classify::grpc::UNKNOWN };
+            shard.grpc[usize::from(code)].fetch_add(1, Ordering::Relaxed);
         }
         shard.buckets[bucket::index(micros)].fetch_add(1, Ordering::Relaxed);
         shard.recorded.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn publish(&self, counts: &Counts, dense: &[u64]) {
+    fn publish(&self, counts: &Counts, grpc: &[u64; GRPC_CODES.len()], dense: &[u64]) {
         let Some(h) = &self.handles else { return };
         for (c, &n) in h.requests.iter().zip(&counts.by_class) {
             if n > 0 {
@@ -188,6 +224,13 @@ impl BackendStats {
         for (c, &n) in h.errors.iter().zip(&counts.by_error) {
             if n > 0 {
                 c.increment(n);
+            }
+        }
+        if let Some(g) = &h.grpc {
+            for (code, &n) in grpc.iter().enumerate() {
+                if n > 0 {
+                    g.increment(code, n);
+                }
             }
         }
         for (i, &n) in dense.iter().enumerate() {
@@ -211,6 +254,7 @@ impl BackendStats {
         // request recorded before it and none after.
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let mut counts = Counts::default();
+        let mut grpc = [0u64; GRPC_CODES.len()];
         let mut dense: Option<Vec<u64>> = None;
         for shard in self.shards.iter() {
             if shard.recorded.swap(0, Ordering::Relaxed) == 0 {
@@ -222,6 +266,12 @@ impl BackendStats {
             for (c, a) in counts.by_error.iter_mut().zip(&shard.error) {
                 *c += a.swap(0, Ordering::Relaxed);
             }
+            counts.failed += shard.failed.swap(0, Ordering::Relaxed);
+            for (c, a) in grpc.iter_mut().zip(&shard.grpc) {
+                if a.load(Ordering::Relaxed) != 0 {
+                    *c += a.swap(0, Ordering::Relaxed);
+                }
+            }
             let d = dense.get_or_insert_with(|| vec![0; bucket::COUNT]);
             for (slot, b) in d.iter_mut().zip(shard.buckets.iter()) {
                 if b.load(Ordering::Relaxed) != 0 {
@@ -230,7 +280,7 @@ impl BackendStats {
             }
         }
         if let Some(d) = &dense {
-            self.publish(&counts, d);
+            self.publish(&counts, &grpc, d);
         }
         let closed = ring.closed;
         if let Some(d) = dense {

@@ -24,6 +24,35 @@ pub(crate) enum UpstreamBody {
     Incoming(TimedBody),
     /// A body already read (shadowed requests send it twice).
     Bytes(Option<Bytes>),
+    /// A body that comes back if unread (see [`Returning`]).
+    Returning(Returning),
+}
+
+/// A request body handed to hyper's client that comes back, unread, when
+/// the attempt ends before any of it was asked for (a failed connect): the
+/// request, body and all, can then go to another address. Once the client
+/// polls it, it is spent and stays with the attempt.
+#[derive(Debug)]
+pub(crate) struct Returning {
+    inner: Option<Box<UpstreamBody>>,
+    back: Option<tokio::sync::oneshot::Sender<UpstreamBody>>,
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        if let (Some(tx), Some(body)) = (self.back.take(), self.inner.take()) {
+            let _ = tx.send(*body);
+        }
+    }
+}
+
+impl UpstreamBody {
+    /// This body, to come back through the receiver if the attempt never
+    /// reads it.
+    pub(crate) fn returning(self) -> (UpstreamBody, tokio::sync::oneshot::Receiver<UpstreamBody>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (UpstreamBody::Returning(Returning { inner: Some(Box::new(self)), back: Some(tx) }), rx)
+    }
 }
 
 /// A downstream body whose client must keep sending: if no piece arrives
@@ -157,6 +186,14 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Incoming(b) => b.poll(cx),
             UpstreamBody::Bytes(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            UpstreamBody::Returning(r) => {
+                // Asked for: it stays with this attempt.
+                r.back = None;
+                match &mut r.inner {
+                    Some(b) => Pin::new(b.as_mut()).poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
         }
     }
 
@@ -164,6 +201,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Incoming(b) => b.first.is_none() && b.body.is_end_stream(),
             UpstreamBody::Bytes(b) => b.is_none(),
+            UpstreamBody::Returning(r) => r.inner.as_ref().is_none_or(|b| b.is_end_stream()),
         }
     }
 
@@ -172,6 +210,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Incoming(b) if b.first.is_none() => b.body.size_hint(),
             UpstreamBody::Incoming(_) => SizeHint::default(),
             UpstreamBody::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            UpstreamBody::Returning(r) => r.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
         }
     }
 }

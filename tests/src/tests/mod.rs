@@ -5,6 +5,7 @@ mod examples;
 mod failures;
 mod faults;
 mod fds;
+mod grpc;
 mod hardening;
 mod protocols;
 mod reload;

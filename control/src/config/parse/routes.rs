@@ -8,6 +8,7 @@ use toml::de::DeValue;
 
 use super::rollout::rollout;
 use super::{check_name, cohort, header_name, key_source, weight};
+use crate::classify::{grpc_code, Classifier, GRPC_CODES};
 use crate::config::reader::{as_str, Ctx, Table};
 use crate::config::{units, Backend, Route, Shadow};
 use crate::split::Weight;
@@ -124,6 +125,11 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
             }
         },
     };
+    let failures = t.table(ctx, "failures").map_or_else(Classifier::default, |mut f| {
+        let c = failures(ctx, &mut f);
+        f.finish(ctx);
+        c
+    });
     let rollout = t.table(ctx, "rollout").and_then(|mut r| rollout(ctx, &mut r));
     let shadow = t.table(ctx, "shadow").and_then(|mut s| {
         let out = shadow(ctx, &mut s);
@@ -161,6 +167,7 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
         name,
         host,
         path_prefix,
+        failures,
         stable: stable?,
         canary,
         sticky,
@@ -182,6 +189,67 @@ fn percent_bp(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Op
             None
         }
     }
+}
+
+/// `failures = { http = ["5xx", 429], grpc = ["UNAVAILABLE", "INTERNAL"] }`:
+/// each list replaces its default (`["5xx"]`; UNKNOWN, DEADLINE_EXCEEDED,
+/// INTERNAL, UNAVAILABLE, DATA_LOSS). HTTP entries are statuses (100–599)
+/// or classes (`"4xx"`, `"5xx"`); gRPC entries are code names or numbers.
+fn failures(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Classifier {
+    let mut out = Classifier::default();
+    let path = t.key_path("http");
+    if let Some(list) = t.array(ctx, "http") {
+        out.clear_http();
+        for (i, v) in list.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let range = match v.get_ref() {
+                DeValue::Integer(_) => crate::config::reader::as_integer(ctx, &p, v)
+                    .filter(|n| (100..=599).contains(n))
+                    .map(|n| (n as u16, n as u16)),
+                DeValue::String(s) => match s.as_bytes() {
+                    [d @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
+                        let base = u16::from(d - b'0') * 100;
+                        Some((base, base + 99))
+                    }
+                    _ => s.parse::<u16>().ok().filter(|n| (100..=599).contains(n)).map(|n| (n, n)),
+                },
+                _ => {
+                    as_str(ctx, &p, v); // reports the type
+                    continue;
+                }
+            };
+            match range {
+                Some((from, to)) => out.add_http_range(from, to),
+                None => ctx.error(&p, Some(&v.span()), "expected an HTTP status (100-599) or a class such as \"5xx\""),
+            }
+        }
+    }
+    let path = t.key_path("grpc");
+    if let Some(list) = t.array(ctx, "grpc") {
+        out.clear_grpc();
+        for (i, v) in list.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let code = match v.get_ref() {
+                DeValue::Integer(_) => crate::config::reader::as_integer(ctx, &p, v)
+                    .and_then(|n| u8::try_from(n).ok())
+                    .and_then(|n| grpc_code(&n.to_string())),
+                DeValue::String(s) => grpc_code(s),
+                _ => {
+                    as_str(ctx, &p, v); // reports the type
+                    continue;
+                }
+            };
+            match code {
+                Some(c) => out.add_grpc(c),
+                None => ctx.error(
+                    &p,
+                    Some(&v.span()),
+                    format!("expected a gRPC code (0-16) or its name: {}", GRPC_CODES.join(", ")),
+                ),
+            }
+        }
+    }
+    out
 }
 
 /// `shadow = { percent = 10, max_body = "64KiB" }`
