@@ -340,6 +340,9 @@ impl Default for Outlier {
 pub struct HealthCheck {
     /// Request path (with query, if any).
     pub path: String,
+    /// Check with gRPC's `grpc.health.v1.Health/Check` for this service
+    /// (`""`: the server as a whole) instead of `GET path`.
+    pub grpc_service: Option<String>,
     /// Time between checks of an address.
     pub interval: Duration,
     /// Time allowed for an answer.

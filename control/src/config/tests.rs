@@ -380,3 +380,39 @@ fn a_gate_on_probes_needs_the_probes() {
     );
     assert!(parse(&ok).is_ok(), "{:?}", parse(&ok).err());
 }
+
+#[test]
+fn failures_replace_their_defaults_and_bad_entries_are_named() {
+    let c = parse(&format!("{MINIMAL}failures = {{ http = [\"5xx\", 429], grpc = [\"unavailable\", 8] }}\n")).unwrap();
+    let f = &c.routes[0].failures;
+    assert!(f.http_failed(429) && f.http_failed(503) && !f.http_failed(404));
+    assert_eq!(f.grpc_names(), ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]);
+    // Only http given: gRPC keeps its default (and the other way round).
+    let c = parse(&format!("{MINIMAL}failures = {{ http = [\"4xx\"] }}\n")).unwrap();
+    let f = &c.routes[0].failures;
+    assert!(f.http_failed(404) && !f.http_failed(500));
+    assert_eq!(f.grpc_names(), crate::classify::Classifier::default().grpc_names());
+    assert_eq!(parse(MINIMAL).unwrap().routes[0].failures, crate::classify::Classifier::default());
+
+    let e = errors(&format!("{MINIMAL}failures = {{ http = [\"6xx\", 700, true], grpc = [\"NOPE\", 17], code = 1 }}\n"));
+    let has = |needle: &str| e.iter().any(|m| m.contains(needle));
+    assert!(has("routes[0].failures.http[0]") && has("routes[0].failures.http[1]"), "{e:?}");
+    assert!(has("routes[0].failures.http[2]"), "a boolean is named too: {e:?}");
+    assert!(has("routes[0].failures.grpc[0]") && has("UNAVAILABLE"), "the known codes are listed: {e:?}");
+    assert!(has("routes[0].failures.grpc[1]") && has("routes[0].failures.code"), "{e:?}");
+}
+
+#[test]
+fn a_grpc_health_check_needs_http2_and_no_path() {
+    let grpc = MINIMAL.replacen(
+        "version = \"v2\"",
+        "version = \"v2\"\nhttp2 = true\nhealth = { grpc_service = \"pkg.Svc\", interval = \"1s\" }",
+        1,
+    );
+    let c = parse(&grpc).unwrap();
+    assert_eq!(c.backends["canary"].health.as_ref().unwrap().grpc_service.as_deref(), Some("pkg.Svc"));
+    let e = errors(&grpc.replace("http2 = true\n", ""));
+    assert!(e.iter().any(|m| m.contains("backends.canary.health.grpc_service") && m.contains("http2 = true")), "{e:?}");
+    let e = errors(&grpc.replace("interval = \"1s\"", "path = \"/x\""));
+    assert!(e.iter().any(|m| m.contains("not both")), "{e:?}");
+}

@@ -356,3 +356,120 @@ async fn weirs_own_failures_reach_grpc_clients_as_statuses() {
         (1.0, 1.0, 1.0)
     );
 }
+
+/// A grpcio peer (`tests/grpcio/peer.py`: gRPC's C core, from PyPI).
+fn grpcio(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(workspace().join("tests/grpcio/peer.py")).args(args);
+    cmd
+}
+
+/// Runs the grpcio client's calls against `addr`; what came back.
+async fn grpcio_calls(addr: SocketAddr) -> serde_json::Value {
+    let out = tokio::process::Command::from(grpcio(&["client", &addr.to_string()]))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 is needed");
+    assert!(
+        out.status.success(),
+        "grpcio client failed (.ci/run installs grpcio from PyPI): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_client_and_server_see_through_weir_what_they_see_directly() {
+    use std::io::BufRead;
+    // The issue's own reproduction: grpcio on both sides (its server
+    // refuses a call without te: trailers).
+    let mut server = grpcio(&["server", "grpcio"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("grpcio server did not start: {line:?}"));
+    let up: SocketAddr = ([127, 0, 0, 1], port).into();
+    let w = InProcess::start(&grpc_config(up, up, "", "")).await;
+    let direct = grpcio_calls(up).await;
+    let through = grpcio_calls(w.weir.data_addr()).await;
+    // And tonic's client against grpcio's server, through weir.
+    let mut c = Caller::connect(w.weir.data_addr()).await;
+    let r = c.unary(Bytes::from_static(b"mixed"), &[]).await;
+    let (_, msgs, end) = c.server_stream(Bytes::from_static(b"s"), &[("x-count", "2"), ("x-status", "14")]).await.unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(through["unary"]["code"], "OK", "{through}");
+    assert_eq!(through, direct);
+    let r = r.unwrap();
+    assert_eq!((r.metadata().get("x-served-by").unwrap().to_str().unwrap(), r.get_ref().as_ref()), ("grpcio", &b"mixed"[..]));
+    assert_eq!((msgs.len(), end.unwrap_err().code()), (2, Code::Unavailable));
+}
+
+/// Whether weir's admin API shows `addr` of backend `stable` as down.
+async fn is_down(w: &InProcess, addr: SocketAddr) -> bool {
+    let (_, body) = get(&client(), &format!("http://{}/api/v1/backends", w.weir.admin_addr()), &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let stable = v["backends"].as_array().unwrap().iter().find(|b| b["name"] == "stable").unwrap();
+    stable["endpoints"].as_array().unwrap().iter().any(|e| e["addr"] == addr.to_string() && e["down"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_take_a_not_serving_address_out() {
+    use tonic_health::ServingStatus;
+    let good = GrpcServer::start("good").await;
+    let sick = GrpcServer::start("sick").await;
+    sick.health.set_service_status("", ServingStatus::NotServing).await;
+    let health = "health = { grpc_service = \"\", interval = \"100ms\", timeout = \"80ms\", unhealthy = 2, healthy = 1 }";
+    let text = grpc_config(good.addr, good.addr, "", "").replacen(
+        &format!("addrs = [\"{}\"]", good.addr),
+        &format!("addrs = [\"{}\", \"{}\"]\n{health}", good.addr, sick.addr),
+        1,
+    );
+    let w = InProcess::start(&text).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !is_down(&w, sick.addr).await {
+        assert!(tokio::time::Instant::now() < deadline, "the NOT_SERVING address was never marked down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!is_down(&w, good.addr).await, "the SERVING address stays in");
+    let checks = sick.state.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(checks, 0, "health checks go to the health service, not to Echo");
+    let mut c = Caller::connect(w.weir.data_addr()).await;
+    for _ in 0..20 {
+        let r = c.unary(Bytes::new(), &[]).await.unwrap();
+        assert_eq!(r.metadata().get("x-served-by").unwrap(), "good");
+    }
+    // Back to SERVING: back in.
+    sick.health.set_service_status("", ServingStatus::Serving).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while is_down(&w, sick.addr).await {
+        assert!(tokio::time::Instant::now() < deadline, "the address never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_match_grpc_services_and_methods_and_metadata_forces_the_canary() {
+    let other = GrpcServer::start("other").await;
+    let stable = GrpcServer::start("stable").await;
+    let canary = GrpcServer::start("canary").await;
+    // Route `web` (every path) goes to `other`; a second route takes the
+    // Unary method of weir.test.Echo, with a force key in the metadata.
+    let text = grpc_config(other.addr, other.addr, "", "").replacen("[[routes]]", &format!(
+        "[backends.unary-stable]\naddrs = [\"{}\"]\nhttp2 = true\n[backends.unary-canary]\naddrs = [\"{}\"]\nhttp2 = true\n\n\
+         [[routes]]\nname = \"unary\"\nmatch = {{ path_prefix = \"/weir.test.Echo/Unary\" }}\nstable = \"unary-stable\"\n\
+         canary = \"unary-canary\"\nforce = {{ header = \"x-canary\" }}\n\n[[routes]]",
+        stable.addr, canary.addr
+    ), 1);
+    let w = InProcess::start(&text).await;
+    let mut c = Caller::connect(w.weir.data_addr()).await;
+    let served_by = |r: &tonic::Response<Bytes>| r.metadata().get("x-served-by").unwrap().to_str().unwrap().to_string();
+    assert_eq!(served_by(&c.unary(Bytes::new(), &[]).await.unwrap()), "stable");
+    assert_eq!(served_by(&c.unary(Bytes::new(), &[("x-canary", "always")]).await.unwrap()), "canary");
+    let (headers, _, _) = c.server_stream(Bytes::new(), &[("x-canary", "always")]).await.unwrap();
+    assert_eq!(headers.get("x-served-by").unwrap(), "other", "another method of the service: the other route");
+}

@@ -301,3 +301,21 @@ async fn a_hung_canary_is_rolled_back_before_its_requests_time_out() {
     assert_eq!(w.weir.route_weight_bp("web"), Some(0));
     load.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_counts_429_as_failures_rolls_a_rate_limiting_canary_back() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Status(429)).await;
+    let r = rollout(
+        "{ weight = 50, bake = \"30s\" }, { weight = 100 }",
+        "{ metric = \"error_rate\", max = 0.05, min_samples = 20 }",
+        "",
+    );
+    let failures = "failures = { http = [\"5xx\", 429] }\n";
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &format!("{failures}{r}"), "")).await;
+    let mut rx = w.weir.subscribe();
+    let load = Load::start(w.url("/"), 4, Duration::ZERO);
+    let rb = wait_event(&mut rx, Duration::from_secs(10), |e| e.kind == EventKind::RolledBack).await;
+    load.stop().await;
+    assert!(rb.verdicts[0].value.unwrap() > 0.9, "every 429 counted: {:?}", rb.verdicts[0]);
+}

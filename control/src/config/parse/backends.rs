@@ -70,7 +70,7 @@ pub(super) fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<S
         let tls = upstream_tls(ctx, &mut t);
         let http2 = t.boolean(ctx, "http2").unwrap_or(false);
         let outlier = outlier(ctx, &mut t);
-        let health = health(ctx, &mut t);
+        let health = health(ctx, &mut t, http2);
         t.finish(ctx);
         out.insert(name.to_string(), Backend { addrs, version, fault, tls, http2, outlier, health });
     }
@@ -110,14 +110,22 @@ fn outlier(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<Outlier> {
 }
 
 /// `health = { path, interval, timeout, healthy, unhealthy }`.
-fn health(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<HealthCheck> {
+fn health(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>, http2: bool) -> Option<HealthCheck> {
     let mut t = parent.table(ctx, "health")?;
     let path = t.string(ctx, "path").unwrap_or_else(|| "/healthz".into());
     if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         ctx.error(&t.key_path("path"), Some(&t.span), format!("\"{path}\" is not a path starting with /"));
     }
+    let grpc_service = t.string(ctx, "grpc_service");
+    if grpc_service.is_some() && t.get("path").is_some() {
+        ctx.error(&t.key_path("grpc_service"), Some(&t.span), "set path (HTTP check) or grpc_service (gRPC check), not both");
+    }
+    if grpc_service.is_some() && !http2 {
+        ctx.error(&t.key_path("grpc_service"), Some(&t.span), "a gRPC health check needs http2 = true on the backend");
+    }
     let mut h = HealthCheck {
         path,
+        grpc_service,
         interval: Duration::from_secs(5),
         timeout: Duration::from_secs(1),
         healthy: 2,
