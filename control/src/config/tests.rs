@@ -394,7 +394,8 @@ fn failures_replace_their_defaults_and_bad_entries_are_named() {
     assert_eq!(f.grpc_names(), crate::classify::Classifier::default().grpc_names());
     assert_eq!(parse(MINIMAL).unwrap().routes[0].failures, crate::classify::Classifier::default());
 
-    let e = errors(&format!("{MINIMAL}failures = {{ http = [\"6xx\", 700, true], grpc = [\"NOPE\", 17], code = 1 }}\n"));
+    let e =
+        errors(&format!("{MINIMAL}failures = {{ http = [\"6xx\", 700, true], grpc = [\"NOPE\", 17], code = 1 }}\n"));
     let has = |needle: &str| e.iter().any(|m| m.contains(needle));
     assert!(has("routes[0].failures.http[0]") && has("routes[0].failures.http[1]"), "{e:?}");
     assert!(has("routes[0].failures.http[2]"), "a boolean is named too: {e:?}");

@@ -399,13 +399,17 @@ async fn grpcio_client_and_server_see_through_weir_what_they_see_directly() {
     // And tonic's client against grpcio's server, through weir.
     let mut c = Caller::connect(w.weir.data_addr()).await;
     let r = c.unary(Bytes::from_static(b"mixed"), &[]).await;
-    let (_, msgs, end) = c.server_stream(Bytes::from_static(b"s"), &[("x-count", "2"), ("x-status", "14")]).await.unwrap();
+    let (_, msgs, end) =
+        c.server_stream(Bytes::from_static(b"s"), &[("x-count", "2"), ("x-status", "14")]).await.unwrap();
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(through["unary"]["code"], "OK", "{through}");
     assert_eq!(through, direct);
     let r = r.unwrap();
-    assert_eq!((r.metadata().get("x-served-by").unwrap().to_str().unwrap(), r.get_ref().as_ref()), ("grpcio", &b"mixed"[..]));
+    assert_eq!(
+        (r.metadata().get("x-served-by").unwrap().to_str().unwrap(), r.get_ref().as_ref()),
+        ("grpcio", &b"mixed"[..])
+    );
     assert_eq!((msgs.len(), end.unwrap_err().code()), (2, Code::Unavailable));
 }
 
@@ -423,7 +427,8 @@ async fn grpc_health_checks_take_a_not_serving_address_out() {
     let good = GrpcServer::start("good").await;
     let sick = GrpcServer::start("sick").await;
     sick.health.set_service_status("", ServingStatus::NotServing).await;
-    let health = "health = { grpc_service = \"\", interval = \"100ms\", timeout = \"80ms\", unhealthy = 2, healthy = 1 }";
+    let health =
+        "health = { grpc_service = \"\", interval = \"100ms\", timeout = \"80ms\", unhealthy = 2, healthy = 1 }";
     let text = grpc_config(good.addr, good.addr, "", "").replacen(
         &format!("addrs = [\"{}\"]", good.addr),
         &format!("addrs = [\"{}\", \"{}\"]\n{health}", good.addr, sick.addr),

@@ -118,7 +118,11 @@ fn health(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>, http2: bool) -> Option<
     }
     let grpc_service = t.string(ctx, "grpc_service");
     if grpc_service.is_some() && t.get("path").is_some() {
-        ctx.error(&t.key_path("grpc_service"), Some(&t.span), "set path (HTTP check) or grpc_service (gRPC check), not both");
+        ctx.error(
+            &t.key_path("grpc_service"),
+            Some(&t.span),
+            "set path (HTTP check) or grpc_service (gRPC check), not both",
+        );
     }
     if grpc_service.is_some() && !http2 {
         ctx.error(&t.key_path("grpc_service"), Some(&t.span), "a gRPC health check needs http2 = true on the backend");
