@@ -77,6 +77,25 @@ pub fn parse_grpc_status(value: &[u8]) -> u8 {
     }
 }
 
+/// A `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Which gRPC codes count as failures (a small copyable set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GrpcFailures(u32);
@@ -183,6 +202,17 @@ mod tests {
         c.add_http_range(429, 429);
         c.add_grpc(8);
         assert!(c.http_failed(429) && !c.http_failed(500) && c.grpc_failed(8) && !c.grpc_failed(14));
+    }
+
+    #[test]
+    fn grpc_timeouts() {
+        use std::time::Duration;
+        assert_eq!(parse_grpc_timeout(b"300000u"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        for bad in [&b""[..], b"m", b"123456789m", b"12x", b"-1S", b"1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

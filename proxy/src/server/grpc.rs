@@ -77,7 +77,11 @@ pub(crate) fn classify(
         Err(e) => (e.status(), Some(*e)),
     };
     let class = CodeClass::of_status(status.as_u16());
-    let by_status = Recorded { class, error: None, failed: c.http_failed(status.as_u16()), grpc: None };
+    // weir's 400 and 408 are the client's doing, whatever the classifier
+    // says of those statuses.
+    let clients = matches!(error, Some(ProxyError::BadRequest(_) | ProxyError::BodyTimeout));
+    let failed = !clients && c.http_failed(status.as_u16());
+    let by_status = Recorded { class, error: None, failed, grpc: None };
     if !is_grpc {
         return (by_status, None);
     }
@@ -140,5 +144,9 @@ mod tests {
         assert_eq!((r.class, r.failed, r.grpc), (CodeClass::ServerError, true, Some(14)));
         let (r, _) = classify(&Err(ProxyError::Injected(404)), false, &c);
         assert_eq!((r.failed, r.grpc), (false, None));
+        let mut all_4xx = Classifier::none();
+        all_4xx.add_http_range(400, 499);
+        let (r, _) = classify(&Err(ProxyError::BodyTimeout), false, &all_4xx);
+        assert!(!r.failed, "a client that stops sending is not the backend's failure");
     }
 }

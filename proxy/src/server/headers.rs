@@ -15,11 +15,13 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Upgrade field is kept and `Connection: upgrade` restored, as a tunnel
 /// needs both.
 ///
-/// A TE that accepts `trailers` is forwarded as `te: trailers`, its one
-/// value HTTP/2 allows (RFC 9113 §8.2.2): gRPC servers require it, and it
-/// tells any upstream that trailers will reach the client (weir passes
-/// them through). Its other codings are hop-by-hop and go.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// With `keep_te`, a TE that accepts `trailers` is forwarded as
+/// `te: trailers`, its one value HTTP/2 allows (RFC 9113 §8.2.2): gRPC
+/// servers require it, and it tells the upstream that trailers will reach
+/// the client (weir passes them through on HTTP/2 and TLS backends; weir's
+/// own HTTP/1.1 client drops them, so plain backends are not told). Its
+/// other codings are hop-by-hop and go.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te: bool) {
     // Most messages carry none of them: one pass over the names, no lookups.
     let hop = |k: &HeaderName| {
         k == header::CONNECTION
@@ -33,11 +35,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !upgrade && !headers.keys().any(hop) {
         return;
     }
-    let trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',').any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
-        })
-    });
+    let trailers = keep_te
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',').any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
+            })
+        });
     if headers.contains_key(header::CONNECTION) {
         // Connection may repeat; collect every named field before removing.
         let named: Vec<HeaderName> = headers
@@ -134,7 +137,7 @@ mod tests {
             ("proxy-connection", "keep-alive"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, false, true);
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
         assert_eq!(h["te"], "trailers", "the one TE value HTTP/2 allows is kept");
@@ -146,7 +149,7 @@ mod tests {
             [("gzip, trailers;q=0.5", true), ("TRAILERS", true), ("gzip", false), ("deflate, chunked", false)]
         {
             let mut h = map(&[("te", te), ("x", "1")]);
-            strip_hop_by_hop(&mut h, false);
+            strip_hop_by_hop(&mut h, false, true);
             assert_eq!(h.get("te").map(|v| v.to_str().unwrap()), kept.then_some("trailers"), "{te}");
         }
     }
@@ -155,7 +158,7 @@ mod tests {
     fn upgrade_keeps_upgrade() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade_request(&h));
-        strip_hop_by_hop(&mut h, true);
+        strip_hop_by_hop(&mut h, true, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
     }

@@ -125,14 +125,17 @@ pub(super) async fn fault(backend: &Backend) -> Result<(), ProxyError> {
 /// **body**: the request body to send upstream. RFC 9112 §7.1: a chunked
 /// body is forwarded only once its first chunk has parsed, so a malformed
 /// chunk line is a 400 and close with nothing sent upstream (a later bad
-/// chunk aborts the upstream request).
+/// chunk aborts the upstream request). A gRPC call's body is a stream of
+/// messages that may rightly pause (a watch, a chat): `timeouts.body_read`
+/// does not apply to it (its deadline is the client's `grpc-timeout`).
 pub(super) async fn body(
     snap: &Snapshot,
     parts: &http::request::Parts,
     body: Option<Incoming>,
+    is_grpc: bool,
 ) -> Result<UpstreamBody, ProxyError> {
     let mut body = match body {
-        Some(b) => UpstreamBody::incoming(b, snap.timeouts.body_read),
+        Some(b) => UpstreamBody::incoming(b, (!is_grpc).then_some(snap.timeouts.body_read)),
         None => UpstreamBody::bytes(Bytes::new()),
     };
     if parts.headers.contains_key(header::TRANSFER_ENCODING) && !http_body::Body::is_end_stream(&body) {
@@ -154,12 +157,7 @@ pub(super) fn rewrite(
     endpoint: &Endpoint,
 ) -> Result<bool, ProxyError> {
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    if target.backend.client.is_none() {
-        // A plain HTTP/1.1 backend's trailers are not passed on (weir's own
-        // client reads and drops them): it is not told they would be.
-        parts.headers.remove(header::TE);
-    }
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade, target.backend.client.is_some());
     headers::add_forwarded(&mut parts.headers, &conn.peer_ip, host.clone(), conn.tls);
     if target.synthetic {
         parts.headers.insert(SYNTHETIC.clone(), HeaderValue::from_static("1"));
@@ -240,7 +238,7 @@ pub(super) fn response(
         tokio::spawn(tunnel(downstream, upstream));
         return Ok(resp);
     }
-    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    headers::strip_hop_by_hop(resp.headers_mut(), false, false);
     Ok(resp)
 }
 

@@ -60,7 +60,7 @@ pub(crate) async fn respond(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut guard = RequestGuard::new(conn.clone());
-    let is_grpc = grpc::is_grpc(&parts.headers);
+    let is_grpc = parts.method == http::Method::POST && grpc::is_grpc(&parts.headers);
     let method = dp.access_log.is_some().then(|| (parts.method.clone(), parts.uri.clone()));
     let snap = dp.load_full();
     let mut outcome = Outcome {
@@ -72,6 +72,7 @@ pub(crate) async fn respond(
         error: None,
         pending: None,
         failures: None,
+        is_grpc,
     };
     let result = if guard.listener_in_flight >= snap.config.limits.max_requests_in_flight {
         Err(ProxyError::Overloaded)
@@ -118,9 +119,13 @@ async fn forward<'s>(
 ) -> Result<Response<FromUpstream>, ProxyError> {
     phases::check(snap, parts)?;
     let (target, host) = phases::route(&dp.synthetic_tag, snap, parts, outcome)?;
+    let is_grpc = outcome.is_grpc;
+    if is_grpc {
+        guard.expect_answer(snap.config.telemetry.record, outcome, &parts.headers);
+    }
     phases::fault(target.backend).await?;
     let endpoint = target.backend.pick().ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
-    let body = phases::body(snap, parts, body).await?;
+    let body = phases::body(snap, parts, body, is_grpc).await?;
     let upgrade = phases::rewrite(conn, &target, host, parts, &body, endpoint.endpoint())?;
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use weir_control::classify::{Classifier, GrpcFailures};
+use weir_control::classify::grpc::{DEADLINE_EXCEEDED, UNAVAILABLE};
+use weir_control::classify::{parse_grpc_timeout, Classifier, GrpcFailures};
 use weir_control::config::Timeouts;
 use weir_control::sample::{CodeClass, UpstreamErrorKind};
 use weir_control::split::Side;
@@ -131,6 +132,18 @@ pub(crate) struct RequestGuard {
     pub(crate) listener_in_flight: usize,
     endpoint: Option<EndpointGuard>,
     record: Option<Record>,
+    /// A gRPC call routed and not yet answered (see
+    /// [`RequestGuard::expect_answer`]).
+    unanswered: Option<Box<Unanswered>>,
+}
+
+/// What a gRPC call that ends before its answer is recorded with.
+#[derive(Debug)]
+struct Unanswered {
+    stats: Arc<BackendStats>,
+    codes: GrpcFailures,
+    since: std::time::Instant,
+    deadline: Option<Duration>,
 }
 
 /// What is recorded when a request completes.
@@ -148,20 +161,36 @@ pub(crate) struct Record {
 impl RequestGuard {
     pub(crate) fn new(conn: Arc<ConnCtx>) -> Self {
         let listener_in_flight = conn.request_started();
-        RequestGuard { conn, listener_in_flight, endpoint: None, record: None }
+        RequestGuard { conn, listener_in_flight, endpoint: None, record: None, unanswered: None }
     }
 
     pub(crate) fn set_record(&mut self, record: Record) {
+        self.unanswered = None;
         self.record = Some(record);
+    }
+
+    /// A gRPC call was routed: if it ends before its answer (its client
+    /// reset the stream, which drops the request's future), it is still
+    /// recorded when its `grpc-timeout` had passed, as DEADLINE_EXCEEDED
+    /// (what the client saw; a failure by default). Cancelled before its
+    /// deadline, it is the client's choice and not recorded.
+    pub(crate) fn expect_answer(&mut self, record: bool, outcome: &Outcome<'_>, headers: &http::HeaderMap) {
+        let (true, Some(stats), Some(failures)) = (record, outcome.stats, outcome.failures) else { return };
+        let deadline = headers.get("grpc-timeout").and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        if deadline.is_some() {
+            let since = std::time::Instant::now();
+            self.unanswered =
+                Some(Box::new(Unanswered { stats: stats.clone(), codes: failures.grpc, since, deadline }));
+        }
     }
 
     /// The response body failed mid-stream: the request counts as an
     /// upstream reset, whatever its status said.
     pub(crate) fn body_failed(&mut self) {
         if let Some(r) = &mut self.record {
-            r.outcome =
-                Recorded { class: CodeClass::Error, error: Some(UpstreamErrorKind::Reset), failed: true, grpc: None };
-            r.awaiting_status = None;
+            // A gRPC call cut off mid-stream reads as UNAVAILABLE.
+            let grpc = if r.awaiting_status.take().is_some() { Some(UNAVAILABLE) } else { r.outcome.grpc };
+            r.outcome = Recorded { class: CodeClass::Error, error: Some(UpstreamErrorKind::Reset), failed: true, grpc };
         }
     }
 
@@ -198,6 +227,20 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         // A gRPC response abandoned before its end: the client cancelled.
         self.grpc_status(weir_control::classify::grpc::CANCELLED);
+        if let Some(u) = self.unanswered.take() {
+            let waited = u.since.elapsed();
+            // The client's clock started before weir saw the call: a little
+            // slack so that a reset at the deadline counts as expired.
+            if u.deadline.is_some_and(|d| waited + d / 20 + Duration::from_millis(1) >= d) {
+                let outcome = Recorded {
+                    class: CodeClass::Error,
+                    error: Some(UpstreamErrorKind::Timeout),
+                    failed: u.codes.failed(DEADLINE_EXCEEDED),
+                    grpc: Some(DEADLINE_EXCEEDED),
+                };
+                u.stats.record_outcome(outcome, waited);
+            }
+        }
         if let Some(r) = self.record.take() {
             r.stats.record_outcome(r.outcome, r.latency);
         }
@@ -217,4 +260,6 @@ pub(crate) struct Outcome<'a> {
     pub(crate) pending: Option<Pending<'a>>,
     /// The route's classifier (set with `stats`).
     pub(crate) failures: Option<&'a Classifier>,
+    /// The request is a gRPC call (`content-type: application/grpc`).
+    pub(crate) is_grpc: bool,
 }

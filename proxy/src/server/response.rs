@@ -72,8 +72,9 @@ impl Body for ResponseBody {
                 match &polled {
                     Poll::Ready(Some(Err(_))) => this.guard.body_failed(),
                     Poll::Ready(Some(Ok(f))) if this.guard.awaiting_status() => {
-                        if let Some(code) = f.trailers_ref().and_then(grpc::status_in) {
-                            this.guard.grpc_status(code);
+                        // Trailers end the call: without a status, UNKNOWN.
+                        if let Some(t) = f.trailers_ref() {
+                            this.guard.grpc_status(grpc::status_in(t).unwrap_or(UNKNOWN));
                         }
                     }
                     Poll::Ready(None) if this.guard.awaiting_status() => this.guard.grpc_status(UNKNOWN),

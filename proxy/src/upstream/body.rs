@@ -64,7 +64,8 @@ pub(crate) struct TimedBody {
     /// A first piece read before forwarding (see [`UpstreamBody::incoming`]).
     first: Option<Frame<Bytes>>,
     body: Incoming,
-    timeout: Duration,
+    /// `None`: no timer (a gRPC stream may rightly stay idle).
+    timeout: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
@@ -126,7 +127,7 @@ impl UpstreamBody {
         UpstreamBody::Bytes(if b.is_empty() { None } else { Some(b) })
     }
 
-    pub(crate) fn incoming(body: Incoming, timeout: Duration) -> Self {
+    pub(crate) fn incoming(body: Incoming, timeout: Option<Duration>) -> Self {
         UpstreamBody::Incoming(TimedBody { first: None, body, timeout, timer: None, armed: false })
     }
 
@@ -158,7 +159,8 @@ impl TimedBody {
                 Poll::Ready(r.map(|r| r.map_err(|e| ClientBodyError(e).into())))
             }
             Poll::Pending => {
-                let deadline = Instant::now() + self.timeout;
+                let Some(timeout) = self.timeout else { return Poll::Pending };
+                let deadline = Instant::now() + timeout;
                 let timer = match &mut self.timer {
                     Some(t) => {
                         if !self.armed {

@@ -81,6 +81,26 @@ fn grpc_timeout(v: Option<&str>) -> Option<Duration> {
     })
 }
 
+/// Polls weir's metrics until every (backend, code) of `want` counted `n`
+/// calls of route `web` (up to 5 s).
+async fn grpc_codes_reach(w: &InProcess, want: &[(&str, &str)], n: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = parse_prometheus(&get(&client(), &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await.1);
+        let seen: Vec<f64> = want
+            .iter()
+            .map(|(b, c)| {
+                sample(&m, "weir_grpc_responses_total", &[("route", "web"), ("backend", b), ("grpc_code", c)])
+            })
+            .collect();
+        if seen.iter().all(|&x| x == n) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{want:?}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `cond` every 10 ms until it holds, up to `within`.
 async fn until(within: Duration, what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
@@ -197,32 +217,22 @@ async fn grpc_over_tls_on_both_sides() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_going_away_fails_no_call() {
+async fn an_upstream_going_away_finishes_its_calls_in_flight() {
     use std::sync::atomic::Ordering::SeqCst;
     let a = GrpcServer::start("a").await;
-    let b = GrpcServer::start("b").await;
-    let text = grpc_config(a.addr, b.addr, "", "[timeouts]\nupstream_response = \"5s\"").replacen(
-        &format!("addrs = [\"{}\"]", a.addr),
-        &format!("addrs = [\"{}\", \"{}\"]", a.addr, b.addr),
-        1,
-    );
-    let w = InProcess::start(&text).await;
+    let w = InProcess::start(&grpc_config(a.addr, a.addr, "", "[timeouts]\nupstream_response = \"5s\"")).await;
     let c = Caller::connect(w.weir.data_addr()).await;
-    let call = |delay: &'static str| {
-        let mut c = c.clone();
-        tokio::spawn(async move { c.unary(Bytes::from_static(b"x"), &[("x-delay-ms", delay)]).await.map(|_| ()) })
-    };
-    let slow: Vec<_> = (0..20).map(|_| call("400")).collect();
-    until(Duration::from_secs(5), "calls in flight on a", || a.state.in_flight.load(SeqCst) > 0).await;
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move { c.unary(Bytes::from_static(b"x"), &[("x-delay-ms", "400")]).await.map(|_| ()) })
+        })
+        .collect();
+    until(Duration::from_secs(5), "calls in flight on a", || a.state.in_flight.load(SeqCst) == 20).await;
     let a_state = a.state.clone();
-    // a sends GOAWAY and finishes what it has; new calls keep coming.
+    // a sends GOAWAY and finishes what it has.
     let stopping = tokio::spawn(a.shut_down());
-    let mut after = Vec::new();
-    for _ in 0..50 {
-        after.push(call("0"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for (i, t) in slow.into_iter().chain(after).enumerate() {
+    for (i, t) in slow.into_iter().enumerate() {
         assert_eq!(t.await.unwrap().map_err(|e| e.to_string()), Ok(()), "call {i}");
     }
     stopping.await.unwrap();
@@ -327,8 +337,8 @@ async fn a_canary_answering_not_found_is_the_callers_problem_and_promotes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weirs_own_failures_reach_grpc_clients_as_statuses() {
     let stable = GrpcServer::start("stable").await;
-    // A port with nothing listening.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Port 1: nothing listens there (and no test binds it).
+    let dead: SocketAddr = ([127, 0, 0, 1], 1).into();
     let faults =
         "[backends.faulty]\naddrs = [\"ADDR\"]\nhttp2 = true\nfault = { abort_status = 503, abort_percent = 100 }\n"
             .replace("ADDR", &stable.addr.to_string());
@@ -347,14 +357,9 @@ async fn weirs_own_failures_reach_grpc_clients_as_statuses() {
     assert_eq!((e.code(), e.message()), (Code::Unavailable, "weir: injected fault"), "{e:?}");
     // The connection serves on.
     assert!(c.unary(Bytes::new(), &[]).await.is_ok());
-    let m = parse_prometheus(&get(&client(), &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await.1);
-    let code = |backend, code| {
-        sample(&m, "weir_grpc_responses_total", &[("route", "web"), ("backend", backend), ("grpc_code", code)])
-    };
-    assert_eq!(
-        (code("canary", "UNAVAILABLE"), code("stable", "DEADLINE_EXCEEDED"), code("stable", "OK")),
-        (1.0, 1.0, 1.0)
-    );
+    // Recorded when each call's stream ends, on whichever worker: polled.
+    let want = [("canary", "UNAVAILABLE"), ("stable", "DEADLINE_EXCEEDED"), ("stable", "OK")];
+    grpc_codes_reach(&w, &want, 1.0).await;
 }
 
 /// A grpcio peer (`tests/grpcio/peer.py`: gRPC's C core, from PyPI).
@@ -381,16 +386,19 @@ async fn grpcio_calls(addr: SocketAddr) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_client_and_server_see_through_weir_what_they_see_directly() {
-    use std::io::BufRead;
+    use tokio::io::AsyncBufReadExt;
     // The issue's own reproduction: grpcio on both sides (its server
-    // refuses a call without te: trailers).
-    let mut server = grpcio(&["server", "grpcio"])
+    // refuses a call without te: trailers). Killed on drop, also on a panic.
+    let mut server = tokio::process::Command::from(grpcio(&["server", "grpcio"]))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("python3 is needed");
     let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut out = tokio::io::BufReader::new(server.stdout.take().unwrap());
+    let started = tokio::time::timeout(Duration::from_secs(30), out.read_line(&mut line)).await;
+    assert!(started.is_ok(), "the grpcio server printed no port");
     let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("grpcio server did not start: {line:?}"));
     let up: SocketAddr = ([127, 0, 0, 1], port).into();
     let w = InProcess::start(&grpc_config(up, up, "", "")).await;
@@ -401,8 +409,7 @@ async fn grpcio_client_and_server_see_through_weir_what_they_see_directly() {
     let r = c.unary(Bytes::from_static(b"mixed"), &[]).await;
     let (_, msgs, end) =
         c.server_stream(Bytes::from_static(b"s"), &[("x-count", "2"), ("x-status", "14")]).await.unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = server.kill().await;
     assert_eq!(through["unary"]["code"], "OK", "{through}");
     assert_eq!(through, direct);
     let r = r.unwrap();
@@ -428,14 +435,14 @@ async fn grpc_health_checks_take_a_not_serving_address_out() {
     let sick = GrpcServer::start("sick").await;
     sick.health.set_service_status("", ServingStatus::NotServing).await;
     let health =
-        "health = { grpc_service = \"\", interval = \"100ms\", timeout = \"80ms\", unhealthy = 2, healthy = 1 }";
+        "health = { grpc_service = \"\", interval = \"500ms\", timeout = \"500ms\", unhealthy = 2, healthy = 1 }";
     let text = grpc_config(good.addr, good.addr, "", "").replacen(
         &format!("addrs = [\"{}\"]", good.addr),
         &format!("addrs = [\"{}\", \"{}\"]\n{health}", good.addr, sick.addr),
         1,
     );
     let w = InProcess::start(&text).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !is_down(&w, sick.addr).await {
         assert!(tokio::time::Instant::now() < deadline, "the NOT_SERVING address was never marked down");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -450,7 +457,7 @@ async fn grpc_health_checks_take_a_not_serving_address_out() {
     }
     // Back to SERVING: back in.
     sick.health.set_service_status("", ServingStatus::Serving).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while is_down(&w, sick.addr).await {
         assert!(tokio::time::Instant::now() < deadline, "the address never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -477,4 +484,64 @@ async fn routes_match_grpc_services_and_methods_and_metadata_forces_the_canary()
     assert_eq!(served_by(&c.unary(Bytes::new(), &[("x-canary", "always")]).await.unwrap()), "canary");
     let (headers, _, _) = c.server_stream(Bytes::new(), &[("x-canary", "always")]).await.unwrap();
     assert_eq!(headers.get("x-served-by").unwrap(), "other", "another method of the service: the other route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_idle_past_body_read_lives_and_an_expired_call_is_recorded() {
+    let stable = GrpcServer::start("stable").await;
+    let w = InProcess::start(&grpc_config(stable.addr, stable.addr, "", "[timeouts]\nbody_read = \"200ms\"")).await;
+    let c = Caller::connect(w.weir.data_addr()).await;
+    // A bidi stream whose client pauses longer than body_read between
+    // messages (a watch, a chat): gRPC bodies are not under body_read.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let mut grpc = tonic::client::Grpc::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", w.weir.data_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    grpc.ready().await.unwrap();
+    tx.send(Bytes::from_static(b"one")).await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/weir.test.Echo/Bidi");
+    let outgoing = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut s = grpc.streaming(outgoing, path, crate::grpc::RawCodec).await.unwrap().into_inner();
+    assert_eq!(s.message().await.unwrap().unwrap(), "one");
+    tokio::time::sleep(Duration::from_millis(600)).await; // the pause under test
+    tx.send(Bytes::from_static(b"two")).await.unwrap();
+    assert_eq!(s.message().await.unwrap().unwrap(), "two");
+    drop(tx);
+    assert!(s.message().await.unwrap().is_none());
+    assert!(s.trailers().await.is_ok(), "the stream ended with OK");
+
+    // A call reset by its client at its deadline, before any answer, is
+    // recorded as DEADLINE_EXCEEDED (a failure): a canary slower than its
+    // callers' deadlines is seen failing.
+    let mut c2 = c.clone();
+    let e = c2.hang(Some(Duration::from_millis(200))).await.unwrap_err();
+    assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
+    grpc_codes_reach(&w, &[("stable", "DEADLINE_EXCEEDED"), ("stable", "OK")], 1.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_connect_failed_goes_with_its_body_to_another_address() {
+    let live = GrpcServer::start("live").await;
+    let dead: SocketAddr = ([127, 0, 0, 1], 1).into();
+    let text = grpc_config(dead, live.addr, "", "").replacen(
+        &format!("addrs = [\"{dead}\"]"),
+        &format!("addrs = [\"{dead}\", \"{}\"]\noutlier = false", live.addr),
+        1,
+    );
+    let w = InProcess::start(&text).await;
+    let mut c = Caller::connect(w.weir.data_addr()).await;
+    let body: Bytes = (0..100_000).map(|i| (i % 253) as u8).collect::<Vec<u8>>().into();
+    for _ in 0..30 {
+        assert_eq!(c.unary(body.clone(), &[]).await.unwrap().into_inner(), body, "the body arrived whole");
+    }
+    let m = parse_prometheus(&get(&client(), &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await.1);
+    let retries =
+        sample(&m, "weir_upstream_retries_total", &[("route", "web"), ("backend", "stable"), ("kind", "connect")]);
+    // Half the calls pick the dead address first (1 in 2^30 that none does).
+    assert!(retries >= 1.0, "{retries}");
+    assert_eq!(live.state.calls.load(std::sync::atomic::Ordering::SeqCst), 30, "each call reached the live one once");
 }
