@@ -22,7 +22,9 @@
 //!   turn two windows into a verdict;
 //! * [`rollout`]: the rollout state machine ([`rollout::Engine`]: stages,
 //!   bake, failures, holds, manual actions, audit events) and the format of
-//!   its persisted state ([`rollout::persisted`]).
+//!   its persisted state ([`rollout::persisted`]);
+//! * [`fleet`]: fleet mode's pure part: the replicas' reports, their exact
+//!   merge, the committed state, and what a replica serves.
 //!
 //! ```text
 //!  TOML text ──config::parse──▶ Config ──(proxy)──▶ runtime Snapshot
@@ -48,6 +50,7 @@
 pub mod classify;
 pub mod config;
 pub mod evidence;
+pub mod fleet;
 pub mod gate;
 pub mod rollout;
 pub mod sample;

@@ -121,7 +121,7 @@ impl UpstreamErrorKind {
 }
 
 /// Request counts by outcome.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// By [`CodeClass::index`].
     pub by_class: [u64; 6],
@@ -275,7 +275,7 @@ impl Latency {
 }
 
 /// Synthetic checks sent to the canary since the stage started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Checks {
     /// Got their expected status.
     pub passed: u64,
@@ -293,7 +293,7 @@ impl Checks {
 /// What weir itself sent to the canary since the stage started: synthetic
 /// checks (failed = wrong status) and shadow copies (failed = answer differed
 /// from stable's).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Probes {
     /// Synthetic checks.
     pub synthetic: Checks,
@@ -303,7 +303,7 @@ pub struct Probes {
 
 /// One second of one backend: requests and failures (5xx and upstream
 /// errors). The gates read bursts and short spans from these.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Second {
     /// The second (in the recorder's own count, only compared with others).
     pub sec: u64,

@@ -244,8 +244,15 @@ pub(crate) async fn build(
                 *state.engine() = None;
                 if let Some(new) = engine {
                     let (engine, ev) = *new;
-                    state.apply(&engine);
-                    events.push(ev);
+                    if cfg.fleet.is_some() {
+                        // Fleet mode: nothing of the canary before the
+                        // fleet's committed state says so, and the
+                        // rollout's events are the fleet's.
+                        state.serve_stable();
+                    } else {
+                        state.apply(&engine);
+                        events.push(ev);
+                    }
                     *state.engine() = Some(engine);
                 }
             }

@@ -55,6 +55,9 @@ pub enum StartError {
     /// The daemon thread (admin API, rollouts, reloads) could not start.
     #[error("cannot start the daemon thread: {0}")]
     Daemon(std::io::Error),
+    /// Fleet mode could not start (or this build has no fleet mode).
+    #[error("fleet: {0}")]
+    Fleet(String),
 }
 
 /// A running weir instance (data and admin listeners).
@@ -85,7 +88,13 @@ impl Weir {
             config::AccessLog::File(p) => config::AccessLog::File(relative(p)),
             other => other.clone(),
         };
-        let restored = state_file.as_deref().map(persist::load);
+        // In fleet mode the state lives in etcd: the file is not read.
+        let restored = state_file.as_deref().filter(|_| cfg.fleet.is_none()).map(persist::load);
+        if cfg.fleet.is_some() && !cfg!(feature = "fleet") {
+            return Err(StartError::Fleet(
+                "this weir was built without fleet mode: build with `--features fleet` (needs protoc)".into(),
+            ));
+        }
         let faults = Faults::default();
         let (snap, events) =
             snapshot::build(cfg.clone(), config_path.as_deref(), None, &telemetry, &faults, restored.as_ref()).await?;
@@ -121,7 +130,18 @@ impl Weir {
             runtime: thread.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
             synthetic_checks: Default::default(),
+            #[cfg(feature = "fleet")]
+            fleet: std::sync::OnceLock::new(),
         });
+        #[cfg(feature = "fleet")]
+        if cfg.fleet.is_some() {
+            let node = thread.handle().spawn({
+                let daemon = daemon.clone();
+                async move { crate::daemon::fleet::connect(&daemon).await }
+            });
+            let node = node.await.map_err(|e| StartError::Fleet(e.to_string()))?.map_err(StartError::Fleet)?;
+            let _ = daemon.fleet.set(node);
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));

@@ -27,6 +27,8 @@ use tokio::sync::watch;
 
 #[allow(missing_docs)]
 pub mod browser;
+#[cfg(feature = "fleet")]
+pub mod etcd;
 #[allow(missing_docs)]
 pub mod grpc;
 #[cfg(test)]
@@ -51,6 +53,8 @@ pub enum Mode {
     Status(u16),
     /// Answers 500 to `n` of every 10 requests, 200 otherwise.
     FailTenths(u64),
+    /// Answers 500 to requests that carry this header, 200 to the others.
+    FailWithHeader(&'static str),
 }
 
 /// A request as an upstream saw it.
@@ -187,6 +191,13 @@ async fn respond(name: &'static str, mode: Mode, req: Request<Incoming>) -> Resp
             let i = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut r = Response::new(full(name.to_string()));
             if i % 10 < n {
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            r
+        }
+        Mode::FailWithHeader(h) => {
+            let mut r = Response::new(full(name.to_string()));
+            if req.headers().contains_key(h) {
                 *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             }
             r
@@ -369,6 +380,9 @@ pub fn weir_bin() -> PathBuf {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.args(["build", "-q", "-p", "weir-proxy", "--bin", "weir"]).current_dir(workspace());
+            if cfg!(feature = "fleet") {
+                cmd.args(["--features", "fleet"]);
+            }
             if profile_dir.file_name().is_some_and(|p| p == "release") {
                 cmd.arg("--release");
             }

@@ -94,6 +94,8 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// Persistence of rollout state.
     pub state: State,
+    /// Fleet mode (`[fleet]`): replicas deciding as one, on etcd.
+    pub fleet: Option<Fleet>,
     /// Upstream backends by name.
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
@@ -463,6 +465,44 @@ pub struct State {
     /// Where rollout state is persisted (atomically) so that a restart
     /// resumes every rollout where it was. `None`: not persisted.
     pub file: Option<PathBuf>,
+}
+
+/// `[fleet]`: many weir replicas run one rollout, on etcd.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fleet {
+    /// etcd endpoints (`host:port`, `http://…` or `https://…`).
+    pub endpoints: Vec<String>,
+    /// The fleet's name: its keys live under `/weir/fleet/NAME/`.
+    pub name: String,
+    /// This replica's id; `None`: the host name.
+    pub replica: Option<String>,
+    /// The TTL of the replica's lease (leadership and reports).
+    pub lease_ttl: Duration,
+    /// Out of touch with etcd this long, a replica serves stable (unless
+    /// the rollout was promoted).
+    pub staleness: Duration,
+    /// Replicas whose reports must count before the leader advances.
+    pub min_reporters: usize,
+    /// How often each replica publishes its evidence.
+    pub report_interval: Duration,
+    /// Timeout of one etcd request.
+    pub timeout: Duration,
+    /// TLS towards etcd.
+    pub tls: Option<FleetTls>,
+}
+
+/// TLS towards etcd: a CA to trust (else the system's roots), a client
+/// certificate.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FleetTls {
+    /// PEM CA bundle.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate.
+    pub cert_file: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    pub key_file: Option<PathBuf>,
+    /// The name to verify on etcd's certificate (default: the endpoint's host).
+    pub domain: Option<String>,
 }
 
 #[cfg(test)]

@@ -417,3 +417,39 @@ fn a_grpc_health_check_needs_http2_and_no_path() {
     let e = errors(&grpc.replace("interval = \"1s\"", "path = \"/x\""));
     assert!(e.iter().any(|m| m.contains("not both")), "{e:?}");
 }
+
+#[test]
+fn fleet_section_defaults_and_errors() {
+    assert_eq!(parse(MINIMAL).unwrap().fleet, None);
+    let c = parse(&format!("[fleet]\nendpoints = [\"127.0.0.1:2379\", \"https://etcd-0:2379\"]\n{MINIMAL}")).unwrap();
+    let f = c.fleet.unwrap();
+    assert_eq!(f.endpoints.len(), 2);
+    assert_eq!((f.name.as_str(), f.replica.as_deref()), ("default", None));
+    assert_eq!((f.lease_ttl, f.staleness, f.min_reporters), (Duration::from_secs(5), Duration::from_secs(30), 1));
+    assert!(f.tls.is_some(), "an https endpoint means TLS");
+    let errs = errors(&format!(
+        "[fleet]\nendpoints = [\"nohost\", \"h:1/x\"]\nname = \"a b\"\nlease_ttl = \"1500ms\"\nstaleness = \"1s\"\n\
+         report_interval = \"10s\"\nmin_reporters = 0\nbogus = 1\n[fleet.tls]\ncert_file = \"c.pem\"\n{MINIMAL}"
+    ));
+    for needle in [
+        "fleet.endpoints[0]: \"nohost\" is not an etcd endpoint",
+        "fleet.endpoints[1]",
+        "fleet.name",
+        "fleet.lease_ttl: must be whole seconds",
+        "fleet.staleness: must be at least lease_ttl",
+        "fleet.report_interval: must be shorter than lease_ttl",
+        "fleet.min_reporters: 0 is out of range",
+        "fleet.bogus: unknown key",
+        "fleet.tls: cert_file and key_file go together",
+    ] {
+        assert!(errs.iter().any(|e| e.starts_with(needle)), "no {needle:?} in {errs:#?}");
+    }
+    assert!(errors("[fleet]\nname = \"x\"\n").iter().any(|e| e.starts_with("fleet.endpoints: is required")));
+    let pre_stage = format!(
+        "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\n{MINIMAL}[routes.rollout]\nstages = [{{ weight = 10 }}, {{ weight = 100 }}]\n\
+         gates = [{{ metric = \"error_rate\", max = 0.01 }}]\npre_stage = \"http://127.0.0.1:1/hook\"\n"
+    );
+    assert!(errors(&pre_stage)
+        .iter()
+        .any(|e| e.starts_with("routes[0].rollout.pre_stage: is not supported in fleet mode")));
+}

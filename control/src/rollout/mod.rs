@@ -150,6 +150,20 @@ pub struct Event {
     pub canary_version: Option<String>,
     /// Hash of the config that was in force.
     pub config_hash: String,
+    /// In fleet mode: the leader's term and the etcd revision that
+    /// committed the decision (the same pair twice is the same event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStamp>,
+}
+
+/// Where a fleet decision was committed: the leader's term (its leader
+/// key's create revision) and the revision of the commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStamp {
+    /// The deciding leader's term (0: a manual action by any replica).
+    pub term: i64,
+    /// The etcd revision of the commit.
+    pub revision: i64,
 }
 
 /// Identity of a rollout, stamped on its events.
@@ -686,6 +700,35 @@ impl Engine {
 
     fn transition(&mut self, now_ms: u64, to: Phase, kind: EventKind, actor: Actor, cause: String) -> Event {
         let from = self.state.phase;
+        self.roll_evidence(from, to);
+        self.state.phase = to;
+        self.state.since_ms = now_ms;
+        self.state.consecutive_failures = 0;
+        let mut ev = self.event(now_ms, kind, actor, to, cause);
+        ev.from = from;
+        self.check_invariants();
+        ev
+    }
+
+    /// Takes a state decided elsewhere (fleet mode: the state the leader,
+    /// or a manual action on any replica, committed): the evidence is kept
+    /// or dropped as the same transition here would have. `false`, and
+    /// nothing changed, if the state does not fit the plan.
+    pub fn adopt(&mut self, state: State) -> bool {
+        if state.stage >= self.plan.stages.len() {
+            return false;
+        }
+        let moved =
+            (state.phase, state.stage, state.since_ms) != (self.state.phase, self.state.stage, self.state.since_ms);
+        if moved {
+            self.roll_evidence(self.state.phase, state.phase);
+        }
+        self.state = state;
+        true
+    }
+
+    /// The evidence bookkeeping of a transition from `from` to `to`.
+    fn roll_evidence(&mut self, from: Phase, to: Phase) {
         if matches!(to, Phase::RolledBack | Phase::Aborted) || matches!(from, Phase::RolledBack | Phase::Aborted) {
             // A new attempt gathers its own evidence, against stable as it
             // is when it starts.
@@ -699,13 +742,6 @@ impl Engine {
         }
         self.stage.iter_mut().for_each(|c| *c = Carry::default());
         self.stable_degraded = false;
-        self.state.phase = to;
-        self.state.since_ms = now_ms;
-        self.state.consecutive_failures = 0;
-        let mut ev = self.event(now_ms, kind, actor, to, cause);
-        ev.from = from;
-        self.check_invariants();
-        ev
     }
 
     fn event(&self, now_ms: u64, kind: EventKind, actor: Actor, to: Phase, cause: String) -> Event {
@@ -723,6 +759,7 @@ impl Engine {
             stable_version: self.ctx.stable_version.clone(),
             canary_version: self.ctx.canary_version.clone(),
             config_hash: self.ctx.config_hash.clone(),
+            fleet: None,
         }
     }
 

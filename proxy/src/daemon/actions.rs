@@ -1,7 +1,7 @@
 //! Manual actions on a rollout (admin API, `weir ctl`, [`crate::Weir::act`]):
 //! recorded with actor `manual`, persisted at once.
 
-use weir_control::rollout::Event;
+use weir_control::rollout::{Engine, Event};
 
 use super::context::Daemon;
 use super::events::emit;
@@ -35,6 +35,23 @@ pub enum ActionFailed {
     /// Not allowed in the current state.
     #[error(transparent)]
     State(#[from] weir_control::rollout::ActionError),
+    /// Fleet mode: the fleet's state could not be read or written.
+    #[error("fleet: {0}")]
+    Fleet(String),
+}
+
+/// Runs `action` on `engine` (stamped with the wall-clock time).
+pub(crate) fn run(engine: &mut Engine, action: ManualAction) -> Result<Event, ActionFailed> {
+    let now = engine_ms();
+    let mut ev = match action {
+        ManualAction::Pause => engine.pause(now),
+        ManualAction::Resume => engine.resume(now),
+        ManualAction::Promote => engine.promote(now, false),
+        ManualAction::PromoteFull => engine.promote(now, true),
+        ManualAction::Abort => engine.abort(now),
+    }?;
+    super::events::stamp(&mut ev);
+    Ok(ev)
 }
 
 /// Runs `action` on the rollout of `route_name`.
@@ -49,16 +66,7 @@ pub(crate) fn act(daemon: &Daemon, route_name: &str, action: ManualAction) -> Re
     let ev = {
         let mut slot = route.state.engine();
         let engine = slot.as_mut().ok_or_else(|| ActionFailed::NoRollout(route_name.to_string()))?;
-        let now = engine_ms();
-        let ev = match action {
-            ManualAction::Pause => engine.pause(now),
-            ManualAction::Resume => engine.resume(now),
-            ManualAction::Promote => engine.promote(now, false),
-            ManualAction::PromoteFull => engine.promote(now, true),
-            ManualAction::Abort => engine.abort(now),
-        }?;
-        let mut ev = ev;
-        super::events::stamp(&mut ev);
+        let ev = run(engine, action)?;
         // The next stage's data start now, not at the driver's next tick.
         super::driver::publish(daemon, route, engine, snap.config.telemetry.keep_secs(), false);
         ev

@@ -33,4 +33,7 @@ pub(crate) struct Daemon {
     pub(crate) admin_token: ArcSwapOption<String>,
     /// Synthetic check counters per route.
     pub(crate) synthetic_checks: SyntheticChecks,
+    /// Fleet mode: this replica in the fleet (set once at start).
+    #[cfg(feature = "fleet")]
+    pub(crate) fleet: std::sync::OnceLock<std::sync::Arc<super::fleet::Node>>,
 }

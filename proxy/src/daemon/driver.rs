@@ -27,7 +27,7 @@ use super::events::emit;
 use super::persist::persist;
 use crate::clock::{engine_ms, Periodic};
 use crate::route::{Route, RouteState};
-use crate::telemetry::{follow, tick_windows};
+use crate::telemetry::{follow, tick_windows, TickWindows};
 
 /// Runs until shutdown.
 pub(crate) async fn drive(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) {
@@ -62,7 +62,24 @@ pub(crate) async fn drive(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) 
 /// metrics (`evaluated`: with this tick's verdicts). Called with the
 /// engine's lock held, by the driver, the approval task and manual actions.
 pub(super) fn publish(daemon: &Daemon, route: &Route, engine: &Engine, keep_secs: u64, evaluated: bool) {
-    route.apply(engine);
+    publish_as(daemon, route, engine, keep_secs, evaluated, false);
+}
+
+/// [`publish`], serving stable only with `stable_only` (fleet mode: this
+/// replica may not serve the engine's weight).
+pub(super) fn publish_as(
+    daemon: &Daemon,
+    route: &Route,
+    engine: &Engine,
+    keep_secs: u64,
+    evaluated: bool,
+    stable_only: bool,
+) {
+    if stable_only {
+        route.serve_stable();
+    } else {
+        route.apply(engine);
+    }
     let (canary, stable) = route.both_stats();
     follow(&mut route.state.marks(), engine, canary, stable, daemon.dp.telemetry.now_sec(), keep_secs);
     daemon.dp.telemetry.rollout_tick(&route.name, engine, evaluated);
@@ -99,6 +116,26 @@ fn approved(daemon: &Arc<Daemon>, name: &str, asked: u64, ok: bool, detail: Stri
     }
 }
 
+/// What this process saw of `route` for `engine`'s next tick: the windows
+/// since its last transition (cut first if it moved) and the stage's probes.
+/// Called with the engine's lock held.
+pub(super) fn local_windows(
+    daemon: &Daemon,
+    route: &Route,
+    engine: &Engine,
+    sec: u64,
+    keep: u64,
+) -> (TickWindows, Probes) {
+    let (canary, stable) = route.both_stats();
+    let w = tick_windows(&mut route.state.marks(), engine, canary, stable, sec, keep);
+    let epoch = engine.state().since_ms;
+    let probes = Probes {
+        synthetic: daemon.synthetic_checks.checks(&route.name, epoch),
+        shadow: daemon.dp.shadows.checks(&route.name, epoch),
+    };
+    (w, probes)
+}
+
 /// One evaluation of one route; returns whether the state changed.
 fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &TelemetryConfig) -> bool {
     let keep = telemetry.keep_secs();
@@ -106,15 +143,9 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
     let (tick, before, before_start, plan_hook) = {
         let mut slot = route.state.engine();
         let Some(engine) = slot.as_mut() else { return false };
-        let (canary, stable) = route.both_stats();
-        let w = tick_windows(&mut route.state.marks(), engine, canary, stable, sec, keep);
+        let (w, probes) = local_windows(daemon, route, engine, sec, keep);
         let before = engine.state().clone();
         let before_start = engine.window_start_ms();
-        let epoch = engine.state().since_ms;
-        let probes = Probes {
-            synthetic: daemon.synthetic_checks.checks(&route.name, epoch),
-            shadow: daemon.dp.shadows.checks(&route.name, epoch),
-        };
         let seen = Observed { canary: &w.canary, stable: &w.stable, stable_history: &w.stable_history, probes };
         let tick = engine.tick_with(now, &seen);
         publish(daemon, route, engine, keep, true);

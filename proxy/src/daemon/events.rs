@@ -8,17 +8,38 @@ use crate::route::Route;
 
 /// Records events: metrics, the notify webhook, and the audit trail.
 pub(crate) fn emit(daemon: &Daemon, route: &Route, events: Vec<Event>) {
+    let events: Vec<Event> = events
+        .into_iter()
+        .map(|mut ev| {
+            stamp(&mut ev);
+            ev
+        })
+        .collect();
+    notify(daemon, route, &events);
+    record(daemon, events);
+}
+
+/// Records events decided and stamped already: metrics and the audit
+/// trail (fleet mode: every replica records each commit's events).
+pub(crate) fn record(daemon: &Daemon, events: Vec<Event>) {
+    for ev in events {
+        daemon.dp.telemetry.rollout_event(&ev);
+        daemon.audit.record(ev);
+    }
+}
+
+/// Sends events to the route's `notify` webhook, from the daemon thread
+/// (fleet mode: only the replica that committed them).
+pub(crate) fn notify(daemon: &Daemon, route: &Route, events: &[Event]) {
     if events.is_empty() {
         return;
     }
     let notify =
         route.state.engine().as_ref().and_then(|e| e.plan().notify.clone().map(|u| (u, e.plan().webhook_timeout)));
-    for mut ev in events {
-        stamp(&mut ev);
-        daemon.dp.telemetry.rollout_event(&ev);
+    for ev in events {
         if let Some((url, timeout)) = &notify {
             if ev.kind != EventKind::Evaluated {
-                if let Ok(body) = serde_json::to_vec(&ev) {
+                if let Ok(body) = serde_json::to_vec(ev) {
                     let (client, url, timeout) = (daemon.webhooks.clone(), url.clone(), *timeout);
                     daemon.runtime.spawn(async move {
                         if let Err(e) = super::webhook::post(&client, &url, body, timeout).await {
@@ -28,7 +49,6 @@ pub(crate) fn emit(daemon: &Daemon, route: &Route, events: Vec<Event>) {
                 }
             }
         }
-        daemon.audit.record(ev);
     }
 }
 

@@ -15,6 +15,7 @@
 //! | `reload.rs`, `watch.rs` | config reload, and the file watcher |
 //! | `synthetic.rs`, `checks.rs` | the synthetic request generator, its checks' counters |
 //! | `admin/` | the admin listener: health, metrics, JSON API, dashboard |
+//! | `fleet/` | fleet mode (feature `fleet`): many replicas, one rollout, on etcd |
 //!
 //! May import: `dataplane`, `snapshot`, `route`, `upstream` (fault slots,
 //! endpoints), `server::{listener, synthetic}`, `telemetry`, `tls`,
@@ -27,6 +28,8 @@ mod checks;
 mod context;
 mod driver;
 pub(crate) mod events;
+#[cfg(feature = "fleet")]
+pub(crate) mod fleet;
 pub(crate) mod persist;
 pub mod reload;
 mod synthetic;
@@ -58,6 +61,14 @@ pub(crate) fn start(
 ) {
     thread.spawn(admin::serve(daemon.clone(), admin, shutdown.clone(), tracker));
     thread.spawn(ticker::run(daemon.dp.clone(), shutdown.clone()));
+    #[cfg(feature = "fleet")]
+    if let Some(node) = daemon.fleet.get() {
+        // The fleet's leader decides; this replica serves what it commits.
+        fleet::start(daemon, node, thread, shutdown.clone());
+    } else {
+        thread.spawn(driver::drive(daemon.clone(), shutdown.clone()));
+    }
+    #[cfg(not(feature = "fleet"))]
     thread.spawn(driver::drive(daemon.clone(), shutdown.clone()));
     thread.spawn(synthetic::run(daemon.clone(), data_addr, shutdown.clone()));
     if let Some(path) = daemon.config_path.clone() {

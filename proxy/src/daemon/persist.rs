@@ -48,13 +48,16 @@ fn save(path: &Path, file: &StateFile) -> std::io::Result<()> {
 /// a reload), when weir has a state file.
 pub(crate) fn persist(daemon: &Daemon) {
     let Some(path) = daemon.state_file.as_ref() else { return };
+    let snap = daemon.dp.load();
+    if snap.config.fleet.is_some() {
+        return; // in fleet mode the state lives in etcd
+    }
     // One writer at a time (the engine's clock and a manual action or an
     // embedder's call may persist at once): two writers of the one temp
     // file would interleave their bytes. Held while the states are read, so
     // the last file written has the latest states.
     static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
-    let snap = daemon.dp.load();
     let mut file = StateFile::default();
     for r in snap.routes.routes() {
         if let Some(e) = r.state.engine().as_ref() {

@@ -79,6 +79,13 @@ impl RouteState {
         self.set_weight(engine.weight());
     }
 
+    /// Serves stable only, whatever the engine says (fleet mode: a replica
+    /// whose config does not fit the fleet's rollout, or out of touch).
+    pub(crate) fn serve_stable(&self) {
+        self.cohort_active.store(false, Ordering::Relaxed);
+        self.set_weight(Weight::ZERO);
+    }
+
     /// Locks the engine slot (a poisoned lock still holds a valid engine).
     pub(crate) fn engine(&self) -> std::sync::MutexGuard<'_, Option<Engine>> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
@@ -239,6 +246,12 @@ impl Route {
     /// rollout's state gauges, not up to a second after them.
     pub(crate) fn apply(&self, engine: &Engine) {
         self.state.apply(engine);
+        self.publish_weight();
+    }
+
+    /// [`RouteState::serve_stable`], and the gauge with it.
+    pub(crate) fn serve_stable(&self) {
+        self.state.serve_stable();
         self.publish_weight();
     }
 

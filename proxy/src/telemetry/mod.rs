@@ -81,6 +81,18 @@ impl GrpcHandles {
     }
 }
 
+/// Fleet mode's metrics (see `names::FLEET_*`).
+#[cfg(feature = "fleet")]
+pub(crate) struct FleetMetrics {
+    pub(crate) leader: Gauge,
+    pub(crate) term: Gauge,
+    pub(crate) applied_revision: Gauge,
+    pub(crate) members: Gauge,
+    pub(crate) out_of_touch: Gauge,
+    pub(crate) overrides: Gauge,
+    pub(crate) apply_lag: metrics::Histogram,
+}
+
 /// The registry of one running weir: Prometheus handles and per
 /// (route, backend) stats.
 pub struct Telemetry {
@@ -115,7 +127,9 @@ impl Telemetry {
         let builder = PrometheusBuilder::new();
         let builder = match builder
             .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".to_string()), names::DURATION_BUCKETS)
-        {
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(names::FLEET_APPLY_LAG.to_string()), names::DURATION_BUCKETS)
+            }) {
             Ok(b) => b,
             // Only fails for an empty bucket list, which the constant is not.
             Err(_) => PrometheusBuilder::new(),
@@ -302,6 +316,20 @@ impl Telemetry {
         }
     }
 
+    /// Fleet mode's metric handles.
+    #[cfg(feature = "fleet")]
+    pub(crate) fn fleet(&self) -> FleetMetrics {
+        FleetMetrics {
+            leader: self.gauge(names::FLEET_LEADER, &[]),
+            term: self.gauge(names::FLEET_TERM, &[]),
+            applied_revision: self.gauge(names::FLEET_APPLIED_REVISION, &[]),
+            members: self.gauge(names::FLEET_MEMBERS, &[]),
+            out_of_touch: self.gauge(names::FLEET_OUT_OF_TOUCH, &[]),
+            overrides: self.gauge(names::FLEET_OVERRIDES, &[]),
+            apply_lag: self.recorder.register_histogram(&Key::from_name(names::FLEET_APPLY_LAG), &METADATA),
+        }
+    }
+
     /// Counts rollbacks.
     pub(crate) fn rollout_event(&self, ev: &Event) {
         if matches!(ev.kind, EventKind::RolledBack | EventKind::Aborted) {
@@ -357,6 +385,21 @@ fn describe(r: &PrometheusRecorder) {
     d(names::GRPC_RESPONSES_TOTAL, None, "gRPC calls by grpc-status (from trailers, or a trailers-only response).");
     d(names::UPSTREAM_RETRIES_TOTAL, None, "Requests sent again after a failed attempt, by the kind of that failure.");
     d(names::CONFIG_RELOADS_TOTAL, None, "Config reloads by result.");
+    for (name, help) in [
+        (names::FLEET_LEADER, "Fleet mode: 1 while this replica is the fleet's leader."),
+        (names::FLEET_TERM, "Fleet mode: the term of the leader this replica knows."),
+        (names::FLEET_APPLIED_REVISION, "Fleet mode: etcd revision of the committed state this replica serves."),
+        (names::FLEET_MEMBERS, "Fleet mode: replicas reporting to the fleet."),
+        (names::FLEET_OUT_OF_TOUCH, "Fleet mode: seconds since this replica last heard from etcd."),
+        (names::FLEET_OVERRIDES, "Fleet mode: routes this replica serves stable on its own."),
+    ] {
+        r.describe_gauge(name.into(), None, SharedString::const_str(help));
+    }
+    r.describe_histogram(
+        names::FLEET_APPLY_LAG.into(),
+        Some(Unit::Seconds),
+        SharedString::const_str("Fleet mode: from a commit to this replica serving it."),
+    );
     d(names::SHADOW_REQUESTS_TOTAL, None, "Shadow copies sent to the canary, by route, backend and code class.");
     d(names::SHADOW_ERRORS_TOTAL, None, "Shadow copies that got no usable upstream response, by kind.");
     d(names::SHADOW_DROPPED_TOTAL, None, "Shadow copies not sent because too many were in flight.");

@@ -47,6 +47,21 @@ pub(crate) const GATE_THRESHOLD: &str = "weir_gate_threshold";
 /// Latest always-valid p-value of a statistical gate (gauge).
 pub(crate) const GATE_P_VALUE: &str = "weir_gate_p_value";
 
+/// Fleet mode: 1 while this replica is the fleet's leader (gauge).
+pub(crate) const FLEET_LEADER: &str = "weir_fleet_leader";
+/// Fleet mode: the current leader's term (gauge).
+pub(crate) const FLEET_TERM: &str = "weir_fleet_term";
+/// Fleet mode: the etcd revision of the committed state this replica serves (gauge).
+pub(crate) const FLEET_APPLIED_REVISION: &str = "weir_fleet_applied_revision";
+/// Fleet mode: replicas reporting (gauge).
+pub(crate) const FLEET_MEMBERS: &str = "weir_fleet_members";
+/// Fleet mode: seconds since this replica last heard from etcd (gauge).
+pub(crate) const FLEET_OUT_OF_TOUCH: &str = "weir_fleet_out_of_touch_seconds";
+/// Fleet mode: routes this replica serves stable on its own (gauge).
+pub(crate) const FLEET_OVERRIDES: &str = "weir_fleet_overrides";
+/// Fleet mode: from a commit to this replica serving it, seconds (histogram).
+pub(crate) const FLEET_APPLY_LAG: &str = "weir_fleet_apply_lag_seconds";
+
 /// Label names.
 pub(crate) mod label {
     pub(crate) const ROUTE: &str = "route";

@@ -5,6 +5,8 @@ mod examples;
 mod failures;
 mod faults;
 mod fds;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod grpc;
 mod hardening;
 mod protocols;

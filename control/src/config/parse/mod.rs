@@ -9,6 +9,7 @@
 //! circle.
 
 mod backends;
+mod fleet;
 mod listen;
 mod rollout;
 mod routes;
@@ -53,12 +54,16 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
         }
         None => State { file: None },
     };
+    let fleet = fleet::fleet(&mut ctx, &mut top);
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
     stage_windows(&mut ctx, &mut telemetry, window_given, &routes);
     probe_gates(&mut ctx, &routes);
+    if fleet.is_some() {
+        fleet::rollouts(&mut ctx, &routes);
+    }
     top.finish(&mut ctx);
-    ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, state, backends, routes }))
+    ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, state, fleet, backends, routes }))
 }
 
 /// Names that end up in metric labels and URLs: keep them boring.

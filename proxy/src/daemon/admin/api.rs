@@ -72,7 +72,7 @@ pub(super) fn routes(daemon: &Daemon, window: Option<String>) -> serde_json::Val
 }
 
 /// Runs a manual action and answers with its audit event.
-pub(super) fn act(daemon: &Daemon, route: &str, action: &str, full: bool) -> Response<Full<Bytes>> {
+pub(super) async fn act(daemon: &Arc<Daemon>, route: &str, action: &str, full: bool) -> Response<Full<Bytes>> {
     let action = match (action, full) {
         ("pause", _) => ManualAction::Pause,
         ("resume", _) => ManualAction::Resume,
@@ -81,13 +81,33 @@ pub(super) fn act(daemon: &Daemon, route: &str, action: &str, full: bool) -> Res
         ("abort", _) => ManualAction::Abort,
         _ => return json_error(StatusCode::NOT_FOUND, "unknown action (pause, resume, promote, abort)"),
     };
-    match actions::act(daemon, route, action) {
+    #[cfg(feature = "fleet")]
+    let done = match daemon.fleet.get() {
+        // Fleet mode: the action is a fenced commit for the whole fleet.
+        Some(node) => crate::daemon::fleet::act(daemon, node, route, action).await,
+        None => actions::act(daemon, route, action),
+    };
+    #[cfg(not(feature = "fleet"))]
+    let done = actions::act(daemon, route, action);
+    match done {
         Ok(ev) => json(StatusCode::OK, &serde_json::json!({ "event": ev })),
         Err(e @ ActionFailed::NoRoute(_)) => json_error(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ (ActionFailed::NoRollout(_) | ActionFailed::State(_))) => {
             json_error(StatusCode::CONFLICT, &e.to_string())
         }
+        Err(e @ ActionFailed::Fleet(_)) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// `GET /api/v1/fleet`: this replica's view of the fleet (404 without
+/// fleet mode).
+pub(super) fn fleet(daemon: &Daemon) -> Response<Full<Bytes>> {
+    #[cfg(feature = "fleet")]
+    if let Some(node) = daemon.fleet.get() {
+        return json(StatusCode::OK, &crate::daemon::fleet::view(node));
+    }
+    let _ = daemon;
+    json_error(StatusCode::NOT_FOUND, "fleet mode is off (no [fleet] section)")
 }
 
 /// Every backend with its addresses, version and active fault.

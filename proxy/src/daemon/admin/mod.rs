@@ -114,6 +114,7 @@ async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -
             json(StatusCode::OK, &serde_json::json!({ "events": daemon.audit.events(route.as_deref()) }))
         }
         (&Method::GET, "/api/v1/backends") => json(StatusCode::OK, &api::backends(&daemon.dp)),
+        (&Method::GET, "/api/v1/fleet") => api::fleet(daemon),
         (method, p) if p.starts_with("/api/v1/backends/") && p.ends_with("/fault") => {
             let name = &p["/api/v1/backends/".len()..p.len() - "/fault".len()];
             if method != Method::POST && method != Method::DELETE {
@@ -147,7 +148,7 @@ async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -
                 return unauthorized(peer, &path, why);
             }
             let full = query(&req, "full").is_some_and(|v| v == "true" || v == "1");
-            api::act(daemon, name, action, full)
+            api::act(daemon, name, action, full).await
         }
         _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }

@@ -1,0 +1,70 @@
+//! Manual actions in fleet mode, from any replica: read the committed
+//! state, run the action on it, and commit it on the revision it was read
+//! at (a fenced write: a leader's decision on the old revision then fails,
+//! and it decides again on the action's result). A few tries when the
+//! leader commits in between.
+
+use std::sync::Arc;
+
+use weir_control::fleet::Committed;
+use weir_control::rollout::{Event, Persisted};
+
+use super::super::actions::{run, ActionFailed, ManualAction};
+use super::super::context::Daemon;
+use super::super::events::notify;
+use super::apply::take;
+use super::node::Node;
+
+/// Runs `action` on the fleet's rollout of `route_name`.
+pub(crate) async fn act(
+    daemon: &Arc<Daemon>,
+    node: &Node,
+    route_name: &str,
+    action: ManualAction,
+) -> Result<Event, ActionFailed> {
+    for _ in 0..5 {
+        let (doc, rev) = node.store.state().await.map_err(|e| ActionFailed::Fleet(e.to_string()))?;
+        node.heard();
+        let doc = doc.unwrap_or_default();
+        let snap = daemon.dp.load_full();
+        let route = snap
+            .routes
+            .routes()
+            .iter()
+            .find(|r| &*r.name == route_name)
+            .ok_or_else(|| ActionFailed::NoRoute(route_name.to_string()))?;
+        let (next, ev) = {
+            let slot = route.state.engine();
+            let engine = slot.as_ref().ok_or_else(|| ActionFailed::NoRollout(route_name.to_string()))?;
+            let p = doc.routes.get(route_name).filter(|p| p.fits(engine.plan(), engine.context())).ok_or_else(|| {
+                ActionFailed::Fleet(format!(
+                    "this replica's rollout of \"{route_name}\" is not the one the fleet runs (none committed yet, or another config)"
+                ))
+            })?;
+            let mut next = engine.clone();
+            next.adopt(p.state.clone());
+            let ev = run(&mut next, action)?;
+            (next, ev)
+        };
+        let mut new = Committed {
+            term: 0,
+            by: node.id.clone(),
+            at_ms: crate::clock::now_ms(),
+            routes: doc.routes,
+            events: vec![ev.clone()],
+        };
+        new.routes.insert(route_name.to_string(), Persisted::of(&next));
+        match node.store.commit(None, rev, &new).await.map_err(|e| ActionFailed::Fleet(e.to_string()))? {
+            Ok(revision) => {
+                let events = new.events.clone();
+                take(daemon, node, new, revision);
+                notify(daemon, route, &events);
+                let mut ev = ev;
+                ev.fleet = Some(weir_control::rollout::FleetStamp { term: 0, revision });
+                return Ok(ev);
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(ActionFailed::Fleet("the committed state kept changing: try again".into()))
+}

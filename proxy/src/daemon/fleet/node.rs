@@ -1,0 +1,108 @@
+//! [`Node`]: this replica's place in the fleet, shared by the fleet's tasks
+//! (session, watch, reports, leader) and the admin API. Its lock is held
+//! for a few field reads or writes, never across an await.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use weir_control::config::Fleet as FleetConfig;
+use weir_control::fleet::{Committed, MemberReport};
+
+use super::store::Store;
+use crate::telemetry::FleetMetrics;
+
+/// What the fleet's tasks know, under [`Node::lock`].
+#[derive(Default)]
+pub(crate) struct Known {
+    /// The committed state this replica serves, and its revision.
+    pub(crate) committed: Option<(Committed, i64)>,
+    /// This replica's lease, while it has one.
+    pub(crate) lease: Option<i64>,
+    /// This replica's term while it leads.
+    pub(crate) term: Option<i64>,
+    /// The leader as last seen: id and term.
+    pub(crate) leader: Option<(String, i64)>,
+    /// When etcd last answered.
+    pub(crate) contact: Option<Instant>,
+    /// The members' latest reports (the leader reads them every tick,
+    /// every replica every few seconds for the admin API).
+    pub(crate) members: Vec<MemberReport>,
+    /// Routes this replica serves stable on its own, and why.
+    pub(crate) overrides: BTreeMap<String, String>,
+}
+
+/// This replica in the fleet.
+pub(crate) struct Node {
+    pub(crate) cfg: FleetConfig,
+    /// This replica's id (`fleet.replica`, else the host name).
+    pub(crate) id: String,
+    pub(crate) store: Store,
+    pub(crate) metrics: FleetMetrics,
+    /// When this replica started (out of touch since then until etcd first
+    /// answers).
+    pub(crate) started: Instant,
+    #[allow(clippy::disallowed_types)] // short holds, never across an await, off the request path
+    known: std::sync::Mutex<Known>,
+}
+
+impl Node {
+    pub(crate) fn new(cfg: FleetConfig, id: String, store: Store, metrics: FleetMetrics) -> Node {
+        Node { cfg, id, store, metrics, started: Instant::now(), known: Default::default() }
+    }
+
+    /// Locks what the tasks know.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// etcd answered: this replica is in touch.
+    pub(crate) fn heard(&self) {
+        self.lock().contact = Some(Instant::now());
+    }
+
+    /// How long since etcd last answered.
+    pub(crate) fn out_of_touch(&self) -> Duration {
+        self.lock().contact.unwrap_or(self.started).elapsed()
+    }
+
+    /// This replica's term, while it leads.
+    pub(crate) fn term(&self) -> Option<i64> {
+        self.lock().term
+    }
+
+    /// The committed state's revision this replica serves (0: none).
+    pub(crate) fn applied_revision(&self) -> i64 {
+        self.lock().committed.as_ref().map_or(0, |(_, rev)| *rev)
+    }
+
+    /// Stops leading (lease lost, or a commit found another leader).
+    pub(crate) fn step_down(&self, why: &str) {
+        let was = self.lock().term.take();
+        if let Some(term) = was {
+            tracing::warn!(term, "fleet: no longer the leader ({why})");
+            self.metrics.leader.set(0.0);
+        }
+    }
+}
+
+/// This replica's id: `fleet.replica`, else the host name.
+pub(crate) fn replica_id(cfg: &FleetConfig) -> String {
+    if let Some(id) = &cfg.replica {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let clean: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "weir".into()
+    } else {
+        clean
+    }
+}
