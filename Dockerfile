@@ -10,6 +10,11 @@
 # port; the image has no shell tools, so probe from the orchestrator.
 
 FROM rust:1.95-slim-bookworm AS chef
+# protoc: fleet mode's etcd client compiles etcd's protos.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends protobuf-compiler \
+    && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version 0.1.73
 WORKDIR /src
 
@@ -20,7 +25,7 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only: this layer is reused until Cargo.toml/Cargo.lock change.
-RUN cargo chef cook --release --locked --recipe-path recipe.json -p weir-proxy
+RUN cargo chef cook --release --locked --recipe-path recipe.json -p weir-proxy --features fleet
 COPY . .
 # The same script CI runs outside Docker.
 RUN ./scripts/build-release.sh

@@ -111,6 +111,24 @@ impl Fleet {
         }
     }
 
+    /// Waits until every live replica serves the same committed revision
+    /// and the same weight; returns them.
+    async fn agree(&self, timeout: Duration) -> (i64, f64) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for i in self.live() {
+                let rev = self.view(i).await["applied_revision"].as_i64().unwrap();
+                seen.push((rev, route(self.replica(i)).await.1));
+            }
+            if seen.iter().all(|s| *s == seen[0]) {
+                return seen[0];
+            }
+            assert!(Instant::now() < deadline, "replicas disagree after {timeout:?}: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends `n` requests to replica `i`, with `headers`.
     async fn send(&self, i: usize, n: usize, headers: &[(&str, &str)]) {
         let c = client();
@@ -234,4 +252,249 @@ async fn the_fleet_pools_its_evidence_and_every_replica_serves_each_commit() {
         assert_eq!(sample(&m, "weir_fleet_leader", &[]), if i == leader { 1.0 } else { 0.0 });
         assert_eq!(sample(&m, "weir_fleet_members", &[]), 3.0);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_only_on_one_replicas_slice_is_rolled_back_on_all() {
+    // The canary fails the requests that carry x-fail: only replica 2's
+    // clients send it. Replica 2 alone is a third of the evidence.
+    let mut f = Fleet::start("slice", Mode::FailWithHeader("x-fail")).await;
+    for i in 0..3 {
+        f.spawn(i, ROLLOUT, &[0, 1, 2]);
+    }
+    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    for i in 0..2 {
+        f.send(i, 40, &[]).await;
+    }
+    f.send(2, 40, &[("x-fail", "1")]).await;
+    f.all_at("rolled_back", 0.0, Duration::from_secs(15)).await;
+    let (_, text) = get(&client(), &format!("http://{}/metrics", f.replica(0).admin_addr), &[]).await;
+    let m = parse_prometheus(&text);
+    assert_eq!(
+        crate::sample_sum(&m, "weir_requests_total", &[("backend", "canary"), ("code_class", "5xx")]),
+        0.0,
+        "replica 0 saw no failure itself: the fleet's evidence rolled it back"
+    );
+    let trail = audit(f.replica(0)).await;
+    assert!(trail.iter().any(|(k, rev)| k == "rolled_back" && *rev > 0), "{trail:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_within_the_ttl_and_the_stage_goes_on_with_its_evidence() {
+    let mut f = Fleet::start("failover", Mode::Named).await;
+    for i in 0..3 {
+        f.spawn(i, ROLLOUT, &[0, 1, 2]);
+    }
+    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let old = f.leader(Duration::from_secs(5)).await;
+    let old_term = f.view(old).await["leader"]["term"].as_i64().unwrap();
+    // 10 canary requests on each replica: half of the stage's 60.
+    for i in 0..3 {
+        f.send(i, 20, &[]).await;
+    }
+    // Every request folded into the slots (once a second) and reported
+    // (every 200 ms), then the leader dies.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = Instant::now();
+    f.replica(old).signal("KILL").unwrap();
+    f.replicas[old] = None;
+    let new = f.leader(Duration::from_secs(10)).await;
+    let failover = killed.elapsed();
+    let view = f.view(new).await;
+    let new_term = view["leader"]["term"].as_i64().unwrap();
+    eprintln!("failover: replica r{new} leads (term {new_term}) {failover:?} after r{old} was killed");
+    assert_ne!(new, old);
+    assert!(new_term > old_term);
+    // TTL 2 s + 1 s, with slack for a loaded machine.
+    assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
+    // Same stage, same weight on the survivors.
+    f.all_at("progressing", 50.0, Duration::from_secs(2)).await;
+    // 15 more canary requests on each survivor: 50 canary requests
+    // among the survivors, 60 with what the dead leader saw.
+    for i in f.live() {
+        f.send(i, 30, &[]).await;
+    }
+    f.all_at("progressing", 100.0, Duration::from_secs(15)).await;
+    // No transition lost or doubled: one start, one advance, each at its
+    // own revision, on every survivor.
+    for i in f.live() {
+        let trail = audit(f.replica(i)).await;
+        let moves: Vec<&(String, i64)> = trail.iter().filter(|(k, _)| k != "evaluated").collect();
+        let kinds: Vec<&str> = moves.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["started", "advanced"], "r{i}: {trail:?}");
+        let mut revs: Vec<i64> = trail.iter().map(|(_, r)| *r).collect();
+        revs.dedup();
+        assert_eq!(revs.len(), trail.len(), "r{i}: a revision recorded twice: {trail:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_ttl_never_writes_after_the_next_term() {
+    let mut f = Fleet::start("fenced", Mode::Named).await;
+    for i in 0..3 {
+        f.spawn(i, ROLLOUT, &[0, 1, 2]);
+    }
+    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let old = f.leader(Duration::from_secs(5)).await;
+    let old_term = f.view(old).await["leader"]["term"].as_i64().unwrap();
+    // Evidence keeps coming, so that every leader has decisions to make.
+    let loads: Vec<crate::Load> = (0..3)
+        .map(|i| crate::Load::start(format!("http://{}/", f.replica(i).data_addr), 1, Duration::from_millis(20)))
+        .collect();
+    f.replica(old).signal("STOP").unwrap();
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new_term = loop {
+        let v = f.view(others[0]).await;
+        let term = v["leader"]["term"].as_i64().unwrap_or_default();
+        if term > old_term && v["leader"]["id"] != format!("r{old}") {
+            break term;
+        }
+        assert!(Instant::now() < deadline, "no new leader while r{old} is stopped: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The new leader advances the rollout.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while route(f.replica(others[0])).await.1 != 100.0 {
+        assert!(Instant::now() < deadline, "the new leader did not advance");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old leader wakes up believing it leads, with decisions due.
+    f.replica(old).signal("CONT").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for l in loads {
+        l.stop().await;
+    }
+    assert_eq!(f.view(old).await["role"], "follower");
+    let history = f.etcd.history("/weir/fleet/fenced/state").await;
+    let terms: Vec<i64> = history
+        .iter()
+        .map(|(_, v)| serde_json::from_slice::<Value>(v).unwrap()["term"].as_i64().unwrap())
+        .collect();
+    let first_new = terms.iter().position(|t| *t == new_term).expect("the new term committed");
+    assert!(
+        terms[first_new..].iter().all(|t| *t != old_term),
+        "a write of term {old_term} after term {new_term}'s first: {terms:?}"
+    );
+    // And every replica serves the same revision, the old leader too.
+    f.agree(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_etcd_leader_changes_nothing_and_ctl_pause_on_a_follower_pauses_the_fleet() {
+    let mut f = Fleet::start("ctl", Mode::Named).await;
+    for i in 0..3 {
+        f.spawn(i, ROLLOUT, &[0, 1, 2]);
+    }
+    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let raft = f.etcd.raft_leader().expect("etcd has a leader");
+    f.etcd.kill(raft);
+    let leader = f.leader(Duration::from_secs(5)).await;
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let out = tokio::process::Command::new(crate::weir_bin())
+        .args(["ctl", "pause", "web", "--admin"])
+        .arg(format!("http://{}", f.replica(follower).admin_addr))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    f.all_at("paused", 50.0, Duration::from_secs(3)).await;
+    // The pause holds: traffic enough for the stage does not advance it.
+    for i in 0..3 {
+        f.send(i, 40, &[]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    f.all_at("paused", 50.0, Duration::from_millis(100)).await;
+    let trail = audit(f.replica(leader)).await;
+    assert!(trail.iter().any(|(k, rev)| k == "paused" && *rev > 0), "{trail:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_etcd_falls_to_stable_while_the_fleet_rolls_back() {
+    let mut f = Fleet::start("cutoff", Mode::FailWithHeader("x-fail")).await;
+    f.spawn(0, ROLLOUT, &[0, 1]);
+    f.spawn(1, ROLLOUT, &[0, 1]);
+    // Replica 2 talks to etcd member 2 only.
+    f.spawn(2, ROLLOUT, &[2]);
+    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    f.etcd.stop(2);
+    let cut = Instant::now();
+    // The canary now fails every request, on every replica.
+    let loads: Vec<crate::Load> = (0..3)
+        .map(|i| crate::Load::start(format!("http://{}/", f.replica(i).data_addr), 1, Duration::from_millis(10)))
+        .collect();
+    let fleet = &f;
+    futures_util::future::join_all((0..3).map(|i| fleet.send(i, 60, &[("x-fail", "1")]))).await;
+    // Replicas 0 and 1 roll back as the fleet.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let a = route(f.replica(0)).await;
+        let b = route(f.replica(1)).await;
+        if a.0 == "rolled_back" && b.0 == "rolled_back" && a.1 == 0.0 && b.1 == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fleet did not roll back: {a:?} {b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Replica 2 serves stable within the staleness bound (6 s), sooner
+    // through its own severe rule.
+    let deadline = cut + Duration::from_secs(6) + Duration::from_secs(3);
+    loop {
+        let (_, w, _) = route(f.replica(2)).await;
+        if w == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica 2 still serves the canary {:?} after the cut", cut.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("replica 2 fell to stable {:?} after losing etcd", cut.elapsed());
+    let view = f.view(2).await;
+    assert!(view["overrides"]["web"].is_string(), "{view}");
+    for l in loads {
+        l.stop().await;
+    }
+    // Back in touch, it serves what the fleet committed.
+    f.etcd.cont(2);
+    f.all_at("rolled_back", 0.0, Duration::from_secs(10)).await;
+    let revs: Vec<i64> = futures_util::future::join_all((0..3).map(|i| f.view(i)))
+        .await
+        .iter()
+        .map(|v| v["applied_revision"].as_i64().unwrap())
+        .collect();
+    assert!(revs.iter().all(|r| *r == revs[0]), "{revs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_on_another_config_serves_stable_and_is_not_counted() {
+    let mut f = Fleet::start("configs", Mode::Named).await;
+    f.spawn(0, ROLLOUT, &[0, 1, 2]);
+    f.spawn(1, ROLLOUT, &[0, 1, 2]);
+    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    // Another rollout definition (a 20 % first stage).
+    f.spawn(2, &ROLLOUT.replace("weight = 50", "weight = 20"), &[0, 1, 2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = f.view(2).await;
+        if v["overrides"]["web"].as_str().is_some_and(|r| r.contains("differs")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica 2 does not say why it serves stable: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(route(f.replica(2)).await.1, 0.0);
+    // Its traffic all goes to stable, and the fleet advances on the
+    // others' alone.
+    for i in 0..3 {
+        f.send(i, 60, &[]).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while route(f.replica(0)).await.1 != 100.0 {
+        assert!(Instant::now() < deadline, "the fleet did not advance");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(route(f.replica(2)).await.1, 0.0);
+    assert_eq!(own_requests(f.replica(2), "canary").await, 0.0);
+    let leader = f.leader(Duration::from_secs(2)).await;
+    let members = f.view(leader).await["members"].as_array().unwrap().len();
+    assert_eq!(members, 3, "replica 2 is a member, only not counted");
 }

@@ -22,8 +22,19 @@ pub(crate) async fn act(
     route_name: &str,
     action: ManualAction,
 ) -> Result<Event, ActionFailed> {
-    for _ in 0..5 {
-        let (doc, rev) = node.store.state().await.map_err(|e| ActionFailed::Fleet(e.to_string()))?;
+    // etcd electing a new raft leader, or a member gone, refuses for a
+    // moment: try again for a few seconds before giving up.
+    let deadline = tokio::time::Instant::now() + 4 * node.cfg.timeout.max(std::time::Duration::from_secs(1));
+    let mut last = String::from("no attempt");
+    while tokio::time::Instant::now() < deadline {
+        let (doc, rev) = match node.store.state().await {
+            Ok(s) => s,
+            Err(e) => {
+                last = e.to_string();
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
         node.heard();
         let doc = doc.unwrap_or_default();
         let snap = daemon.dp.load_full();
@@ -54,8 +65,8 @@ pub(crate) async fn act(
             events: vec![ev.clone()],
         };
         new.routes.insert(route_name.to_string(), Persisted::of(&next));
-        match node.store.commit(None, rev, &new).await.map_err(|e| ActionFailed::Fleet(e.to_string()))? {
-            Ok(revision) => {
+        match node.store.commit(None, rev, &new).await {
+            Ok(Ok(revision)) => {
                 let events = new.events.clone();
                 take(daemon, node, new, revision);
                 notify(daemon, route, &events);
@@ -63,8 +74,12 @@ pub(crate) async fn act(
                 ev.fleet = Some(weir_control::rollout::FleetStamp { term: 0, revision });
                 return Ok(ev);
             }
-            Err(_) => continue,
+            Ok(Err(_)) => last = "the committed state kept changing".into(),
+            Err(e) => {
+                last = e.to_string();
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
     }
-    Err(ActionFailed::Fleet("the committed state kept changing: try again".into()))
+    Err(ActionFailed::Fleet(format!("{last}: try again")))
 }

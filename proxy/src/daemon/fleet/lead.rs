@@ -1,7 +1,10 @@
 //! The leader's work: every route's `interval`, pool the evidence of every
 //! replica that counts, tick the engine on it, and commit what it decided
 //! in one fenced transaction (on the leader's term and on the revision the
-//! decision was made from). Nothing is served, recorded or sent before the
+//! decision was made from). Followers tick the same way on the reports
+//! they read, and keep the engine's evidence (never its moves), so that a
+//! new leader goes on with the statistical gates' evidence of the earlier
+//! stages. Nothing is served, recorded or sent before the
 //! commit: the committed revision is taken like any other (`apply.rs`), and
 //! only then do the notify webhooks go out.
 
@@ -27,11 +30,9 @@ use crate::route::Route;
 pub(super) async fn lead(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut due: HashMap<Arc<str>, u64> = HashMap::new();
     let mut waiting: HashMap<Arc<str>, u64> = HashMap::new();
+    let mut complained = false;
     while pause(Duration::from_millis(100), &mut shutdown).await {
-        let Some(term) = node.term() else {
-            due.clear();
-            continue;
-        };
+        let term = node.term();
         let snap = daemon.dp.load_full();
         let now = engine_ms();
         let mut ready = Vec::new();
@@ -46,18 +47,32 @@ pub(super) async fn lead(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: wat
         if ready.is_empty() {
             continue;
         }
-        let members = match node.store.members().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("fleet: cannot read the members' reports: {e}");
-                continue;
+        let live = if term.is_some() {
+            match node.store.members().await {
+                Ok(m) => {
+                    complained = false;
+                    node.heard();
+                    node.saw_members(m.clone());
+                    m
+                }
+                Err(e) => {
+                    // The session steps down if this lasts: said once.
+                    if !std::mem::replace(&mut complained, true) {
+                        tracing::warn!("fleet: cannot read the members' reports: {e}");
+                    }
+                    continue;
+                }
             }
+        } else {
+            // A follower ticks too, on the reports the report task read:
+            // its engine's evidence across stages stays warm for the day it
+            // leads. It never commits.
+            node.lock().members.clone()
         };
-        node.heard();
-        node.metrics.members.set(members.len() as f64);
-        node.lock().members = members.clone();
+        let departed: Vec<MemberReport> = node.lock().departed.values().cloned().collect();
+        let members = Members { live: &live, departed: departed.iter().collect() };
         for route in ready {
-            if node.term() != Some(term) {
+            if node.term() != term {
                 break;
             }
             lead_route(&daemon, &node, term, route, &members, &mut waiting).await;
@@ -65,13 +80,21 @@ pub(super) async fn lead(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: wat
     }
 }
 
-/// One evaluation of one route by the leader of `term`.
+/// The reports the leader decides on.
+struct Members<'a> {
+    /// Of the replicas alive now (their lease holds).
+    live: &'a [MemberReport],
+    /// The last of those that left since.
+    departed: Vec<&'a MemberReport>,
+}
+
+/// One evaluation of one route, committed if this replica leads `term`.
 async fn lead_route(
     daemon: &Arc<Daemon>,
     node: &Node,
-    term: i64,
+    term: Option<i64>,
     route: &Route,
-    members: &[MemberReport],
+    members: &Members<'_>,
     waiting: &mut HashMap<Arc<str>, u64>,
 ) {
     let name = route.name.to_string();
@@ -82,15 +105,16 @@ async fn lead_route(
         let Some(engine) = slot.as_mut() else { return };
         let mut own = MemberReport { id: node.id.clone(), ..MemberReport::default() };
         own.routes.insert(name.clone(), route_report(daemon, route, engine));
-        let reports: Vec<&MemberReport> =
-            members.iter().filter(|m| m.id != node.id).chain(std::iter::once(&own)).collect();
+        let live: Vec<&MemberReport> =
+            members.live.iter().filter(|m| m.id != node.id).chain(std::iter::once(&own)).collect();
+        let reports: Vec<&MemberReport> = live.iter().copied().chain(members.departed.iter().copied()).collect();
         match doc.routes.get(&name).filter(|p| p.fits(engine.plan(), engine.context())) {
             None => {
                 // A route the fleet does not run yet, or runs another
                 // definition or canary of: start it once every live member
                 // runs this one.
                 let fp = weir_control::fingerprint(engine.plan());
-                if !all_run(&name, &fp, engine.context().canary_build.as_deref(), reports.iter().copied()) {
+                if term.is_none() || !all_run(&name, &fp, engine.context().canary_build.as_deref(), live.iter().copied()) {
                     return;
                 }
                 let (fresh, mut ev) = Engine::new(engine.plan().clone(), engine.context().clone(), now);
@@ -110,19 +134,25 @@ async fn lead_route(
                     probes: pooled.probes,
                 };
                 let tick = next.tick_with(now, &seen);
-                if tick.events.is_empty() && same_position(next.state(), engine.state()) {
-                    // Nothing to commit: the verdicts' latest values stay
-                    // here (metrics, status) until the next commit.
+                let moved = !same_position(next.state(), engine.state());
+                if (tick.events.is_empty() || term.is_none()) && !moved {
+                    // Nothing to commit (or not ours to commit): the
+                    // verdicts' latest values stay here (metrics, status)
+                    // until the next commit.
                     *engine = next;
                     daemon.dp.telemetry.rollout_tick(&route.name, engine, true);
                     return;
                 }
-                if !may_commit(engine.state(), next.state(), pooled.reporters.len(), node.cfg.min_reporters) {
+                if term.is_none() {
+                    return; // a move only the leader may commit
+                }
+                let reporting = pooled.reporters.iter().filter(|id| live.iter().any(|m| &m.id == *id)).count();
+                if !may_commit(engine.state(), next.state(), reporting, node.cfg.min_reporters) {
                     let since = engine.window_start_ms();
                     if waiting.insert(route.name.clone(), since) != Some(since) {
                         tracing::info!(
                             route = %name,
-                            reporting = pooled.reporters.len(),
+                            reporting,
                             needed = node.cfg.min_reporters,
                             "fleet: ready to advance, waiting for more replicas to report"
                         );
@@ -141,6 +171,7 @@ async fn lead_route(
             }
         }
     };
+    let Some(term) = term else { return };
     let mut new = Committed { term, by: node.id.clone(), at_ms: crate::clock::now_ms(), routes: doc.routes, events };
     new.routes.insert(name.clone(), Persisted::of(&next));
     match node.store.commit(Some(term), rev, &new).await {

@@ -27,6 +27,10 @@ pub(crate) struct Known {
     /// The members' latest reports (the leader reads them every tick,
     /// every replica every few seconds for the admin API).
     pub(crate) members: Vec<MemberReport>,
+    /// The last reports of replicas that left (their lease expired) while
+    /// the window they counted is still the committed one: what they saw
+    /// happened, and still counts (not as a reporter).
+    pub(crate) departed: BTreeMap<String, MemberReport>,
     /// Routes this replica serves stable on its own, and why.
     pub(crate) overrides: BTreeMap<String, String>,
 }
@@ -73,6 +77,28 @@ impl Node {
     /// The committed state's revision this replica serves (0: none).
     pub(crate) fn applied_revision(&self) -> i64 {
         self.lock().committed.as_ref().map_or(0, |(_, rev)| *rev)
+    }
+
+    /// The live members' reports as just read: those that are gone since
+    /// the last read move to [`Known::departed`], kept while their window
+    /// is the committed one.
+    pub(crate) fn saw_members(&self, live: Vec<MemberReport>) {
+        self.metrics.members.set(live.len() as f64);
+        let mut k = self.lock();
+        let before = std::mem::take(&mut k.members);
+        for m in before {
+            k.departed.insert(m.id.clone(), m);
+        }
+        let windows: Vec<(String, u64)> = k
+            .committed
+            .iter()
+            .flat_map(|(doc, _)| doc.routes.iter().map(|(n, p)| (n.clone(), p.state.since_ms)))
+            .collect();
+        k.departed.retain(|id, m| {
+            !live.iter().any(|l| &l.id == id)
+                && m.routes.iter().any(|(n, r)| windows.iter().any(|(w, s)| w == n && *s == r.window_start_ms))
+        });
+        k.members = live;
     }
 
     /// Stops leading (lease lost, or a commit found another leader).

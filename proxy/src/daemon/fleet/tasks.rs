@@ -236,8 +236,7 @@ pub(super) async fn report(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: w
         }
         if node.term().is_none() {
             if let Ok(members) = node.store.members().await {
-                node.metrics.members.set(members.len() as f64);
-                node.lock().members = members;
+                node.saw_members(members);
             }
         }
     }
