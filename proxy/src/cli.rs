@@ -99,6 +99,10 @@ fn check(path: &std::path::Path) -> ExitCode {
     match crate::reload::read_config(path) {
         Ok(cfg) => {
             println!("{}: ok ({} backends, {} routes)", path.display(), cfg.backends.len(), cfg.routes.len());
+            if cfg.fleet.is_some() && !cfg!(feature = "fleet") {
+                // Valid, but this binary could not run it.
+                eprintln!("note: [fleet] needs a weir built with fleet mode (`--features fleet`); this one was not");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

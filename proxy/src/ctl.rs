@@ -26,6 +26,8 @@ pub enum CtlCommand {
     Promote,
     /// Roll back now: canary weight 0.
     Abort,
+    /// Fleet mode: the leader, the committed revision and every member.
+    Fleet,
 }
 
 /// Options of `weir ctl`.
@@ -85,6 +87,7 @@ async fn run(args: CtlArgs) -> ExitCode {
     let base = args.admin.trim_end_matches('/');
     let (method, url) = match (args.command, &args.route) {
         (CtlCommand::Status, _) => (Method::GET, format!("{base}/api/v1/routes")),
+        (CtlCommand::Fleet, _) => (Method::GET, format!("{base}/api/v1/fleet")),
         (_, None) => {
             eprintln!("weir ctl: {:?} needs a ROUTE", args.command);
             return ExitCode::from(2);
@@ -130,6 +133,7 @@ async fn run(args: CtlArgs) -> ExitCode {
             }
             print!("{}", table(&routes));
         }
+        CtlCommand::Fleet => print!("{}", fleet(&json)),
         _ => {
             let ev = &json["event"];
             println!(
@@ -166,6 +170,53 @@ async fn request(method: Method, url: &str, token: Option<&str>) -> Result<(Stat
 fn percent(x: f64) -> String {
     let s = format!("{x:.2}");
     format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// `weir ctl fleet`: a line on this replica and the leader, then the members.
+fn fleet(v: &serde_json::Value) -> String {
+    let leader = &v["leader"];
+    let mut out = format!(
+        "fleet {}: replica {} ({}), leader {} (term {}), applied revision {}\n",
+        v["fleet"].as_str().unwrap_or("?"),
+        v["id"].as_str().unwrap_or("?"),
+        v["role"].as_str().unwrap_or("?"),
+        leader["id"].as_str().unwrap_or("none"),
+        leader["term"].as_i64().map_or("-".to_string(), |t| t.to_string()),
+        v["applied_revision"].as_i64().unwrap_or(0),
+    );
+    if let Some(o) = v["overrides"].as_object().filter(|o| !o.is_empty()) {
+        for (route, why) in o {
+            out.push_str(&format!("this replica serves stable on {route}: {}\n", why.as_str().unwrap_or("?")));
+        }
+    }
+    let mut rows = vec![["MEMBER", "CONFIG", "REVISION", "REPORTED", "OVERRIDES"].map(String::from).to_vec()];
+    for m in v["members"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let id = m["id"].as_str().unwrap_or("?");
+        let lead = if leader["id"].as_str() == Some(id) { " *" } else { "" };
+        let overrides = m["overrides"].as_object().map_or(0, |o| o.len());
+        rows.push(vec![
+            format!("{id}{lead}"),
+            m["config_hash"].as_str().unwrap_or("?").chars().take(12).collect(),
+            m["applied_revision"].as_i64().unwrap_or(0).to_string(),
+            format!("{:.1}s ago", m["report_age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0),
+            if overrides == 0 { "-".to_string() } else { overrides.to_string() },
+        ]);
+    }
+    out.push_str(&columns(rows));
+    out
+}
+
+/// Rows as left-aligned columns two spaces apart.
+fn columns(rows: Vec<Vec<String>>) -> String {
+    let n = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..n).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// The status table.
@@ -212,12 +263,5 @@ fn table(routes: &[&serde_json::Value]) -> String {
             gates,
         ]);
     }
-    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    columns(rows)
 }

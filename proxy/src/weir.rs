@@ -220,7 +220,19 @@ impl Weir {
     }
 
     /// A manual action on a route's rollout (actor `manual` in the audit).
-    pub fn act(&self, route: &str, action: ManualAction) -> Result<Event, ActionFailed> {
+    /// In fleet mode the action is the fleet's: a fenced commit to etcd,
+    /// as through the admin API.
+    pub async fn act(&self, route: &str, action: ManualAction) -> Result<Event, ActionFailed> {
+        #[cfg(feature = "fleet")]
+        if let Some(node) = self.daemon.fleet.get() {
+            let (daemon, node, route) = (self.daemon.clone(), node.clone(), route.to_string());
+            // On the daemon thread, where the etcd client lives.
+            let task = self
+                .thread
+                .handle()
+                .spawn(async move { crate::daemon::fleet::act(&daemon, &node, &route, action).await });
+            return task.await.map_err(|e| ActionFailed::Fleet(e.to_string()))?;
+        }
         actions::act(&self.daemon, route, action)
     }
 

@@ -29,6 +29,8 @@ use tokio::sync::watch;
 pub mod browser;
 #[cfg(feature = "fleet")]
 pub mod etcd;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 #[allow(missing_docs)]
 pub mod grpc;
 #[cfg(test)]

@@ -77,7 +77,7 @@ async fn grafana_queries_only_exported_metrics() {
         e.kind == EventKind::Evaluated && e.verdicts.iter().any(|v| v.value.is_some())
     })
     .await;
-    w.weir.act("web", weir_proxy::ManualAction::Abort).unwrap();
+    w.weir.act("web", weir_proxy::ManualAction::Abort).await.unwrap();
     std::fs::write(&w.path, std::fs::read_to_string(&w.path).unwrap()).unwrap();
     w.weir.reload().await.unwrap();
     let (_, metrics) = get(&c, &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await;

@@ -6,173 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::etcd::Etcd;
-use crate::{client, config_text, get, parse_prometheus, sample, Mode, Process, Upstream};
-
-/// The rollout most tests run: two stages of 50 % then 100 %, judged on
-/// the error rate, evaluated every 200 ms.
-const ROLLOUT: &str = r#"
-[routes.rollout]
-interval = "200ms"
-stages = [{ weight = 50, bake = "1s", min_requests = 60 }, { weight = 100, bake = "1s" }]
-gates = [{ metric = "error_rate", max = 0.05 }]
-"#;
-
-/// Short timings: a 2 s lease, 6 s staleness, reports every 200 ms.
-fn fleet_section(endpoints: &str, name: &str, replica: &str) -> String {
-    format!(
-        "[fleet]\nendpoints = {endpoints}\nname = \"{name}\"\nreplica = \"{replica}\"\nlease_ttl = \"2s\"\n\
-         staleness = \"6s\"\nreport_interval = \"200ms\"\ntimeout = \"1s\"\n"
-    )
-}
-
-/// A fleet of weir replicas in front of one stable and one canary.
-struct Fleet {
-    etcd: Etcd,
-    stable: Upstream,
-    canary: Upstream,
-    dir: tempfile::TempDir,
-    name: String,
-    replicas: Vec<Option<Process>>,
-}
-
-impl Fleet {
-    async fn start(name: &str, canary: Mode) -> Fleet {
-        let etcd = Etcd::start(3);
-        let stable = Upstream::start("stable", Mode::Named).await;
-        let canary = Upstream::start("canary", canary).await;
-        Fleet { etcd, stable, canary, dir: tempfile::tempdir().unwrap(), name: name.into(), replicas: Vec::new() }
-    }
-
-    /// Starts replica `r{i}` on `rollout` talking to the etcd members
-    /// `members`.
-    fn spawn(&mut self, i: usize, rollout: &str, members: &[usize]) {
-        let id = format!("r{i}");
-        let text = config_text(
-            self.stable.addr,
-            self.canary.addr,
-            rollout,
-            &fleet_section(&self.etcd.toml_endpoints(members), &self.name, &id),
-        );
-        let path = self.dir.path().join(format!("{id}.toml"));
-        std::fs::write(&path, text).unwrap();
-        let p = Process::spawn(&path);
-        while self.replicas.len() <= i {
-            self.replicas.push(None);
-        }
-        self.replicas[i] = Some(p);
-    }
-
-    fn replica(&self, i: usize) -> &Process {
-        self.replicas[i].as_ref().expect("replica running")
-    }
-
-    fn live(&self) -> Vec<usize> {
-        (0..self.replicas.len()).filter(|&i| self.replicas[i].is_some()).collect()
-    }
-
-    async fn view(&self, i: usize) -> Value {
-        api(self.replica(i), "/api/v1/fleet").await
-    }
-
-    /// The index of the replica that says it leads, once one does and
-    /// every other live replica agrees.
-    async fn leader(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut leaders = Vec::new();
-            for i in self.live() {
-                let v = self.view(i).await;
-                if v["role"] == "leader" {
-                    leaders.push(i);
-                }
-            }
-            if let [one] = leaders[..] {
-                return one;
-            }
-            assert!(Instant::now() < deadline, "no single leader within {timeout:?}: {leaders:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until every live replica serves `weight` in `phase`.
-    async fn all_at(&self, phase: &str, weight: f64, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut seen = Vec::new();
-            for i in self.live() {
-                seen.push(route(self.replica(i)).await);
-            }
-            if seen.iter().all(|(p, w, _)| p == phase && *w == weight) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not every replica at {phase} {weight}% within {timeout:?}: {seen:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until every live replica serves the same committed revision
-    /// and the same weight; returns them.
-    async fn agree(&self, timeout: Duration) -> (i64, f64) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut seen = Vec::new();
-            for i in self.live() {
-                let rev = self.view(i).await["applied_revision"].as_i64().unwrap();
-                seen.push((rev, route(self.replica(i)).await.1));
-            }
-            if seen.iter().all(|s| *s == seen[0]) {
-                return seen[0];
-            }
-            assert!(Instant::now() < deadline, "replicas disagree after {timeout:?}: {seen:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Sends `n` requests to replica `i`, with `headers`.
-    async fn send(&self, i: usize, n: usize, headers: &[(&str, &str)]) {
-        let c = client();
-        let url = format!("http://{}/", self.replica(i).data_addr);
-        for _ in 0..n {
-            get(&c, &url, headers).await;
-        }
-    }
-}
-
-/// GET an admin path as JSON.
-async fn api(p: &Process, path: &str) -> Value {
-    let (status, body) = get(&client(), &format!("http://{}{path}", p.admin_addr), &[]).await;
-    assert!(status.is_success(), "{path}: {status} {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Route `web` at a replica: (phase, weight, stage).
-async fn route(p: &Process) -> (String, f64, u64) {
-    let v = api(p, "/api/v1/routes").await;
-    let r = &v["routes"][0];
-    (
-        r["rollout"]["state"].as_str().unwrap_or_default().to_string(),
-        r["weight"].as_f64().unwrap(),
-        r["rollout"]["stage"].as_u64().unwrap_or_default(),
-    )
-}
-
-/// Requests this replica itself sent to `backend`.
-async fn own_requests(p: &Process, backend: &str) -> f64 {
-    let (_, text) = get(&client(), &format!("http://{}/metrics", p.admin_addr), &[]).await;
-    crate::sample_sum(&parse_prometheus(&text), "weir_requests_total", &[("backend", backend)])
-}
-
-/// The (kind, revision) of every audit event of a replica.
-async fn audit(p: &Process) -> Vec<(String, i64)> {
-    let v = api(p, "/api/v1/events?route=web").await;
-    v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["fleet"]["revision"].as_i64().unwrap_or(-1)))
-        .collect()
-}
+use crate::fleet::{audit, own_requests, route, Fleet, ROLLOUT};
+use crate::{client, get, parse_prometheus, sample, Mode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_pools_its_evidence_and_every_replica_serves_each_commit() {
@@ -190,17 +25,16 @@ async fn the_fleet_pools_its_evidence_and_every_replica_serves_each_commit() {
     for i in 0..3 {
         f.send(i, 40, &[]).await;
     }
-    let mut revisions = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     // Every replica's applied revision and weight, every 10 ms, until all
     // serve stage 1.
     let mut first_seen: Vec<Option<Instant>> = vec![None; 3];
     let target = loop {
         let mut all = true;
-        for i in 0..3 {
+        for (i, seen) in first_seen.iter_mut().enumerate() {
             let (_, w, stage) = route(f.replica(i)).await;
             if stage == 1 && w == 100.0 {
-                first_seen[i].get_or_insert_with(Instant::now);
+                seen.get_or_insert_with(Instant::now);
             } else {
                 all = false;
             }
@@ -211,7 +45,6 @@ async fn the_fleet_pools_its_evidence_and_every_replica_serves_each_commit() {
                 .iter()
                 .map(|v| v["applied_revision"].as_i64().unwrap())
                 .collect();
-            revisions.push(v.clone());
             if v.iter().all(|r| *r == v[0]) {
                 break v[0];
             }
@@ -367,10 +200,8 @@ async fn a_leader_paused_past_its_ttl_never_writes_after_the_next_term() {
     }
     assert_eq!(f.view(old).await["role"], "follower");
     let history = f.etcd.history("/weir/fleet/fenced/state").await;
-    let terms: Vec<i64> = history
-        .iter()
-        .map(|(_, v)| serde_json::from_slice::<Value>(v).unwrap()["term"].as_i64().unwrap())
-        .collect();
+    let terms: Vec<i64> =
+        history.iter().map(|(_, v)| serde_json::from_slice::<Value>(v).unwrap()["term"].as_i64().unwrap()).collect();
     let first_new = terms.iter().position(|t| *t == new_term).expect("the new term committed");
     assert!(
         terms[first_new..].iter().all(|t| *t != old_term),
@@ -497,4 +328,57 @@ async fn a_replica_on_another_config_serves_stable_and_is_not_counted() {
     let leader = f.leader(Duration::from_secs(2)).await;
     let members = f.view(leader).await["members"].as_array().unwrap().len();
     assert_eq!(members, 3, "replica 2 is a member, only not counted");
+
+    // What an operator sees on replica 2: `weir ctl fleet` and the
+    // dashboard both name the leader, every member, and why replica 2
+    // serves stable.
+    let out = tokio::process::Command::new(crate::weir_bin())
+        .args(["ctl", "fleet", "--admin"])
+        .arg(format!("http://{}", f.replica(2).admin_addr))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let role = if leader == 2 { "leader" } else { "follower" };
+    assert!(text.starts_with(&format!("fleet configs: replica r2 ({role}), leader r{leader} (term ")), "{text}");
+    assert!(text.contains("this replica serves stable on web: its rollout definition or canary differs"), "{text}");
+    for i in 0..3 {
+        let lead = if i == leader { " *" } else { "" };
+        assert!(text.lines().any(|l| l.starts_with(&format!("r{i}{lead} "))), "member r{i} missing: {text}");
+    }
+    let mut b = crate::browser::Browser::launch().await;
+    b.navigate(&format!("http://{}/", f.replica(2).admin_addr)).await;
+    b.wait_for("document.querySelectorAll('#fleet tr[data-member]').length === 3", Duration::from_secs(15)).await;
+    assert_eq!(b.eval("document.getElementById('fleet').hidden").await, false);
+    let marked = b.eval("document.querySelector('#fleet td.leader')?.textContent").await;
+    assert!(marked.as_str().is_some_and(|t| t.starts_with(&format!("r{leader} (leader)"))), "{marked}");
+    let card = b.eval("document.getElementById('fleet').textContent").await;
+    let card = card.as_str().unwrap();
+    assert!(card.contains("fleet configs") && card.contains("replica r2"), "{card}");
+    assert!(card.contains("this replica serves stable on web"), "{card}");
+    // The decisions in the audit trail carry the term and revision.
+    b.wait_for("document.getElementById('events').textContent.includes('revision')", Duration::from_secs(5)).await;
+}
+
+#[test]
+fn the_kubernetes_fleet_example_passes_a_strict_schema_validator() {
+    let k8s = crate::workspace().join("config").join("k8s");
+    let out = std::process::Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(k8s.join("deployment.yaml"))
+        .arg(k8s.join("etcd.yaml"))
+        .output()
+        .expect("kubernetes-validate (PyPI) must be installed: .ci/run installs it");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    for kind in ["deployment/web", "statefulset/etcd", "poddisruptionbudget/etcd", "service/etcd"] {
+        assert!(text.contains(&format!("passed for resource {kind}")), "{kind} not validated: {text}");
+    }
+    // The sidecars run in fleet mode against that etcd.
+    let cfg = weir_control::config::parse(&std::fs::read_to_string(k8s.join("weir.toml")).unwrap()).unwrap();
+    let fleet = cfg.fleet.expect("config/k8s/weir.toml runs in fleet mode");
+    assert!(fleet.endpoints.iter().all(|e| e.contains(".etcd:2379")), "{:?}", fleet.endpoints);
+    let etcd = std::fs::read_to_string(k8s.join("etcd.yaml")).unwrap();
+    assert!(etcd.contains("replicas: 3") && etcd.contains("serviceName: etcd"));
 }

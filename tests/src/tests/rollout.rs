@@ -141,7 +141,7 @@ async fn a_restart_mid_rollout_resumes_at_the_same_stage() {
         "[state]\nfile = \"weir-state.json\"\n[log]\naudit = \"audit.jsonl\"",
     );
     let first = InProcess::start(&text).await;
-    let ev = first.weir.act("web", ManualAction::Promote).unwrap();
+    let ev = first.weir.act("web", ManualAction::Promote).await.unwrap();
     assert_eq!((ev.kind, ev.stage, ev.actor), (EventKind::Advanced, 1, weir_control::rollout::Actor::Manual));
     let dir = first.dir;
     let path = first.path;

@@ -210,7 +210,7 @@ async fn the_weight_gauge_changes_with_the_rollout_state() {
     for (action, state, weight) in
         [(weir_proxy::ManualAction::Promote, "progressing", 50.0), (weir_proxy::ManualAction::Abort, "aborted", 0.0)]
     {
-        w.weir.act("web", action).unwrap();
+        w.weir.act("web", action).await.unwrap();
         let m = parse_prometheus(&metrics_text(&w).await);
         assert_eq!(sample(&m, "weir_rollout_state", &[("route", "web"), ("state", state)]), 1.0, "{action:?}");
         assert_eq!(sample(&m, "weir_canary_weight", &[("route", "web")]), weight, "{action:?}");

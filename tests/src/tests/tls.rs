@@ -281,7 +281,7 @@ async fn a_reload_rejected_for_its_certificate_leaves_the_rollouts_where_they_we
         )
     };
     let w = InProcess::start(&text("0.05")).await;
-    w.weir.act("web", weir_proxy::ManualAction::Promote).unwrap();
+    w.weir.act("web", weir_proxy::ManualAction::Promote).await.unwrap();
     assert_eq!(w.weir.route_weight_bp("web"), Some(5000));
 
     // A new rollout definition (it would restart at stage 0) and a broken

@@ -114,7 +114,9 @@ async fn lead_route(
                 // definition or canary of: start it once every live member
                 // runs this one.
                 let fp = weir_control::fingerprint(engine.plan());
-                if term.is_none() || !all_run(&name, &fp, engine.context().canary_build.as_deref(), live.iter().copied()) {
+                if term.is_none()
+                    || !all_run(&name, &fp, engine.context().canary_build.as_deref(), live.iter().copied())
+                {
                     return;
                 }
                 let (fresh, mut ev) = Engine::new(engine.plan().clone(), engine.context().clone(), now);
