@@ -124,6 +124,38 @@ pub struct MemberReport {
     /// does not fit the committed state, or etcd out of reach).
     #[serde(default)]
     pub overrides: BTreeMap<String, String>,
+    /// The last time it served stable on its own, per route, once that
+    /// ended: a replica cut off from etcd says so when it is back.
+    #[serde(default)]
+    pub past_overrides: BTreeMap<String, PastOverride>,
+    /// Whether its config fits every rollout the fleet has committed (it
+    /// can tick them all): only such a replica leads while one is alive.
+    #[serde(default = "yes")]
+    pub fits: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A spell during which a replica served stable on its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastOverride {
+    /// Why.
+    pub reason: String,
+    /// From when, unix ms.
+    pub from_ms: u64,
+    /// Until when, unix ms.
+    pub until_ms: u64,
+}
+
+/// Whether a replica may lead (campaign, or stay the leader): when its
+/// config fits the committed state (`fits`), or when no other live member's
+/// does (a whole fleet moving to a new config still needs a leader to start
+/// the new rollout). A leader that cannot tick a committed rollout would
+/// leave it unwatched at its weight.
+pub fn may_lead<'a>(me: &str, fits: bool, live: impl IntoIterator<Item = &'a MemberReport>) -> bool {
+    fits || !live.into_iter().any(|m| m.id != me && m.fits)
 }
 
 /// The committed fleet state: what every replica serves.
@@ -187,7 +219,12 @@ pub fn pool<'a>(
     let (mut canary, mut stable, mut history) = (Vec::new(), Vec::new(), Vec::new());
     for m in reports {
         let Some(r) = m.routes.get(route) else { continue };
-        let why = if r.rollout != committed.rollout || r.canary != committed.canary {
+        let why = if out.reporters.contains(&m.id) {
+            // A replica's evidence counts once: its newest report comes
+            // first, an older one (kept from before a lease lapsed) is the
+            // same traffic again.
+            Some("already counted")
+        } else if r.rollout != committed.rollout || r.canary != committed.canary {
             Some("another rollout definition or canary")
         } else if r.window_start_ms != window_start_ms {
             Some("counting another window")
@@ -290,7 +327,7 @@ mod tests {
                 probes: Probes::default(),
             },
         );
-        MemberReport { id: id.into(), routes, ..MemberReport::default() }
+        MemberReport { id: id.into(), routes, fits: true, ..MemberReport::default() }
     }
 
     fn persisted() -> Persisted {
@@ -361,6 +398,38 @@ mod tests {
             vec![Second { sec: 1, total: 4, failures: 2 }, Second { sec: 2, total: 2, failures: 0 }]
         );
         assert_eq!(pool("api", &persisted(), 1000, [&good]).reporters.len(), 0);
+    }
+
+    #[test]
+    fn a_replica_counts_once_its_newest_report_first() {
+        let w = window_of(&[(1, 1000, false), (1, 2000, true)]);
+        let fresh = report("a", 1000, &w);
+        let kept = report("a", 1000, &w);
+        let other = report("b", 1000, &w);
+        let p = pool("web", &persisted(), 1000, [&fresh, &other, &kept]);
+        assert_eq!(p.reporters, ["a", "b"]);
+        assert_eq!(p.ignored, [("a".to_string(), "already counted")]);
+        assert_eq!(p.canary.counts.total(), 4);
+    }
+
+    #[test]
+    fn only_a_fitting_replica_leads_while_one_is_alive() {
+        let w = Window::default();
+        let mut a = report("a", 0, &w);
+        let mut b = report("b", 0, &w);
+        b.fits = false;
+        // b, on another config, does not lead while a (fitting) is alive.
+        assert!(!may_lead("b", false, [&a, &b]));
+        assert!(may_lead("a", true, [&a, &b]));
+        // Nobody fits (the whole fleet on a new config): anyone may.
+        a.fits = false;
+        assert!(may_lead("b", false, [&a, &b]));
+        assert!(may_lead("b", false, []));
+        // A report without the field (an older weir) fits.
+        let old: MemberReport =
+            serde_json::from_str(r#"{"id":"c","config_hash":"h","applied_revision":1,"at_ms":1,"routes":{}}"#).unwrap();
+        assert!(old.fits);
+        assert!(!may_lead("b", false, [&old]));
     }
 
     #[test]

@@ -97,8 +97,9 @@ async fn apply_lag(actions: usize) {
         let deadline = t0 + Duration::from_secs(10);
         while seen.iter().any(Option::is_none) {
             assert!(Instant::now() < deadline, "{action} #{k} not served everywhere: {seen:?}");
+            let fleet = &f;
             let polls = futures_util::future::join_all(
-                (0..3).filter(|&i| seen[i].is_none()).map(|i| async move { (i, route(f.replica(i)).await) }),
+                (0..3).filter(|&i| seen[i].is_none()).map(|i| async move { (i, route(fleet.replica(i)).await) }),
             )
             .await;
             for (i, (p, _, _)) in polls {

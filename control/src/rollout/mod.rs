@@ -632,6 +632,20 @@ impl Engine {
         }
     }
 
+    /// The severe rule alone on `seen`, as the tick applies it to a
+    /// progressing or paused rollout: its cause when the canary breaches.
+    /// A fleet replica cut off from etcd acts on this by itself (it serves
+    /// stable); anything short of it waits for the fleet.
+    pub fn severe_breach(&self, seen: &Observed<'_>) -> Option<String> {
+        if !matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
+            return None;
+        }
+        let none = Window::default();
+        let full = self.weight() == Weight::FULL;
+        let stable_phi = evidence::observed_dispersion(&[&seen.stable_history.seconds]);
+        self.severe(seen.canary, if full { &none } else { seen.stable }, stable_phi)
+    }
+
     /// A severe breach, in words: over some span back from the newest
     /// second of the canary's window (at most `severe_window`), an error
     /// rate of at least `severe_error_rate` over at least

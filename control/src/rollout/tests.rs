@@ -171,6 +171,27 @@ fn severe_breach_acts_in_the_same_tick() {
     assert_eq!(e.state().phase, Phase::Progressing);
 }
 
+/// A fleet replica cut off from etcd acts alone on the severe rule only:
+/// an ordinary failing gate (which, repeated, would roll back) is not one.
+#[test]
+fn severe_breach_alone_is_the_severe_rule_and_nothing_else() {
+    let e = three_stages();
+    fn seen<'a>(c: &'a Window, s: &'a Window) -> Observed<'a> {
+        Observed { canary: c, stable: s, stable_history: s, probes: Probes::default() }
+    }
+    let (bad, ok, failing) = (win(20, 10), win(100, 0), win(100, 10));
+    assert!(e.severe_breach(&seen(&bad, &ok)).is_some_and(|c| c.contains("severe")));
+    assert_eq!(e.severe_breach(&seen(&failing, &ok)), None, "10 % fails the gate, it is not severe");
+    assert_eq!(e.severe_breach(&seen(&win(19, 19), &ok)), None, "under severe_min_requests");
+    // Stable failing as badly: a shared outage, not the canary's doing.
+    assert_eq!(e.severe_breach(&seen(&bad, &win(100, 50))), None);
+    // A rollout that is over watches nothing.
+    let mut done = three_stages();
+    done.tick(S, &bad, &ok);
+    assert_eq!(done.state().phase, Phase::RolledBack);
+    assert_eq!(done.severe_breach(&seen(&bad, &ok)), None);
+}
+
 #[test]
 fn on_failure_pause_keeps_the_weight() {
     let mut p = three_stages().plan().clone();

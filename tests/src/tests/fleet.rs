@@ -96,19 +96,24 @@ async fn a_canary_failing_only_on_one_replicas_slice_is_rolled_back_on_all() {
         f.spawn(i, ROLLOUT, &[0, 1, 2]);
     }
     f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
-    for i in 0..2 {
+    // The failing slice is a follower's: the leader must see it in the
+    // pooled reports, not in its own traffic.
+    let leader = f.leader(Duration::from_secs(5)).await;
+    let failing = (0..3).find(|&i| i != leader).unwrap();
+    let healthy: Vec<usize> = (0..3).filter(|&i| i != failing).collect();
+    for &i in &healthy {
         f.send(i, 40, &[]).await;
     }
-    f.send(2, 40, &[("x-fail", "1")]).await;
+    f.send(failing, 40, &[("x-fail", "1")]).await;
     f.all_at("rolled_back", 0.0, Duration::from_secs(15)).await;
-    let (_, text) = get(&client(), &format!("http://{}/metrics", f.replica(0).admin_addr), &[]).await;
+    let (_, text) = get(&client(), &format!("http://{}/metrics", f.replica(leader).admin_addr), &[]).await;
     let m = parse_prometheus(&text);
     assert_eq!(
         crate::sample_sum(&m, "weir_requests_total", &[("backend", "canary"), ("code_class", "5xx")]),
         0.0,
-        "replica 0 saw no failure itself: the fleet's evidence rolled it back"
+        "the leader saw no failure itself: the fleet's evidence rolled it back"
     );
-    let trail = audit(f.replica(0)).await;
+    let trail = audit(f.replica(healthy[1])).await;
     assert!(trail.iter().any(|(k, rev)| k == "rolled_back" && *rev > 0), "{trail:?}");
 }
 
@@ -243,6 +248,9 @@ async fn killing_the_etcd_leader_changes_nothing_and_ctl_pause_on_a_follower_pau
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_from_etcd_falls_to_stable_while_the_fleet_rolls_back() {
     let mut f = Fleet::start("cutoff", Mode::FailWithHeader("x-fail")).await;
+    // A staleness far beyond the test: only the local severe rule can take
+    // the cut-off replica to stable in time.
+    f.timings = "lease_ttl = \"2s\"\nstaleness = \"60s\"\nreport_interval = \"200ms\"\ntimeout = \"1s\"\n";
     f.spawn(0, ROLLOUT, &[0, 1]);
     f.spawn(1, ROLLOUT, &[0, 1]);
     // Replica 2 talks to etcd member 2 only.
@@ -251,11 +259,23 @@ async fn a_replica_cut_off_from_etcd_falls_to_stable_while_the_fleet_rolls_back(
     f.etcd.stop(2);
     let cut = Instant::now();
     // The canary now fails every request, on every replica.
-    let loads: Vec<crate::Load> = (0..3)
+    let loads: Vec<crate::Load> = (0..2)
         .map(|i| crate::Load::start(format!("http://{}/", f.replica(i).data_addr), 1, Duration::from_millis(10)))
         .collect();
     let fleet = &f;
     futures_util::future::join_all((0..3).map(|i| fleet.send(i, 60, &[("x-fail", "1")]))).await;
+    // Replica 2's clients go on failing on the canary while they get it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = {
+        let (stop, url) = (stop.clone(), format!("http://{}/", f.replica(2).data_addr));
+        tokio::spawn(async move {
+            let c = client();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                get(&c, &url, &[("x-fail", "1")]).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     // Replicas 0 and 1 roll back as the fleet.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -267,9 +287,9 @@ async fn a_replica_cut_off_from_etcd_falls_to_stable_while_the_fleet_rolls_back(
         assert!(Instant::now() < deadline, "the fleet did not roll back: {a:?} {b:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Replica 2 serves stable within the staleness bound (6 s), sooner
-    // through its own severe rule.
-    let deadline = cut + Duration::from_secs(6) + Duration::from_secs(3);
+    // Replica 2 serves stable through its own severe rule, once out of
+    // touch for the lease's TTL (2 s), long before the staleness (60 s).
+    let deadline = cut + Duration::from_secs(2) + Duration::from_secs(8);
     loop {
         let (_, w, _) = route(f.replica(2)).await;
         if w == 0.0 {
@@ -280,13 +300,31 @@ async fn a_replica_cut_off_from_etcd_falls_to_stable_while_the_fleet_rolls_back(
     }
     eprintln!("replica 2 fell to stable {:?} after losing etcd", cut.elapsed());
     let view = f.view(2).await;
-    assert!(view["overrides"]["web"].is_string(), "{view}");
+    assert!(view["overrides"]["web"].as_str().is_some_and(|r| r.contains("severe breach")), "{view}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    failing.await.unwrap();
     for l in loads {
         l.stop().await;
     }
-    // Back in touch, it serves what the fleet committed.
+    // Back in touch, it serves what the fleet committed, and tells the
+    // fleet what it did meanwhile.
     f.etcd.cont(2);
     f.all_at("rolled_back", 0.0, Duration::from_secs(10)).await;
+    let leader = f.leader(Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = f.view(leader).await;
+        let r2 = v["members"].as_array().unwrap().iter().find(|m| m["id"] == "r2").cloned().unwrap_or_default();
+        let past = &r2["past_overrides"]["web"];
+        if past["reason"].as_str().is_some_and(|r| r.contains("severe breach"))
+            && r2["overrides"] == serde_json::json!({})
+        {
+            assert!(past["until_ms"].as_u64().unwrap() > past["from_ms"].as_u64().unwrap(), "{past}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the leader never heard what r2 did: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let revs: Vec<i64> = futures_util::future::join_all((0..3).map(|i| f.view(i)))
         .await
         .iter()
@@ -359,6 +397,46 @@ async fn a_replica_on_another_config_serves_stable_and_is_not_counted() {
     assert!(card.contains("this replica serves stable on web"), "{card}");
     // The decisions in the audit trail carry the term and revision.
     b.wait_for("document.getElementById('events').textContent.includes('revision')", Duration::from_secs(5)).await;
+}
+
+/// A leader whose config stops fitting the committed rollout (it reloaded
+/// first in a rolling config change) hands over to one that fits: it could
+/// not tick the rollout, which would stay at its weight unwatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_reloaded_onto_another_config_hands_over_and_the_rollout_goes_on() {
+    let mut f = Fleet::start("handover", Mode::Named).await;
+    for i in 0..3 {
+        f.spawn(i, ROLLOUT, &[0, 1, 2]);
+    }
+    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let old = f.leader(Duration::from_secs(5)).await;
+    let path = f.dir.path().join(format!("r{old}.toml"));
+    let text = std::fs::read_to_string(&path).unwrap().replace("weight = 50", "weight = 20");
+    crate::write_atomically(&path, &text).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new = loop {
+        let v = f.view(old).await;
+        if v["role"] == "follower" && v["fits"] == false {
+            if let Some(id) = v["leader"]["id"].as_str().filter(|id| *id != format!("r{old}")) {
+                break id[1..].parse::<usize>().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "r{old} still leads on another config: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(f.leader(Duration::from_secs(5)).await, new);
+    assert_eq!(route(f.replica(old)).await.1, 0.0, "r{old} serves stable");
+    // The committed rollout goes on under the new leader: the two others'
+    // traffic advances it.
+    for i in (0..3).filter(|&i| i != old) {
+        f.send(i, 70, &[]).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while route(f.replica(new)).await.1 != 100.0 {
+        assert!(Instant::now() < deadline, "the rollout did not go on: {:?}", route(f.replica(new)).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(f.view(old).await["role"], "follower", "the unfit replica did not lead again");
 }
 
 #[test]

@@ -11,8 +11,7 @@ use weir_control::rollout::{Event, Persisted};
 
 use super::super::actions::{run, ActionFailed, ManualAction};
 use super::super::context::Daemon;
-use super::super::events::notify;
-use super::apply::take;
+use super::apply::committed;
 use super::node::Node;
 
 /// Runs `action` on the fleet's rollout of `route_name`.
@@ -67,9 +66,7 @@ pub(crate) async fn act(
         new.routes.insert(route_name.to_string(), Persisted::of(&next));
         match node.store.commit(None, rev, &new).await {
             Ok(Ok(revision)) => {
-                let events = new.events.clone();
-                take(daemon, node, new, revision);
-                notify(daemon, route, &events);
+                committed(daemon, node, route, new, rev, revision);
                 let mut ev = ev;
                 ev.fleet = Some(weir_control::rollout::FleetStamp { term: 0, revision });
                 return Ok(ev);

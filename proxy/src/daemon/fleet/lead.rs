@@ -17,8 +17,8 @@ use weir_control::fleet::{all_run, may_commit, pool, same_position, Committed, M
 use weir_control::rollout::{Engine, Event, Observed, Persisted};
 
 use super::super::context::Daemon;
-use super::super::events::{notify, stamp};
-use super::apply::take;
+use super::super::events::stamp;
+use super::apply::committed;
 use super::node::Node;
 use super::report::route_report;
 use super::store::Refused;
@@ -186,18 +186,16 @@ async fn lead_route(
                     *engine = next;
                 }
             }
-            let events = new.events.clone();
-            take(daemon, node, new, revision);
-            notify(daemon, route, &events);
+            committed(daemon, node, route, new, rev, revision);
         }
-        Ok(Err(Refused::NotLeader)) => node.step_down("another replica leads"),
+        Ok(Err(Refused::NotLeader)) => node.step_down_from(term, "another replica leads"),
         Ok(Err(Refused::Moved)) => {
-            // Someone (a manual action) committed first: catch up, and
-            // decide again on what they committed.
-            if let Ok((Some(doc), rev)) = node.store.state().await {
-                take(daemon, node, doc, rev);
-            }
+            // Someone (a manual action) committed first: the watch brings
+            // it, and the next tick decides again on what they committed.
+            tracing::debug!(route = %name, "fleet: the state moved on before this commit");
         }
+        // A commit that timed out may still have landed: the watch will
+        // tell, and its events are recorded then (its webhooks are not sent).
         Err(e) => tracing::warn!(route = %name, "fleet: commit failed: {e}"),
     }
 }

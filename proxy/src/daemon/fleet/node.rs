@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use weir_control::config::Fleet as FleetConfig;
-use weir_control::fleet::{Committed, MemberReport};
+use weir_control::fleet::{may_lead, Committed, MemberReport, PastOverride};
 
 use super::store::Store;
 use crate::telemetry::FleetMetrics;
@@ -33,6 +33,13 @@ pub(crate) struct Known {
     pub(crate) departed: BTreeMap<String, MemberReport>,
     /// Routes this replica serves stable on its own, and why.
     pub(crate) overrides: BTreeMap<String, String>,
+    /// Since when (unix ms) it serves stable on each of those.
+    pub(crate) override_since: BTreeMap<String, u64>,
+    /// The last spell of serving stable on its own that ended, per route.
+    pub(crate) past_overrides: BTreeMap<String, PastOverride>,
+    /// Whether its config fits every committed rollout (see
+    /// [`weir_control::fleet::may_lead`]).
+    pub(crate) fits: bool,
 }
 
 /// This replica in the fleet.
@@ -51,7 +58,8 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) fn new(cfg: FleetConfig, id: String, store: Store, metrics: FleetMetrics) -> Node {
-        Node { cfg, id, store, metrics, started: Instant::now(), known: Default::default() }
+        let known = Known { fits: true, ..Known::default() };
+        Node { cfg, id, store, metrics, started: Instant::now(), known: std::sync::Mutex::new(known) }
     }
 
     /// Locks what the tasks know.
@@ -86,6 +94,22 @@ impl Node {
         self.metrics.members.set(live.len() as f64);
         let mut k = self.lock();
         let before = std::mem::take(&mut k.members);
+        for m in &live {
+            // What a replica did on its own while out of touch, said once
+            // when it reports again.
+            let seen = before.iter().find(|b| b.id == m.id).map(|b| &b.past_overrides);
+            for (route, p) in &m.past_overrides {
+                if m.id != self.id && seen.is_some_and(|s| s.get(route) != Some(p)) {
+                    tracing::info!(
+                        replica = %m.id,
+                        route = %route,
+                        seconds = p.until_ms.saturating_sub(p.from_ms) / 1000,
+                        "fleet: the replica served stable on its own: {}",
+                        p.reason
+                    );
+                }
+            }
+        }
         for m in before {
             k.departed.insert(m.id.clone(), m);
         }
@@ -94,8 +118,13 @@ impl Node {
             .iter()
             .flat_map(|(doc, _)| doc.routes.iter().map(|(n, p)| (n.clone(), p.state.since_ms)))
             .collect();
+        let me = self.id.as_str();
         k.departed.retain(|id, m| {
-            !live.iter().any(|l| &l.id == id)
+            // This replica's own report is never a departed one: it counts
+            // its traffic fresh (a lease that lapsed and came back would
+            // otherwise count it twice).
+            id != me
+                && !live.iter().any(|l| &l.id == id)
                 && m.routes.iter().any(|(n, r)| windows.iter().any(|(w, s)| w == n && *s == r.window_start_ms))
         });
         k.members = live;
@@ -108,6 +137,25 @@ impl Node {
             tracing::warn!(term, "fleet: no longer the leader ({why})");
             self.metrics.leader.set(0.0);
         }
+    }
+
+    /// Stops leading `term` only (a commit of that term was refused; a
+    /// newer term won meanwhile stays).
+    pub(crate) fn step_down_from(&self, term: i64, why: &str) {
+        let mut k = self.lock();
+        if k.term == Some(term) {
+            k.term = None;
+            drop(k);
+            tracing::warn!(term, "fleet: no longer the leader ({why})");
+            self.metrics.leader.set(0.0);
+        }
+    }
+
+    /// Whether this replica may lead now: its config fits the committed
+    /// state, or no other live member's does.
+    pub(crate) fn may_lead(&self) -> bool {
+        let k = self.lock();
+        may_lead(&self.id, k.fits, &k.members)
     }
 }
 

@@ -44,5 +44,7 @@ pub(super) fn member_report(daemon: &Daemon, node: &Node) -> MemberReport {
         at_ms: crate::clock::now_ms(),
         routes,
         overrides: known.overrides.clone(),
+        past_overrides: known.past_overrides.clone(),
+        fits: known.fits,
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct Store {
     pub(crate) leader_key: String,
     pub(crate) state_key: String,
     pub(crate) members_prefix: String,
+    /// Member keys already logged as unreadable.
+    #[allow(clippy::disallowed_types)] // off the request path, never held across an await
+    unreadable: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Store {
@@ -88,6 +91,7 @@ impl Store {
             leader_key: format!("{prefix}leader"),
             state_key: format!("{prefix}state"),
             members_prefix: format!("{prefix}members/"),
+            unreadable: Default::default(),
         })
     }
 
@@ -148,12 +152,34 @@ impl Store {
 
     /// The committed state, read linearizably.
     pub(crate) async fn state(&self) -> Result<Versioned, StoreError> {
+        self.read_state().await.map(|(doc, rev, _)| (doc, rev))
+    }
+
+    /// [`Store::state`], and the store's revision at the read: nothing
+    /// changed the state between the two, so a watch from the next one
+    /// misses nothing (and starts above any compaction, which the state's
+    /// own revision, older when the rollout is idle, may not).
+    pub(crate) async fn read_state(&self) -> Result<(Option<Committed>, i64, i64), StoreError> {
         let mut c = self.client.clone();
         let resp = within(self.timeout, c.get(self.state_key.as_str(), None)).await?;
+        let at = resp.header().map_or(0, |h| h.revision());
         match resp.kvs().first() {
-            Some(kv) => Ok((Some(parse_state(kv.value())?), kv.mod_revision())),
-            None => Ok((None, 0)),
+            Some(kv) => Ok((Some(parse_state(kv.value())?), kv.mod_revision(), at.max(kv.mod_revision()))),
+            None => Ok((None, 0, at)),
         }
+    }
+
+    /// Gives up leading `term` (this replica's config cannot run the
+    /// committed rollout while another's can): deletes the leader key if it
+    /// is still that term's, so that another replica leads at once.
+    pub(crate) async fn resign(&self, term: i64) -> Result<(), StoreError> {
+        let key = self.leader_key.as_str();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, term)])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut c = self.client.clone();
+        within(self.timeout, c.txn(txn)).await?;
+        Ok(())
     }
 
     /// Commits `doc` if the state is still at revision `prev` and (with
@@ -197,12 +223,26 @@ impl Store {
         Ok(())
     }
 
-    /// Every live member's latest report (unreadable ones are skipped).
+    /// Every live member's latest report (unreadable ones are skipped, and
+    /// logged once per key: a replica of another weir version, say).
     pub(crate) async fn members(&self) -> Result<Vec<MemberReport>, StoreError> {
         let mut c = self.client.clone();
         let resp =
             within(self.timeout, c.get(self.members_prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
-        Ok(resp.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            match serde_json::from_slice(kv.value()) {
+                Ok(m) => out.push(m),
+                Err(e) => {
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let mut told = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+                    if told.insert(key.clone()) {
+                        tracing::error!(key = %key, "fleet: a member's report is unreadable, left out: {e}");
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Watches the state key from revision `from`.

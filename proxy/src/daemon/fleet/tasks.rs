@@ -72,7 +72,16 @@ pub(super) async fn session(node: Arc<Node>, mut shutdown: watch::Receiver<bool>
         node.lock().lease = Some(lease);
         let mut alive_at = Instant::now();
         loop {
-            if node.term().is_none() {
+            let may_lead = node.may_lead();
+            if let (Some(term), false) = (node.term(), may_lead) {
+                // A reload left this replica unable to run the committed
+                // rollout while another can: hand over at once.
+                match node.store.resign(term).await {
+                    Ok(()) => node.step_down_from(term, "its config does not fit the committed rollout"),
+                    Err(e) => log.failed("resign", &e),
+                }
+            }
+            if node.term().is_none() && may_lead {
                 match node.store.campaign(&node.id, lease).await {
                     Ok(Some(term)) => {
                         node.heard();
@@ -123,28 +132,49 @@ pub(super) async fn session(node: Arc<Node>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// Follows the committed state: a full read, then a watch from the next
-/// revision, with a read every few seconds; after any error, again.
+/// Follows the committed state from a watch, so that every replica takes
+/// every committed revision, in order, and records each one's events:
+///
+/// * first (and after a compaction) a full read, then a watch from the
+///   store's revision at that read;
+/// * after a watch that failed or ended, a watch again from the revision
+///   after the last one taken (etcd replays what was missed meanwhile);
+/// * a linearizable read every few seconds: a newer revision there means
+///   the watch stalled silently, and it is restarted (from the last one
+///   taken, so nothing is skipped).
 pub(super) async fn follow(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut log = Complaints(None);
+    let mut read_first = true;
     loop {
-        match node.store.state().await {
-            Ok((doc, rev)) => {
-                node.heard();
-                log.ok("read");
-                if let Some(doc) = doc {
-                    take(&daemon, &node, doc, rev);
+        let from = if read_first || node.applied_revision() == 0 {
+            match node.store.read_state().await {
+                Ok((doc, rev, at)) => {
+                    node.heard();
+                    log.ok("read");
+                    if let Some(doc) = doc {
+                        let missed = node.applied_revision();
+                        if take(&daemon, &node, doc, rev) && missed > 0 {
+                            tracing::warn!(
+                                from = missed + 1,
+                                to = rev,
+                                "fleet: etcd compacted the revisions between: their events are not in this replica's audit trail"
+                            );
+                        }
+                    }
+                    read_first = false;
+                    at + 1
+                }
+                Err(e) => {
+                    log.failed("cannot read the committed state", &e);
+                    if !pause(RETRY, &mut shutdown).await {
+                        return;
+                    }
+                    continue;
                 }
             }
-            Err(e) => {
-                log.failed("cannot read the committed state", &e);
-                if !pause(RETRY, &mut shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        }
-        let from = node.applied_revision() + 1;
+        } else {
+            node.applied_revision() + 1
+        };
         let mut stream = match node.store.watch_state(from).await {
             Ok(s) => s,
             Err(e) => {
@@ -162,9 +192,10 @@ pub(super) async fn follow(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: w
                     Ok(Some(resp)) => {
                         node.heard();
                         if resp.canceled() {
-                            // Compacted past our revision (or the member
-                            // lost its leader): read it all again.
+                            // Compacted past the revision asked for (or the
+                            // member lost its leader): read it all again.
                             tracing::info!(compact_revision = resp.compact_revision(), "fleet: the watch was cancelled: {}", resp.cancel_reason());
+                            read_first = resp.compact_revision() > 0;
                             break;
                         }
                         for ev in resp.events() {
@@ -189,13 +220,13 @@ pub(super) async fn follow(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: w
                 _ = tokio::time::sleep_until(read_at) => {
                     read_at = tokio::time::Instant::now() + READ_EVERY;
                     match node.store.state().await {
-                        Ok((Some(doc), rev)) => {
+                        Ok((_, rev)) => {
                             node.heard();
-                            if take(&daemon, &node, doc, rev) {
-                                tracing::warn!(rev, "fleet: the watch had not delivered this revision");
+                            if rev > node.applied_revision() {
+                                tracing::warn!(rev, "fleet: the watch had not delivered this revision: watching again");
+                                break;
                             }
                         }
-                        Ok((None, _)) => node.heard(),
                         Err(e) => {
                             log.failed("cannot read the committed state", &e);
                             break;

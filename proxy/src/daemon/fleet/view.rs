@@ -15,6 +15,8 @@ pub(crate) fn view(node: &Node) -> serde_json::Value {
             "applied_revision": m.applied_revision,
             "report_age_ms": now.saturating_sub(m.at_ms),
             "overrides": m.overrides,
+            "past_overrides": m.past_overrides,
+            "fits": m.fits,
         })
     };
     serde_json::json!({
@@ -26,6 +28,8 @@ pub(crate) fn view(node: &Node) -> serde_json::Value {
         "committed_by": k.committed.as_ref().map(|(doc, _)| doc.by.clone()),
         "out_of_touch_ms": k.contact.unwrap_or(node.started).elapsed().as_millis() as u64,
         "overrides": k.overrides,
+        "past_overrides": k.past_overrides,
+        "fits": k.fits,
         "members": k.members.iter().map(member).collect::<Vec<_>>(),
     })
 }
