@@ -399,6 +399,59 @@ async fn a_replica_on_another_config_serves_stable_and_is_not_counted() {
     b.wait_for("document.getElementById('events').textContent.includes('revision')", Duration::from_secs(5)).await;
 }
 
+/// A replica that starts (or reconnects) after etcd compacted past the
+/// committed state's own revision (an idle rollout, the members' reports
+/// moving the store on) watches from the store's revision: its watch is
+/// not cancelled, over and over, for a revision that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starting_after_a_compaction_follows_the_state_with_one_watch() {
+    let mut f = Fleet::start("compacted", Mode::Named).await;
+    for i in 0..2 {
+        f.spawn(i, ROLLOUT, &[0, 1, 2]);
+    }
+    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    // Paused, the rollout commits nothing more: the state keeps its
+    // revision while the members' reports move the store on.
+    ctl(&f, 0, "pause").await;
+    f.all_at("paused", 50.0, Duration::from_secs(5)).await;
+    let state = format!("/weir/fleet/{}/state", f.name);
+    let committed = mod_revision(&f, &state).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let compacted = loop {
+        let rev = f.etcd.compact().await;
+        if rev > committed + 5 {
+            break rev;
+        }
+        assert!(Instant::now() < deadline, "the store stays at {rev}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    f.spawn(2, ROLLOUT, &[0, 1, 2]);
+    f.all_at("paused", 50.0, Duration::from_secs(10)).await;
+    assert_eq!(mod_revision(&f, &state).await, committed, "the state moved: no compaction to test");
+    // The next commit reaches it through its watch.
+    ctl(&f, 0, "resume").await;
+    f.all_at("progressing", 50.0, Duration::from_secs(5)).await;
+    let log = f.replica(2).log.lock().unwrap().join("\n");
+    let refused = log.lines().filter(|l| l.contains("the watch was cancelled") || l.contains("cannot watch")).count();
+    assert_eq!(refused, 0, "compacted at {compacted}, state at {committed}:\n{log}");
+}
+
+/// The revision `key` was last written at.
+async fn mod_revision(f: &Fleet, key: &str) -> i64 {
+    f.etcd.client().await.get(key, None).await.unwrap().kvs()[0].mod_revision()
+}
+
+/// `weir ctl ACTION web` on replica `i`.
+async fn ctl(f: &Fleet, i: usize, action: &str) {
+    let out = tokio::process::Command::new(crate::weir_bin())
+        .args(["ctl", action, "web", "--admin"])
+        .arg(format!("http://{}", f.replica(i).admin_addr))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A leader whose config stops fitting the committed rollout (it reloaded
 /// first in a rolling config change) hands over to one that fits: it could
 /// not tick the rollout, which would stay at its weight unwatched.
