@@ -376,8 +376,10 @@ pub fn weir_bin() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let exe = std::env::current_exe().unwrap();
-            // target/<profile>/deps/weir_tests-HASH → target/<profile>/weir
-            let profile_dir = exe.parent().unwrap().parent().unwrap();
+            // target/<profile>/deps/weir_tests-HASH (a test) or
+            // target/<profile>/NAME (a bench binary) → target/<profile>/weir
+            let dir = exe.parent().unwrap();
+            let profile_dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
             let bin = profile_dir.join("weir");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Command::new(cargo);

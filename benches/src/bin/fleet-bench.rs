@@ -32,14 +32,14 @@ use weir_tests::{client, config_text, get, parse_prometheus, sample_sum, Load, M
 /// A rollout that stays where it is unless told (for the lag and failover).
 const STILL: &str = r#"
 [routes.rollout]
-stages = [{ weight = 50, bake = "1h" }, { weight = 100 }]
+stages = [{ weight = 50, bake = "9m" }, { weight = 100 }]
 gates = [{ metric = "error_rate", max = 0.05 }]
 "#;
 
 /// The demo's error gates, the bad canary exposed at 50 %.
 const DETECT: &str = r#"
 [routes.rollout]
-stages = [{ weight = 50, bake = "10m" }, { weight = 100 }]
+stages = [{ weight = 50, bake = "9m" }, { weight = 100 }]
 gates = [
   { metric = "error_rate", max = 0.02, min_samples = 30 },
   { metric = "error_rate_vs_stable", max_delta_to_stable = 0.02, min_samples = 30 },
