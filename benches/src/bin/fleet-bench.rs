@@ -10,10 +10,11 @@
 //! 2. **failover**: `FAILOVERS` times, SIGKILL the leader and time until
 //!    another replica leads (polled every 20 ms), with the default 5 s lease;
 //! 3. **detection**: a canary failing 10 % of requests (1 in 10) behind the
-//!    demo's gates, at 50 %, each replica under the same steady load: the
-//!    time from the rollout's start to its rollback, and the canary requests
-//!    served until then, for the fleet of three and for one weir alone on
-//!    one replica's share of the traffic (a third), `TRIALS` times each.
+//!    demo's gates, at 50 %, each replica under the same load (steady, ~45
+//!    req/s each, then thin, ~5 req/s each): the time from the rollout's
+//!    start to its rollback, and the canary requests served until then, for
+//!    the fleet of three and for one weir alone on one replica's share of
+//!    the traffic (a third), 5 trials each.
 //!
 //! `benches/fleet.sh [--quick]` builds weir (with `fleet`) and runs it;
 //! `--quick` (CI) runs 20 actions, 1 failover and 1 trial of each.
@@ -46,8 +47,11 @@ gates = [
 ]
 "#;
 
-/// Each replica's load: one client, a pause between requests.
-const PAUSE: Duration = Duration::from_millis(20);
+/// Each replica's load: one client with a pause between requests (steady:
+/// ~45 req/s; thin: ~5 req/s, where evidence, not the tick, is what a
+/// decision waits for).
+const STEADY: Duration = Duration::from_millis(20);
+const THIN: Duration = Duration::from_millis(200);
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -74,7 +78,8 @@ async fn main() {
     println!("fleet bench: 3-member etcd, 3 replicas, loopback ({})", if quick { "quick" } else { "full" });
     apply_lag(actions).await;
     failover(failovers).await;
-    detection(trials).await;
+    detection(trials, STEADY, "steady").await;
+    detection(trials, THIN, "thin").await;
 }
 
 async fn apply_lag(actions: usize) {
@@ -202,17 +207,17 @@ async fn canary_served(p: &Process) -> f64 {
     sample_sum(&parse_prometheus(&text), "weir_requests_total", &[("backend", "canary")])
 }
 
-async fn detection(trials: usize) {
+async fn detection(trials: usize, pause: Duration, label: &str) {
     let (mut fleet_t, mut fleet_n, mut one_t, mut one_n) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rates = (0.0, 0.0);
     for k in 0..trials {
         // The fleet: three replicas, each under the same load.
-        let mut f = Fleet::start(&format!("bench-detect-{k}"), Mode::FailTenths(1)).await;
+        let mut f = Fleet::start(&format!("bench-detect-{label}-{k}"), Mode::FailTenths(1)).await;
         f.timings = "";
         let mut loads = Vec::new();
         for i in 0..3 {
             f.spawn(i, DETECT, &[0, 1, 2]);
-            loads.push(Load::start(format!("http://{}/", f.replica(i).data_addr), 1, PAUSE));
+            loads.push(Load::start(format!("http://{}/", f.replica(i).data_addr), 1, pause));
         }
         let t = Instant::now();
         let took = rolled_back_after(f.replica(0), Instant::now() + Duration::from_secs(120)).await;
@@ -236,7 +241,7 @@ async fn detection(trials: usize) {
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, config_text(stable.addr, canary.addr, DETECT, "")).unwrap();
         let p = Process::spawn(&path);
-        let load = Load::start(format!("http://{}/", p.data_addr), 1, PAUSE);
+        let load = Load::start(format!("http://{}/", p.data_addr), 1, pause);
         let t = Instant::now();
         let took = rolled_back_after(&p, Instant::now() + Duration::from_secs(300)).await;
         rates.1 = load.sent.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
@@ -245,7 +250,7 @@ async fn detection(trials: usize) {
         one_n.push(canary_served(&p).await);
     }
     println!(
-        "detection (canary 10 % errors at 50 %, the demo's error gates; fleet {:.0} req/s in all, one weir {:.0} req/s; {trials} trials):",
+        "detection, {label} traffic (canary 10 % errors at 50 %, the demo's error gates; fleet {:.0} req/s in all, one weir {:.0} req/s; {trials} trials):",
         rates.0, rates.1
     );
     summary("fleet of 3: started -> rolled back", fleet_t, "s");

@@ -445,6 +445,9 @@ fn fleet_section_defaults_and_errors() {
         assert!(errs.iter().any(|e| e.starts_with(needle)), "no {needle:?} in {errs:#?}");
     }
     assert!(errors("[fleet]\nname = \"x\"\n").iter().any(|e| e.starts_with("fleet.endpoints: is required")));
+    assert!(errors("[fleet]\nendpoints = [\"127.0.0.1:2379\"]\nlease_ttl = \"3s\"\ntimeout = \"2s\"\n")
+        .iter()
+        .any(|e| e.starts_with("fleet.timeout: must be at most half of lease_ttl")));
     let pre_stage = format!(
         "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\n{MINIMAL}[routes.rollout]\nstages = [{{ weight = 10 }}, {{ weight = 100 }}]\n\
          gates = [{{ metric = \"error_rate\", max = 0.01 }}]\npre_stage = \"http://127.0.0.1:1/hook\"\n"

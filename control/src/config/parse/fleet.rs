@@ -83,6 +83,16 @@ pub(super) fn fleet(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Fleet>
             ),
         );
     }
+    if out.timeout > out.lease_ttl / 2 {
+        ctx.error(
+            &t.key_path("timeout"),
+            Some(&t.span),
+            format!(
+                "must be at most half of lease_ttl ({:?}): a keep-alive that times out must leave time for another before the lease lapses",
+                out.lease_ttl
+            ),
+        );
+    }
     if out.report_interval >= out.lease_ttl {
         ctx.error(&t.key_path("report_interval"), Some(&t.span), "must be shorter than lease_ttl");
     }

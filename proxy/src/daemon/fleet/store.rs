@@ -101,12 +101,17 @@ impl Store {
         Ok(within(self.timeout, c.lease_grant(ttl.as_secs() as i64, None)).await?.id())
     }
 
-    /// Keeps `lease` alive once; its remaining TTL (0: expired).
+    /// Keeps `lease` alive once; its remaining TTL (0: expired). One
+    /// deadline for the whole exchange (`timeout`, at most half the TTL:
+    /// a failed keep-alive leaves time for another).
     pub(crate) async fn keep_alive(&self, lease: i64) -> Result<i64, StoreError> {
         let mut c = self.client.clone();
-        let (mut keeper, mut stream) = within(self.timeout, c.lease_keep_alive(lease)).await?;
-        within(self.timeout, keeper.keep_alive()).await?;
-        match within(self.timeout, stream.message()).await? {
+        let once = async move {
+            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match within(self.timeout, once).await? {
             Some(r) => Ok(r.ttl()),
             None => Err(StoreError::Invalid("the keep-alive stream ended".into())),
         }
