@@ -99,6 +99,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     match crate::reload::read_config(path) {
         Ok(cfg) => {
             println!("{}: ok ({} backends, {} routes)", path.display(), cfg.backends.len(), cfg.routes.len());
+            for (key, why) in weir_control::config::warnings(&cfg) {
+                eprintln!("warning: {key}: {why}");
+            }
             if cfg.fleet.is_some() && !cfg!(feature = "fleet") {
                 // Valid, but this binary could not run it.
                 eprintln!("note: [fleet] needs a weir built with fleet mode (`--features fleet`); this one was not");

@@ -61,6 +61,7 @@ pub async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(cli::EXIT_CONFIG);
         }
     };
+    reload::log_warnings(&cfg);
     let weir = match Weir::start(cfg, Some(path)).await {
         Ok(w) => w,
         Err(e) => {

@@ -430,6 +430,8 @@ pub struct Launch {
     pub keep: Keep,
     /// How long it may take to log `weir listening`.
     pub startup: Duration,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -441,6 +443,7 @@ impl Launch {
             args: vec!["--workers".into(), "2".into()],
             keep: Keep::All,
             startup: Duration::from_secs(20),
+            env: Vec::new(),
         }
     }
 }
@@ -483,6 +486,7 @@ impl Process {
             .args(&launch.args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -418,8 +418,13 @@ async fn soak(args: Args) -> Res<Vec<String>> {
     let dir = tempfile::Builder::new().prefix("weir-soak-").tempdir()?;
     let path = dir.path().join("weir.toml");
     write_atomically(&path, &config_text(a, b, c, 10, "v2-a"))?;
-    let launch =
-        Launch { bin: args.weir.clone(), args: Vec::new(), keep: Keep::Warnings(10), startup: Duration::from_secs(30) };
+    let launch = Launch {
+        bin: args.weir.clone(),
+        args: Vec::new(),
+        keep: Keep::Warnings(10),
+        startup: Duration::from_secs(30),
+        env: Vec::new(),
+    };
     let mut weir = Process::start(&launch, &path).map_err(|e| format!("weir did not start: {e}"))?;
     println!(
         "soak: weir {} (pid {}) data {} admin {}; upstreams a={a} b={b} (flapping) c={c}; {} s, {} clients, {} slowloris",

@@ -38,6 +38,50 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
     parse::config(src)
 }
 
+/// What is valid but likely not what was meant, as `(key path, why)`:
+/// `weir check` prints these as warnings (exit 0), and a load or reload
+/// logs them. Today: shadow traffic or synthetic requests on a route whose
+/// backend checks its health over gRPC (without `grpc = true`, which makes
+/// them errors).
+pub fn warnings(cfg: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, route) in cfg.routes.iter().enumerate().filter(|(_, r)| !r.grpc) {
+        let grpc_health = [Some(&route.stable), route.canary.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|b| cfg.backends.get(b))
+            .any(|b| b.health.as_ref().is_some_and(|h| h.grpc_service.is_some()));
+        if grpc_health {
+            for (key, why) in grpc_misfits(route) {
+                out.push((
+                    format!("routes[{i}].{key}"),
+                    format!("{why}, and a backend of the route checks its health over gRPC (set grpc = true on a gRPC-only route)"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// What on a route cannot judge gRPC calls: `(key, why)`.
+fn grpc_misfits(route: &Route) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    if route.shadow.is_some() {
+        out.push((
+            "shadow".to_string(),
+            "copies no gRPC call (a copy needs a declared Content-Length, which gRPC calls lack)",
+        ));
+    }
+    let stages = route.rollout.as_ref().map_or(&[][..], |r| &r.stages[..]);
+    for (j, _) in stages.iter().enumerate().filter(|(_, s)| s.synthetic.is_some()) {
+        out.push((
+            format!("rollout.stages[{j}].synthetic"),
+            "sends HTTP GETs judged by their status, and a failed gRPC call is a 200",
+        ));
+    }
+    out
+}
+
 /// One problem in a config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -441,6 +485,9 @@ pub struct Route {
     /// Which HTTP statuses and gRPC codes count as failures
     /// (`failures = { http = [...], grpc = [...] }`).
     pub failures: crate::classify::Classifier,
+    /// `grpc = true`: the route carries gRPC calls only, so shadow traffic
+    /// and synthetic requests, which cannot judge them, are errors.
+    pub grpc: bool,
 }
 
 /// Shadow traffic: copies of live requests sent to the canary, compared with

@@ -403,6 +403,67 @@ fn failures_replace_their_defaults_and_bad_entries_are_named() {
     assert!(has("routes[0].failures.grpc[1]") && has("routes[0].failures.code"), "{e:?}");
 }
 
+/// Issue 21, item 8: a stage no gate can judge is a config error, not a
+/// stage that holds until its deadline.
+#[test]
+fn a_stage_no_gate_can_judge_is_an_error() {
+    let base = MINIMAL.replace("weight = 12.5\n", "");
+    let plan = |stages: &str, gates: &str| format!("{base}[routes.rollout]\nstages = [{stages}]\ngates = [{gates}]\n");
+    let synth = "synthetic = { rps = 5, path = \"/check\" }";
+    let stages =
+        format!("{{ weight = 0, bake = \"1m\", {synth} }}, {{ weight = 50, bake = \"1m\" }}, {{ weight = 100 }}");
+    let e = errors(&plan(&stages, "{ metric = \"synthetic\", max = 0.0 }"));
+    let named: Vec<&String> = e.iter().filter(|m| m.contains("no gate can judge this stage")).collect();
+    assert_eq!(named.len(), 2, "{e:?}");
+    assert!(
+        named[0].starts_with("routes[0].rollout.stages[1]:") && named[1].starts_with("routes[0].rollout.stages[2]:")
+    );
+    // A gate on live traffic judges the stages without synthetic requests.
+    let ok = plan(&stages, "{ metric = \"synthetic\", max = 0.0 }, { metric = \"error_rate\", max = 0.05 }");
+    assert!(parse(&ok).is_ok(), "{:?}", parse(&ok).err());
+
+    let compare = "{ metric = \"error_rate_vs_stable\" }, { metric = \"latency_p99\", max_ratio_to_stable = 1.5 }";
+    let e = errors(&plan("{ weight = 100 }", compare));
+    assert!(
+        e.iter().any(|m| m.starts_with("routes[0].rollout.stages[0]: no gate can judge") && m.contains("all traffic")),
+        "{e:?}"
+    );
+    // An absolute limit can judge it; a lower first stage gives a baseline.
+    assert!(parse(&plan("{ weight = 100 }", "{ metric = \"error_rate\", max = 0.05 }")).is_ok());
+    assert!(parse(&plan("{ weight = 10, bake = \"1m\" }, { weight = 100 }", compare)).is_ok());
+}
+
+/// Issue 22: shadow traffic and synthetic requests judge nothing on a gRPC
+/// route: errors with `grpc = true`, warnings when a backend's health
+/// check is gRPC, nothing on a plain HTTP route.
+#[test]
+fn shadow_and_synthetic_on_a_grpc_route_are_named() {
+    let shadow = format!("{MINIMAL}shadow = {{ percent = 10 }}\n");
+    let c = parse(&shadow).unwrap();
+    assert!(!c.routes[0].grpc);
+    assert_eq!(crate::config::warnings(&c), []);
+    let e = errors(&format!("{shadow}grpc = true\n"));
+    assert!(e.iter().any(|m| m.starts_with("routes[0].shadow: copies no gRPC call")), "{e:?}");
+    let base = MINIMAL.replace("weight = 12.5\n", "");
+    let synthetic = format!(
+        "{base}grpc = true\n[routes.rollout]\nstages = [{{ weight = 0, bake = \"1m\", \
+         synthetic = {{ rps = 5, path = \"/check\" }} }}, {{ weight = 100 }}]\ngates = [{{ metric = \"error_rate\", max = 0.05 }}]\n"
+    );
+    let e = errors(&synthetic);
+    assert!(e.iter().any(|m| m.starts_with("routes[0].rollout.stages[0].synthetic: sends HTTP GETs")), "{e:?}");
+    assert!(parse(&synthetic.replace("grpc = true\n", "")).is_ok());
+    // Without the key, a backend's gRPC health check makes it a warning.
+    let health = shadow.replacen(
+        "version = \"v2\"",
+        "version = \"v2\"\nhttp2 = true\nhealth = { grpc_service = \"pkg.Svc\", interval = \"1s\" }",
+        1,
+    );
+    let w = crate::config::warnings(&parse(&health).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, "routes[0].shadow");
+    assert!(w[0].1.contains("checks its health over gRPC"), "{w:?}");
+}
+
 #[test]
 fn a_grpc_health_check_needs_http2_and_no_path() {
     let grpc = MINIMAL.replacen(

@@ -424,6 +424,9 @@ impl Engine {
         // Per-window shares of alpha: every stage, and the bake after
         // promotion.
         let stages = self.plan.stages.len() + 1;
+        // A synthetic gate judges the stages that send synthetic requests;
+        // in the others it does not apply (rather than hold them).
+        let probing = self.plan.stages.get(self.state.stage).is_some_and(|s| s.synthetic.is_some());
         let (verdicts, stage): (Vec<GateResult>, Vec<Carry>) = self
             .plan
             .gates
@@ -442,7 +445,11 @@ impl Engine {
                     carried: *carried,
                     stages,
                 };
-                gate::evaluate_with(g, &inputs)
+                let (mut r, carry) = gate::evaluate_with(g, &inputs);
+                if g.metric == GateMetric::Synthetic && !probing {
+                    r.verdict = Verdict::Skipped;
+                }
+                (r, carry)
             })
             .unzip();
         self.stage = stage;

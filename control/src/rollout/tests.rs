@@ -192,6 +192,37 @@ fn severe_breach_alone_is_the_severe_rule_and_nothing_else() {
     assert_eq!(done.severe_breach(&seen(&bad, &ok)), None);
 }
 
+/// A synthetic gate judges the stages that send synthetic requests; in the
+/// others it does not apply, and the gates on live traffic decide.
+#[test]
+fn a_synthetic_gate_does_not_apply_to_a_stage_without_synthetic_requests() {
+    let mut first = stage(0, 1, 0);
+    first.synthetic = Some(crate::config::Synthetic {
+        rps: 5.0,
+        method: "GET".into(),
+        path: "/check".into(),
+        headers: vec![],
+        body: None,
+        expect_status: 200,
+        also_stable: false,
+    });
+    let mut synthetic = error_gate(0.0);
+    synthetic.name = "synthetic".into();
+    synthetic.metric = GateMetric::Synthetic;
+    synthetic.min_samples = 5;
+    let mut e = Engine::new(plan(vec![first, stage(50, 1, 10)], vec![synthetic, error_gate(0.05)]), ctx(), 0).0;
+    let probes = Probes { synthetic: crate::sample::Checks { passed: 10, failed: 0 }, ..Probes::default() };
+    let (c, s) = (win(100, 0), win(100, 0));
+    let seen = Observed { canary: &c, stable: &s, stable_history: &s, probes };
+    e.tick_with(2 * S, &seen);
+    assert_eq!(e.state().stage, 1, "{:?}", e.state().verdicts);
+    // Stage 1 sends none: the synthetic gate is skipped, not inconclusive.
+    let none = Observed { probes: Probes::default(), ..seen };
+    e.tick_with(4 * S, &none);
+    assert_eq!(e.state().verdicts[0].verdict, Verdict::Skipped, "{:?}", e.state().verdicts);
+    assert_eq!(e.state().phase, Phase::Promoted, "{:?}", e.state().verdicts);
+}
+
 #[test]
 fn on_failure_pause_keeps_the_weight() {
     let mut p = three_stages().plan().clone();

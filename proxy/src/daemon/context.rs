@@ -35,5 +35,5 @@ pub(crate) struct Daemon {
     pub(crate) synthetic_checks: SyntheticChecks,
     /// Fleet mode: this replica in the fleet (set once at start).
     #[cfg(feature = "fleet")]
-    pub(crate) fleet: std::sync::OnceLock<std::sync::Arc<super::fleet::Node>>,
+    pub(crate) fleet: std::sync::OnceLock<std::sync::Arc<super::fleet::node::Node>>,
 }

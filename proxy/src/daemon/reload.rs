@@ -56,6 +56,13 @@ pub fn read_config(path: &Path) -> Result<Config, ReloadError> {
     Ok(config::parse(&text)?)
 }
 
+/// Logs what [`config::warnings`] finds in a config about to serve.
+pub fn log_warnings(cfg: &Config) {
+    for (key, why) in config::warnings(cfg) {
+        tracing::warn!("config: {key}: {why}");
+    }
+}
+
 /// Re-reads the config file and swaps it in (see [`apply`]).
 pub(crate) async fn reload_file(daemon: &Arc<Daemon>) -> Result<u64, ReloadError> {
     let path = daemon.config_path.clone().ok_or(ReloadError::NoFile)?;
@@ -63,6 +70,7 @@ pub(crate) async fn reload_file(daemon: &Arc<Daemon>) -> Result<u64, ReloadError
         Ok(cfg) => cfg,
         Err(e) => return Err(failed(daemon, e)),
     };
+    log_warnings(&cfg);
     apply(daemon, cfg).await
 }
 

@@ -202,7 +202,10 @@ pub(super) async fn shadow(
         (Some(cfg), Side::Stable, false, false) => cfg,
         _ => return Ok((body, None)),
     };
-    let Some(len) = shadow::wanted(cfg, &parts.method, &parts.headers) else { return Ok((body, None)) };
+    // Without Content-Length: HTTP/1 has no body then (RFC 9112 §6.3; it
+    // came as an empty one), an HTTP/2 request may still carry one.
+    let done = http_body::Body::is_end_stream(&body);
+    let Some(len) = shadow::wanted(cfg, &parts.method, &parts.headers, done) else { return Ok((body, None)) };
     let bytes = if len == 0 {
         Bytes::new()
     } else {

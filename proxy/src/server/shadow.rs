@@ -65,8 +65,13 @@ impl Shadows {
 /// Stable's answer, sent to the copy for comparison.
 pub(crate) type StableAnswer = Option<(StatusCode, Option<HeaderValue>)>;
 
-/// Whether this request is copied (cheap checks first).
-pub(crate) fn wanted(cfg: &Shadow, method: &http::Method, headers: &http::HeaderMap) -> Option<u64> {
+/// Whether this request is copied (cheap checks first), and the length of
+/// the body to read for both: its declared `Content-Length`, or 0 when it
+/// has none and `body_done` (HTTP/1.1 without framing fields, or an
+/// HTTP/2 request whose headers ended the stream). A body of unknown
+/// length is never copied: reading it whole first would hold up a stream
+/// (a gRPC call) until its end.
+pub(crate) fn wanted(cfg: &Shadow, method: &http::Method, headers: &http::HeaderMap, body_done: bool) -> Option<u64> {
     if next_random() % 10_000 >= u64::from(cfg.bp) {
         return None;
     }
@@ -74,7 +79,8 @@ pub(crate) fn wanted(cfg: &Shadow, method: &http::Method, headers: &http::Header
         return None;
     }
     let len = match headers.get(http::header::CONTENT_LENGTH) {
-        None => 0,
+        None if body_done => 0,
+        None => return None,
         Some(v) => v.to_str().ok()?.parse::<u64>().ok()?,
     };
     (len <= cfg.max_body).then_some(len)

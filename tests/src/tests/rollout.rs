@@ -319,3 +319,134 @@ async fn a_route_that_counts_429_as_failures_rolls_a_rate_limiting_canary_back()
     load.stop().await;
     assert!(rb.verdicts[0].value.unwrap() > 0.9, "every 429 counted: {:?}", rb.verdicts[0]);
 }
+
+/// Issue 21, bug 2: rollouts were scheduled on the wall clock. A step back
+/// stopped every tick (gates, severe rule) for its length; a step forward
+/// satisfied the bake at once. The real binary runs under libfaketime
+/// (Debian `faketime`), its wall clock stepped through a file while its
+/// monotonic clock runs true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_step_neither_stops_nor_hurries_a_rollout() {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(std::path::Path::new(LIB).exists(), "{LIB}: install Debian's faketime (.ci/run does)");
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let r = rollout(
+        "{ weight = 50, bake = \"2s\", min_requests = 20 }, { weight = 100, bake = \"30s\" }",
+        "{ metric = \"error_rate\", max = 0.05, min_samples = 10 }",
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, config_text(stable.addr, canary.addr, &r, "")).unwrap();
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let mut launch = Launch::tests();
+    launch.env = vec![
+        ("LD_PRELOAD".into(), LIB.into()),
+        ("FAKETIME_TIMESTAMP_FILE".into(), offset.display().to_string()),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    let p = Process::start(&launch, &path).unwrap();
+    async fn stage(p: &Process) -> (u64, String) {
+        let url = format!("http://{}/api/v1/routes", p.admin_addr);
+        let v: serde_json::Value = serde_json::from_str(&get(&client(), &url, &[]).await.1).unwrap();
+        let r = &v["routes"][0];
+        (r["rollout"]["stage"].as_u64().unwrap(), r["rollout"]["state"].as_str().unwrap().to_string())
+    }
+    assert_eq!(stage(&p).await, (0, "progressing".to_string()));
+    // An hour back, at once: the stage still advances on its bake and
+    // traffic (the old driver waited for the wall clock to catch up).
+    std::fs::write(&offset, "-1h\n").unwrap();
+    let load = Load::start(format!("http://{}/", p.data_addr), 2, Duration::from_millis(10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while stage(&p).await.0 != 1 {
+        assert!(std::time::Instant::now() < deadline, "no tick after the clock stepped back: {:?}", stage(&p).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two hours forward, at once: the last stage's 30 s bake has not
+    // passed (the old driver promoted on the next tick).
+    std::fs::write(&offset, "+1h\n").unwrap();
+    let watch = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < watch {
+        assert_eq!(stage(&p).await, (1, "progressing".to_string()), "the bake was cut short by the clock");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    load.stop().await;
+}
+
+/// Issue 21, bug 3: the canary's numbers were kept by backend name, so a
+/// new canary version (same backend, same address) started its rollout on
+/// the old version's requests. Its window now starts at the transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_canary_version_is_judged_on_its_own_requests_only() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::FailWithHeader("x-fail")).await;
+    // A gate that never fails and a severe rule that never acts: v2's
+    // failures stay in the numbers, nothing rolls back.
+    let r = format!(
+        "force = {{ header = \"x-canary\" }}\n{}",
+        rollout(
+            "{ weight = 0, bake = \"10m\" }, { weight = 100 }",
+            "{ metric = \"error_rate\", max = 1.0, min_samples = 1 }",
+            "severe_error_rate = 1.0\nsevere_min_requests = 1000000",
+        )
+    );
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
+    let c = client();
+    let samples = |w: &InProcess| {
+        let st = w.weir.rollout("web").unwrap();
+        st.verdicts.first().map(|v| (v.canary_samples, v.value))
+    };
+    // The first tick: the stage's window is open (it starts at the
+    // transition, and a request before it is the stage before's).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while samples(&w).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no tick");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        get(&c, &w.url("/"), &[("x-canary", "always"), ("x-fail", "1")]).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while samples(&w).is_none_or(|(n, _)| n < 20) {
+        assert!(std::time::Instant::now() < deadline, "v2's requests never counted: {:?}", samples(&w));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(samples(&w), Some((20, Some(1.0))));
+
+    // v3 behind the same backend and address: a new rollout, on its own
+    // requests only.
+    std::fs::write(&w.path, std::fs::read_to_string(&w.path).unwrap().replace("version = \"v2\"", "version = \"v3\""))
+        .unwrap();
+    w.weir.reload().await.unwrap();
+    assert!(w
+        .weir
+        .events(Some("web"))
+        .iter()
+        .rev()
+        .any(|e| e.kind == EventKind::Started && e.cause.contains("stage 0")));
+    // Its first tick: a window of its own, empty (the old code showed v2's
+    // 20 requests here).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while samples(&w).is_none_or(|(n, _)| n == 20) {
+        assert!(std::time::Instant::now() < deadline, "no tick of v3's rollout: {:?}", samples(&w));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(samples(&w).map(|(n, _)| n), Some(0), "v3's window holds v2's requests");
+    for _ in 0..10 {
+        get(&c, &w.url("/"), &[("x-canary", "always")]).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while samples(&w).is_none_or(|(n, _)| n < 10) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "v3's requests never counted: {:?} {:?}",
+            samples(&w),
+            w.weir.events(Some("web")).iter().map(|e| (e.kind, e.cause.clone())).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(samples(&w), Some((10, Some(0.0))), "v3's window holds v2's requests");
+}

@@ -113,3 +113,46 @@ async fn shadows_are_dropped_and_counted_under_load() {
     let dropped = sample(&metrics(&w).await, "weir_shadow_dropped_total", &[("route", "web")]);
     assert!(dropped >= 5.0, "{dropped}");
 }
+
+/// An HTTP/2 request may carry a body without Content-Length (every gRPC
+/// call does). Such a request on a route that shadows POST kept its
+/// headers but reached stable with an empty body (its missing length read
+/// as 0). It is now sent on whole and not copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_without_content_length_reaches_stable_whole_and_is_not_copied() {
+    use http_body_util::combinators::BoxBody;
+    use hyper::body::Frame;
+    type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+    let stable = Upstream::start("stable", Mode::CountBody).await;
+    let canary = Upstream::start("canary", Mode::CountBody).await;
+    let extra = "shadow = { percent = 100, methods = [\"GET\", \"POST\"] }";
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, extra, "")).await;
+    let c: hyper_util::client::legacy::Client<_, Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    let post = |path: &str, body: Body| {
+        let req = Request::post(w.url(path)).body(body).unwrap();
+        let c = c.clone();
+        async move {
+            let resp = c.request(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        }
+    };
+    // Streamed: no size hint, so no Content-Length on the wire.
+    let frames = [b"hello ".as_slice(), b"world".as_slice()].map(|b| Ok(Frame::data(Bytes::from_static(b))));
+    let streamed = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    assert_eq!(post("/streamed", streamed).await, "11", "stable got the whole body");
+    // A declared length is copied as before; once its copy arrived, the
+    // streamed request's would have too.
+    let declared = Full::new(Bytes::from_static(b"declared")).map_err(|e| match e {}).boxed();
+    assert_eq!(post("/declared", declared).await, "8");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while canary.count() < 1 {
+        assert!(Instant::now() < deadline, "the declared request was not copied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let paths: Vec<String> = canary.seen.lock().unwrap().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/declared"]);
+    assert_eq!(stable.count(), 2);
+}

@@ -8,7 +8,7 @@ use crate::*;
 
 fn stage_with(synthetic: &str, gates: &str, stage_extra: &str, extra: &str) -> String {
     format!(
-        "[routes.rollout]\ninterval = \"250ms\"\n{extra}\nstages = [{{ weight = 0, {stage_extra} synthetic = {{ {synthetic} }} }}, {{ weight = 100, bake = \"10m\" }}]\ngates = [{gates}]"
+        "[routes.rollout]\ninterval = \"250ms\"\n{extra}\nstages = [{{ weight = 0, {stage_extra} synthetic = {{ {synthetic} }} }}, {{ weight = 100, bake = \"10m\", synthetic = {{ {synthetic} }} }}]\ngates = [{gates}]"
     )
 }
 

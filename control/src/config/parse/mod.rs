@@ -59,6 +59,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     let routes = routes(&mut ctx, &mut top, &backends);
     stage_windows(&mut ctx, &mut telemetry, window_given, &routes);
     probe_gates(&mut ctx, &routes);
+    grpc_routes(&mut ctx, &routes);
     if fleet.is_some() {
         fleet::rollouts(&mut ctx, &routes);
     }
@@ -219,14 +220,58 @@ fn stage_windows(ctx: &mut Ctx<'_>, telemetry: &mut Telemetry, window_given: boo
     }
 }
 
+/// On a route that carries gRPC (`grpc = true`), shadow traffic and
+/// synthetic requests would judge nothing: a copy needs a declared
+/// Content-Length (gRPC calls have none, so none is ever copied), and a
+/// synthetic request is an HTTP GET judged by its status (a failed call is
+/// a 200 with `grpc-status`). Errors, rather than a stage that holds for
+/// ever. Without the key, [`crate::config::warnings`] says it when a
+/// backend's health check is gRPC.
+fn grpc_routes(ctx: &mut Ctx<'_>, routes: &[Route]) {
+    for (i, route) in routes.iter().enumerate().filter(|(_, r)| r.grpc) {
+        for (key, why) in super::grpc_misfits(route) {
+            ctx.error(&format!("routes[{i}].{key}"), None, format!("{why} (the route has grpc = true)"));
+        }
+    }
+}
+
 /// A gate on probes needs the probes: a `synthetic` gate with no stage
 /// sending synthetic requests, or a `shadow_mismatch` gate on a route
 /// without `shadow`, could never be evaluated (its stage would hold for
 /// ever): an error with the key and why.
+///
+/// Likewise a stage no gate can judge (a stage advances only on a gate that
+/// passed): a `synthetic` gate judges only the stages that send synthetic
+/// requests, and a first stage at 100 % has no stable traffic and no
+/// baseline, so gates that only compare with stable (`error_rate_vs_stable`,
+/// `latency_shift`, limits relative to stable alone) skip it.
 fn probe_gates(ctx: &mut Ctx<'_>, routes: &[Route]) {
     use super::GateMetric;
     for (i, route) in routes.iter().enumerate() {
         let Some(plan) = &route.rollout else { continue };
+        for (k, stage) in plan.stages.iter().enumerate() {
+            let alone = k == 0 && stage.weight == crate::split::Weight::FULL;
+            let judges = |g: &&crate::config::Gate| match g.metric {
+                GateMetric::Synthetic => stage.synthetic.is_some(),
+                GateMetric::ErrorRateVsStable | GateMetric::LatencyShift => !alone,
+                GateMetric::ErrorRate | GateMetric::Latency(_) => !alone || g.max.is_some(),
+                GateMetric::ShadowMismatch => true,
+            };
+            if !plan.gates.is_empty() && !plan.gates.iter().any(|g| judges(&g)) {
+                let why = if alone {
+                    "it takes all traffic at once, and its gates only compare with stable, which then has no \
+                     traffic and no baseline (start lower, or add an absolute limit such as max)"
+                } else {
+                    "its only gates are synthetic and it sends no synthetic requests (give it synthetic = { ... }, \
+                     or add a gate on live traffic)"
+                };
+                ctx.error(
+                    &format!("routes[{i}].rollout.stages[{k}]"),
+                    None,
+                    format!("no gate can judge this stage, so it could never pass: {why}"),
+                );
+            }
+        }
         for (j, g) in plan.gates.iter().enumerate() {
             let missing = match g.metric {
                 GateMetric::Synthetic if plan.stages.iter().all(|s| s.synthetic.is_none()) => {

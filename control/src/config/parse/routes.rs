@@ -130,6 +130,7 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
         f.finish(ctx);
         c
     });
+    let grpc = t.boolean(ctx, "grpc").unwrap_or(false);
     let rollout = t.table(ctx, "rollout").and_then(|mut r| rollout(ctx, &mut r));
     let shadow = t.table(ctx, "shadow").and_then(|mut s| {
         let out = shadow(ctx, &mut s);
@@ -177,6 +178,7 @@ fn route(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, backends: &BTreeMap<String, B
         variant_header,
         rollout,
         shadow,
+        grpc,
     })
 }
 

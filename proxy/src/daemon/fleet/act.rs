@@ -9,10 +9,10 @@ use std::sync::Arc;
 use weir_control::fleet::Committed;
 use weir_control::rollout::{Event, Persisted};
 
-use super::super::actions::{run, ActionFailed, ManualAction};
-use super::super::context::Daemon;
 use super::apply::committed;
 use super::node::Node;
+use crate::daemon::actions::{run, ActionFailed, ManualAction};
+use crate::daemon::context::Daemon;
 
 /// Runs `action` on the fleet's rollout of `route_name`.
 pub(crate) async fn act(

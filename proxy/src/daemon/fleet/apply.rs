@@ -18,10 +18,10 @@ use std::sync::Arc;
 use weir_control::fleet::{stale, Committed, PastOverride};
 use weir_control::rollout::{FleetStamp, Observed};
 
-use super::super::context::Daemon;
-use super::super::driver::{local_windows, publish_as};
-use super::super::events::{notify, record};
 use super::node::Node;
+use crate::daemon::context::Daemon;
+use crate::daemon::driver::{local_windows, publish_as};
+use crate::daemon::events::{notify, record};
 use crate::route::Route;
 
 /// Why a replica serves stable after a local severe breach.

@@ -16,14 +16,14 @@ use tokio::sync::watch;
 use weir_control::fleet::{all_run, may_commit, pool, same_position, Committed, MemberReport};
 use weir_control::rollout::{Engine, Event, Observed, Persisted};
 
-use super::super::context::Daemon;
-use super::super::events::stamp;
 use super::apply::committed;
 use super::node::Node;
 use super::report::route_report;
 use super::store::Refused;
 use super::tasks::pause;
 use crate::clock::engine_ms;
+use crate::daemon::context::Daemon;
+use crate::daemon::events::stamp;
 use crate::route::Route;
 
 /// Runs until shutdown; idle while another replica leads.

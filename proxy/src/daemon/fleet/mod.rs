@@ -21,7 +21,7 @@
 mod act;
 mod apply;
 mod lead;
-mod node;
+pub(crate) mod node;
 mod report;
 mod store;
 mod tasks;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use weir_control::fleet::{MemberReport, RouteReport, WindowReport};
 use weir_control::rollout::Engine;
 
-use super::super::context::Daemon;
-use super::super::driver::local_windows;
 use super::node::Node;
+use crate::daemon::context::Daemon;
+use crate::daemon::driver::local_windows;
 use crate::route::Route;
 
 /// `route`'s evidence at this replica (the engine's lock held).

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use etcd_client::EventType;
 use tokio::sync::watch;
 
-use super::super::context::Daemon;
 use super::apply::{reconcile, take};
 use super::node::Node;
 use super::report::member_report;
 use super::store::{parse_state, StoreError};
+use crate::daemon::context::Daemon;
 
 /// How often a replica without a lease, or not leading, tries again.
 const RETRY: Duration = Duration::from_millis(250);
