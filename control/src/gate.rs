@@ -29,7 +29,10 @@
 //!   requests slower than stable's p90 and p99 (`alpha / 4` each, carried
 //!   across stages) fail on tail and variance regressions that leave the
 //!   median, and so A, where it was. It passes once the always-valid upper
-//!   bound on A is below `0.5 + min_effect`.
+//!   bound on A is below `0.5 + min_effect` *and*, for each of stable's p90
+//!   and p99, the always-valid upper bound on the canary's share of
+//!   requests above it is within `2 × stable's share + 0.005` (A cannot see
+//!   a tail regression, so a pass needs evidence on the tails too).
 //!
 //! When the canary takes all traffic, stable has no samples of its own: the
 //! engine passes stable's window from before (its baseline) and the
@@ -105,6 +108,8 @@ pub struct Carry {
     pub requests: u64,
     /// Canary failures among them.
     pub failures: u64,
+    /// `latency_shift`: canary requests slower than stable's p90 and p99.
+    pub above: [u64; 2],
 }
 
 impl Carry {
@@ -114,6 +119,7 @@ impl Carry {
             tests: [self.tests[0].plus(&other.tests[0]), self.tests[1].plus(&other.tests[1])],
             requests: self.requests + other.requests,
             failures: self.failures + other.failures,
+            above: [self.above[0] + other.above[0], self.above[1] + other.above[1]],
         }
     }
 }
@@ -274,7 +280,8 @@ fn error_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateRes
     } else {
         RatioTest::of(c.failures(), c.total(), s.failures(), s.total())
     };
-    let here = Carry { tests: [stage, RatioTest::default()], requests: c.total(), failures: c.failures() };
+    let here =
+        Carry { tests: [stage, RatioTest::default()], requests: c.total(), failures: c.failures(), above: [0; 2] };
     let all = inputs.carried.plus(&here);
     if all.requests < gate.min_samples || s.total() < gate.min_samples {
         return here;
@@ -325,15 +332,23 @@ fn baseline_rate(x: u64, n: u64, phi: f64) -> f64 {
 fn latency_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateResult) -> Carry {
     let canary = inputs.canary;
     let mut here = Carry { requests: canary.latency.count(), ..Carry::default() };
-    for (i, (test, q)) in here.tests.iter_mut().zip(TAILS).enumerate() {
+    // Stable's share above each threshold (at most the nominal one: a
+    // stable that got slower never widens the tolerance); `None` without
+    // a threshold, and then no pass.
+    let mut stable_share = [None; 2];
+    for (i, q) in TAILS.into_iter().enumerate() {
         let Some(t) = inputs.reference_tails.map(|t| t[i]).or_else(|| quantile_micros(stable, q)) else { continue };
         let (ec, nc) = (above(canary, t), canary.latency.count());
         let (es, ns) = (above(stable, t), stable.latency.count());
-        *test = if inputs.baseline {
+        here.above[i] = ec;
+        here.tests[i] = if inputs.baseline {
             RatioTest::against_rate(ec, nc, baseline_rate(es, ns, 1.0))
         } else {
             RatioTest::of(ec, nc, es, ns)
         };
+        if ns > 0 {
+            stable_share[i] = Some((es as f64 / ns as f64).min(1.0 - q));
+        }
     }
     if r.canary_samples < gate.min_samples || r.stable_samples < gate.min_samples {
         return here;
@@ -352,9 +367,20 @@ fn latency_test(gate: &Gate, inputs: &Inputs<'_>, stable: &Window, r: &mut GateR
     r.upper_bound = Some(a + pass_radius);
     let p_mw = msprt_p(a - 0.5, var, TAU_A);
     r.p_value = Some(tail_e.iter().map(|&e| (1.0 / e).min(1.0)).fold(p_mw, f64::min));
+    // Evidence of safety in the tails too: A cannot see a variance or
+    // tail regression, so a pass also needs the canary's share above each
+    // of stable's tails shown (always-valid bound) within tolerance over
+    // the rollout, and this stage's share not plainly above it.
+    let tails_safe = stable_share.iter().enumerate().all(|(i, share)| {
+        share.is_some_and(|s| {
+            let tolerance = DEFAULT_TOLERANCE_RATIO * s + DEFAULT_TOLERANCE_DELTA;
+            let bound = evidence::upper_bound(all.above[i], all.requests, PASS_ALPHA, 1.0);
+            bound <= tolerance && here.above[i] as f64 <= tolerance * here.requests as f64
+        })
+    });
     r.verdict = if shifted || tail {
         Verdict::Fail
-    } else if a + pass_radius < 0.5 + gate.min_effect {
+    } else if a + pass_radius < 0.5 + gate.min_effect && tails_safe {
         Verdict::Pass
     } else {
         Verdict::Inconclusive
@@ -663,6 +689,26 @@ mod tests {
         let same = lognormal(4, 6000, 20.0, 0.5, 0.0, 0.0);
         let r = evaluate(&g, &same, &stable, false);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+
+    /// Issue 21, item 2: a pass is evidence of safety. On a small sample
+    /// the tail regression above is not yet significant and A's bound is
+    /// already low: that passed, though nothing had shown the tails were
+    /// fine. It holds now, and the same sample of a healthy canary passes
+    /// once its tails are shown within tolerance.
+    #[test]
+    fn latency_shift_passes_only_with_evidence_on_the_tails() {
+        let g = gate(GateMetric::LatencyShift);
+        let stable = lognormal(1, 12_000, 20.0, 0.5, 0.0, 0.0);
+        let tail = lognormal(5, 300, 20.0, 0.5, 0.02, 500.0);
+        let r = evaluate(&g, &tail, &stable, false);
+        assert!(r.upper_bound.unwrap() < 0.6, "A's bound alone would pass: {r:?}");
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        // A healthy canary: held on a thin sample, passed on a large one.
+        let thin = lognormal(6, 100, 20.0, 0.5, 0.0, 0.0);
+        assert_eq!(evaluate(&g, &thin, &stable, false).verdict, Verdict::Inconclusive);
+        let enough = lognormal(7, 3000, 20.0, 0.5, 0.0, 0.0);
+        assert_eq!(evaluate(&g, &enough, &stable, false).verdict, Verdict::Pass);
     }
 
     #[test]

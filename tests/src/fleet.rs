@@ -65,6 +65,17 @@ impl Fleet {
         }
     }
 
+    /// [`Fleet::start`], then replicas r0, r1 and r2 on [`ROLLOUT`] with
+    /// every etcd member, once all three serve its first stage (50 %).
+    pub async fn three(name: &str, canary: Mode) -> Fleet {
+        let mut f = Fleet::start(name, canary).await;
+        for i in 0..3 {
+            f.spawn(i, ROLLOUT, &[0, 1, 2]);
+        }
+        f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+        f
+    }
+
     /// Starts replica `r{i}` on `rollout` talking to the etcd members
     /// `members`.
     pub fn spawn(&mut self, i: usize, rollout: &str, members: &[usize]) {

@@ -487,7 +487,7 @@ impl Engine {
             self.state.since_ms = now_ms;
             self.state.consecutive_failures = 0;
             for (c, s) in self.carried.iter_mut().zip(&self.stage) {
-                *c = c.plus(&Carry { requests: 0, failures: 0, ..*s });
+                *c = c.plus(&Carry { requests: 0, failures: 0, above: [0; 2], ..*s });
             }
             self.stage.iter_mut().for_each(|c| *c = Carry::default());
             let cause = "stable recovered: the stage's window starts again".to_string();

@@ -11,13 +11,9 @@ use crate::{client, get, parse_prometheus, sample, Mode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_pools_its_evidence_and_every_replica_serves_each_commit() {
-    let mut f = Fleet::start("pool", Mode::Named).await;
-    for i in 0..3 {
-        f.spawn(i, ROLLOUT, &[0, 1, 2]);
-    }
     // Nothing of the canary before the fleet's first commit; then 50 % on
     // every replica.
-    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let f = Fleet::three("pool", Mode::Named).await;
     let leader = f.leader(Duration::from_secs(5)).await;
 
     // 40 requests on each replica: 20 canary each at 50 %, 60 in all, the
@@ -91,11 +87,7 @@ async fn the_fleet_pools_its_evidence_and_every_replica_serves_each_commit() {
 async fn a_canary_failing_only_on_one_replicas_slice_is_rolled_back_on_all() {
     // The canary fails the requests that carry x-fail: only replica 2's
     // clients send it. Replica 2 alone is a third of the evidence.
-    let mut f = Fleet::start("slice", Mode::FailWithHeader("x-fail")).await;
-    for i in 0..3 {
-        f.spawn(i, ROLLOUT, &[0, 1, 2]);
-    }
-    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let f = Fleet::three("slice", Mode::FailWithHeader("x-fail")).await;
     // The failing slice is a follower's: the leader must see it in the
     // pooled reports, not in its own traffic.
     let leader = f.leader(Duration::from_secs(5)).await;
@@ -119,11 +111,7 @@ async fn a_canary_failing_only_on_one_replicas_slice_is_rolled_back_on_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_within_the_ttl_and_the_stage_goes_on_with_its_evidence() {
-    let mut f = Fleet::start("failover", Mode::Named).await;
-    for i in 0..3 {
-        f.spawn(i, ROLLOUT, &[0, 1, 2]);
-    }
-    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let mut f = Fleet::three("failover", Mode::Named).await;
     let old = f.leader(Duration::from_secs(5)).await;
     let old_term = f.view(old).await["leader"]["term"].as_i64().unwrap();
     // 10 canary requests on each replica: half of the stage's 60.
@@ -131,8 +119,22 @@ async fn a_killed_leader_is_replaced_within_the_ttl_and_the_stage_goes_on_with_i
         f.send(i, 20, &[]).await;
     }
     // Every request folded into the slots (once a second) and reported
-    // (every 200 ms), then the leader dies.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // (every 200 ms), as the leader reads the reports; then it dies.
+    let mut sent = 0.0;
+    for i in 0..3 {
+        sent += own_requests(f.replica(i), "canary").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = f.view(old).await;
+        let canary: u64 =
+            v["members"].as_array().unwrap().iter().filter_map(|m| m["window"]["web"]["canary"].as_u64()).sum();
+        if canary as f64 == sent {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reports never held the {sent} canary requests: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let killed = Instant::now();
     f.replica(old).signal("KILL").unwrap();
     f.replicas[old] = None;
@@ -168,11 +170,7 @@ async fn a_killed_leader_is_replaced_within_the_ttl_and_the_stage_goes_on_with_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_ttl_never_writes_after_the_next_term() {
-    let mut f = Fleet::start("fenced", Mode::Named).await;
-    for i in 0..3 {
-        f.spawn(i, ROLLOUT, &[0, 1, 2]);
-    }
-    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let f = Fleet::three("fenced", Mode::Named).await;
     let old = f.leader(Duration::from_secs(5)).await;
     let old_term = f.view(old).await["leader"]["term"].as_i64().unwrap();
     // Evidence keeps coming, so that every leader has decisions to make.
@@ -218,22 +216,19 @@ async fn a_leader_paused_past_its_ttl_never_writes_after_the_next_term() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_etcd_leader_changes_nothing_and_ctl_pause_on_a_follower_pauses_the_fleet() {
-    let mut f = Fleet::start("ctl", Mode::Named).await;
-    for i in 0..3 {
-        f.spawn(i, ROLLOUT, &[0, 1, 2]);
-    }
-    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let mut f = Fleet::three("ctl", Mode::Named).await;
+    let before = f.agree(Duration::from_secs(5)).await;
     let raft = f.etcd.raft_leader().expect("etcd has a leader");
     f.etcd.kill(raft);
     let leader = f.leader(Duration::from_secs(5)).await;
+    // Nothing moved: same committed revision and weight everywhere, no
+    // replica serving stable on its own.
+    assert_eq!(f.agree(Duration::from_secs(5)).await, before);
+    for i in 0..3 {
+        assert_eq!(f.view(i).await["overrides"], serde_json::json!({}), "r{i}");
+    }
     let follower = (0..3).find(|&i| i != leader).unwrap();
-    let out = tokio::process::Command::new(crate::weir_bin())
-        .args(["ctl", "pause", "web", "--admin"])
-        .arg(format!("http://{}", f.replica(follower).admin_addr))
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ctl(&f, follower, "pause").await;
     f.all_at("paused", 50.0, Duration::from_secs(3)).await;
     // The pause holds: traffic enough for the stage does not advance it.
     for i in 0..3 {
@@ -457,11 +452,7 @@ async fn ctl(f: &Fleet, i: usize, action: &str) {
 /// not tick the rollout, which would stay at its weight unwatched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_reloaded_onto_another_config_hands_over_and_the_rollout_goes_on() {
-    let mut f = Fleet::start("handover", Mode::Named).await;
-    for i in 0..3 {
-        f.spawn(i, ROLLOUT, &[0, 1, 2]);
-    }
-    f.all_at("progressing", 50.0, Duration::from_secs(15)).await;
+    let f = Fleet::three("handover", Mode::Named).await;
     let old = f.leader(Duration::from_secs(5)).await;
     let path = f.dir.path().join(format!("r{old}.toml"));
     let text = std::fs::read_to_string(&path).unwrap().replace("weight = 50", "weight = 20");

@@ -17,6 +17,12 @@ pub(crate) fn view(node: &Node) -> serde_json::Value {
             "overrides": m.overrides,
             "past_overrides": m.past_overrides,
             "fits": m.fits,
+            // The evidence it reported, per route: requests in the
+            // committed window.
+            "window": m.routes.iter().map(|(name, r)| (name.clone(), serde_json::json!({
+                "canary": r.canary_window.counts.total(),
+                "stable": r.stable_window.counts.total(),
+            }))).collect::<serde_json::Map<_, _>>(),
         })
     };
     serde_json::json!({
