@@ -110,8 +110,8 @@ impl Fleet {
         api(self.replica(i), "/api/v1/fleet").await
     }
 
-    /// The index of the replica that says it leads, once one does and
-    /// every other live replica agrees.
+    /// The index of the replica that says it leads, once exactly one live
+    /// replica does.
     pub async fn leader(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {

@@ -428,6 +428,12 @@ fn a_stage_no_gate_can_judge_is_an_error() {
         e.iter().any(|m| m.starts_with("routes[0].rollout.stages[0]: no gate can judge") && m.contains("all traffic")),
         "{e:?}"
     );
+    // Shadow copies are of what stable serves: none at 100 %.
+    let shadowed = format!(
+        "{base}shadow = {{ percent = 10 }}\n[routes.rollout]\nstages = [{{ weight = 100 }}]\n\
+         gates = [{{ metric = \"shadow_mismatch\", max = 0.01 }}]\n"
+    );
+    assert!(errors(&shadowed).iter().any(|m| m.starts_with("routes[0].rollout.stages[0]: no gate can judge")));
     // An absolute limit can judge it; a lower first stage gives a baseline.
     assert!(parse(&plan("{ weight = 100 }", "{ metric = \"error_rate\", max = 0.05 }")).is_ok());
     assert!(parse(&plan("{ weight = 10, bake = \"1m\" }, { weight = 100 }", compare)).is_ok());
@@ -509,6 +515,9 @@ fn fleet_section_defaults_and_errors() {
     assert!(errors("[fleet]\nendpoints = [\"127.0.0.1:2379\"]\nlease_ttl = \"3s\"\ntimeout = \"2s\"\n")
         .iter()
         .any(|e| e.starts_with("fleet.timeout: must be at most half of lease_ttl")));
+    // Unset, the timeout's default shrinks to fit a short lease.
+    let c = parse(&format!("[fleet]\nendpoints = [\"127.0.0.1:2379\"]\nlease_ttl = \"3s\"\n{MINIMAL}")).unwrap();
+    assert_eq!(c.fleet.unwrap().timeout, Duration::from_millis(1500));
     let pre_stage = format!(
         "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\n{MINIMAL}[routes.rollout]\nstages = [{{ weight = 10 }}, {{ weight = 100 }}]\n\
          gates = [{{ metric = \"error_rate\", max = 0.01 }}]\npre_stage = \"http://127.0.0.1:1/hook\"\n"

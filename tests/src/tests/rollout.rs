@@ -327,8 +327,11 @@ async fn a_route_that_counts_429_as_failures_rolls_a_rate_limiting_canary_back()
 /// monotonic clock runs true.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_clock_step_neither_stops_nor_hurries_a_rollout() {
-    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-    assert!(std::path::Path::new(LIB).exists(), "{LIB}: install Debian's faketime (.ci/run does)");
+    let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .map(|a| format!("/usr/lib/{a}/faketime/libfaketime.so.1"))
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime: install Debian's faketime (.ci/run does)");
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Named).await;
     let r = rollout(
@@ -343,7 +346,7 @@ async fn a_wall_clock_step_neither_stops_nor_hurries_a_rollout() {
     std::fs::write(&offset, "+0\n").unwrap();
     let mut launch = Launch::tests();
     launch.env = vec![
-        ("LD_PRELOAD".into(), LIB.into()),
+        ("LD_PRELOAD".into(), lib),
         ("FAKETIME_TIMESTAMP_FILE".into(), offset.display().to_string()),
         ("FAKETIME_NO_CACHE".into(), "1".into()),
         ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),

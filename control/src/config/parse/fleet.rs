@@ -83,7 +83,10 @@ pub(super) fn fleet(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Fleet>
             ),
         );
     }
-    if out.timeout > out.lease_ttl / 2 {
+    if t.get("timeout").is_none() {
+        // The default fits any lease: at most half of it.
+        out.timeout = out.timeout.min(out.lease_ttl / 2);
+    } else if out.timeout > out.lease_ttl / 2 {
         ctx.error(
             &t.key_path("timeout"),
             Some(&t.span),

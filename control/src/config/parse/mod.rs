@@ -255,7 +255,8 @@ fn probe_gates(ctx: &mut Ctx<'_>, routes: &[Route]) {
                 GateMetric::Synthetic => stage.synthetic.is_some(),
                 GateMetric::ErrorRateVsStable | GateMetric::LatencyShift => !alone,
                 GateMetric::ErrorRate | GateMetric::Latency(_) => !alone || g.max.is_some(),
-                GateMetric::ShadowMismatch => true,
+                // Copies are of requests stable serves: none at 100 %.
+                GateMetric::ShadowMismatch => !alone,
             };
             if !plan.gates.is_empty() && !plan.gates.iter().any(|g| judges(&g)) {
                 let why = if alone {

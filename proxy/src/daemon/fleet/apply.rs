@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weir_control::fleet::{stale, Committed, PastOverride};
-use weir_control::rollout::{FleetStamp, Observed};
+use weir_control::rollout::{FleetStamp, Observed, Phase};
 
 use super::node::Node;
 use crate::daemon::context::Daemon;
@@ -104,7 +104,9 @@ pub(super) fn reconcile(daemon: &Daemon, node: &Node) {
                 _ => NOT_YET.to_string(),
             })
         } else if stale(engine.state().phase, out_of_touch, node.cfg.staleness) {
-            Some(format!("out of touch with etcd for {}s", out_of_touch.as_secs()))
+            // One text for the whole spell (it is compared from one
+            // reconcile to the next).
+            Some(format!("out of touch with etcd for longer than staleness ({:?})", node.cfg.staleness))
         } else if out_of_touch >= node.cfg.lease_ttl
             && (previous.get(&name).is_some_and(|r| r == LOCAL_SEVERE) || breaches_here(daemon, route, engine, keep))
         {
@@ -124,7 +126,14 @@ pub(super) fn reconcile(daemon: &Daemon, node: &Node) {
         }
     }
     node.metrics.overrides.set(overrides.len() as f64);
-    let fits = committed.as_ref().is_none_or(|(doc, _)| doc.routes.keys().all(|n| fitting.contains(n)));
+    // Fits every committed rollout still running (a finished one, or one
+    // no config has any more, needs nobody to tick it).
+    let fits = committed.as_ref().is_none_or(|(doc, _)| {
+        doc.routes
+            .iter()
+            .filter(|(_, p)| matches!(p.state.phase, Phase::Progressing | Phase::Paused))
+            .all(|(n, _)| fitting.contains(n))
+    });
     let mut k = node.lock();
     let now = crate::clock::now_ms();
     // Spells of serving stable: each one that ended is kept for the

@@ -37,9 +37,17 @@ pub(crate) struct Known {
     pub(crate) override_since: BTreeMap<String, u64>,
     /// The last spell of serving stable on its own that ended, per route.
     pub(crate) past_overrides: BTreeMap<String, PastOverride>,
-    /// Whether its config fits every committed rollout (see
+    /// Whether its config fits every committed rollout still running (see
     /// [`weir_control::fleet::may_lead`]).
     pub(crate) fits: bool,
+    /// The committed state was read once: until then `fits` is a guess.
+    pub(crate) state_read: bool,
+    /// The members' reports were read once: until then nobody is known to
+    /// fit better.
+    pub(crate) members_read: bool,
+    /// The spells of serving stable the leader has logged, by replica,
+    /// route and start.
+    pub(crate) logged_spells: std::collections::BTreeSet<(String, String, u64)>,
 }
 
 /// This replica in the fleet.
@@ -93,13 +101,13 @@ impl Node {
     pub(crate) fn saw_members(&self, live: Vec<MemberReport>) {
         self.metrics.members.set(live.len() as f64);
         let mut k = self.lock();
+        k.members_read = true;
         let before = std::mem::take(&mut k.members);
-        for m in &live {
-            // What a replica did on its own while out of touch, said once
+        for m in live.iter().filter(|m| m.id != self.id) {
+            // What a replica did on its own (out of touch, say), said once
             // when it reports again.
-            let seen = before.iter().find(|b| b.id == m.id).map(|b| &b.past_overrides);
             for (route, p) in &m.past_overrides {
-                if m.id != self.id && seen.is_some_and(|s| s.get(route) != Some(p)) {
+                if k.logged_spells.insert((m.id.clone(), route.clone(), p.from_ms)) {
                     tracing::info!(
                         replica = %m.id,
                         route = %route,
@@ -155,7 +163,10 @@ impl Node {
     /// state, or no other live member's does.
     pub(crate) fn may_lead(&self) -> bool {
         let k = self.lock();
-        may_lead(&self.id, k.fits, &k.members)
+        // Not before it knows the committed state and the others' reports:
+        // a replica that has just started on a config that does not fit
+        // would otherwise win an election only to resign.
+        k.state_read && k.members_read && may_lead(&self.id, k.fits, &k.members)
     }
 }
 

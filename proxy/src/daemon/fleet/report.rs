@@ -45,6 +45,7 @@ pub(super) fn member_report(daemon: &Daemon, node: &Node) -> MemberReport {
         routes,
         overrides: known.overrides.clone(),
         past_overrides: known.past_overrides.clone(),
-        fits: known.fits,
+        // Unread, the committed state may not fit: claim nothing.
+        fits: known.fits && known.state_read,
     }
 }

@@ -72,52 +72,37 @@ pub(super) async fn session(node: Arc<Node>, mut shutdown: watch::Receiver<bool>
         node.lock().lease = Some(lease);
         let mut alive_at = Instant::now();
         loop {
-            let may_lead = node.may_lead();
-            if let (Some(term), false) = (node.term(), may_lead) {
-                // A reload left this replica unable to run the committed
-                // rollout while another can: hand over at once.
-                match node.store.resign(term).await {
-                    Ok(()) => node.step_down_from(term, "its config does not fit the committed rollout"),
-                    Err(e) => log.failed("resign", &e),
+            // The keep-alive, when due, runs beside the campaign and the
+            // leader read, not after them: a slow etcd call of the one
+            // never delays the other past the lease's TTL.
+            let due = alive_at.elapsed() >= ttl / 3;
+            let keep = async {
+                match due {
+                    true => Some(node.store.keep_alive(lease).await),
+                    false => None,
                 }
-            }
-            if node.term().is_none() && may_lead {
-                match node.store.campaign(&node.id, lease).await {
-                    Ok(Some(term)) => {
-                        node.heard();
-                        node.lock().term = Some(term);
-                        node.metrics.leader.set(1.0);
-                        node.metrics.term.set(term as f64);
-                        tracing::info!(term, id = %node.id, "fleet: this replica leads");
+            };
+            let (kept, ()) = tokio::join!(keep, campaign(&node, lease, &mut log));
+            match kept {
+                Some(Ok(left)) if left > 0 => {
+                    alive_at = Instant::now();
+                    node.heard();
+                    log.ok("keep-alive");
+                }
+                Some(Ok(_)) => {
+                    tracing::warn!("fleet: the lease expired");
+                    break;
+                }
+                Some(Err(e)) => {
+                    log.failed("keep-alive", &e);
+                    if alive_at.elapsed() >= ttl {
+                        break;
                     }
-                    Ok(None) => node.heard(),
-                    Err(e) => log.failed("campaign", &e),
                 }
-            }
-            if let Ok(leader) = node.store.leader().await {
-                node.lock().leader = leader;
+                None => {}
             }
             if !pause(RETRY.min(ttl / 3), &mut shutdown).await {
                 break 'grant;
-            }
-            if alive_at.elapsed() >= ttl / 3 {
-                match node.store.keep_alive(lease).await {
-                    Ok(left) if left > 0 => {
-                        alive_at = Instant::now();
-                        node.heard();
-                        log.ok("keep-alive");
-                    }
-                    Ok(_) => {
-                        tracing::warn!("fleet: the lease expired");
-                        break;
-                    }
-                    Err(e) => {
-                        log.failed("keep-alive", &e);
-                        if alive_at.elapsed() >= ttl {
-                            break;
-                        }
-                    }
-                }
             }
         }
         node.lock().lease = None;
@@ -129,6 +114,37 @@ pub(super) async fn session(node: Arc<Node>, mut shutdown: watch::Receiver<bool>
     node.step_down("shutting down");
     if let Some(lease) = lease {
         node.store.revoke(lease).await;
+    }
+}
+
+/// One look at the leader key: resign if this replica leads but may not
+/// (its config does not fit the committed rollout while another's does),
+/// campaign if nobody leads and it may, and note who leads.
+async fn campaign(node: &Node, lease: i64, log: &mut Complaints) {
+    let may_lead = node.may_lead();
+    if let (Some(term), false) = (node.term(), may_lead) {
+        // A reload left this replica unable to run the committed rollout
+        // while another can: hand over at once.
+        match node.store.resign(term).await {
+            Ok(()) => node.step_down_from(term, "its config does not fit the committed rollout"),
+            Err(e) => log.failed("resign", &e),
+        }
+    }
+    if node.term().is_none() && may_lead {
+        match node.store.campaign(&node.id, lease).await {
+            Ok(Some(term)) => {
+                node.heard();
+                node.lock().term = Some(term);
+                node.metrics.leader.set(1.0);
+                node.metrics.term.set(term as f64);
+                tracing::info!(term, id = %node.id, "fleet: this replica leads");
+            }
+            Ok(None) => node.heard(),
+            Err(e) => log.failed("campaign", &e),
+        }
+    }
+    if let Ok(leader) = node.store.leader().await {
+        node.lock().leader = leader;
     }
 }
 
@@ -150,6 +166,7 @@ pub(super) async fn follow(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: w
             match node.store.read_state().await {
                 Ok((doc, rev, at)) => {
                     node.heard();
+                    node.lock().state_read = true;
                     log.ok("read");
                     if let Some(doc) = doc {
                         let missed = node.applied_revision();
@@ -157,7 +174,7 @@ pub(super) async fn follow(daemon: Arc<Daemon>, node: Arc<Node>, mut shutdown: w
                             tracing::warn!(
                                 from = missed + 1,
                                 to = rev,
-                                "fleet: etcd compacted the revisions between: their events are not in this replica's audit trail"
+                                "fleet: the watch could not resume (etcd compacted past it): decisions committed between, if any, are not in this replica's audit trail"
                             );
                         }
                     }
