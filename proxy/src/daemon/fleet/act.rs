@@ -66,10 +66,8 @@ pub(crate) async fn act(
         new.routes.insert(route_name.to_string(), Persisted::of(&next));
         match node.store.commit(None, rev, &new).await {
             Ok(Ok(revision)) => {
-                committed(daemon, node, route, new, rev, revision);
-                let mut ev = ev;
-                ev.fleet = Some(weir_control::rollout::FleetStamp { term: 0, revision });
-                return Ok(ev);
+                let stamped = committed(daemon, node, route, new, rev, revision);
+                return Ok(stamped.into_iter().next().unwrap_or(ev));
             }
             Ok(Err(_)) => last = "the committed state kept changing".into(),
             Err(e) => {

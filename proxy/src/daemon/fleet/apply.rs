@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weir_control::fleet::{stale, Committed, PastOverride};
-use weir_control::rollout::{FleetStamp, Observed, Phase};
+use weir_control::rollout::{Event, FleetStamp, Observed, Phase};
 
 use super::node::Node;
 use crate::daemon::context::Daemon;
@@ -63,7 +63,15 @@ pub(super) fn take(daemon: &Arc<Daemon>, node: &Node, doc: Committed, rev: i64) 
 /// once if `prev` is the revision it serves (otherwise the watch brings the
 /// revisions in between first, so that none is skipped), and sends the
 /// notify webhooks, each event stamped with the term and the revision.
-pub(super) fn committed(daemon: &Arc<Daemon>, node: &Node, route: &Route, new: Committed, prev: i64, revision: i64) {
+/// Returns the stamped events.
+pub(super) fn committed(
+    daemon: &Arc<Daemon>,
+    node: &Node,
+    route: &Route,
+    new: Committed,
+    prev: i64,
+    revision: i64,
+) -> Vec<Event> {
     let mut events = new.events.clone();
     for ev in &mut events {
         ev.fleet = Some(FleetStamp { term: new.term, revision });
@@ -72,6 +80,7 @@ pub(super) fn committed(daemon: &Arc<Daemon>, node: &Node, route: &Route, new: C
         take(daemon, node, new, revision);
     }
     notify(daemon, route, &events);
+    events
 }
 
 /// Serves what this replica may for every route (after a new committed

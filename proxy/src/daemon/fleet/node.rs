@@ -140,10 +140,8 @@ impl Node {
 
     /// Stops leading (lease lost, or a commit found another leader).
     pub(crate) fn step_down(&self, why: &str) {
-        let was = self.lock().term.take();
-        if let Some(term) = was {
-            tracing::warn!(term, "fleet: no longer the leader ({why})");
-            self.metrics.leader.set(0.0);
+        if let Some(term) = self.term() {
+            self.step_down_from(term, why);
         }
     }
 
