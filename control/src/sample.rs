@@ -87,11 +87,15 @@ pub enum UpstreamErrorKind {
     /// The TLS handshake with the upstream failed (untrusted, expired or
     /// misnamed certificate, client certificate refused, no common version).
     Tls,
+    /// An HTTP/2 upstream refused the stream without processing it
+    /// (`REFUSED_STREAM`, or a stream above the last one a graceful GOAWAY
+    /// accepted, RFC 9113 §8.7): safe to send again, whatever the method.
+    Refused,
 }
 
 impl UpstreamErrorKind {
     /// Every kind, in label order.
-    pub const ALL: [UpstreamErrorKind; 7] = [
+    pub const ALL: [UpstreamErrorKind; 8] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::ConnectTimeout,
         UpstreamErrorKind::Timeout,
@@ -99,6 +103,7 @@ impl UpstreamErrorKind {
         UpstreamErrorKind::Protocol,
         UpstreamErrorKind::Unavailable,
         UpstreamErrorKind::Tls,
+        UpstreamErrorKind::Refused,
     ];
 
     /// Index into per-kind arrays.
@@ -116,6 +121,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Protocol => "protocol",
             UpstreamErrorKind::Unavailable => "unavailable",
             UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Refused => "refused",
         }
     }
 }

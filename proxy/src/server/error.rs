@@ -34,6 +34,7 @@ impl ProxyError {
             ProxyError::Upstream(k) => match k {
                 UpstreamErrorKind::Connect
                 | UpstreamErrorKind::Reset
+                | UpstreamErrorKind::Refused
                 | UpstreamErrorKind::Protocol
                 | UpstreamErrorKind::Tls => StatusCode::BAD_GATEWAY,
                 UpstreamErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -54,6 +55,7 @@ impl ProxyError {
                 UpstreamErrorKind::ConnectTimeout => "weir: upstream connect timed out\n",
                 UpstreamErrorKind::Timeout => "weir: upstream response timed out\n",
                 UpstreamErrorKind::Reset => "weir: upstream connection reset\n",
+                UpstreamErrorKind::Refused => "weir: upstream refused the request (not processed)\n",
                 UpstreamErrorKind::Protocol => "weir: invalid upstream response\n",
                 UpstreamErrorKind::Unavailable => "weir: no upstream address available\n",
                 UpstreamErrorKind::Tls => "weir: upstream TLS handshake failed\n",

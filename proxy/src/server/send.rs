@@ -27,9 +27,12 @@ pub(super) struct Leg<'a> {
 
 /// Which client sends the request, and whether a failed attempt may be
 /// retried. A request without a body may be sent again (see
-/// [`retry_target`]); one with a body never is (some of it may have left).
-/// weir's own client ([`own`]) takes body-less requests to plain HTTP/1.1
-/// backends; hyper's ([`hyper`], with [`hyper_request`]) the rest.
+/// [`retry_target`]); one with a body only if the body comes back from the
+/// failed attempt (see [`UpstreamBody::returning`]): unread after a failed
+/// connect, or read no further than [`REPLAY_ROOM`] when an HTTP/2
+/// upstream refused the stream. weir's own client ([`own`]) takes
+/// body-less requests to plain HTTP/1.1 backends; hyper's ([`hyper`], with
+/// [`hyper_request`]) the rest.
 ///
 /// The caller awaits one of the two in its own branch, hyper's boxed, so
 /// that its future stays the size of the common path: an async fn that
@@ -42,14 +45,26 @@ pub(super) fn plan(
     upgrade: bool,
 ) -> (bool, Retry) {
     let body_less = !upgrade && http_body::Body::is_end_stream(body);
-    let idempotent = parts.method.is_idempotent();
-    let retry = Retry {
-        allowed: body_less && (backend.len() > 1 || idempotent),
-        idempotent,
-        body_back: !body_less && !upgrade && backend.len() > 1,
+    let many = backend.len() > 1;
+    let refusable = !upgrade && backend.may_refuse();
+    let keep = match () {
+        _ if body_less || upgrade => None,
+        _ if refusable => Some(REPLAY_ROOM),
+        _ if many => Some(0),
+        _ => None,
     };
+    let retry = Retry { body_less, many, idempotent: parts.method.is_idempotent(), refusable, keep };
     (body_less && backend.client.is_none(), retry)
 }
+
+/// How much of a request body an HTTP/2 attempt keeps (the frames it read,
+/// sharing their buffers) to send the request again if the upstream
+/// refuses the stream: a gRPC unary call or a form fits.
+const REPLAY_ROOM: usize = 64 * 1024;
+
+/// How long a refused attempt's body is waited for: hyper's stream task,
+/// which holds it, ends as soon as the stream is refused.
+const BODY_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The request for hyper's client, which takes it: the head moves out of
 /// `parts` (left empty). Also returns the client's side of an upgrade, for
@@ -70,21 +85,34 @@ pub(super) fn hyper_request(
 /// Whether a failed request may be sent once more.
 #[derive(Clone, Copy)]
 pub(super) struct Retry {
-    /// The request has no body, and there is another address or the method
-    /// is idempotent.
-    allowed: bool,
+    /// No body (and no upgrade).
+    body_less: bool,
+    /// The backend has another address.
+    many: bool,
     idempotent: bool,
-    /// The request has a body and there is another address: a failed
-    /// connect gives the body back unread (see [`UpstreamBody::returning`]),
-    /// and the request goes to another address with it.
-    body_back: bool,
+    /// The backend may speak HTTP/2, whose upstreams can refuse a stream.
+    refusable: bool,
+    /// The body is handed over as [`UpstreamBody::returning`] with this
+    /// room, to come back for a retry.
+    keep: Option<usize>,
 }
 
-/// Where to send a request again, if at all: on another address after a
-/// failed connect (nothing was sent; for a request with a body, only if
-/// the body came back unread: `body_back`), or after a reset for an
-/// idempotent method (RFC 9110 §9.2.2: an upstream restarting closes pooled
-/// connections under requests just written).
+impl Retry {
+    /// Whether any failure could be retried (the request head is then
+    /// copied before hyper's client takes it).
+    fn possible(self) -> bool {
+        self.keep.is_some() || (self.body_less && (self.many || self.idempotent || self.refusable))
+    }
+}
+
+/// Where to send a request again, if at all, and whether on a new
+/// connection: on another address after a failed connect (nothing was
+/// sent); after a reset for an idempotent method without a body (RFC 9110
+/// §9.2.2: an upstream restarting closes pooled connections under requests
+/// just written); after an HTTP/2 upstream refused the stream, any method
+/// (it was not processed, RFC 9113 §8.7), on a new connection, another
+/// address if there is one. A request with a body goes again only if the
+/// body came back (`body_back`).
 fn retry_target(
     sent: &Result<Response<FromUpstream>, ProxyError>,
     retry: Retry,
@@ -92,18 +120,16 @@ fn retry_target(
     backend: &Backend,
     guard: &RequestGuard,
 ) -> Option<(UpstreamErrorKind, EndpointGuard)> {
-    match sent {
-        Err(ProxyError::Upstream(k @ (UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout)))
-            if retry.allowed || body_back =>
-        {
-            guard.endpoint().and_then(|failed| backend.pick_other(failed)).map(|ep| (*k, ep))
-        }
-        Err(ProxyError::Upstream(k @ UpstreamErrorKind::Reset)) if retry.allowed && retry.idempotent => {
-            let ep = guard.endpoint().and_then(|failed| backend.pick_other(failed)).or_else(|| backend.pick());
-            ep.map(|ep| (*k, ep))
-        }
+    let resend = retry.body_less || body_back;
+    let Err(ProxyError::Upstream(kind)) = sent else { return None };
+    let other = || guard.endpoint().and_then(|failed| backend.pick_other(failed));
+    let ep = match kind {
+        UpstreamErrorKind::Connect | UpstreamErrorKind::ConnectTimeout if resend => other(),
+        UpstreamErrorKind::Reset if retry.body_less && retry.idempotent => other().or_else(|| backend.pick()),
+        UpstreamErrorKind::Refused if resend && retry.refusable => other().or_else(|| backend.pick()),
         _ => None,
-    }
+    };
+    ep.map(|ep| (*kind, ep))
 }
 
 /// Switches the request to the retry address and counts the retry.
@@ -136,7 +162,8 @@ pub(super) async fn own<'s>(
 }
 
 /// hyper's client, once more on failure if `retry` allows (from a copy of
-/// the request kept for that: hyper's client consumes what it sends).
+/// the request head kept for that, and the body if it came back: hyper's
+/// client consumes what it sends).
 pub(super) async fn hyper<'s>(
     leg: &Leg<'_>,
     req: Request<UpstreamBody>,
@@ -147,19 +174,28 @@ pub(super) async fn hyper<'s>(
     if guard.endpoint().is_none() {
         return Err(ProxyError::Upstream(UpstreamErrorKind::Unavailable));
     }
-    let copy = (retry.allowed || retry.body_back)
-        .then(|| (req.method().clone(), req.uri().path_and_query().cloned(), req.headers().clone()));
-    let (req, mut back) = if retry.body_back {
-        let (parts, body) = req.into_parts();
-        let (body, back) = body.returning();
-        (Request::from_parts(parts, body), Some(back))
-    } else {
-        (req, None)
+    let copy =
+        retry.possible().then(|| (req.method().clone(), req.uri().path_and_query().cloned(), req.headers().clone()));
+    let (req, back) = match retry.keep {
+        Some(room) => {
+            let (parts, body) = req.into_parts();
+            let (body, back) = body.returning(room);
+            (Request::from_parts(parts, body), Some(back))
+        }
+        None => (req, None),
     };
-    let mut sent = send_hyper(leg, req).await;
+    let mut sent = send_hyper(leg, req, false).await;
     report(leg.backend, guard, &sent);
-    // Given back only if the attempt never read it.
-    let body = back.as_mut().and_then(|rx| rx.try_recv().ok());
+    let body = match back {
+        None => None,
+        // hyper's stream task holds the body until it sees the refusal.
+        Some(rx) if matches!(sent, Err(ProxyError::Upstream(UpstreamErrorKind::Refused))) => {
+            tokio::time::timeout(BODY_BACK_WAIT, rx).await.ok().and_then(Result::ok)
+        }
+        // A failed connect drops the request, body and all, before the
+        // error is returned.
+        Some(mut rx) => rx.try_recv().ok(),
+    };
     let target = retry_target(&sent, retry, body.is_some(), leg.backend, guard);
     if let (Some((kind, ep)), Some((method, path, headers))) = (target, copy) {
         start_retry(leg, kind, &ep, outcome);
@@ -169,7 +205,7 @@ pub(super) async fn hyper<'s>(
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        sent = send_hyper(leg, req).await;
+        sent = send_hyper(leg, req, kind == UpstreamErrorKind::Refused).await;
         guard.set_endpoint(ep);
         report(leg.backend, guard, &sent);
     }
@@ -194,10 +230,15 @@ async fn send_own(
     }
 }
 
-/// Sends through hyper's client within `timeouts.upstream_response`.
-async fn send_hyper(leg: &Leg<'_>, req: Request<UpstreamBody>) -> Result<Response<FromUpstream>, ProxyError> {
+/// Sends through hyper's client (on a new connection if `fresh`) within
+/// `timeouts.upstream_response`.
+async fn send_hyper(
+    leg: &Leg<'_>,
+    req: Request<UpstreamBody>,
+    fresh: bool,
+) -> Result<Response<FromUpstream>, ProxyError> {
     let snap = leg.snap;
-    match tokio::time::timeout(snap.timeouts.upstream_response, leg.backend.send(&snap.client, req)).await {
+    match tokio::time::timeout(snap.timeouts.upstream_response, leg.backend.send(&snap.client, req, fresh)).await {
         Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {
             // A client that stops sending or cuts its body short must not
@@ -214,11 +255,14 @@ async fn send_hyper(leg: &Leg<'_>, req: Request<UpstreamBody>) -> Result<Respons
     }
 }
 
-/// Feeds passive outlier detection: upstream failures and 5xx count.
+/// Feeds passive outlier detection: upstream failures and 5xx count; a
+/// refused stream does not (an upstream draining its connections refuses
+/// what it has not started, which is not a fault).
 fn report(backend: &Backend, guard: &RequestGuard, sent: &Result<Response<FromUpstream>, ProxyError>) {
     if let Some(ep) = guard.endpoint() {
         let failed = match sent {
             Ok(resp) => resp.status().is_server_error(),
+            Err(ProxyError::Upstream(UpstreamErrorKind::Refused)) => false,
             Err(ProxyError::Upstream(_)) => true,
             Err(_) => false,
         };

@@ -120,7 +120,7 @@ pub(crate) fn spawn(
     let epoch = counters.epoch.load(Ordering::Relaxed);
     tokio::spawn(async move {
         let started = Instant::now();
-        let sent = tokio::time::timeout(snap.timeouts.upstream_response, canary.send(&snap.client, req)).await;
+        let sent = tokio::time::timeout(snap.timeouts.upstream_response, canary.send(&snap.client, req, false)).await;
         let answer = match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status();

@@ -88,16 +88,25 @@ impl Backend {
         http::Uri::from_parts(uri).ok()
     }
 
-    /// Sends through the backend's own client, or else the `shared` one.
+    /// Sends through the backend's own client (on a new connection if
+    /// `fresh`), or else the `shared` one.
     pub(crate) fn send(
         &self,
         shared: &HttpClient,
         req: http::Request<UpstreamBody>,
+        fresh: bool,
     ) -> hyper_util::client::legacy::ResponseFuture {
         match &self.client {
-            Some(c) => c.request(req),
+            Some(c) => c.request(req, fresh),
             None => shared.request(req),
         }
+    }
+
+    /// Whether requests may go over HTTP/2 (the backend has its own client:
+    /// `http2`, or TLS where ALPN may choose h2), where an upstream can
+    /// refuse a stream it did not process.
+    pub(crate) fn may_refuse(&self) -> bool {
+        self.client.is_some()
     }
 
     /// Turns on active health checks, sent with `host` as Host.

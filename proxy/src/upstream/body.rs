@@ -24,34 +24,78 @@ pub(crate) enum UpstreamBody {
     Incoming(TimedBody),
     /// A body already read (shadowed requests send it twice).
     Bytes(Option<Bytes>),
-    /// A body that comes back if unread (see [`Returning`]).
+    /// A body that comes back if the attempt fails (see [`Returning`]).
     Returning(Returning),
+    /// A body that came back: what the failed attempt read, then the rest.
+    Replayed(Box<Replayed>),
 }
 
-/// A request body handed to hyper's client that comes back, unread, when
-/// the attempt ends before any of it was asked for (a failed connect): the
-/// request, body and all, can then go to another address. Once the client
-/// polls it, it is spent and stays with the attempt.
+/// A request body handed to hyper's client that comes back when the
+/// attempt ends, as long as what the client read of it fits in `room`
+/// bytes (kept as the frames read, which share the buffers): the request,
+/// body and all, can then go again (to another address after a failed
+/// connect, with `room` 0: nothing read; or on a new connection after an
+/// HTTP/2 upstream refused the stream, with what was read kept).
 #[derive(Debug)]
 pub(crate) struct Returning {
     inner: Option<Box<UpstreamBody>>,
     back: Option<tokio::sync::oneshot::Sender<UpstreamBody>>,
+    kept: Vec<Frame<Bytes>>,
+    room: usize,
+}
+
+/// The frames a failed attempt read, to send first, then the rest.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    kept: std::collections::VecDeque<Frame<Bytes>>,
+    rest: UpstreamBody,
+}
+
+impl Returning {
+    /// Keeps `frame` if it fits in what is left of `room`; if not, the
+    /// body is spent and will not come back.
+    fn keep(&mut self, frame: &Frame<Bytes>) {
+        let copy = match (frame.data_ref(), frame.trailers_ref()) {
+            (Some(d), _) if d.len() <= self.room => {
+                self.room -= d.len();
+                Some(Frame::data(d.clone()))
+            }
+            (None, Some(t)) => Some(Frame::trailers(t.clone())),
+            _ => None,
+        };
+        match copy {
+            Some(f) => self.kept.push(f),
+            None => self.spend(),
+        }
+    }
+
+    fn spend(&mut self) {
+        self.back = None;
+        self.kept = Vec::new();
+    }
 }
 
 impl Drop for Returning {
     fn drop(&mut self) {
-        if let (Some(tx), Some(body)) = (self.back.take(), self.inner.take()) {
-            let _ = tx.send(*body);
+        if let (Some(tx), Some(rest)) = (self.back.take(), self.inner.take()) {
+            let body = if self.kept.is_empty() {
+                *rest
+            } else {
+                let kept = std::mem::take(&mut self.kept).into();
+                UpstreamBody::Replayed(Box::new(Replayed { kept, rest: *rest }))
+            };
+            let _ = tx.send(body);
         }
     }
 }
 
 impl UpstreamBody {
-    /// This body, to come back through the receiver if the attempt never
-    /// reads it.
-    pub(crate) fn returning(self) -> (UpstreamBody, tokio::sync::oneshot::Receiver<UpstreamBody>) {
+    /// This body, to come back through the receiver when the attempt ends
+    /// having read at most `room` bytes of it (see [`Returning`]).
+    pub(crate) fn returning(self, room: usize) -> (UpstreamBody, tokio::sync::oneshot::Receiver<UpstreamBody>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        (UpstreamBody::Returning(Returning { inner: Some(Box::new(self)), back: Some(tx) }), rx)
+        let r = Returning { inner: Some(Box::new(self)), back: Some(tx), kept: Vec::new(), room };
+        (UpstreamBody::Returning(r), rx)
     }
 }
 
@@ -189,13 +233,26 @@ impl Body for UpstreamBody {
             UpstreamBody::Incoming(b) => b.poll(cx),
             UpstreamBody::Bytes(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             UpstreamBody::Returning(r) => {
-                // Asked for: it stays with this attempt.
-                r.back = None;
-                match &mut r.inner {
-                    Some(b) => Pin::new(b.as_mut()).poll_frame(cx),
-                    None => Poll::Ready(None),
+                let Some(b) = &mut r.inner else { return Poll::Ready(None) };
+                let polled = Pin::new(b.as_mut()).poll_frame(cx);
+                // Nobody waits any more (the attempt got its answer): keep
+                // nothing.
+                if r.back.as_ref().is_some_and(|tx| tx.is_closed()) {
+                    r.spend();
                 }
+                if r.back.is_some() {
+                    match &polled {
+                        Poll::Ready(Some(Ok(frame))) => r.keep(frame),
+                        Poll::Ready(Some(Err(_))) => r.spend(),
+                        Poll::Ready(None) | Poll::Pending => {}
+                    }
+                }
+                polled
             }
+            UpstreamBody::Replayed(r) => match r.kept.pop_front() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None => Pin::new(&mut r.rest).poll_frame(cx),
+            },
         }
     }
 
@@ -204,6 +261,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Incoming(b) => b.first.is_none() && b.body.is_end_stream(),
             UpstreamBody::Bytes(b) => b.is_none(),
             UpstreamBody::Returning(r) => r.inner.as_ref().is_none_or(|b| b.is_end_stream()),
+            UpstreamBody::Replayed(r) => r.kept.is_empty() && r.rest.is_end_stream(),
         }
     }
 
@@ -213,6 +271,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Incoming(_) => SizeHint::default(),
             UpstreamBody::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             UpstreamBody::Returning(r) => r.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
+            UpstreamBody::Replayed(_) => SizeHint::default(),
         }
     }
 }

@@ -22,17 +22,47 @@ pub(crate) type HttpClient = Client<HttpConnector, UpstreamBody>;
 #[derive(Clone, Debug)]
 pub(crate) enum Dedicated {
     /// Prior-knowledge HTTP/2 in cleartext (`http2 = true` without TLS).
-    H2c(HttpClient),
+    H2c(Pair<HttpConnector>),
     /// TLS; HTTP/2 when offered by ALPN and chosen by the upstream. Only
     /// `https` URIs are accepted: there is no plaintext fallback.
-    Tls(Client<HttpsConnector<HttpConnector>, UpstreamBody>),
+    Tls(Pair<HttpsConnector<HttpConnector>>),
+}
+
+/// The pooled client, and one that never reuses a connection: a request
+/// refused by a connection that is going away (GOAWAY) is sent again on a
+/// new one. hyper's pool keeps handing out an HTTP/2 connection after it
+/// received GOAWAY (hyper#2500), and the upstream ignores new streams on
+/// it, so the pooled client could send the retry where it is never read.
+#[derive(Clone, Debug)]
+pub(crate) struct Pair<C> {
+    pooled: Client<C, UpstreamBody>,
+    fresh: Client<C, UpstreamBody>,
+}
+
+impl<C: Clone> Pair<C> {
+    fn new(s: ClientSettings, connector: C, h2_only: bool) -> Self
+    where
+        C: hyper_util::client::legacy::connect::Connect + Send + Sync + 'static,
+    {
+        let mut pooled = builder(s);
+        let mut fresh = builder(s);
+        fresh.pool_max_idle_per_host(0);
+        if h2_only {
+            pooled.http2_only(true);
+            fresh.http2_only(true);
+        }
+        Pair { pooled: pooled.build(connector.clone()), fresh: fresh.build(connector) }
+    }
 }
 
 impl Dedicated {
-    pub(crate) fn request(&self, req: http::Request<UpstreamBody>) -> ResponseFuture {
-        match self {
-            Dedicated::H2c(c) => c.request(req),
-            Dedicated::Tls(c) => c.request(req),
+    /// Sends `req`, on a new connection if `fresh`.
+    pub(crate) fn request(&self, req: http::Request<UpstreamBody>, fresh: bool) -> ResponseFuture {
+        match (self, fresh) {
+            (Dedicated::H2c(c), false) => c.pooled.request(req),
+            (Dedicated::H2c(c), true) => c.fresh.request(req),
+            (Dedicated::Tls(c), false) => c.pooled.request(req),
+            (Dedicated::Tls(c), true) => c.fresh.request(req),
         }
     }
 }
@@ -69,8 +99,8 @@ pub(crate) fn build_dedicated(s: ClientSettings, tls: Option<(ClientConfig, Serv
             let mut http = connector(s);
             http.enforce_http(false);
             let https = HttpsConnector::new(http, cfg, true, Arc::new(FixedServerNameResolver::new(name)));
-            Dedicated::Tls(builder(s).build(https))
+            Dedicated::Tls(Pair::new(s, https, false))
         }
-        None => Dedicated::H2c(builder(s).http2_only(true).build(connector(s))),
+        None => Dedicated::H2c(Pair::new(s, connector(s), true)),
     }
 }

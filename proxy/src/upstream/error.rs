@@ -18,6 +18,9 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError
             _ => UpstreamErrorKind::Connect,
         };
     }
+    if sources(err).filter_map(|e| e.downcast_ref::<h2::Error>()).any(refused) {
+        return UpstreamErrorKind::Refused;
+    }
     if let Some(h) = sources(err).find_map(|e| e.downcast_ref::<hyper::Error>()) {
         if h.is_parse() || h.is_parse_status() {
             return UpstreamErrorKind::Protocol;
@@ -27,6 +30,20 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError
         }
     }
     UpstreamErrorKind::Reset
+}
+
+/// Whether the upstream refused the stream without processing it
+/// (RFC 9113 §8.7): it reset it with `REFUSED_STREAM`, or it sent a
+/// graceful GOAWAY whose last stream id is below the stream's (h2 fails
+/// exactly those streams with the GOAWAY's code; a GOAWAY with an error
+/// code may also end processed streams, so only `NO_ERROR` counts).
+fn refused(e: &h2::Error) -> bool {
+    e.is_remote()
+        && match e.reason() {
+            Some(h2::Reason::REFUSED_STREAM) => e.is_reset(),
+            Some(h2::Reason::NO_ERROR) => e.is_go_away(),
+            _ => false,
+        }
 }
 
 /// Whether `err`, or anything it wraps, is a `T` (looking inside

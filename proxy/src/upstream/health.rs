@@ -68,7 +68,7 @@ async fn check(snap: Arc<Snapshot>, b: Arc<Backend>, ep: Arc<Endpoint>) {
     let body = hc.grpc_service.as_deref().map(grpc_check_request).unwrap_or_default();
     let Ok(req) = req.body(UpstreamBody::bytes(body)) else { return };
     let answer = async {
-        let resp = b.send(&snap.client, req).await.ok()?;
+        let resp = b.send(&snap.client, req, false).await.ok()?;
         let status = resp.status();
         // Read to the end (so the pooled connection can be reused, and a
         // gRPC status arrives in the trailers).

@@ -10,6 +10,7 @@ mod fleet;
 mod grpc;
 mod hardening;
 mod protocols;
+mod refused;
 mod reload;
 mod rollout;
 mod shadow;
