@@ -29,10 +29,8 @@ pub(crate) enum Dedicated {
 }
 
 /// The pooled client, and one that never reuses a connection: a request
-/// refused by a connection that is going away (GOAWAY) is sent again on a
-/// new one. hyper's pool keeps handing out an HTTP/2 connection after it
-/// received GOAWAY (hyper#2500), and the upstream ignores new streams on
-/// it, so the pooled client could send the retry where it is never read.
+/// an HTTP/2 upstream refused goes again on a new connection, as the one
+/// that refused it may be draining or at its stream limit.
 #[derive(Clone, Debug)]
 pub(crate) struct Pair<C> {
     pooled: Client<C, UpstreamBody>,

@@ -120,8 +120,8 @@ async fn a_refused_stream_is_sent_again_with_its_body_on_a_new_connection() {
 /// A raw HTTP/2 server: on its first connection it answers requests until
 /// two whose body starts with `hold` are in; then it sends GOAWAY with the
 /// lower of their stream ids as the last it processes (NO_ERROR), answers
-/// that one and closes, reading nothing more (a stream opened on it after
-/// the GOAWAY is never answered, as with h2 servers). Later connections answer every request. Each answer is
+/// that one, drains for 2 s (a stream opened on it after the GOAWAY is
+/// never answered, as with h2 servers) and closes. Later connections answer every request. Each answer is
 /// `conn<i>:` and the request body. `closed` fires when the first
 /// connection is done.
 async fn going_away_server() -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::oneshot::Receiver<()>) {
@@ -226,11 +226,19 @@ async fn raw_h2(mut sock: TcpStream, conn: usize, go_away: bool) -> std::io::Res
         sock.write_all(&frame(GOAWAY, 0, 0, &payload)).await?;
         let body = bodies.remove(&first).unwrap_or_default();
         sock.write_all(&answer(first, conn, &body)).await?;
+        // Draining: the connection stays open a while, reading and
+        // answering nothing (as a server does while its last calls end).
+        let drain = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut sink = vec![0u8; 16 * 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(drain, sock.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
         // Done: close our side, then read until the client closes (a
         // close with unread input would reset the connection under the
         // answer).
         sock.shutdown().await?;
-        let mut sink = vec![0u8; 16 * 1024];
         while tokio::time::timeout(Duration::from_secs(5), sock.read(&mut sink))
             .await
             .is_ok_and(|r| r.is_ok_and(|n| n > 0))
@@ -260,6 +268,12 @@ async fn a_stream_above_a_graceful_goaway_is_sent_again_on_a_new_connection() {
     assert_eq!(sorted, ["conn0", "conn1"], "{served:?}");
     assert!(served[0].ends_with(":hold a") && served[1].ends_with(":hold b"), "{served:?}");
     assert_eq!(refused_retries(&w).await, 1.0);
+
+    // While the first connection drains, a new request goes on another one
+    // (on the first it would never be answered).
+    let (status, body) = post(&w, Bytes::from_static(b"during")).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert!(!body.starts_with(b"conn0:"), "{body:?}");
 
     // Once the first connection is gone, requests go on.
     tokio::time::timeout(Duration::from_secs(10), closed).await.unwrap().unwrap();
