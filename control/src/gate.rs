@@ -236,12 +236,21 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             // Failures in bursts: min_samples counts independent requests.
             let enough = (gate.min_samples as f64 * inputs.phi_seen).ceil() as u64;
             let g = Gate { min_samples: enough, ..gate.clone() };
-            // Against a relative limit the canary counts by its 95 % lower
-            // bound: one failure in a thousand is no evidence that it fails
-            // more than twice as often as a stable that had none.
+            // The canary fails a limit by its 95 % lower bound (one failure
+            // in a thousand is no evidence that it fails more than twice as
+            // often as a stable that had none, nor six in a hundred that it
+            // fails more than 5 %), and passes an absolute one by its
+            // always-valid upper bound: evidence of safety, not the absence
+            // of a breach.
             let c = &canary.counts;
-            let low = evidence::lower_bound(c.failures(), c.total(), inputs.phi_seen);
-            limits(&g, &mut r, c.error_rate().map(|v| (v, low)), stable_rate, canary_only);
+            let (x, n) = (c.failures(), c.total());
+            let low = evidence::lower_bound(x, n, inputs.phi_seen);
+            let high = evidence::upper_bound(x, n, PASS_ALPHA, inputs.phi_seen);
+            let value = c.error_rate().map(|value| Measured { value, low, high });
+            limits(&g, &mut r, value, stable_rate, canary_only);
+            if r.value.is_some() && gate.max.is_some() {
+                r.upper_bound = Some(high);
+            }
             if r.stable_value.is_some() {
                 r.stable_value = s.error_rate();
             }
@@ -250,7 +259,8 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             r.canary_samples = canary.latency.count();
             r.stable_samples = stable.latency.count();
             let v = |w: &Window| w.latency.quantile(q).map(|d| d.as_secs_f64());
-            limits(gate, &mut r, v(canary).map(|v| (v, v)), v(stable), canary_only);
+            let value = v(canary).map(|value| Measured { value, low: value, high: value });
+            limits(gate, &mut r, value, v(stable), canary_only);
         }
         GateMetric::ErrorRateVsStable => {
             if canary_only {
@@ -413,36 +423,53 @@ fn msprt_p(d: f64, var: f64, tau: f64) -> f64 {
     (-log_lambda).exp().min(1.0)
 }
 
-/// Absolute and relative limits of `error_rate` / `latency_pNN` gates.
-/// `canary` is the value and what is held to the relative limit (the
-/// value itself, or for error rates its lower bound).
-fn limits(gate: &Gate, r: &mut GateResult, canary: Option<(f64, f64)>, stable: Option<f64>, canary_only: bool) {
+/// What an `error_rate` / `latency_pNN` gate measured on the canary: the
+/// value, and the bounds it is judged by (for error rates, the 95 % lower
+/// bound for a breach and the always-valid upper bound for a pass; for
+/// latency quantiles, the value itself for both).
+#[derive(Clone, Copy)]
+struct Measured {
+    value: f64,
+    low: f64,
+    high: f64,
+}
+
+/// Absolute and relative limits of `error_rate` / `latency_pNN` gates: a
+/// breach (`low` above a limit) fails; a pass needs `high` within the
+/// absolute limit (a `max` of 0 asks for no failure at all) and `low`
+/// within the relative one; anything between is inconclusive.
+fn limits(gate: &Gate, r: &mut GateResult, canary: Option<Measured>, stable: Option<f64>, canary_only: bool) {
     let relative = gate.max_ratio_to_stable.is_some() || gate.max_delta_to_stable.is_some();
     if canary_only && gate.max.is_none() {
         r.verdict = Verdict::Skipped;
         return;
     }
-    let Some((value, held)) = canary.filter(|_| r.canary_samples >= gate.min_samples) else { return };
-    r.value = Some(value);
+    let Some(m) = canary.filter(|_| r.canary_samples >= gate.min_samples) else { return };
+    r.value = Some(m.value);
     let mut threshold = gate.max;
-    let mut breach = gate.max.is_some_and(|m| value > m);
+    let mut breach = gate.max.is_some_and(|max| m.low > max);
+    let shown = gate.max.is_none_or(|max| if max > 0.0 { m.high <= max } else { m.value <= 0.0 });
     if relative && !canary_only {
         let Some(s) = stable.filter(|_| r.stable_samples >= gate.min_samples) else {
             // Stable too thin to compare with: the absolute limit alone
             // still judges a breach (a value within it is no pass yet).
-            if let Some(max) = gate.max.filter(|&m| value > m) {
-                r.threshold = Some(max);
+            if breach {
+                r.threshold = gate.max;
                 r.verdict = Verdict::Fail;
             }
             return;
         };
         r.stable_value = Some(s);
         let rel = gate.max_ratio_to_stable.unwrap_or(1.0) * s + gate.max_delta_to_stable.unwrap_or(0.0);
-        threshold = Some(threshold.map_or(rel, |m| m.min(rel)));
-        breach |= held > rel;
+        threshold = Some(threshold.map_or(rel, |max| max.min(rel)));
+        breach |= m.low > rel;
     }
     r.threshold = threshold;
-    r.verdict = if breach { Verdict::Fail } else { Verdict::Pass };
+    r.verdict = match (breach, shown) {
+        (true, _) => Verdict::Fail,
+        (false, true) => Verdict::Pass,
+        (false, false) => Verdict::Inconclusive,
+    };
 }
 
 /// Mann-Whitney U of canary against stable latency, over shared buckets.
@@ -538,10 +565,16 @@ mod tests {
         let mut g = gate(GateMetric::ErrorRate);
         g.max = Some(0.05);
         let stable = window(1000, 10, &[]);
-        assert_eq!(evaluate(&g, &window(100, 4, &[]), &stable, false).verdict, Verdict::Pass);
-        let r = evaluate(&g, &window(100, 6, &[]), &stable, false);
-        assert_eq!((r.verdict, r.value, r.threshold), (Verdict::Fail, Some(0.06), Some(0.05)));
+        let r = evaluate(&g, &window(1000, 4, &[]), &stable, false);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(r.upper_bound.is_some_and(|b| b <= 0.05), "{r:?}");
+        let r = evaluate(&g, &window(100, 12, &[]), &stable, false);
+        assert_eq!((r.verdict, r.value, r.threshold), (Verdict::Fail, Some(0.12), Some(0.05)));
         assert_eq!(evaluate(&g, &window(10, 6, &[]), &stable, false).verdict, Verdict::Inconclusive);
+        // No limit at all: no failure allowed, none needed to pass.
+        g.max = Some(0.0);
+        assert_eq!(evaluate(&g, &window(100, 0, &[]), &stable, false).verdict, Verdict::Pass);
+        assert_eq!(evaluate(&g, &window(100, 1, &[]), &stable, false).verdict, Verdict::Fail);
 
         // p99 ≤ 1.25 × stable + 5 ms
         let mut g = gate(GateMetric::Latency(0.99));
@@ -555,6 +588,25 @@ mod tests {
         assert!((slow.threshold.unwrap() - 0.130).abs() < 0.003, "{slow:?}");
         // Canary alone: the comparison is skipped.
         assert_eq!(evaluate(&g, &window(100, 0, &[(300, 100)]), &window(0, 0, &[]), true).verdict, Verdict::Skipped);
+    }
+
+    /// Issue 21, "promote on evidence of safety": an absolute error-rate
+    /// limit passed and failed on the point estimate. 4 failures in 100
+    /// passed `max = 0.05` (the canary may fail 10 %), and 1 in 20 from a
+    /// canary failing 1 % failed it at `min_samples = 20`... and 6 in 100.
+    #[test]
+    fn an_absolute_error_limit_is_judged_on_evidence_not_the_point_estimate() {
+        let mut g = gate(GateMetric::ErrorRate);
+        g.max = Some(0.05);
+        g.min_samples = 20;
+        let stable = window(1000, 10, &[]);
+        for (n, failed) in [(100, 4), (100, 6), (20, 2)] {
+            let r = evaluate(&g, &window(n, failed, &[]), &stable, false);
+            assert_eq!(r.verdict, Verdict::Inconclusive, "{failed} of {n}: {r:?}");
+        }
+        // Enough requests decide it either way.
+        assert_eq!(evaluate(&g, &window(3000, 60, &[]), &stable, false).verdict, Verdict::Pass);
+        assert_eq!(evaluate(&g, &window(3000, 240, &[]), &stable, false).verdict, Verdict::Fail);
     }
 
     /// Issue 21, bug 5: with stable too thin to compare with (the canary at

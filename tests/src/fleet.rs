@@ -16,7 +16,7 @@ pub const ROLLOUT: &str = r#"
 [routes.rollout]
 interval = "200ms"
 stages = [{ weight = 50, bake = "1s", min_requests = 60 }, { weight = 100, bake = "1s" }]
-gates = [{ metric = "error_rate", max = 0.05 }]
+gates = [{ metric = "error_rate", max = 0.1 }]
 "#;
 
 /// The tests' short timings: a 2 s lease, 6 s staleness, reports every

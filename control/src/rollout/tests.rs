@@ -79,7 +79,7 @@ fn three_stages() -> Engine {
 #[test]
 fn healthy_canary_walks_every_stage_then_promotes() {
     let mut e = three_stages();
-    let good = win(100, 1);
+    let good = win(1000, 10);
     let mut kinds = vec![];
     for t in 1..=20 {
         kinds.extend(e.tick(t * S, &good, &good).events.into_iter().map(|ev| (t, ev.kind, ev.weight)));
@@ -122,7 +122,9 @@ fn min_requests_and_bake_both_gate_advancing() {
     // A gate that passes on 5 requests, bake done, but only 5 canary
     // requests (< min_requests 10): wait.
     let mut p = three_stages().plan().clone();
+    // No failure allowed: passes on any count without one.
     p.gates[0].min_samples = 1;
+    p.gates[0].max = Some(0.0);
     let mut e = Engine::new(p, ctx(), 0).0;
     assert!(e.tick(3 * S, &win(5, 0), &win(100, 0)).events.iter().all(|ev| ev.kind == EventKind::Evaluated));
     assert_eq!((e.state().stage, e.state().verdicts[0].verdict), (0, Verdict::Pass));
@@ -349,13 +351,13 @@ fn relative_gates_are_skipped_when_the_canary_takes_everything() {
     g.max = None;
     g.max_delta_to_stable = Some(0.01);
     let mut e = Engine::new(plan(vec![stage(100, 1, 0)], vec![g.clone()]), ctx(), 0).0;
-    let t = e.tick(S, &win(100, 3), &win(0, 0));
+    let t = e.tick(S, &win(1000, 3), &win(0, 0));
     assert_eq!(e.state().verdicts[0].verdict, Verdict::Skipped);
     // A skipped gate is no evidence (issue 21, bug 7): it does not promote
     // alone, and does with a gate that judged the canary.
     assert!(t.events.iter().all(|ev| ev.kind != EventKind::Promoted), "{:?}", t.events);
     let mut e = Engine::new(plan(vec![stage(100, 1, 0)], vec![g, error_gate(0.05)]), ctx(), 0).0;
-    let t = e.tick(S, &win(100, 3), &win(0, 0));
+    let t = e.tick(S, &win(1000, 3), &win(0, 0));
     assert_eq!(e.state().verdicts[0].verdict, Verdict::Skipped);
     assert_eq!(t.events.last().map(|e| e.kind), Some(EventKind::Promoted));
 }
