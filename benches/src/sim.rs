@@ -244,10 +244,11 @@ fn post_bake(plan: &Rollout) -> u64 {
 
 /// Threshold checks the way Flagger and Argo Rollouts run them: every
 /// `interval`, the canary's error rate and p99 over the last `window`
-/// against fixed limits; a passing check advances one step (after
-/// `steps_per_pass` of them), a failing one counts, and `failure_limit`
-/// failures roll back. A check without data is inconclusive: Flagger halts
-/// (no step, no count), Argo pauses the rollout (held).
+/// against fixed limits; a passing check advances one step, a failing one
+/// counts, and `failure_limit` failures roll back. A check without data:
+/// Flagger halts (no step, no count); for Argo it is a measurement error
+/// (an empty query result), and more than `consecutiveErrorLimit` (4) in a
+/// row abort the rollout.
 pub struct Checks {
     /// Row name.
     pub name: &'static str,
@@ -258,9 +259,10 @@ pub struct Checks {
     max_error_rate: f64,
     max_p99_ms: f64,
     failure_limit: u32,
-    consecutive: bool,
-    pause_on_inconclusive: bool,
+    /// Argo's `consecutiveErrorLimit`; `None`: a check without data waits.
+    error_limit: Option<u32>,
     failures: u32,
+    errors: u32,
     next_ms: u64,
 }
 
@@ -278,24 +280,18 @@ impl Checks {
             max_error_rate: 0.02,
             max_p99_ms: 128.0,
             failure_limit: 5,
-            consecutive: false,
-            pause_on_inconclusive: false,
+            error_limit: None,
             failures: 0,
+            errors: 0,
             next_ms: now_ms + 60_000,
         }
     }
 
     /// Argo Rollouts' defaults: a background analysis measuring every
     /// `interval: 1m`, `failureLimit: 0` (the first failed measurement
-    /// aborts), inconclusive pauses; same limits.
+    /// aborts), `consecutiveErrorLimit: 4`; same limits.
     pub fn argo(weights: &[Weight], now_ms: u64) -> Checks {
-        Checks {
-            name: "Argo Rollouts",
-            failure_limit: 1,
-            consecutive: false,
-            pause_on_inconclusive: true,
-            ..Checks::flagger(weights, now_ms)
-        }
+        Checks { name: "Argo Rollouts", failure_limit: 1, error_limit: Some(4), ..Checks::flagger(weights, now_ms) }
     }
 }
 
@@ -311,14 +307,13 @@ impl Controller for Checks {
         self.next_ms = now_ms + self.interval_ms;
         let w = canary.window(now_ms / 1000, self.window_secs, KEEP_SECS);
         let (Some(rate), Some(p99)) = (w.counts.error_rate(), w.latency.quantile(0.99)) else {
-            return self.pause_on_inconclusive.then_some(End::Held);
+            self.errors += 1;
+            return self.error_limit.is_some_and(|limit| self.errors > limit).then_some(End::RolledBack);
         };
+        self.errors = 0;
         if rate > self.max_error_rate || p99.as_secs_f64() * 1000.0 > self.max_p99_ms {
             self.failures += 1;
             return (self.failures >= self.failure_limit).then_some(End::RolledBack);
-        }
-        if self.consecutive {
-            self.failures = 0;
         }
         self.step += 1;
         (self.step >= self.weights.len()).then_some(End::Promoted)
@@ -691,6 +686,7 @@ pub fn scenarios() -> Vec<(Scenario, Rollout)> {
         ),
         (Scenario { burst: 5, ..bad("5x errors in bursts of 5", five, Onset::Always) }, full.clone()),
         (bad("2x errors", Side { error_rate: 0.02, ..BASELINE }, Onset::Always), full.clone()),
+        (Scenario { total_rps: 5.0, ..bad("5x errors at 5 rps", five, Onset::Always) }, full.clone()),
         (bad("5x errors from 150 s", five, Onset::At(150)), full.clone()),
         (bad("errors drift 1->5% by 200 s", five, Onset::Drift(0, 200)), full.clone()),
         (

@@ -132,11 +132,24 @@ pub struct Counts {
     /// By [`CodeClass::index`].
     pub by_class: [u64; 6],
     /// By [`UpstreamErrorKind::index`] (a subset of the `Error` class).
+    /// Read from any length (a fleet member of another version may know
+    /// fewer or more kinds): missing kinds count 0, unknown ones are
+    /// dropped (they are in `by_class` and `failed` all the same).
+    #[serde(deserialize_with = "by_kind")]
     pub by_error: [u64; UpstreamErrorKind::ALL.len()],
     /// Requests that failed by the route's classifier
     /// ([`crate::classify::Classifier`]: 5xx and every upstream error by
     /// default; for gRPC calls, their `grpc-status`). What gates read.
     pub failed: u64,
+}
+
+fn by_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; UpstreamErrorKind::ALL.len()], D::Error> {
+    let read: Vec<u64> = serde::Deserialize::deserialize(d)?;
+    let mut out = [0; UpstreamErrorKind::ALL.len()];
+    for (o, n) in out.iter_mut().zip(read) {
+        *o = n;
+    }
+    Ok(out)
 }
 
 impl Counts {
@@ -399,6 +412,23 @@ mod tests {
             }
         }
         const { assert!(bucket::COUNT < 1400) };
+    }
+
+    /// A fleet member of an older version (7 error kinds, before
+    /// `refused`) or a newer one still has its report read.
+    #[test]
+    fn counts_read_from_another_versions_error_kinds() {
+        let mut c = Counts::of(100, 3);
+        c.by_error[UpstreamErrorKind::Reset.index()] = 2;
+        let mut json = serde_json::to_value(c).unwrap_or_default();
+        let short: Vec<u64> = c.by_error[..7].to_vec();
+        json["by_error"] = serde_json::json!(short);
+        let read: Counts = serde_json::from_value(json.clone()).unwrap_or_default();
+        assert_eq!(read, c);
+        let mut long = c.by_error.to_vec();
+        long.push(9);
+        json["by_error"] = serde_json::json!(long);
+        assert_eq!(serde_json::from_value::<Counts>(json).ok(), Some(c));
     }
 
     #[test]

@@ -142,7 +142,7 @@ fn dedicated_client(
             Some((cc, name))
         }
     };
-    Ok(Some((client::build_dedicated(settings, tls), key)))
+    Ok(Some((client::build_dedicated(settings, tls, b.http2), key)))
 }
 
 /// Builds the snapshot for `cfg`, reusing what `prev` has for unchanged parts.

@@ -17,7 +17,7 @@ fn main() {
     );
     println!("baseline: 1% errors, log-normal latency (median 20 ms, p99 64 ms); weights applied per request");
     println!("weir plan: 5/25/50/100 % x 60 s bake, ticks every 250 ms; error_rate_vs_stable + latency_shift (alpha 0.5% each: 1% per rollout) + error_rate <= 10%");
-    println!("anchors: same steps; Flagger 1m checks, 5 failures; Argo 1m measurements, failureLimit 0; Kayenta-style MW at each step's end (p < 0.025)");
+    println!("anchors: same steps; Flagger 1m checks, 5 failures; Argo 1m measurements, failureLimit 0, consecutiveErrorLimit 4; Kayenta-style MW at each step's end (p < 0.025)");
     println!("{weir} runs per weir row, {anchor_runs} per anchor row; at most {MAX_SECS} s per rollout", weir = runs);
     println!(
         "\n{:<36} {:<14} {:>9} {:>9} {:>7} {:>10} {:>9}",

@@ -15,6 +15,7 @@ use super::request::{Outcome, RequestGuard};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
 use crate::upstream::body::{client_fault, FromUpstream, UpstreamBody};
+use crate::upstream::error::Refusal;
 use crate::upstream::{Backend, Endpoint, EndpointGuard, UpstreamErrorKind};
 
 /// Where a request goes, for the attempts to send it.
@@ -105,14 +106,14 @@ impl Retry {
     }
 }
 
-/// Where to send a request again, if at all, and whether on a new
-/// connection: on another address after a failed connect (nothing was
-/// sent); after a reset for an idempotent method without a body (RFC 9110
-/// §9.2.2: an upstream restarting closes pooled connections under requests
-/// just written); after an HTTP/2 upstream refused the stream, any method
-/// (it was not processed, RFC 9113 §8.7), on a new connection, another
-/// address if there is one. A request with a body goes again only if the
-/// body came back (`body_back`).
+/// Where to send a request again, if at all: on another address after a
+/// failed connect (nothing was sent); after a reset for an idempotent
+/// method without a body (RFC 9110 §9.2.2: an upstream restarting closes
+/// pooled connections under requests just written); after an HTTP/2
+/// upstream refused the stream, any method (it was not processed, RFC 9113
+/// §8.7; but see `Refusal::GoAway`), through the pool of refused requests,
+/// to another address if there is one. A request with a body goes again
+/// only if the body came back (`body_back`).
 fn retry_target(
     sent: &Result<Response<FromUpstream>, ProxyError>,
     retry: Retry,
@@ -184,7 +185,11 @@ pub(super) async fn hyper<'s>(
         }
         None => (req, None),
     };
-    let mut sent = send_hyper(leg, req, false).await;
+    // A body-less request that may not be sent twice goes again after a
+    // GOAWAY only if it cannot have reached the upstream: never (see
+    // `Refusal::GoAway`), as its HEADERS alone make a whole request.
+    let goaway_retry = !retry.body_less || retry.idempotent;
+    let mut sent = send_hyper(leg, req, Attempt::First { goaway_retry }).await;
     report(leg.backend, guard, &sent);
     let body = match back {
         None => None,
@@ -205,7 +210,7 @@ pub(super) async fn hyper<'s>(
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        sent = send_hyper(leg, req, kind == UpstreamErrorKind::Refused).await;
+        sent = send_hyper(leg, req, Attempt::Retry { refused: kind == UpstreamErrorKind::Refused }).await;
         guard.set_endpoint(ep);
         report(leg.backend, guard, &sent);
     }
@@ -230,15 +235,25 @@ async fn send_own(
     }
 }
 
-/// Sends through hyper's client (on a new connection if `fresh`) within
-/// `timeouts.upstream_response`.
+/// Which attempt [`send_hyper`] makes.
+#[derive(Clone, Copy)]
+enum Attempt {
+    /// The first, through the backend's pool; a refusal by GOAWAY reads as
+    /// a reset unless `goaway_retry`.
+    First { goaway_retry: bool },
+    /// The retry; through the pool of refused requests if `refused`.
+    Retry { refused: bool },
+}
+
+/// Sends through hyper's client within `timeouts.upstream_response`.
 async fn send_hyper(
     leg: &Leg<'_>,
     req: Request<UpstreamBody>,
-    fresh: bool,
+    attempt: Attempt,
 ) -> Result<Response<FromUpstream>, ProxyError> {
     let snap = leg.snap;
-    match tokio::time::timeout(snap.timeouts.upstream_response, leg.backend.send(&snap.client, req, fresh)).await {
+    let pool = matches!(attempt, Attempt::Retry { refused: true });
+    match tokio::time::timeout(snap.timeouts.upstream_response, leg.backend.send(&snap.client, req, pool)).await {
         Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {
             // A client that stops sending or cuts its body short must not
@@ -246,7 +261,13 @@ async fn send_hyper(
             if let Some(fault) = client_fault(&e) {
                 return Err(fault.into());
             }
-            let kind = crate::upstream::error::classify(&e);
+            let mut kind = crate::upstream::error::classify(&e);
+            if kind == UpstreamErrorKind::Refused
+                && matches!(attempt, Attempt::First { goaway_retry: false })
+                && crate::upstream::error::refusal(&e) == Some(Refusal::GoAway)
+            {
+                kind = UpstreamErrorKind::Reset;
+            }
             let (route, backend) = (leg.route, &leg.backend.name);
             tracing::debug!(route, backend = %backend, kind = kind.as_str(), "upstream error: {e:#}");
             Err(ProxyError::Upstream(kind))
@@ -256,13 +277,15 @@ async fn send_hyper(
 }
 
 /// Feeds passive outlier detection: upstream failures and 5xx count; a
-/// refused stream does not (an upstream draining its connections refuses
-/// what it has not started, which is not a fault).
+/// refused stream is not reported (an upstream draining its connections
+/// refuses what it has not started, which is not a fault).
 fn report(backend: &Backend, guard: &RequestGuard, sent: &Result<Response<FromUpstream>, ProxyError>) {
     if let Some(ep) = guard.endpoint() {
         let failed = match sent {
             Ok(resp) => resp.status().is_server_error(),
-            Err(ProxyError::Upstream(UpstreamErrorKind::Refused)) => false,
+            // Neither a failure nor a success (which would clear the
+            // address's run of failures).
+            Err(ProxyError::Upstream(UpstreamErrorKind::Refused)) => return,
             Err(ProxyError::Upstream(_)) => true,
             Err(_) => false,
         };

@@ -88,25 +88,24 @@ impl Backend {
         http::Uri::from_parts(uri).ok()
     }
 
-    /// Sends through the backend's own client (on a new connection if
-    /// `fresh`), or else the `shared` one.
+    /// Sends through the backend's own client (through its pool of
+    /// refused requests if `retry`), or else the `shared` one.
     pub(crate) fn send(
         &self,
         shared: &HttpClient,
         req: http::Request<UpstreamBody>,
-        fresh: bool,
+        retry: bool,
     ) -> hyper_util::client::legacy::ResponseFuture {
         match &self.client {
-            Some(c) => c.request(req, fresh),
+            Some(c) => c.request(req, retry),
             None => shared.request(req),
         }
     }
 
-    /// Whether requests may go over HTTP/2 (the backend has its own client:
-    /// `http2`, or TLS where ALPN may choose h2), where an upstream can
-    /// refuse a stream it did not process.
+    /// Whether requests may go over HTTP/2 (`http2 = true`), where an
+    /// upstream can refuse a stream it did not process.
     pub(crate) fn may_refuse(&self) -> bool {
-        self.client.is_some()
+        self.client.as_ref().is_some_and(client::Dedicated::may_refuse)
     }
 
     /// Turns on active health checks, sent with `host` as Host.
@@ -118,7 +117,7 @@ impl Backend {
 
     /// Gives the backend its own client (`tls` selects `https` URIs).
     pub(crate) fn with_client(mut self, client: client::Dedicated, key: u64) -> Self {
-        if matches!(client, client::Dedicated::Tls(_)) {
+        if matches!(client, client::Dedicated::Tls { .. }) {
             self.scheme = http::uri::Scheme::HTTPS;
         }
         self.client = Some(client);

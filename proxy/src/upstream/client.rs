@@ -23,18 +23,20 @@ pub(crate) type HttpClient = Client<HttpConnector, UpstreamBody>;
 pub(crate) enum Dedicated {
     /// Prior-knowledge HTTP/2 in cleartext (`http2 = true` without TLS).
     H2c(Pair<HttpConnector>),
-    /// TLS; HTTP/2 when offered by ALPN and chosen by the upstream. Only
-    /// `https` URIs are accepted: there is no plaintext fallback.
-    Tls(Pair<HttpsConnector<HttpConnector>>),
+    /// TLS; HTTP/2 when offered by ALPN (`http2 = true`) and chosen by the
+    /// upstream. Only `https` URIs are accepted: there is no plaintext
+    /// fallback.
+    Tls { clients: Pair<HttpsConnector<HttpConnector>>, h2: bool },
 }
 
-/// The pooled client, and one that never reuses a connection: a request
-/// an HTTP/2 upstream refused goes again on a new connection, as the one
-/// that refused it may be draining or at its stream limit.
+/// The pooled client, and a second one with its own pool for requests an
+/// HTTP/2 upstream refused: they go again on another connection than the
+/// one that refused them (it may be draining, or at its stream limit), and
+/// share the connections they open.
 #[derive(Clone, Debug)]
 pub(crate) struct Pair<C> {
     pooled: Client<C, UpstreamBody>,
-    fresh: Client<C, UpstreamBody>,
+    retry: Client<C, UpstreamBody>,
 }
 
 impl<C: Clone> Pair<C> {
@@ -42,25 +44,37 @@ impl<C: Clone> Pair<C> {
     where
         C: hyper_util::client::legacy::connect::Connect + Send + Sync + 'static,
     {
-        let mut pooled = builder(s);
-        let mut fresh = builder(s);
-        fresh.pool_max_idle_per_host(0);
+        let mut b = builder(s);
         if h2_only {
-            pooled.http2_only(true);
-            fresh.http2_only(true);
+            b.http2_only(true);
         }
-        Pair { pooled: pooled.build(connector.clone()), fresh: fresh.build(connector) }
+        Pair { pooled: b.build(connector.clone()), retry: b.build(connector) }
+    }
+
+    fn pick(&self, retry: bool) -> &Client<C, UpstreamBody> {
+        if retry {
+            &self.retry
+        } else {
+            &self.pooled
+        }
     }
 }
 
 impl Dedicated {
-    /// Sends `req`, on a new connection if `fresh`.
-    pub(crate) fn request(&self, req: http::Request<UpstreamBody>, fresh: bool) -> ResponseFuture {
-        match (self, fresh) {
-            (Dedicated::H2c(c), false) => c.pooled.request(req),
-            (Dedicated::H2c(c), true) => c.fresh.request(req),
-            (Dedicated::Tls(c), false) => c.pooled.request(req),
-            (Dedicated::Tls(c), true) => c.fresh.request(req),
+    /// Sends `req`; through the pool of refused requests if `retry`.
+    pub(crate) fn request(&self, req: http::Request<UpstreamBody>, retry: bool) -> ResponseFuture {
+        match self {
+            Dedicated::H2c(c) => c.pick(retry).request(req),
+            Dedicated::Tls { clients, .. } => clients.pick(retry).request(req),
+        }
+    }
+
+    /// Whether requests may go over HTTP/2, where an upstream can refuse a
+    /// stream it did not process.
+    pub(crate) fn may_refuse(&self) -> bool {
+        match self {
+            Dedicated::H2c(_) => true,
+            Dedicated::Tls { h2, .. } => *h2,
         }
     }
 }
@@ -89,15 +103,19 @@ pub(crate) fn build(s: ClientSettings) -> HttpClient {
     builder(s).build(connector(s))
 }
 
-/// A backend's own client: TLS with `server_name` in SNI and verified, or
-/// (without TLS) prior-knowledge h2c.
-pub(crate) fn build_dedicated(s: ClientSettings, tls: Option<(ClientConfig, ServerName<'static>)>) -> Dedicated {
+/// A backend's own client: TLS with `server_name` in SNI and verified
+/// (offering h2 by ALPN if `http2`), or (without TLS) prior-knowledge h2c.
+pub(crate) fn build_dedicated(
+    s: ClientSettings,
+    tls: Option<(ClientConfig, ServerName<'static>)>,
+    http2: bool,
+) -> Dedicated {
     match tls {
         Some((cfg, name)) => {
             let mut http = connector(s);
             http.enforce_http(false);
             let https = HttpsConnector::new(http, cfg, true, Arc::new(FixedServerNameResolver::new(name)));
-            Dedicated::Tls(Pair::new(s, https, false))
+            Dedicated::Tls { clients: Pair::new(s, https, false), h2: http2 }
         }
         None => Dedicated::H2c(Pair::new(s, connector(s), true)),
     }

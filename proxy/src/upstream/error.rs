@@ -18,7 +18,7 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError
             _ => UpstreamErrorKind::Connect,
         };
     }
-    if sources(err).filter_map(|e| e.downcast_ref::<h2::Error>()).any(refused) {
+    if refusal(err).is_some() {
         return UpstreamErrorKind::Refused;
     }
     if let Some(h) = sources(err).find_map(|e| e.downcast_ref::<hyper::Error>()) {
@@ -32,18 +32,33 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError
     UpstreamErrorKind::Reset
 }
 
-/// Whether the upstream refused the stream without processing it
-/// (RFC 9113 §8.7): it reset it with `REFUSED_STREAM`, or it sent a
-/// graceful GOAWAY whose last stream id is below the stream's (h2 fails
-/// exactly those streams with the GOAWAY's code; a GOAWAY with an error
-/// code may also end processed streams, so only `NO_ERROR` counts).
-fn refused(e: &h2::Error) -> bool {
-    e.is_remote()
-        && match e.reason() {
-            Some(h2::Reason::REFUSED_STREAM) => e.is_reset(),
-            Some(h2::Reason::NO_ERROR) => e.is_go_away(),
-            _ => false,
+/// How an HTTP/2 upstream refused a stream (RFC 9113 §8.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// It reset the stream with `REFUSED_STREAM`: not processed.
+    Stream,
+    /// A graceful GOAWAY (`NO_ERROR`) ended it: h2 fails the streams above
+    /// the GOAWAY's last stream id, and requests sent after the GOAWAY
+    /// (never sent). One more case reads the same: a stream hyper opened
+    /// in the instant the GOAWAY was read fails at its next readiness
+    /// check although its HEADERS may have left; its body has not. A
+    /// GOAWAY with an error code may also end processed streams, so only
+    /// `NO_ERROR` counts.
+    GoAway,
+}
+
+/// Whether, and how, the upstream refused the stream of `err`.
+pub(crate) fn refusal(err: &(dyn StdError + 'static)) -> Option<Refusal> {
+    sources(err).filter_map(|e| e.downcast_ref::<h2::Error>()).find_map(|e| {
+        if !e.is_remote() {
+            return None;
         }
+        match e.reason() {
+            Some(h2::Reason::REFUSED_STREAM) if e.is_reset() => Some(Refusal::Stream),
+            Some(h2::Reason::NO_ERROR) if e.is_go_away() => Some(Refusal::GoAway),
+            _ => None,
+        }
+    })
 }
 
 /// Whether `err`, or anything it wraps, is a `T` (looking inside

@@ -28,7 +28,11 @@ async fn weir_in_front_of(addr: SocketAddr) -> InProcess {
 }
 
 async fn post(w: &InProcess, body: Bytes) -> (StatusCode, Bytes) {
-    let req = Request::post(w.url("/submit")).body(Full::new(body)).unwrap();
+    send(w, http::Method::POST, body).await
+}
+
+async fn send(w: &InProcess, method: http::Method, body: Bytes) -> (StatusCode, Bytes) {
+    let req = Request::builder().method(method).uri(w.url("/submit")).body(Full::new(body)).unwrap();
     let resp = client().request(req).await.unwrap();
     let status = resp.status();
     (status, resp.into_body().collect().await.unwrap().to_bytes())
@@ -118,7 +122,7 @@ async fn a_refused_stream_is_sent_again_with_its_body_on_a_new_connection() {
 }
 
 /// A raw HTTP/2 server: on its first connection it answers requests until
-/// two whose body starts with `hold` are in; then it sends GOAWAY with the
+/// two whose body starts with `hold`, or is empty, are in; then it sends GOAWAY with the
 /// lower of their stream ids as the last it processes (NO_ERROR), answers
 /// that one, drains for 2 s (a stream opened on it after the GOAWAY is
 /// never answered, as with h2 servers) and closes. Later connections answer every request. Each answer is
@@ -211,7 +215,7 @@ async fn raw_h2(mut sock: TcpStream, conn: usize, go_away: bool) -> std::io::Res
             continue;
         }
         let body = bodies.remove(&stream).unwrap_or_default();
-        if !(go_away && body.starts_with(b"hold")) {
+        if !(go_away && (body.is_empty() || body.starts_with(b"hold"))) {
             sock.write_all(&answer(stream, conn, &body)).await?;
             continue;
         }
@@ -280,4 +284,23 @@ async fn a_stream_above_a_graceful_goaway_is_sent_again_on_a_new_connection() {
     let (status, body) = post(&w, Bytes::from_static(b"later")).await;
     assert_eq!(status, StatusCode::OK, "{body:?}");
     assert!(connections.load(SeqCst) >= 2);
+}
+
+/// A request without a body is whole in its HEADERS: after a GOAWAY, hyper
+/// cannot tell one it never sent from one whose HEADERS left in the instant
+/// the GOAWAY arrived, so a POST without a body is not sent again (the
+/// upstream may have processed it); a GET is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_goaway_a_post_without_a_body_is_not_sent_again_but_a_get_is() {
+    for (method, retried) in [(http::Method::POST, false), (http::Method::GET, true)] {
+        let (addr, _, _) = going_away_server().await;
+        let w = weir_in_front_of(addr).await;
+        assert_eq!(post(&w, Bytes::from_static(b"warm")).await.0, StatusCode::OK);
+        let (a, b) = tokio::join!(send(&w, method.clone(), Bytes::new()), send(&w, method.clone(), Bytes::new()));
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        let want = if retried { [StatusCode::OK; 2] } else { [StatusCode::OK, StatusCode::BAD_GATEWAY] };
+        assert_eq!(statuses, want, "{method}: {a:?} {b:?}");
+        assert_eq!(refused_retries(&w).await, if retried { 1.0 } else { 0.0 }, "{method}");
+    }
 }
