@@ -45,6 +45,19 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
 /// them errors).
 pub fn warnings(cfg: &Config) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    for (i, route) in cfg.routes.iter().enumerate() {
+        let gates = route.rollout.as_ref().map_or(&[][..], |r| &r.gates[..]);
+        let relative_only =
+            |g: &Gate| matches!(g.metric, GateMetric::ErrorRate | GateMetric::Latency(_)) && g.max.is_none();
+        if !gates.is_empty() && gates.iter().all(relative_only) {
+            out.push((
+                format!("routes[{i}].rollout.gates"),
+                "every gate is a limit relative to stable, which passes whenever it is not breached: none shows \
+                 the canary within a bound (add a max, error_rate_vs_stable or latency_shift)"
+                    .to_string(),
+            ));
+        }
+    }
     for (i, route) in cfg.routes.iter().enumerate().filter(|(_, r)| !r.grpc) {
         let grpc_health = [Some(&route.stable), route.canary.as_ref()]
             .into_iter()

@@ -470,6 +470,24 @@ fn shadow_and_synthetic_on_a_grpc_route_are_named() {
     assert!(w[0].1.contains("checks its health over gRPC"), "{w:?}");
 }
 
+/// Issue 21: relative limits pass when not breached; a rollout judged on
+/// nothing else would promote on no evidence of safety.
+#[test]
+fn a_rollout_of_relative_limits_only_is_warned_about() {
+    let base = MINIMAL.replace("weight = 12.5\n", "");
+    let rollout = |gates: &str| {
+        parse(&format!("{base}[routes.rollout]\nstages = [{{ weight = 10, bake = \"1m\" }}, {{ weight = 100 }}]\ngates = [{gates}]\n"))
+            .map(|c| crate::config::warnings(&c))
+    };
+    let w = rollout("{ metric = \"error_rate\", max_ratio_to_stable = 2 }").unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, "routes[0].rollout.gates");
+    assert!(w[0].1.contains("none shows the canary within a bound"), "{w:?}");
+    let with_max = "{ metric = \"error_rate\", max_ratio_to_stable = 2 }, { metric = \"error_rate\", max = 0.05 }";
+    assert_eq!(rollout(with_max).unwrap(), []);
+    assert_eq!(rollout("{ metric = \"error_rate_vs_stable\" }").unwrap(), []);
+}
+
 #[test]
 fn a_grpc_health_check_needs_http2_and_no_path() {
     let grpc = MINIMAL.replacen(
