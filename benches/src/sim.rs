@@ -687,6 +687,18 @@ pub fn scenarios() -> Vec<(Scenario, Rollout)> {
         (Scenario { burst: 5, ..bad("5x errors in bursts of 5", five, Onset::Always) }, full.clone()),
         (bad("2x errors", Side { error_rate: 0.02, ..BASELINE }, Onset::Always), full.clone()),
         (Scenario { total_rps: 5.0, ..bad("5x errors at 5 rps", five, Onset::Always) }, full.clone()),
+        (
+            Scenario {
+                // Twice as slow and failing 2 % for its first 20 s.
+                canary: Course {
+                    base: BASELINE,
+                    changed: Side { median_ms: 40.0, error_rate: 0.02, ..BASELINE },
+                    onset: Onset::Between(0, 20),
+                },
+                ..healthy("healthy after a 20 s warm-up", 400.0, 1, 0.0)
+            },
+            full.clone(),
+        ),
         (bad("5x errors from 150 s", five, Onset::At(150)), full.clone()),
         (bad("errors drift 1->5% by 200 s", five, Onset::Drift(0, 200)), full.clone()),
         (

@@ -3,8 +3,9 @@
 //! decide on the same traffic and seeds: rolled back, promoted, still held,
 //! and the time from the change's onset to the rollback.
 //!
-//! `cargo run --release -p weir-benches --bin gate-sim [RUNS] [ANCHOR_RUNS]`
-//! (defaults 2000 and 300; healthy rows are false rollbacks per rollout).
+//! `cargo run --release -p weir-benches --bin gate-sim [RUNS] [ANCHOR_RUNS] [ROWS]`
+//! (defaults 2000 and 300; healthy rows are false rollbacks per rollout;
+//! `ROWS`: only the scenarios whose name contains it).
 
 use weir_benches::sim::{many, scenarios, Summary, Who, MAX_SECS, WARMUP_SECS};
 
@@ -12,6 +13,7 @@ fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().ok());
     let runs = args.next().flatten().unwrap_or(2000);
     let anchor_runs = args.next().flatten().unwrap_or(300);
+    let only = std::env::args().nth(3).unwrap_or_default();
     println!(
         "seeded rollouts through the proxy's own recording and windows; stable serves alone for {WARMUP_SECS} s first"
     );
@@ -23,7 +25,7 @@ fn main() {
         "\n{:<36} {:<14} {:>9} {:>9} {:>7} {:>10} {:>9}",
         "scenario", "controller", "rollback", "promoted", "held", "median s", "p90 s"
     );
-    for (scenario, plan) in scenarios() {
+    for (scenario, plan) in scenarios().into_iter().filter(|(s, _)| s.name.contains(only.as_str())) {
         // Single-stage detection rows: long enough for Flagger's five checks.
         let max = if plan.stages.len() == 1 { 360 } else { MAX_SECS };
         for who in [Who::Weir, Who::Flagger, Who::Argo, Who::Kayenta] {
