@@ -699,6 +699,17 @@ pub fn scenarios() -> Vec<(Scenario, Rollout)> {
             },
             full.clone(),
         ),
+        (
+            Scenario {
+                canary: Course {
+                    base: BASELINE,
+                    changed: Side { median_ms: 40.0, error_rate: 0.02, ..BASELINE },
+                    onset: Onset::Between(0, 20),
+                },
+                ..healthy("same, with warmup = 30s", 400.0, 1, 0.0)
+            },
+            Rollout { warmup: Duration::from_secs(30), ..full.clone() },
+        ),
         (bad("5x errors from 150 s", five, Onset::At(150)), full.clone()),
         (bad("errors drift 1->5% by 200 s", five, Onset::Drift(0, 200)), full.clone()),
         (

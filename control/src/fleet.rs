@@ -341,6 +341,7 @@ mod tests {
                 since_ms: 1000,
                 consecutive_failures: 0,
                 verdicts: vec![],
+                warmed: false,
             },
         }
     }

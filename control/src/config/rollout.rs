@@ -18,6 +18,11 @@ pub struct Rollout {
     pub failure_threshold: u32,
     /// Ordered stages.
     pub stages: Vec<Stage>,
+    /// Time at the start of the first stage (a rollout's start, or a new
+    /// canary build's) during which the gates wait: a build warming its
+    /// caches or JIT is not judged on it. The severe rule still watches,
+    /// and the first stage's window, bake and deadline start after it.
+    pub warmup: Duration,
     /// Gates evaluated every interval.
     pub gates: Vec<Gate>,
     /// A stage still without a decision after this long (or its own

@@ -334,6 +334,19 @@ fn telemetry_windows_are_clamped_to_what_is_kept() {
     assert_eq!(parse(MINIMAL).unwrap().telemetry.keep_secs(), 300);
 }
 
+#[test]
+fn warmup_is_read_and_bounded() {
+    let rollout = |extra: &str| {
+        format!("{MINIMAL}[routes.rollout]\n{extra}\nstages = [{{ weight = 10, bake = \"1m\" }}]\ngates = [{{ metric = \"error_rate\", max = 0.01 }}]\n")
+            .replace("weight = 12.5\n", "")
+    };
+    let plan = |extra: &str| parse(&rollout(extra)).unwrap().routes[0].rollout.clone().unwrap();
+    assert_eq!(plan("").warmup, Duration::ZERO);
+    assert_eq!(plan("warmup = \"45s\"").warmup, Duration::from_secs(45));
+    let e = errors(&rollout("warmup = \"2h\""));
+    assert!(e.iter().any(|m| m.starts_with("routes[0].rollout.warmup: must be at most 1h")), "{e:?}");
+}
+
 /// Issue 21, bug 4: a stage longer than the telemetry kept slid its window
 /// (the k8s example baked 10 min against a 5 min window), and nothing said
 /// so. The window now grows to the longest stage deadline, and an explicit

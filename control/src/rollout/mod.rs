@@ -197,6 +197,14 @@ pub struct State {
     pub consecutive_failures: u32,
     /// The latest verdicts.
     pub verdicts: Vec<GateResult>,
+    /// The first stage's `warmup` is over (`since_ms` then moved to its
+    /// end). False while it lasts, and with no warm-up.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub warmed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The result of one tick.
@@ -261,10 +269,20 @@ pub struct Engine {
 impl Engine {
     /// A new rollout at stage 0, progressing from `now_ms`.
     pub fn new(plan: Rollout, ctx: Context, now_ms: u64) -> (Engine, Event) {
-        let state =
-            State { phase: Phase::Progressing, stage: 0, since_ms: now_ms, consecutive_failures: 0, verdicts: vec![] };
+        let state = State {
+            phase: Phase::Progressing,
+            stage: 0,
+            since_ms: now_ms,
+            consecutive_failures: 0,
+            verdicts: vec![],
+            warmed: false,
+        };
         let e = Engine::with_state(plan, ctx, state, 0);
-        let cause = format!("rollout started; {}", e.budget());
+        let warmup = match e.plan.warmup.as_secs() {
+            0 => String::new(),
+            s => format!("; the gates wait out a {s}s warm-up (the severe rule does not)"),
+        };
+        let cause = format!("rollout started; {}{warmup}", e.budget());
         let ev = e.event(now_ms, EventKind::Started, Actor::Auto, Phase::Progressing, cause);
         e.check_invariants();
         (e, ev)
@@ -365,6 +383,13 @@ impl Engine {
         now_ms.saturating_sub(self.window_start_ms())
     }
 
+    /// The end of the first stage's warm-up while it lasts (unix ms).
+    pub fn warming_until(&self) -> Option<u64> {
+        let warmup = self.plan.warmup.as_millis() as u64;
+        let warming = warmup > 0 && self.state.phase == Phase::Progressing && self.state.stage == 0;
+        (warming && !self.state.warmed).then_some(self.state.since_ms + warmup)
+    }
+
     /// When the current window starts: the last transition, or a restart
     /// (whose data before it are gone), unix ms.
     pub fn window_start_ms(&self) -> u64 {
@@ -411,6 +436,19 @@ impl Engine {
                 self.reference_tails = p90.zip(p99).map(|(a, b)| [a, b]);
             }
             self.stable_ref = Some(history.clone());
+        }
+        if let Some(end) = self.warming_until() {
+            // The build warms up: only the severe rule judges it. Once over,
+            // the first stage's window, bake and deadline start.
+            let none = Window::default();
+            let stable_phi = evidence::observed_dispersion(&[&history.seconds]);
+            if let Some(cause) = self.severe(canary, if canary_only { &none } else { stable }, stable_phi) {
+                out.events.push(self.act(now_ms, OnFailure::Rollback, cause));
+            } else if now_ms >= end {
+                self.state.since_ms = end;
+                self.state.warmed = true;
+            }
+            return out;
         }
         // At full weight stable has no traffic of its own: its history from
         // before is the baseline (none after a restart: comparisons skip).

@@ -38,6 +38,7 @@ fn plan(stages: Vec<Stage>, gates: Vec<Gate>) -> Rollout {
         on_failure: OnFailure::Rollback,
         failure_threshold: 2,
         stages,
+        warmup: Duration::ZERO,
         gates,
         hold_timeout: Duration::from_secs(60),
         on_hold: OnFailure::Pause,
@@ -581,4 +582,34 @@ fn after_a_restart_the_bake_counts_from_the_restart() {
     // … and is two seconds later.
     let t = r.tick(102 * S, &win(100, 0), &win(100, 0));
     assert_eq!(t.events.last().map(|ev| ev.kind), Some(EventKind::Advanced), "{:?}", t.events);
+}
+
+/// Issue 21, warm-up: a build slow to warm (caches, JIT) failed its first
+/// seconds and was rolled back every time. With `warmup`, the gates wait it
+/// out (the severe rule does not), and the first stage's window, bake and
+/// deadline start at its end.
+#[test]
+fn the_gates_wait_out_a_warm_up_and_the_severe_rule_does_not() {
+    let mut p = plan(vec![stage(5, 2, 10), stage(100, 2, 10)], vec![error_gate(0.05)]);
+    p.warmup = Duration::from_secs(10);
+    let (mut e, started) = Engine::new(p.clone(), ctx(), 0);
+    assert!(started.cause.contains("10s warm-up"), "{}", started.cause);
+    // 20 % failures for the warm-up's ten seconds: nothing happens.
+    for t in 1..10 {
+        assert!(e.tick(t * S, &win(100, 20), &win(1000, 10)).events.is_empty(), "t = {t}");
+        assert_eq!((e.state().phase, e.state().since_ms, e.state().warmed), (Phase::Progressing, 0, false));
+    }
+    // At its end the stage starts over from there.
+    assert!(e.tick(10 * S, &win(100, 20), &win(1000, 10)).events.is_empty());
+    assert_eq!((e.state().since_ms, e.state().warmed), (10 * S, true));
+    assert_eq!(e.window_start_ms(), 10 * S);
+    // Then the gates judge: a canary still failing 20 % is rolled back.
+    e.tick(11 * S, &win(100, 20), &win(1000, 10));
+    let t = e.tick(12 * S, &win(100, 20), &win(1000, 10));
+    assert_eq!(t.events.last().map(|ev| ev.kind), Some(EventKind::RolledBack), "{:?}", t.events);
+
+    // A severe breach during the warm-up acts at once.
+    let (mut e, _) = Engine::new(p, ctx(), 0);
+    let t = e.tick(2 * S, &win(100, 100), &win(1000, 10));
+    assert_eq!(t.events.last().map(|ev| ev.kind), Some(EventKind::RolledBack), "{:?}", t.events);
 }

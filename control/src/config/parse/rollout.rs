@@ -107,6 +107,14 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
         }
     }
     let hold_timeout = t.duration(ctx, "hold_timeout").unwrap_or(Duration::from_secs(600));
+    let warmup = match t.duration(ctx, "warmup") {
+        Some(d) if d > Duration::from_secs(3600) => {
+            ctx.error(&t.key_path("warmup"), Some(&t.span), "must be at most 1h");
+            d
+        }
+        Some(d) => d,
+        None => Duration::ZERO,
+    };
     let on_hold = match t.string(ctx, "on_hold").as_deref() {
         None | Some("pause") => OnFailure::Pause,
         Some("rollback") => OnFailure::Rollback,
@@ -154,6 +162,7 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
         on_failure,
         failure_threshold,
         stages,
+        warmup,
         gates,
         hold_timeout,
         on_hold,
