@@ -453,3 +453,42 @@ async fn a_new_canary_version_is_judged_on_its_own_requests_only() {
     }
     assert_eq!(samples(&w), Some((10, Some(0.0))), "v3's window holds v2's requests");
 }
+
+/// Issue 21, warm-up: a build failing a third of its requests while it
+/// warms up, then healthy, is promoted with `warmup` (without it, the same
+/// traffic rolls it back: the second half of this test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_while_it_warms_up_is_judged_after_its_warmup() {
+    for warmup in [true, false] {
+        let stable = Upstream::start("stable", Mode::Named).await;
+        let canary = Upstream::start("canary", Mode::FailWithHeader("x-fail")).await;
+        let extra = if warmup { "warmup = \"2s\"" } else { "" };
+        let r = rollout(
+            "{ weight = 50, bake = \"1s\" }, { weight = 100 }",
+            "{ metric = \"error_rate\", max = 0.1, min_samples = 20 }",
+            extra,
+        );
+        let w = InProcess::start(&config_text(stable.addr, canary.addr, &r, "")).await;
+        let mut rx = w.weir.subscribe();
+        // Warming: a third of the canary's requests fail (below the severe
+        // rule's 50 %), for 2 s.
+        let c = client();
+        let warm_until = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut i = 0;
+        while tokio::time::Instant::now() < warm_until && w.weir.rollout("web").unwrap().phase == Phase::Progressing {
+            let fail: &[(&str, &str)] = if i % 3 == 0 { &[("x-fail", "1")] } else { &[] };
+            get(&c, &w.url("/"), fail).await;
+            i += 1;
+        }
+        // Warm: healthy from now on.
+        let load = Load::start(w.url("/"), 4, Duration::ZERO);
+        let end = |e: &weir_control::rollout::Event| matches!(e.kind, EventKind::Promoted | EventKind::RolledBack);
+        let ev = wait_event(&mut rx, Duration::from_secs(20), end).await;
+        load.stop().await;
+        let want = if warmup { EventKind::Promoted } else { EventKind::RolledBack };
+        assert_eq!(ev.kind, want, "warmup {warmup}: {ev:?}");
+        if warmup {
+            assert!(w.weir.rollout("web").unwrap().warmed);
+        }
+    }
+}
