@@ -641,6 +641,12 @@ pub fn scenarios() -> Vec<(Scenario, Rollout)> {
         ..healthy(name, 400.0, 1, 0.0)
     };
     let five = Side { error_rate: 0.05, ..BASELINE };
+    // A build twice as slow and failing 2 % for its first 20 s.
+    let warming = Course {
+        base: BASELINE,
+        changed: Side { median_ms: 40.0, error_rate: 0.02, ..BASELINE },
+        onset: Onset::Between(0, 20),
+    };
     let full = reference_plan(1);
     // 100 canary requests a second: 1/11 of 1100, 1/3 of 300.
     let (w1100, w300) = (9.09, 33.33);
@@ -687,27 +693,9 @@ pub fn scenarios() -> Vec<(Scenario, Rollout)> {
         (Scenario { burst: 5, ..bad("5x errors in bursts of 5", five, Onset::Always) }, full.clone()),
         (bad("2x errors", Side { error_rate: 0.02, ..BASELINE }, Onset::Always), full.clone()),
         (Scenario { total_rps: 5.0, ..bad("5x errors at 5 rps", five, Onset::Always) }, full.clone()),
+        (Scenario { canary: warming, ..healthy("healthy after a 20 s warm-up", 400.0, 1, 0.0) }, full.clone()),
         (
-            Scenario {
-                // Twice as slow and failing 2 % for its first 20 s.
-                canary: Course {
-                    base: BASELINE,
-                    changed: Side { median_ms: 40.0, error_rate: 0.02, ..BASELINE },
-                    onset: Onset::Between(0, 20),
-                },
-                ..healthy("healthy after a 20 s warm-up", 400.0, 1, 0.0)
-            },
-            full.clone(),
-        ),
-        (
-            Scenario {
-                canary: Course {
-                    base: BASELINE,
-                    changed: Side { median_ms: 40.0, error_rate: 0.02, ..BASELINE },
-                    onset: Onset::Between(0, 20),
-                },
-                ..healthy("same, with warmup = 30s", 400.0, 1, 0.0)
-            },
+            Scenario { canary: warming, ..healthy("same, with warmup = 30s", 400.0, 1, 0.0) },
             Rollout { warmup: Duration::from_secs(30), ..full.clone() },
         ),
         (bad("5x errors from 150 s", five, Onset::At(150)), full.clone()),
