@@ -8,7 +8,7 @@ use crate::config::Cohort;
 use crate::split::Weight;
 
 /// `[routes.rollout]`
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Rollout {
     /// How often the gates are evaluated.
     pub interval: Duration,
@@ -45,6 +45,33 @@ pub struct Rollout {
     pub notify: Option<String>,
     /// Timeout of each webhook call.
     pub webhook_timeout: Duration,
+}
+
+/// As derived, but without `warmup` while it is 0: the `Debug` text is the
+/// rollout's fingerprint ([`crate::fingerprint`]), which a persisted or
+/// fleet-committed rollout must keep across an upgrade that adds a key.
+/// A key added later goes at the end the same way.
+impl std::fmt::Debug for Rollout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Rollout");
+        d.field("interval", &self.interval)
+            .field("on_failure", &self.on_failure)
+            .field("failure_threshold", &self.failure_threshold)
+            .field("stages", &self.stages)
+            .field("gates", &self.gates)
+            .field("hold_timeout", &self.hold_timeout)
+            .field("on_hold", &self.on_hold)
+            .field("severe_error_rate", &self.severe_error_rate)
+            .field("severe_min_requests", &self.severe_min_requests)
+            .field("severe_window", &self.severe_window)
+            .field("pre_stage", &self.pre_stage)
+            .field("notify", &self.notify)
+            .field("webhook_timeout", &self.webhook_timeout);
+        if !self.warmup.is_zero() {
+            d.field("warmup", &self.warmup);
+        }
+        d.finish()
+    }
 }
 
 /// Action when gates fail.

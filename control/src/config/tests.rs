@@ -557,3 +557,16 @@ fn fleet_section_defaults_and_errors() {
         .iter()
         .any(|e| e.starts_with("routes[0].rollout.pre_stage: is not supported in fleet mode")));
 }
+
+/// The fingerprint of a rollout is what a persisted or fleet-committed
+/// state is matched with: a new key at its default must not change it, or
+/// an upgrade restarts every rollout (a promoted one back at stage 0). The
+/// value is this config's fingerprint before `warmup` existed.
+#[test]
+fn a_rollouts_fingerprint_survives_a_new_key_at_its_default() {
+    let text = "[backends.s]\naddrs = [\"127.0.0.1:1\"]\n[backends.c]\naddrs = [\"127.0.0.1:2\"]\n[[routes]]\nname = \"web\"\nstable = \"s\"\ncanary = \"c\"\n[routes.rollout]\nstages = [{ weight = 10, bake = \"1m\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05 }]\n";
+    let plan = |t: &str| parse(t).unwrap().routes[0].rollout.clone().unwrap();
+    assert_eq!(crate::fingerprint(&plan(text)), "6576a7d1379c0ef1");
+    let warm = text.replace("[routes.rollout]\n", "[routes.rollout]\nwarmup = \"30s\"\n");
+    assert_ne!(crate::fingerprint(&plan(&warm)), "6576a7d1379c0ef1");
+}

@@ -445,8 +445,11 @@ impl Engine {
             if let Some(cause) = self.severe(canary, if canary_only { &none } else { stable }, stable_phi) {
                 out.events.push(self.act(now_ms, OnFailure::Rollback, cause));
             } else if now_ms >= end {
-                self.state.since_ms = end;
+                self.state.since_ms = now_ms;
                 self.state.warmed = true;
+                let cause =
+                    format!("warm-up over ({}s): the gates judge the canary from now", self.plan.warmup.as_secs());
+                out.events.push(self.event(now_ms, EventKind::Evaluated, Actor::Auto, self.state.phase, cause));
             }
             return out;
         }
@@ -630,8 +633,14 @@ impl Engine {
     /// aborted one starts again at stage 0.
     pub fn resume(&mut self, now_ms: u64) -> Result<Event, ActionError> {
         self.require("resume", &[Phase::Paused, Phase::RolledBack, Phase::Aborted])?;
-        if self.state.phase != Phase::Paused {
+        if self.state.phase == Phase::Paused {
+            // Paused, the canary kept its weight: it is warm.
+            self.state.warmed = true;
+        } else {
+            // From weight 0: a new attempt, cold, with nothing judged yet.
             self.state.stage = 0;
+            self.state.warmed = false;
+            self.state.verdicts.clear();
         }
         Ok(self.transition(now_ms, Phase::Progressing, EventKind::Resumed, Actor::Manual, "resumed by hand".into()))
     }

@@ -599,8 +599,10 @@ fn the_gates_wait_out_a_warm_up_and_the_severe_rule_does_not() {
         assert!(e.tick(t * S, &win(100, 20), &win(1000, 10)).events.is_empty(), "t = {t}");
         assert_eq!((e.state().phase, e.state().since_ms, e.state().warmed), (Phase::Progressing, 0, false));
     }
-    // At its end the stage starts over from there.
-    assert!(e.tick(10 * S, &win(100, 20), &win(1000, 10)).events.is_empty());
+    // At its end the stage starts over from there, and says so.
+    let t = e.tick(10 * S, &win(100, 20), &win(1000, 10));
+    assert_eq!(t.events.len(), 1, "{:?}", t.events);
+    assert!(t.events[0].cause.starts_with("warm-up over"), "{:?}", t.events);
     assert_eq!((e.state().since_ms, e.state().warmed), (10 * S, true));
     assert_eq!(e.window_start_ms(), 10 * S);
     // Then the gates judge: a canary still failing 20 % is rolled back.
@@ -608,8 +610,21 @@ fn the_gates_wait_out_a_warm_up_and_the_severe_rule_does_not() {
     let t = e.tick(12 * S, &win(100, 20), &win(1000, 10));
     assert_eq!(t.events.last().map(|ev| ev.kind), Some(EventKind::RolledBack), "{:?}", t.events);
 
+    // Resumed from weight 0, the build is cold again: a new warm-up, and
+    // the last attempt's verdicts are gone.
+    e.resume(13 * S).unwrap();
+    assert_eq!((e.state().stage, e.state().warmed, e.state().verdicts.len()), (0, false, 0));
+    assert_eq!(e.warming_until(), Some(23 * S));
+
     // A severe breach during the warm-up acts at once.
-    let (mut e, _) = Engine::new(p, ctx(), 0);
+    let (mut e, _) = Engine::new(p.clone(), ctx(), 0);
     let t = e.tick(2 * S, &win(100, 100), &win(1000, 10));
     assert_eq!(t.events.last().map(|ev| ev.kind), Some(EventKind::RolledBack), "{:?}", t.events);
+
+    // Paused during the warm-up, the canary kept its weight: resumed, it is
+    // judged at once.
+    let (mut e, _) = Engine::new(p, ctx(), 0);
+    e.pause(3 * S).unwrap();
+    e.resume(5 * S).unwrap();
+    assert_eq!((e.warming_until(), e.state().since_ms), (None, 5 * S));
 }
