@@ -440,9 +440,7 @@ impl Engine {
         if let Some(end) = self.warming_until() {
             // The build warms up: only the severe rule judges it. Once over,
             // the first stage's window, bake and deadline start.
-            let none = Window::default();
-            let stable_phi = evidence::observed_dispersion(&[&history.seconds]);
-            if let Some(cause) = self.severe(canary, if canary_only { &none } else { stable }, stable_phi) {
+            if let Some(cause) = self.severe_breach(seen) {
                 out.events.push(self.act(now_ms, OnFailure::Rollback, cause));
             } else if now_ms >= end {
                 self.state.since_ms = now_ms;
