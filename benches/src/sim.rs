@@ -210,6 +210,7 @@ impl Controller for Weir {
             stable: &w.stable,
             stable_history: &w.stable_history,
             probes: Probes::default(),
+            signals: &[],
         };
         let tick = self.engine.tick_with(now_ms, &seen);
         if self.trace {

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Gate, GateMetric};
 use crate::evidence::{self, RatioTest};
 use crate::sample::{Probes, Window};
+use crate::signal::Signal;
 
 /// The outcome of one gate at one evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +96,18 @@ pub struct GateResult {
     pub canary_samples: u64,
     /// Stable samples in the window.
     pub stable_samples: u64,
+    /// A `promql` gate's query as sent (for the canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// When a `promql` gate's reading was taken (engine clock, ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at_ms: Option<u64>,
+    /// Why an outside signal gave no verdict (empty result, timeout, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The gate is a dry run: its verdict is reported, never acted on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// What a statistical gate learnt in one stage, added to the next stage's
@@ -154,6 +167,8 @@ pub struct Inputs<'a> {
     pub carried: Carry,
     /// Stages in the plan (a per-stage test spreads its `alpha` over them).
     pub stages: usize,
+    /// A `promql` gate's reading for this window, or why there is none.
+    pub signal: Result<&'a Signal, &'static str>,
 }
 
 impl<'a> Inputs<'a> {
@@ -166,6 +181,7 @@ impl<'a> Inputs<'a> {
             reference_rate: None,
             reference_tails: None,
             probes: Probes::default(),
+            signal: Err("no reading"),
             phi: 1.0,
             phi_seen: 1.0,
             carried: Carry::default(),
@@ -213,6 +229,10 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
         upper_bound: None,
         canary_samples: canary.counts.total(),
         stable_samples: stable.counts.total(),
+        query: None,
+        evaluated_at_ms: None,
+        note: None,
+        dry_run: gate.dry_run,
     };
     let mut carry = Carry::default();
     match gate.metric {
@@ -261,6 +281,18 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             let v = |w: &Window| w.latency.quantile(q).map(|d| d.as_secs_f64());
             let value = v(canary).map(|value| Measured { value, low: value, high: value });
             limits(gate, &mut r, value, v(stable), canary_only);
+        }
+        GateMetric::Promql => {
+            r.canary_samples = 0;
+            r.stable_samples = 0;
+            match inputs.signal {
+                Err(why) => r.note = Some(why.to_string()),
+                Ok(s) => {
+                    r.query = Some(s.query.clone());
+                    r.evaluated_at_ms = Some(s.at_ms);
+                    outside_limits(gate, &mut r, s);
+                }
+            }
         }
         GateMetric::ErrorRateVsStable => {
             if canary_only {
@@ -472,6 +504,43 @@ fn limits(gate: &Gate, r: &mut GateResult, canary: Option<Measured>, stable: Opt
     };
 }
 
+/// A `promql` gate's limits on its reading: one value each side, no
+/// samples to weigh (Prometheus did the aggregation). A missing value is
+/// inconclusive, never a pass; a breach of an absolute limit fails even
+/// when stable's value is missing.
+fn outside_limits(gate: &Gate, r: &mut GateResult, s: &Signal) {
+    let v = match &s.canary {
+        Ok(v) => *v,
+        Err(e) => {
+            r.note = Some(e.clone());
+            return;
+        }
+    };
+    r.value = Some(v);
+    let mut breach = gate.max.is_some_and(|m| v > m) || gate.min.is_some_and(|m| v < m);
+    let mut threshold = gate.max.or(gate.min);
+    if gate.max_ratio_to_stable.is_some() || gate.max_delta_to_stable.is_some() {
+        match &s.stable {
+            Some(Ok(sv)) => {
+                r.stable_value = Some(*sv);
+                let rel = gate.max_ratio_to_stable.unwrap_or(1.0) * sv + gate.max_delta_to_stable.unwrap_or(0.0);
+                threshold = Some(gate.max.map_or(rel, |m| m.min(rel)));
+                breach |= v > rel;
+            }
+            other if !breach => {
+                r.note = Some(match other {
+                    Some(Err(e)) => format!("stable query: {e}"),
+                    _ => "no reading for stable".into(),
+                });
+                return;
+            }
+            _ => {}
+        }
+    }
+    r.threshold = threshold;
+    r.verdict = if breach { Verdict::Fail } else { Verdict::Pass };
+}
+
 /// Mann-Whitney U of canary against stable latency, over shared buckets.
 /// Returns (A = P(canary > stable) + ½ P(tie), one-sided fixed-sample p for
 /// "canary slower").
@@ -557,6 +626,9 @@ mod tests {
             max: None,
             max_ratio_to_stable: None,
             max_delta_to_stable: None,
+            min: None,
+            query: None,
+            dry_run: false,
         }
     }
 

@@ -20,6 +20,8 @@
 //!   the dispersion correction for bursty failures;
 //! * [`gate`]: the gates: thresholds, ratios and the sequential tests that
 //!   turn two windows into a verdict;
+//! * [`signal`]: outside signals (`promql` gates): the query template,
+//!   Prometheus's answer, the reading the engine judges;
 //! * [`rollout`]: the rollout state machine ([`rollout::Engine`]: stages,
 //!   bake, failures, holds, manual actions, audit events) and the format of
 //!   its persisted state ([`rollout::persisted`]);
@@ -54,6 +56,7 @@ pub mod fleet;
 pub mod gate;
 pub mod rollout;
 pub mod sample;
+pub mod signal;
 pub mod split;
 
 /// A short, stable fingerprint of a value's `Debug` form (FNV-1a 64, hex):

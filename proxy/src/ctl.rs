@@ -242,7 +242,12 @@ fn table(routes: &[&serde_json::Value]) -> String {
                 .map(|v| {
                     v.iter()
                         .map(|g| {
-                            format!("{}={}", g["gate"].as_str().unwrap_or("?"), g["verdict"].as_str().unwrap_or("?"))
+                            let dry = if g["dry_run"].as_bool() == Some(true) { " (dry run)" } else { "" };
+                            format!(
+                                "{}={}{dry}",
+                                g["gate"].as_str().unwrap_or("?"),
+                                g["verdict"].as_str().unwrap_or("?")
+                            )
                         })
                         .collect()
                 })

@@ -130,6 +130,7 @@ impl Weir {
             runtime: thread.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
             synthetic_checks: Default::default(),
+            signals: Default::default(),
             #[cfg(feature = "fleet")]
             fleet: std::sync::OnceLock::new(),
         });

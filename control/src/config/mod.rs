@@ -153,6 +153,8 @@ pub struct Config {
     pub state: State,
     /// Fleet mode (`[fleet]`): replicas deciding as one, on etcd.
     pub fleet: Option<Fleet>,
+    /// The Prometheus that `promql` gates query (`[prometheus]`).
+    pub prometheus: Option<Prometheus>,
     /// Upstream backends by name.
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
@@ -549,6 +551,25 @@ pub struct Fleet {
     pub timeout: Duration,
     /// TLS towards etcd.
     pub tls: Option<FleetTls>,
+}
+
+/// `[prometheus]`: where `promql` gates send their queries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prometheus {
+    /// Base URL of Prometheus's HTTP API (`http://` or `https://`), without
+    /// the `/api/v1/query` path.
+    pub url: String,
+    /// Timeout of one query.
+    pub timeout: Duration,
+    /// How often each `promql` gate is queried; a reading older than two
+    /// intervals and a timeout is stale (inconclusive).
+    pub interval: Duration,
+    /// File holding a bearer token sent with every query (read at each
+    /// query, so a rotated token is picked up).
+    pub bearer_token_file: Option<PathBuf>,
+    /// PEM CA bundle to verify an `https://` Prometheus against; the system
+    /// roots when absent.
+    pub ca: Option<PathBuf>,
 }
 
 /// TLS towards etcd: a CA to trust (else the system's roots), a client

@@ -122,7 +122,7 @@ pub struct Synthetic {
 }
 
 /// A gate: a measured value compared with thresholds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Gate {
     /// Unique name within the rollout (default: the metric, `#2`… on repeats).
     pub name: String,
@@ -141,6 +141,40 @@ pub struct Gate {
     pub max_ratio_to_stable: Option<f64>,
     /// Ceiling as a difference to stable's value (fraction or seconds).
     pub max_delta_to_stable: Option<f64>,
+    /// Floor (`promql` gates: a value below it fails).
+    pub min: Option<f64>,
+    /// The PromQL template of a `promql` gate (see `weir_control::signal`).
+    pub query: Option<String>,
+    /// Evaluated, exported and audited, never acting: the gate neither
+    /// fails, holds nor passes a stage.
+    pub dry_run: bool,
+}
+
+/// As derived, but without the keys added after the first release while
+/// they keep their defaults: the `Debug` text is part of the rollout's
+/// fingerprint (see [`Rollout`]'s).
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Gate");
+        d.field("name", &self.name)
+            .field("metric", &self.metric)
+            .field("min_samples", &self.min_samples)
+            .field("alpha", &self.alpha)
+            .field("min_effect", &self.min_effect)
+            .field("max", &self.max)
+            .field("max_ratio_to_stable", &self.max_ratio_to_stable)
+            .field("max_delta_to_stable", &self.max_delta_to_stable);
+        if self.min.is_some() {
+            d.field("min", &self.min);
+        }
+        if self.query.is_some() {
+            d.field("query", &self.query);
+        }
+        if self.dry_run {
+            d.field("dry_run", &self.dry_run);
+        }
+        d.finish()
+    }
 }
 
 /// The measured quantity of a gate.
@@ -162,6 +196,9 @@ pub enum GateMetric {
     /// Share of the stage's shadow requests whose canary answer differed
     /// from stable's (status, and the compared header).
     ShadowMismatch,
+    /// A value read from Prometheus by the gate's `query` (an outside
+    /// signal: missing, empty or NaN is inconclusive, never a pass).
+    Promql,
 }
 
 impl GateMetric {
@@ -177,6 +214,7 @@ impl GateMetric {
             GateMetric::LatencyShift => "latency_shift".into(),
             GateMetric::Synthetic => "synthetic".into(),
             GateMetric::ShadowMismatch => "shadow_mismatch".into(),
+            GateMetric::Promql => "promql".into(),
         }
     }
 }

@@ -570,3 +570,97 @@ fn a_rollouts_fingerprint_survives_a_new_key_at_its_default() {
     let warm = text.replace("[routes.rollout]\n", "[routes.rollout]\nwarmup = \"30s\"\n");
     assert_ne!(crate::fingerprint(&plan(&warm)), "6576a7d1379c0ef1");
 }
+
+/// Issue 24: `[prometheus]` and `promql` gates are read with their
+/// defaults, and every way to get them wrong is named with its key.
+#[test]
+fn promql_gates_and_prometheus_are_checked() {
+    let route = |gates: &str| {
+        format!(
+            "[backends.s]\naddrs = [\"127.0.0.1:1\"]\nversion = \"v1\"\n[backends.c]\naddrs = [\"127.0.0.1:2\"]\n\
+             [[routes]]\nname = \"web\"\nstable = \"s\"\ncanary = \"c\"\n[routes.rollout]\n\
+             stages = [{{ weight = 10 }}, {{ weight = 100 }}]\ngates = [{gates}]\n"
+        )
+    };
+    let prom = "[prometheus]\nurl = \"http://127.0.0.1:9090/\"\n";
+    let ok = format!(
+        "{prom}{}",
+        route(
+            r#"{ metric = "error_rate", max = 0.05 }, { metric = "promql", name = "checkout", query = 'sum(rate(fail{backend="{{backend}}"}[{{window}}]))', max = 0.01, min = 0.0, max_ratio_to_stable = 2, dry_run = true }"#
+        )
+    );
+    let c = parse(&ok).unwrap();
+    let p = c.prometheus.unwrap();
+    assert_eq!(
+        (p.url.as_str(), p.timeout, p.interval),
+        ("http://127.0.0.1:9090", Duration::from_secs(5), Duration::from_secs(5))
+    );
+    let g = &c.routes[0].rollout.as_ref().unwrap().gates[1];
+    assert_eq!(
+        (g.name.as_str(), g.metric, g.max, g.min, g.dry_run),
+        ("checkout", GateMetric::Promql, Some(0.01), Some(0.0), true)
+    );
+    for (text, needle) in [
+        (
+            route(r#"{ metric = "promql", query = "up", max = 1 }"#),
+            "routes[0].rollout.gates[0].metric: a promql gate needs a [prometheus] section",
+        ),
+        (
+            format!("{prom}{}", route(r#"{ metric = "promql", max = 1 }"#)),
+            "routes[0].rollout.gates[0].query: is required",
+        ),
+        (
+            format!("{prom}{}", route(r#"{ metric = "promql", query = "up" }"#)),
+            "routes[0].rollout.gates[0]: needs max, min",
+        ),
+        (
+            format!("{prom}{}", route(r#"{ metric = "promql", query = "up{x='{{nope}}'}", max = 1 }"#)),
+            "routes[0].rollout.gates[0].query: unknown variable {{nope}}",
+        ),
+        (
+            format!("{prom}{}", route(r#"{ metric = "promql", query = "up", max_ratio_to_stable = 2 }"#)),
+            "routes[0].rollout.gates[0].query: a relative limit compares",
+        ),
+        (
+            format!("{prom}{}", route(r#"{ metric = "promql", query = "up{v='{{canary_version}}'}", max = 1 }"#)),
+            "routes[0].rollout.gates[0].query: uses {{canary_version}} but backend \"c\" has no version label",
+        ),
+        (
+            format!("{prom}{}", route(r#"{ metric = "promql", query = "up", max = 1, min_samples = 5 }"#)),
+            "routes[0].rollout.gates[0].min_samples: a promql gate reads one value",
+        ),
+        (
+            format!("{prom}{}", route(r#"{ metric = "promql", query = "up", max = 1, min = 2 }"#)),
+            "routes[0].rollout.gates[0].min: 2 is above max",
+        ),
+        (
+            format!("{prom}{}", route(r#"{ metric = "error_rate", max = 0.1, query = "up" }"#)),
+            "routes[0].rollout.gates[0].query: only a promql gate takes this",
+        ),
+        (
+            route(r#"{ metric = "error_rate", max = 0.1, dry_run = true }"#),
+            "routes[0].rollout.gates: every gate is dry_run",
+        ),
+        (
+            format!("[prometheus]\nurl = \"ftp://x\"\n{}", route(r#"{ metric = "error_rate", max = 0.1 }"#)),
+            "prometheus.url: \"ftp://x\" is not a Prometheus base URL",
+        ),
+        (
+            format!(
+                "[prometheus]\nurl = \"http://x\"\ninterval = \"10ms\"\n{}",
+                route(r#"{ metric = "error_rate", max = 0.1 }"#)
+            ),
+            "prometheus.interval: must be between",
+        ),
+        (
+            format!(
+                "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\n{prom}{}",
+                route(r#"{ metric = "promql", query = "up", max = 1 }"#)
+            ),
+            "routes[0].rollout.gates[0].metric: promql gates are not supported in fleet mode",
+        ),
+    ] {
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.starts_with(needle)), "no {needle:?} in {errs:#?}");
+    }
+}

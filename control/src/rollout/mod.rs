@@ -41,10 +41,11 @@ pub mod persisted;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{GateMetric, OnFailure, Rollout};
+use crate::config::{Gate, GateMetric, OnFailure, Rollout};
 use crate::evidence::{self, RatioTest};
 use crate::gate::{self, Carry, GateResult, Inputs, Verdict};
 use crate::sample::{Probes, Window};
+use crate::signal::Signal;
 use crate::split::{Weight, FULL};
 
 pub use persisted::{Persisted, StateFile};
@@ -239,6 +240,9 @@ pub struct Observed<'a> {
     pub stable_history: &'a Window,
     /// Synthetic checks and shadow comparisons of the stage.
     pub probes: Probes,
+    /// The latest reading of each `promql` gate (by gate name); one taken
+    /// for another window, or past its freshness, is not used.
+    pub signals: &'a [Signal],
 }
 
 /// A rollout of one route.
@@ -399,7 +403,10 @@ impl Engine {
     /// Evaluates the gates on the windows since the last transition and
     /// decides.
     pub fn tick(&mut self, now_ms: u64, canary: &Window, stable: &Window) -> Tick {
-        self.tick_with(now_ms, &Observed { canary, stable, stable_history: stable, probes: Probes::default() })
+        self.tick_with(
+            now_ms,
+            &Observed { canary, stable, stable_history: stable, probes: Probes::default(), signals: &[] },
+        )
     }
 
     /// [`Engine::tick`], with stable's history and the stage's synthetic
@@ -466,6 +473,17 @@ impl Engine {
         // A synthetic gate judges the stages that send synthetic requests;
         // in the others it does not apply (rather than hold them).
         let probing = self.plan.stages.get(self.state.stage).is_some_and(|s| s.synthetic.is_some());
+        let window_start = self.window_start_ms();
+        let reading = |g: &Gate| -> Result<&Signal, &'static str> {
+            let s = seen.signals.iter().find(|s| s.gate == g.name).ok_or("no reading from Prometheus yet")?;
+            if s.window_start_ms != window_start {
+                Err("no reading for this stage's window yet")
+            } else if now_ms > s.fresh_until_ms {
+                Err("the last reading is stale (Prometheus has not answered since)")
+            } else {
+                Ok(s)
+            }
+        };
         let (verdicts, stage): (Vec<GateResult>, Vec<Carry>) = self
             .plan
             .gates
@@ -483,6 +501,7 @@ impl Engine {
                     phi_seen,
                     carried: *carried,
                     stages,
+                    signal: if g.metric == GateMetric::Promql { reading(g) } else { Err("") },
                 };
                 let (mut r, carry) = gate::evaluate_with(g, &inputs);
                 if g.metric == GateMetric::Synthetic && !probing {
@@ -494,8 +513,13 @@ impl Engine {
         self.stage = stage;
         let changed = summary(&verdicts) != summary(&self.state.verdicts);
         self.state.verdicts = verdicts;
-        let failing: Vec<&str> =
-            self.state.verdicts.iter().filter(|v| v.verdict == Verdict::Fail).map(|v| v.gate.as_str()).collect();
+        let failing: Vec<&str> = self
+            .state
+            .verdicts
+            .iter()
+            .filter(|v| !v.dry_run && v.verdict == Verdict::Fail)
+            .map(|v| v.gate.as_str())
+            .collect();
         let degraded = if canary_only { None } else { self.stable_degraded(stable, phi) };
         let stable_phi = evidence::observed_dispersion(&[stable_seconds]);
         let was_degraded = std::mem::replace(&mut self.stable_degraded, degraded.is_some());
@@ -615,10 +639,16 @@ impl Engine {
         stage.max_duration.unwrap_or(self.plan.hold_timeout).as_millis() as u64
     }
 
-    /// Every gate passed or does not apply, and at least one passed.
+    /// Every gate passed or does not apply, and at least one passed
+    /// (dry-run gates aside: they never act).
     fn decided(&self) -> bool {
-        self.state.verdicts.iter().all(|v| matches!(v.verdict, Verdict::Pass | Verdict::Skipped))
-            && self.state.verdicts.iter().any(|v| v.verdict == Verdict::Pass)
+        self.acting().all(|v| matches!(v.verdict, Verdict::Pass | Verdict::Skipped))
+            && self.acting().any(|v| v.verdict == Verdict::Pass)
+    }
+
+    /// The verdicts that act: all but the dry-run gates'.
+    fn acting(&self) -> impl Iterator<Item = &GateResult> {
+        self.state.verdicts.iter().filter(|v| !v.dry_run)
     }
 
     /// Manual pause: keep the weight, stop progressing.
@@ -849,7 +879,10 @@ impl Engine {
 }
 
 fn summary(v: &[GateResult]) -> String {
-    v.iter().map(|r| format!("{}={}", r.gate, r.verdict.as_str())).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|r| format!("{}={}{}", r.gate, r.verdict.as_str(), if r.dry_run { " (dry run)" } else { "" }))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

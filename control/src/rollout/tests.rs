@@ -29,6 +29,9 @@ fn error_gate(max: f64) -> Gate {
         max: Some(max),
         max_ratio_to_stable: None,
         max_delta_to_stable: None,
+        min: None,
+        query: None,
+        dry_run: false,
     }
 }
 
@@ -180,7 +183,7 @@ fn severe_breach_acts_in_the_same_tick() {
 fn severe_breach_alone_is_the_severe_rule_and_nothing_else() {
     let e = three_stages();
     fn seen<'a>(c: &'a Window, s: &'a Window) -> Observed<'a> {
-        Observed { canary: c, stable: s, stable_history: s, probes: Probes::default() }
+        Observed { canary: c, stable: s, stable_history: s, probes: Probes::default(), signals: &[] }
     }
     let (bad, ok, failing) = (win(20, 10), win(100, 0), win(100, 10));
     assert!(e.severe_breach(&seen(&bad, &ok)).is_some_and(|c| c.contains("severe")));
@@ -216,7 +219,7 @@ fn a_synthetic_gate_does_not_apply_to_a_stage_without_synthetic_requests() {
     let mut e = Engine::new(plan(vec![first, stage(50, 1, 10)], vec![synthetic, error_gate(0.05)]), ctx(), 0).0;
     let probes = Probes { synthetic: crate::sample::Checks { passed: 10, failed: 0 }, ..Probes::default() };
     let (c, s) = (win(100, 0), win(100, 0));
-    let seen = Observed { canary: &c, stable: &s, stable_history: &s, probes };
+    let seen = Observed { canary: &c, stable: &s, stable_history: &s, probes, signals: &[] };
     e.tick_with(2 * S, &seen);
     assert_eq!(e.state().stage, 1, "{:?}", e.state().verdicts);
     // Stage 1 sends none: the synthetic gate is skipped, not inconclusive.
@@ -283,6 +286,9 @@ fn a_failing_gate_at_full_weight_rolls_back_whatever_on_failure_says() {
 
 fn vs_stable_gate() -> Gate {
     Gate {
+        min: None,
+        query: None,
+        dry_run: false,
         name: "error_rate_vs_stable".into(),
         metric: GateMetric::ErrorRateVsStable,
         min_samples: 20,
@@ -627,4 +633,98 @@ fn the_gates_wait_out_a_warm_up_and_the_severe_rule_does_not() {
     e.pause(3 * S).unwrap();
     e.resume(5 * S).unwrap();
     assert_eq!((e.warming_until(), e.state().since_ms), (None, 5 * S));
+}
+
+fn promql_gate(max: f64) -> Gate {
+    Gate {
+        name: "checkout".into(),
+        metric: GateMetric::Promql,
+        min_samples: 0,
+        max: Some(max),
+        query: Some("checkout_failures{version=\"{{version}}\"}".into()),
+        ..error_gate(max)
+    }
+}
+
+fn reading(e: &Engine, at_ms: u64, canary: Result<f64, String>) -> Signal {
+    Signal {
+        gate: "checkout".into(),
+        window_start_ms: e.window_start_ms(),
+        at_ms,
+        fresh_until_ms: at_ms + 10 * S,
+        query: "checkout_failures{version=\"v2\"}".into(),
+        canary,
+        stable: None,
+    }
+}
+
+fn tick_with_signal(e: &mut Engine, now: u64, w: &Window, signals: &[Signal]) -> Tick {
+    e.tick_with(now, &Observed { canary: w, stable: w, stable_history: w, probes: Probes::default(), signals })
+}
+
+/// Issue 24: a promql gate fails on a breach, and is inconclusive (never a
+/// pass) with no reading, an empty or failed one, a stale one, or one
+/// taken for the previous stage's window.
+#[test]
+fn a_promql_gate_acts_on_its_reading_and_never_passes_without_one() {
+    let gates = vec![promql_gate(0.05)];
+    let (mut e, _) = Engine::new(plan(vec![stage(10, 2, 10), stage(100, 2, 10)], gates.clone()), ctx(), 0);
+    let w = win(100, 1);
+    // No reading, an empty result, a stale reading: held, whatever the time.
+    for t in 1..=5 {
+        tick_with_signal(&mut e, t * S, &w, &[]);
+    }
+    assert_eq!(e.state().verdicts[0].verdict, Verdict::Inconclusive);
+    assert_eq!(e.state().verdicts[0].note.as_deref(), Some("no reading from Prometheus yet"));
+    let empty = reading(&e, 5 * S, Err("empty result (no series matched)".into()));
+    tick_with_signal(&mut e, 6 * S, &w, &[empty]);
+    assert_eq!(e.state().verdicts[0].verdict, Verdict::Inconclusive);
+    assert_eq!(e.state().verdicts[0].note.as_deref(), Some("empty result (no series matched)"));
+    let old = reading(&e, 6 * S, Ok(0.01));
+    tick_with_signal(&mut e, 17 * S, &w, std::slice::from_ref(&old));
+    assert_eq!(e.state().verdicts[0].verdict, Verdict::Inconclusive, "stale");
+    assert_eq!((e.state().stage, e.state().phase), (0, Phase::Progressing));
+    // A fresh reading within the limit passes, with the query and its time
+    // in the verdict.
+    let good = reading(&e, 17 * S, Ok(0.01));
+    tick_with_signal(&mut e, 18 * S, &w, std::slice::from_ref(&good));
+    assert_eq!(e.state().stage, 1, "{:?}", e.state().verdicts);
+    let v = &e.state().verdicts[0];
+    assert_eq!((v.value, v.evaluated_at_ms), (Some(0.01), Some(17 * S)));
+    assert!(v.query.as_deref().is_some_and(|q| q.contains("v2")));
+    // The previous stage's reading does not judge the next one.
+    tick_with_signal(&mut e, 19 * S, &w, std::slice::from_ref(&good));
+    assert_eq!(e.state().verdicts[0].note.as_deref(), Some("no reading for this stage's window yet"));
+    // A breach fails: at full weight, at once.
+    let bad = reading(&e, 19 * S, Ok(0.3));
+    let t = tick_with_signal(&mut e, 20 * S, &w, &[bad]);
+    assert_eq!(e.state().phase, Phase::RolledBack, "{:?}", t.events);
+}
+
+/// Issue 24: a dry-run gate is evaluated and reported, never acted on: it
+/// neither fails a stage nor holds it, and alone it could not pass one.
+#[test]
+fn a_dry_run_gate_reports_but_never_acts() {
+    let dry = Gate { dry_run: true, ..promql_gate(0.05) };
+    let (mut e, _) =
+        Engine::new(plan(vec![stage(10, 2, 10), stage(100, 2, 10)], vec![error_gate(0.05), dry]), ctx(), 0);
+    let w = win(100, 0);
+    let mut events = Vec::new();
+    for t in 1..=3 {
+        let bad = reading(&e, t * S, Ok(0.9));
+        events.extend(tick_with_signal(&mut e, t * S, &w, &[bad]).events);
+    }
+    assert_eq!(e.state().phase, Phase::Progressing);
+    assert_eq!(e.state().stage, 1, "the failing dry-run gate did not hold the stage: {events:?}");
+    let advanced = events.iter().find(|ev| ev.kind == EventKind::Advanced).map(|ev| &ev.verdicts);
+    let dry = advanced.and_then(|v| v.iter().find(|r| r.gate == "checkout"));
+    assert!(dry.is_some_and(|r| r.dry_run && r.verdict == Verdict::Fail), "audited with its verdict: {dry:?}");
+    // A dry-run pass is no evidence: with the other gate inconclusive
+    // (too few requests) the stage holds.
+    let thin = win(5, 0);
+    for t in 4..=8 {
+        let good = reading(&e, t * S, Ok(0.0));
+        tick_with_signal(&mut e, t * S, &thin, &[good]);
+    }
+    assert_eq!((e.state().stage, e.state().phase), (1, Phase::Progressing));
 }

@@ -33,6 +33,8 @@ pub(crate) struct Daemon {
     pub(crate) admin_token: ArcSwapOption<String>,
     /// Synthetic check counters per route.
     pub(crate) synthetic_checks: SyntheticChecks,
+    /// The latest reading of each `promql` gate.
+    pub(crate) signals: super::signals::Signals,
     /// Fleet mode: this replica in the fleet (set once at start).
     #[cfg(feature = "fleet")]
     pub(crate) fleet: std::sync::OnceLock<std::sync::Arc<super::fleet::node::Node>>,

@@ -146,7 +146,14 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
         let (w, probes) = local_windows(daemon, route, engine, sec, keep);
         let before = engine.state().clone();
         let before_start = engine.window_start_ms();
-        let seen = Observed { canary: &w.canary, stable: &w.stable, stable_history: &w.stable_history, probes };
+        let signals = daemon.signals.of_route(&route.name);
+        let seen = Observed {
+            canary: &w.canary,
+            stable: &w.stable,
+            stable_history: &w.stable_history,
+            probes,
+            signals: &signals,
+        };
         let tick = engine.tick_with(now, &seen);
         publish(daemon, route, engine, keep, true);
         (tick, before, before_start, engine.plan().pre_stage.clone().map(|u| (u, engine.plan().webhook_timeout)))

@@ -10,6 +10,7 @@
 //! | `actions.rs` | manual actions (pause, resume, promote, abort) |
 //! | `events.rs` | event fan-out: metrics, `notify` webhook, audit |
 //! | `webhook.rs` | the webhook client |
+//! | `promql.rs`, `signals.rs` | the `promql` gates' queries to Prometheus, their latest readings |
 //! | `audit.rs` | the audit trail (memory, file, live subscribers) |
 //! | `persist.rs` | the state file |
 //! | `reload.rs`, `watch.rs` | config reload, and the file watcher |
@@ -31,7 +32,9 @@ pub(crate) mod events;
 #[cfg(feature = "fleet")]
 pub(crate) mod fleet;
 pub(crate) mod persist;
+mod promql;
 pub mod reload;
+mod signals;
 mod synthetic;
 pub(crate) mod thread;
 mod ticker;
@@ -71,6 +74,7 @@ pub(crate) fn start(
     #[cfg(not(feature = "fleet"))]
     thread.spawn(driver::drive(daemon.clone(), shutdown.clone()));
     thread.spawn(synthetic::run(daemon.clone(), data_addr, shutdown.clone()));
+    thread.spawn(promql::run(daemon.clone(), shutdown.clone()));
     if let Some(path) = daemon.config_path.clone() {
         let _daemon_runtime = thread.enter();
         watch::watch_file(daemon.clone(), path, shutdown);

@@ -11,6 +11,7 @@
 mod backends;
 mod fleet;
 mod listen;
+mod prometheus;
 mod rollout;
 mod routes;
 mod settings;
@@ -55,16 +56,30 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
         None => State { file: None },
     };
     let fleet = fleet::fleet(&mut ctx, &mut top);
+    let prometheus = prometheus::prometheus(&mut ctx, &mut top);
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
     stage_windows(&mut ctx, &mut telemetry, window_given, &routes);
     probe_gates(&mut ctx, &routes);
     grpc_routes(&mut ctx, &routes);
+    prometheus::promql_gates(&mut ctx, &routes, &backends, prometheus.is_some(), fleet.is_some());
     if fleet.is_some() {
         fleet::rollouts(&mut ctx, &routes);
     }
     top.finish(&mut ctx);
-    ctx.finish(Some(Config { listen, admin, timeouts, limits, log, telemetry, state, fleet, backends, routes }))
+    ctx.finish(Some(Config {
+        listen,
+        admin,
+        timeouts,
+        limits,
+        log,
+        telemetry,
+        state,
+        fleet,
+        prometheus,
+        backends,
+        routes,
+    }))
 }
 
 /// Names that end up in metric labels and URLs: keep them boring.
@@ -251,12 +266,17 @@ fn probe_gates(ctx: &mut Ctx<'_>, routes: &[Route]) {
         let Some(plan) = &route.rollout else { continue };
         for (k, stage) in plan.stages.iter().enumerate() {
             let alone = k == 0 && stage.weight == crate::split::Weight::FULL;
-            let judges = |g: &&crate::config::Gate| match g.metric {
-                GateMetric::Synthetic => stage.synthetic.is_some(),
-                GateMetric::ErrorRateVsStable | GateMetric::LatencyShift => !alone,
-                GateMetric::ErrorRate | GateMetric::Latency(_) => !alone || g.max.is_some(),
-                // Copies are of requests stable serves: none at 100 %.
-                GateMetric::ShadowMismatch => !alone,
+            let judges = |g: &&crate::config::Gate| {
+                !g.dry_run
+                    && match g.metric {
+                        GateMetric::Synthetic => stage.synthetic.is_some(),
+                        // An outside signal does not depend on the split.
+                        GateMetric::Promql => true,
+                        GateMetric::ErrorRateVsStable | GateMetric::LatencyShift => !alone,
+                        GateMetric::ErrorRate | GateMetric::Latency(_) => !alone || g.max.is_some(),
+                        // Copies are of requests stable serves: none at 100 %.
+                        GateMetric::ShadowMismatch => !alone,
+                    }
             };
             if !plan.gates.is_empty() && !plan.gates.iter().any(|g| judges(&g)) {
                 let why = if alone {

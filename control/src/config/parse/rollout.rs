@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::{cohort, header_name, weight};
 use crate::config::reader::{as_str, Ctx, Table};
 use crate::config::{Gate, GateMetric, OnFailure, Rollout, Stage, Synthetic};
+use crate::signal;
 
 pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
     let interval = match t.duration(ctx, "interval") {
@@ -105,6 +106,13 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
             }
             g.finish(ctx);
         }
+        if !gates.is_empty() && gates.iter().all(|g| g.dry_run) {
+            ctx.error(
+                &t.key_path("gates"),
+                Some(&t.span),
+                "every gate is dry_run: a stage advances only on a gate that passed, and a dry-run gate never acts",
+            );
+        }
     }
     let hold_timeout = t.duration(ctx, "hold_timeout").unwrap_or(Duration::from_secs(600));
     let warmup = match t.duration(ctx, "warmup") {
@@ -200,16 +208,26 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
         "latency_shift" => GateMetric::LatencyShift,
         "synthetic" => GateMetric::Synthetic,
         "shadow_mismatch" => GateMetric::ShadowMismatch,
+        "promql" => GateMetric::Promql,
         other => {
             ctx.error(
                 &metric_path,
                 Some(&g.span),
-                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999, error_rate_vs_stable, latency_shift, synthetic, shadow_mismatch)"),
+                format!("unknown metric \"{other}\" (error_rate, latency_p50, latency_p90, latency_p95, latency_p99, latency_p999, error_rate_vs_stable, latency_shift, synthetic, shadow_mismatch, promql)"),
             );
             return None;
         }
     };
     let name = g.string(ctx, "name").unwrap_or_else(|| metric.name());
+    let dry_run = g.boolean(ctx, "dry_run").unwrap_or(false);
+    if metric == GateMetric::Promql {
+        return promql_gate(ctx, g, name, dry_run);
+    }
+    for key in ["query", "min"] {
+        if g.get(key).is_some() {
+            ctx.error(&g.key_path(key), Some(&g.span), "only a promql gate takes this");
+        }
+    }
     let min_samples = g.integer(ctx, "min_samples", 1..=10_000_000).unwrap_or(50);
     let statistical = matches!(metric, GateMetric::ErrorRateVsStable | GateMetric::LatencyShift);
     // Two statistical gates at the default spend 1 % per rollout.
@@ -263,7 +281,92 @@ fn gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>) -> Option<Gate> {
         ctx.error(&g.path, Some(&g.span), "needs max, max_ratio_to_stable or max_delta_to_stable");
         return None;
     }
-    Some(Gate { name, metric, min_samples, alpha, min_effect, max, max_ratio_to_stable, max_delta_to_stable })
+    Some(Gate {
+        name,
+        metric,
+        min_samples,
+        alpha,
+        min_effect,
+        max,
+        max_ratio_to_stable,
+        max_delta_to_stable,
+        min: None,
+        query: None,
+        dry_run,
+    })
+}
+
+/// `{ metric = "promql", query = "...", max = 0.01 }` (also `min`, and the
+/// relative `max_ratio_to_stable` / `max_delta_to_stable`, which compare
+/// with the same query for stable).
+fn promql_gate(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>, name: String, dry_run: bool) -> Option<Gate> {
+    for key in ["alpha", "min_effect", "min_samples"] {
+        if g.get(key).is_some() {
+            ctx.error(
+                &g.key_path(key),
+                Some(&g.span),
+                "a promql gate reads one value from Prometheus: it has no samples or test to tune",
+            );
+        }
+    }
+    let query = g.required_string(ctx, "query")?;
+    if query.trim().is_empty() {
+        ctx.error(&g.key_path("query"), Some(&g.span), "is empty");
+        return None;
+    }
+    let mut ok = true;
+    let used = signal::variables(&query);
+    for v in &used {
+        if !signal::VARIABLES.contains(v) {
+            ctx.error(
+                &g.key_path("query"),
+                Some(&g.span),
+                format!("unknown variable {{{{{v}}}}} (known: {})", signal::VARIABLES.join(", ")),
+            );
+            ok = false;
+        }
+    }
+    let max = g.number(ctx, "max");
+    let min = g.number(ctx, "min");
+    let max_ratio_to_stable = g.number(ctx, "max_ratio_to_stable");
+    let max_delta_to_stable = g.number(ctx, "max_delta_to_stable");
+    if let Some(r) = max_ratio_to_stable {
+        if r <= 0.0 {
+            ctx.error(&g.key_path("max_ratio_to_stable"), Some(&g.span), format!("{r} must be above 0"));
+        }
+    }
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
+            ctx.error(&g.key_path("min"), Some(&g.span), format!("{lo} is above max ({hi}): nothing could pass"));
+        }
+    }
+    let relative = max_ratio_to_stable.is_some() || max_delta_to_stable.is_some();
+    if relative && !used.iter().any(|v| matches!(*v, "version" | "backend")) {
+        ctx.error(
+            &g.key_path("query"),
+            Some(&g.span),
+            "a relative limit compares this query for the canary with the same query for stable: \
+             it needs {{version}} or {{backend}} to tell them apart",
+        );
+        ok = false;
+    }
+    if max.is_none() && min.is_none() && !relative {
+        ctx.error(&g.path, Some(&g.span), "needs max, min, max_ratio_to_stable or max_delta_to_stable");
+        return None;
+    }
+    ok.then_some(Gate {
+        name,
+        metric: GateMetric::Promql,
+        min_samples: 0,
+        alpha: DEFAULT_ALPHA,
+        min_effect: 0.0,
+        max,
+        max_ratio_to_stable,
+        max_delta_to_stable,
+        min,
+        query: Some(query),
+        dry_run,
+    })
 }
 
 /// `synthetic = { rps = 20, path = "/synthetic-check", expect_status = 200 }`

@@ -169,6 +169,7 @@ pub(super) fn reconcile(daemon: &Daemon, node: &Node) {
 /// judged on its own windows.
 fn breaches_here(daemon: &Daemon, route: &Route, engine: &weir_control::rollout::Engine, keep: u64) -> bool {
     let (w, probes) = local_windows(daemon, route, engine, daemon.dp.telemetry.now_sec(), keep);
-    let seen = Observed { canary: &w.canary, stable: &w.stable, stable_history: &w.stable_history, probes };
+    let seen =
+        Observed { canary: &w.canary, stable: &w.stable, stable_history: &w.stable_history, probes, signals: &[] };
     engine.severe_breach(&seen).is_some()
 }

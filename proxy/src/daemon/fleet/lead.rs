@@ -134,6 +134,8 @@ async fn lead_route(
                     stable: &pooled.stable,
                     stable_history: &pooled.stable_history,
                     probes: pooled.probes,
+                    // Not in fleet mode yet (`weir check` refuses promql gates there).
+                    signals: &[],
                 };
                 let tick = next.tick_with(now, &seen);
                 let moved = !same_position(next.state(), engine.state());
