@@ -180,6 +180,7 @@ impl Weir {
             canary_version: None,
             canary_build: None,
             config_hash: String::new(),
+            ..Default::default()
         };
         let trace = std::env::var("WEIR_SIM_TRACE").ok();
         Weir {

@@ -290,7 +290,7 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
                 Ok(s) => {
                     r.query = Some(s.query.clone());
                     r.evaluated_at_ms = Some(s.at_ms);
-                    outside_limits(gate, &mut r, s);
+                    outside_limits(gate, &mut r, s, canary_only);
                 }
             }
         }
@@ -507,8 +507,16 @@ fn limits(gate: &Gate, r: &mut GateResult, canary: Option<Measured>, stable: Opt
 /// A `promql` gate's limits on its reading: one value each side, no
 /// samples to weigh (Prometheus did the aggregation). A missing value is
 /// inconclusive, never a pass; a breach of an absolute limit fails even
-/// when stable's value is missing.
-fn outside_limits(gate: &Gate, r: &mut GateResult, s: &Signal) {
+/// when stable's value is missing. With the canary alone (`canary_only`:
+/// at full weight, after promotion) stable serves nothing to compare with:
+/// the relative limits skip, the absolute ones still judge.
+fn outside_limits(gate: &Gate, r: &mut GateResult, s: &Signal, canary_only: bool) {
+    let absolute = gate.max.is_some() || gate.min.is_some();
+    let relative = gate.max_ratio_to_stable.is_some() || gate.max_delta_to_stable.is_some();
+    if canary_only && !absolute {
+        r.verdict = Verdict::Skipped;
+        return;
+    }
     let v = match &s.canary {
         Ok(v) => *v,
         Err(e) => {
@@ -517,14 +525,18 @@ fn outside_limits(gate: &Gate, r: &mut GateResult, s: &Signal) {
         }
     };
     r.value = Some(v);
-    let mut breach = gate.max.is_some_and(|m| v > m) || gate.min.is_some_and(|m| v < m);
-    let mut threshold = gate.max.or(gate.min);
-    if gate.max_ratio_to_stable.is_some() || gate.max_delta_to_stable.is_some() {
+    let below = gate.min.is_some_and(|m| v < m);
+    let mut breach = gate.max.is_some_and(|m| v > m) || below;
+    // The limit shown is the one breached, else the ceiling, else the floor.
+    let mut threshold = if below { gate.min } else { gate.max.or(gate.min) };
+    if relative && !canary_only {
         match &s.stable {
             Some(Ok(sv)) => {
                 r.stable_value = Some(*sv);
                 let rel = gate.max_ratio_to_stable.unwrap_or(1.0) * sv + gate.max_delta_to_stable.unwrap_or(0.0);
-                threshold = Some(gate.max.map_or(rel, |m| m.min(rel)));
+                if !below {
+                    threshold = Some(gate.max.map_or(rel, |m| m.min(rel)));
+                }
                 breach |= v > rel;
             }
             other if !breach => {
@@ -851,6 +863,63 @@ mod tests {
         let r = evaluate(&gate(GateMetric::LatencyShift), &tiny, &big_stable, false);
         assert!(r.p_value.unwrap() < 0.01, "{r:?}");
         assert_eq!(r.verdict, Verdict::Pass);
+    }
+
+    /// Issue 24: a promql gate's limits on one reading each side.
+    #[test]
+    fn outside_limits_judge_readings_and_never_pass_a_missing_one() {
+        let gate = |max: Option<f64>, min: Option<f64>, ratio: Option<f64>| Gate {
+            max,
+            min,
+            max_ratio_to_stable: ratio,
+            query: Some("q".into()),
+            ..self::gate(GateMetric::Promql)
+        };
+        let reading = |canary: Result<f64, String>, stable: Option<Result<f64, String>>| Signal {
+            gate: "promql".into(),
+            window_start_ms: 0,
+            at_ms: 5,
+            fresh_until_ms: 10,
+            query: "q".into(),
+            canary,
+            stable,
+        };
+        let empty = Window::default();
+        let judge = |g: &Gate, s: &Signal, canary_only: bool| {
+            let mut inputs = Inputs::windows(&empty, &empty);
+            inputs.signal = Ok(s);
+            if canary_only {
+                inputs.stable = None;
+            }
+            evaluate_with(g, &inputs).0
+        };
+        // max and min, each reporting the limit it was held to.
+        let band = gate(Some(0.5), Some(0.1), None);
+        let r = judge(&band, &reading(Ok(0.05), None), false);
+        assert_eq!((r.verdict, r.threshold), (Verdict::Fail, Some(0.1)));
+        let r = judge(&band, &reading(Ok(0.7), None), false);
+        assert_eq!((r.verdict, r.threshold), (Verdict::Fail, Some(0.5)));
+        assert_eq!(judge(&band, &reading(Ok(0.3), None), false).verdict, Verdict::Pass);
+        // A failed query: inconclusive, with the reason.
+        let r = judge(&band, &reading(Err("empty result".into()), None), false);
+        assert_eq!((r.verdict, r.note.as_deref()), (Verdict::Inconclusive, Some("empty result")));
+        // Relative to stable: 2 x stable's reading.
+        let rel = gate(None, None, Some(2.0));
+        let r = judge(&rel, &reading(Ok(0.3), Some(Ok(0.1))), false);
+        assert_eq!((r.verdict, r.threshold, r.stable_value), (Verdict::Fail, Some(0.2), Some(0.1)));
+        assert_eq!(judge(&rel, &reading(Ok(0.15), Some(Ok(0.1))), false).verdict, Verdict::Pass);
+        // Stable's reading missing: no pass, unless the absolute limit is
+        // breached anyway.
+        let r = judge(&rel, &reading(Ok(0.15), Some(Err("timeout".into()))), false);
+        assert_eq!((r.verdict, r.note.as_deref()), (Verdict::Inconclusive, Some("stable query: timeout")));
+        let both = gate(Some(0.2), None, Some(2.0));
+        assert_eq!(judge(&both, &reading(Ok(0.3), None), false).verdict, Verdict::Fail);
+        assert_eq!(judge(&both, &reading(Ok(0.1), None), false).verdict, Verdict::Inconclusive);
+        // The canary alone (full weight): stable's 0 is no limit; the
+        // relative part skips and the absolute one judges.
+        assert_eq!(judge(&rel, &reading(Ok(0.3), Some(Ok(0.0))), true).verdict, Verdict::Skipped);
+        assert_eq!(judge(&both, &reading(Ok(0.1), Some(Ok(0.0))), true).verdict, Verdict::Pass);
+        assert_eq!(judge(&both, &reading(Ok(0.3), Some(Ok(0.0))), true).verdict, Verdict::Fail);
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub fn main(args: CtlArgs) -> ExitCode {
 async fn run(args: CtlArgs) -> ExitCode {
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.trim().to_string()),
-        (None, Some(f)) => match crate::files::read_token(f) {
+        (None, Some(f)) => match crate::files::read_token(f, "--token-file") {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("weir ctl: {e}");
@@ -227,9 +227,15 @@ fn table(routes: &[&serde_json::Value]) -> String {
             if b.is_null() {
                 "-".to_string()
             } else {
-                format!("{} {}", b["backend"].as_str().unwrap_or("?"), b["version"].as_str().unwrap_or(""))
-                    .trim()
-                    .to_string()
+                let commit = b["release"]["commit"].as_str().map(|c| format!("@{}", c.get(..12).unwrap_or(c)));
+                format!(
+                    "{} {}{}",
+                    b["backend"].as_str().unwrap_or("?"),
+                    b["version"].as_str().unwrap_or(""),
+                    commit.unwrap_or_default()
+                )
+                .trim()
+                .to_string()
             }
         };
         let ro = &r["rollout"];

@@ -20,12 +20,13 @@ pub(crate) fn parent_dir(p: &Path) -> &Path {
     p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// Reads a token file: its trimmed content, which must not be empty.
-pub(crate) fn read_token(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
+/// Reads a token file: its trimmed content, which must not be empty
+/// (`key` names it in errors).
+pub(crate) fn read_token(path: &Path, key: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(format!("admin.token_file {}: the file is empty", path.display()));
+        return Err(format!("{key} {}: the file is empty", path.display()));
     }
     Ok(token.to_string())
 }
@@ -34,5 +35,5 @@ pub(crate) fn read_token(path: &Path) -> Result<String, String> {
 /// file), read now: at start and on every reload.
 pub(crate) fn admin_token(cfg: &Config, config_path: Option<&Path>) -> Result<Option<Arc<String>>, String> {
     let Some(f) = &cfg.admin.token_file else { return Ok(None) };
-    read_token(&config_relative(f, config_path)).map(|t| Some(Arc::new(t)))
+    read_token(&config_relative(f, config_path), "admin.token_file").map(|t| Some(Arc::new(t)))
 }

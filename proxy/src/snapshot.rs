@@ -198,17 +198,19 @@ pub(crate) async fn build(
             Some((old_rt.state.clone(), diff::keeps_rollout(&p.config, &cfg, &r.name)))
         });
         let (state, kept) = old.unwrap_or_else(|| (Arc::new(RouteState::default()), false));
+        let ctx = Context {
+            route: r.name.clone(),
+            stable_version: cfg.version_of(&r.stable).map(str::to_string),
+            canary_version: r.canary.as_deref().and_then(|c| cfg.version_of(c)).map(str::to_string),
+            canary_build: cfg.canary_build(r),
+            config_hash: config_hash.clone(),
+            stable_release: cfg.release_of(&r.stable).cloned(),
+            canary_release: r.canary.as_deref().and_then(|c| cfg.release_of(c)).cloned(),
+        };
         let change = if kept {
-            StateChange::Keep
+            StateChange::Keep(Box::new(ctx))
         } else {
             let engine = r.rollout.as_ref().map(|ro| {
-                let ctx = Context {
-                    route: r.name.clone(),
-                    stable_version: cfg.version_of(&r.stable).map(str::to_string),
-                    canary_version: r.canary.as_deref().and_then(|c| cfg.version_of(c)).map(str::to_string),
-                    canary_build: cfg.canary_build(r),
-                    config_hash: config_hash.clone(),
-                };
                 let saved = restored.and_then(|m| m.get(&r.name));
                 Box::new(start_engine(ro, ctx, saved, prev.is_some()))
             });
@@ -234,9 +236,9 @@ pub(crate) async fn build(
     let mut in_use = Vec::new();
     for ((r, route), (state, change)) in cfg.routes.iter().zip(&routes).zip(changes) {
         match change {
-            StateChange::Keep => {
+            StateChange::Keep(ctx) => {
                 if let Some(e) = state.engine().as_mut() {
-                    e.set_config_hash(config_hash.clone());
+                    e.relabel(*ctx);
                 }
             }
             StateChange::Reset(engine) => {
@@ -258,7 +260,11 @@ pub(crate) async fn build(
             }
         }
         route.publish_weight();
-        telemetry.set_versions(&r.name, cfg.version_of(&r.stable), r.canary.as_deref().and_then(|c| cfg.version_of(c)));
+        let side = |b: Option<&str>| {
+            let commit = b.and_then(|b| cfg.release_of(b)).and_then(|r| r.commit.as_deref());
+            (b.and_then(|b| cfg.version_of(b)), commit)
+        };
+        telemetry.set_versions(&r.name, side(Some(&r.stable)), side(r.canary.as_deref()));
         in_use.push((r.name.clone(), r.stable.clone()));
         if let Some(c) = &r.canary {
             in_use.push((r.name.clone(), c.clone()));
@@ -317,8 +323,9 @@ fn start_engine(
 /// What a reload does to a route's live state (applied once the build can
 /// no longer fail).
 enum StateChange {
-    /// The same rollout: the engine carries on (under the new config hash).
-    Keep,
+    /// The same rollout: the engine carries on (under the new config hash,
+    /// versions and release metadata).
+    Keep(Box<Context>),
     /// Back to where the config says the route starts, with a new engine
     /// (and its first event) if the route has a rollout.
     Reset(Option<Box<(Engine, Event)>>),

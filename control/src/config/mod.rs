@@ -347,6 +347,9 @@ pub struct Backend {
     pub addrs: Vec<Address>,
     /// Release label (shown in metrics, status and audit).
     pub version: Option<String>,
+    /// What the release is (`release = { commit, notes, ticket }`), shown
+    /// beside the version wherever it is.
+    pub release: Option<Release>,
     /// Fault injection (chaos and game days).
     pub fault: Option<Fault>,
     /// TLS to the upstream (`tls = true` or a table); never falls back to
@@ -359,6 +362,30 @@ pub struct Backend {
     pub outlier: Option<Outlier>,
     /// Active health checks (off by default).
     pub health: Option<HealthCheck>,
+}
+
+/// `backends.NAME.release`: what a backend's build is, for the people who
+/// read a decision: its commit, release notes and ticket. It annotates the
+/// build; the `version` label alone identifies it (a changed release with
+/// the same version keeps a rollout).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Release {
+    /// Source revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Link to the release notes or changelog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Change or ticket reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+}
+
+impl Config {
+    /// The release metadata of backend `backend`, if any.
+    pub fn release_of(&self, backend: &str) -> Option<&Release> {
+        self.backends.get(backend)?.release.as_ref()
+    }
 }
 
 /// `backends.NAME.outlier`: an address that fails `consecutive_failures`

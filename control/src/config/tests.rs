@@ -646,6 +646,18 @@ fn promql_gates_and_prometheus_are_checked() {
             "prometheus.url: \"ftp://x\" is not a Prometheus base URL",
         ),
         (
+            format!("[prometheus]\nurl = \"http://:9090\"\n{}", route(r#"{ metric = "error_rate", max = 0.1 }"#)),
+            "prometheus.url: \"http://:9090\" is not",
+        ),
+        (
+            format!("[prometheus]\nurl = \"http://x:99999\"\n{}", route(r#"{ metric = "error_rate", max = 0.1 }"#)),
+            "prometheus.url: \"http://x:99999\" is not",
+        ),
+        (
+            format!("[prometheus]\nurl = \"http://a b\"\n{}", route(r#"{ metric = "error_rate", max = 0.1 }"#)),
+            "prometheus.url: \"http://a b\" is not",
+        ),
+        (
             format!(
                 "[prometheus]\nurl = \"http://x\"\ninterval = \"10ms\"\n{}",
                 route(r#"{ metric = "error_rate", max = 0.1 }"#)
@@ -659,6 +671,26 @@ fn promql_gates_and_prometheus_are_checked() {
             ),
             "routes[0].rollout.gates[0].metric: promql gates are not supported in fleet mode",
         ),
+    ] {
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.starts_with(needle)), "no {needle:?} in {errs:#?}");
+    }
+}
+
+/// Issue 24: `backends.NAME.release` is read and checked; it does not
+/// change what identifies the canary's build (the version label).
+#[test]
+fn release_metadata_is_read_and_checked() {
+    let base = "[backends.s]\naddrs = [\"127.0.0.1:1\"]\nversion = \"v1\"\n[[routes]]\nname = \"web\"\nstable = \"s\"\n";
+    let with = |release: &str| format!("{base}[backends.s.release]\n{release}\n");
+    let c = parse(&with("commit = \"abc123\"\nnotes = \"https://git.example/r/v1\"\nticket = \"OPS-1\"")).unwrap();
+    let r = c.release_of("s").unwrap();
+    assert_eq!((r.commit.as_deref(), r.notes.as_deref(), r.ticket.as_deref()), (Some("abc123"), Some("https://git.example/r/v1"), Some("OPS-1")));
+    for (text, needle) in [
+        (with("notes = \"file:///etc/passwd\""), "backends.s.release.notes: \"file:///etc/passwd\" is not an http:// or https:// link"),
+        (with("commit = \"\""), "backends.s.release.commit: must be 1-256 printable characters"),
+        (with("ticket = \"a\\u0007b\""), "backends.s.release.ticket: must be 1-256 printable characters"),
+        (with("author = \"me\""), "backends.s.release.author: unknown key"),
     ] {
         let errs = errors(&text);
         assert!(errs.iter().any(|e| e.starts_with(needle)), "no {needle:?} in {errs:#?}");

@@ -41,7 +41,7 @@ pub mod persisted;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Gate, GateMetric, OnFailure, Rollout};
+use crate::config::{Gate, GateMetric, OnFailure, Release, Rollout};
 use crate::evidence::{self, RatioTest};
 use crate::gate::{self, Carry, GateResult, Inputs, Verdict};
 use crate::sample::{Probes, Window};
@@ -151,6 +151,12 @@ pub struct Event {
     pub canary_version: Option<String>,
     /// Hash of the config that was in force.
     pub config_hash: String,
+    /// Stable's release metadata (commit, notes, ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_release: Option<Release>,
+    /// The canary's release metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_release: Option<Release>,
     /// In fleet mode: the leader's term and the etcd revision that
     /// committed the decision (the same pair twice is the same event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,7 +174,7 @@ pub struct FleetStamp {
 }
 
 /// Identity of a rollout, stamped on its events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
     /// Route name.
     pub route: String,
@@ -183,6 +189,12 @@ pub struct Context {
     pub canary_build: Option<String>,
     /// Hash of the config in force.
     pub config_hash: String,
+    /// Stable's release metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_release: Option<Release>,
+    /// The canary's release metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_release: Option<Release>,
 }
 
 /// The state that is persisted and restored.
@@ -268,6 +280,10 @@ pub struct Engine {
     data_since_ms: u64,
     /// The latest tick found stable degraded (a hold, said once).
     stable_degraded: bool,
+    /// Per gate: when the outside reading last counted as a failure
+    /// (`promql`): one reading is one failure, however many ticks see it.
+    /// Not persisted.
+    counted_reading: Vec<Option<u64>>,
 }
 
 impl Engine {
@@ -305,6 +321,7 @@ impl Engine {
             reference_tails: None,
             data_since_ms,
             stable_degraded: false,
+            counted_reading: vec![None; gates],
         }
     }
 
@@ -361,10 +378,12 @@ impl Engine {
         &self.ctx
     }
 
-    /// A reload changed the config but not this rollout: new events carry
-    /// the new config hash.
-    pub fn set_config_hash(&mut self, hash: String) {
-        self.ctx.config_hash = hash;
+    /// A reload changed the config but not this rollout (the same canary
+    /// build): new events carry the new config hash, versions and release
+    /// metadata. The rollout's identity (route, canary build) stays.
+    pub fn relabel(&mut self, ctx: Context) {
+        let Context { stable_version, config_hash, stable_release, canary_release, .. } = ctx;
+        self.ctx = Context { stable_version, config_hash, stable_release, canary_release, ..self.ctx.clone() };
     }
 
     /// The canary weight the route must serve now.
@@ -385,6 +404,18 @@ impl Engine {
     /// restart, whose data before it are gone).
     pub fn window_ms(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.window_start_ms())
+    }
+
+    /// Whether the gates judge the canary now: a progressing rollout past
+    /// its warm-up, or a promoted one in its post-promotion bake. (What an
+    /// outside signal is worth asking for.)
+    pub fn judging(&self, now_ms: u64) -> bool {
+        let bake = self.plan.stages.last().map_or(0, |s| s.bake.as_millis() as u64);
+        match self.state.phase {
+            Phase::Progressing => self.warming_until().is_none(),
+            Phase::Promoted => self.window_ms(now_ms) < bake,
+            _ => false,
+        }
     }
 
     /// The end of the first stage's warm-up while it lasts (unix ms).
@@ -513,12 +544,12 @@ impl Engine {
         self.stage = stage;
         let changed = summary(&verdicts) != summary(&self.state.verdicts);
         self.state.verdicts = verdicts;
-        let failing: Vec<&str> = self
+        let failing: Vec<String> = self
             .state
             .verdicts
             .iter()
             .filter(|v| !v.dry_run && v.verdict == Verdict::Fail)
-            .map(|v| v.gate.as_str())
+            .map(|v| v.gate.clone())
             .collect();
         let degraded = if canary_only { None } else { self.stable_degraded(stable, phi) };
         let stable_phi = evidence::observed_dispersion(&[stable_seconds]);
@@ -555,6 +586,10 @@ impl Engine {
             self.stage.iter_mut().for_each(|c| *c = Carry::default());
             let cause = "stable recovered: the stage's window starts again".to_string();
             out.events.push(self.event(now_ms, EventKind::Evaluated, Actor::Auto, self.state.phase, cause));
+        } else if !failing.is_empty() && !self.fresh_failure() {
+            // Only readings this tick has already counted are failing (an
+            // outside signal is read every few seconds, the gates every
+            // tick): no new evidence, nothing to count.
         } else if !failing.is_empty() {
             self.state.consecutive_failures += 1;
             let k = self.state.consecutive_failures;
@@ -595,7 +630,7 @@ impl Engine {
                     out.events.push(self.advance(now_ms, Actor::Auto, "all gates pass".into()));
                 }
             } else if !post_promotion && elapsed >= deadline {
-                let why = if self.state.verdicts.iter().any(|v| v.verdict != Verdict::Skipped) {
+                let why = if self.acting().any(|v| v.verdict != Verdict::Skipped) {
                     ""
                 } else {
                     " (no gate judged this stage: none applies here, so none can pass)"
@@ -644,6 +679,27 @@ impl Engine {
     fn decided(&self) -> bool {
         self.acting().all(|v| matches!(v.verdict, Verdict::Pass | Verdict::Skipped))
             && self.acting().any(|v| v.verdict == Verdict::Pass)
+    }
+
+    /// Whether this tick's failing verdicts hold new evidence: a failing
+    /// gate on weir's own data, or an outside reading not counted before
+    /// (which it then is).
+    fn fresh_failure(&mut self) -> bool {
+        let mut fresh = false;
+        for (v, counted) in self.state.verdicts.iter().zip(self.counted_reading.iter_mut()) {
+            if v.dry_run || v.verdict != Verdict::Fail {
+                continue;
+            }
+            match v.evaluated_at_ms {
+                Some(at) if *counted == Some(at) => {}
+                Some(at) => {
+                    *counted = Some(at);
+                    fresh = true;
+                }
+                None => fresh = true,
+            }
+        }
+        fresh
     }
 
     /// The verdicts that act: all but the dry-run gates'.
@@ -855,6 +911,8 @@ impl Engine {
             stable_version: self.ctx.stable_version.clone(),
             canary_version: self.ctx.canary_version.clone(),
             config_hash: self.ctx.config_hash.clone(),
+            stable_release: self.ctx.stable_release.clone(),
+            canary_release: self.ctx.canary_release.clone(),
             fleet: None,
         }
     }

@@ -126,6 +126,7 @@ mod tests {
             canary_version: Some("v2".into()),
             canary_build: Some("v2".into()),
             config_hash: "h".into(),
+            ..Default::default()
         };
         Engine::new(plan, ctx, 5_000).0
     }
@@ -149,6 +150,7 @@ mod tests {
             canary_version: version.map(Into::into),
             canary_build: build.map(Into::into),
             config_hash: "h".into(),
+            ..Default::default()
         };
         assert!(p.fits(&rollout("1m"), &ctx(Some("v2"), Some("v2"))));
         assert!(!p.fits(&rollout("2m"), &ctx(Some("v2"), Some("v2"))), "definition changed");

@@ -61,6 +61,7 @@ fn ctx() -> Context {
         canary_version: Some("v2".into()),
         canary_build: Some("v2".into()),
         config_hash: "h".into(),
+        ..Default::default()
     }
 }
 
@@ -719,12 +720,33 @@ fn a_dry_run_gate_reports_but_never_acts() {
     let advanced = events.iter().find(|ev| ev.kind == EventKind::Advanced).map(|ev| &ev.verdicts);
     let dry = advanced.and_then(|v| v.iter().find(|r| r.gate == "checkout"));
     assert!(dry.is_some_and(|r| r.dry_run && r.verdict == Verdict::Fail), "audited with its verdict: {dry:?}");
-    // A dry-run pass is no evidence: with the other gate inconclusive
-    // (too few requests) the stage holds.
-    let thin = win(5, 0);
-    for t in 4..=8 {
+    // A dry-run pass is no evidence: at full weight, where the acting gate
+    // (a comparison with stable) does not apply, the stage holds on the
+    // dry-run gate's pass alone.
+    let dry = Gate { dry_run: true, ..promql_gate(0.05) };
+    let (mut e, _) = Engine::new(plan(vec![stage(100, 1, 1)], vec![vs_stable_gate(), dry]), ctx(), 0);
+    for t in 1..=8 {
         let good = reading(&e, t * S, Ok(0.0));
-        tick_with_signal(&mut e, t * S, &thin, &[good]);
+        tick_with_signal(&mut e, t * S, &w, &[good]);
     }
-    assert_eq!((e.state().stage, e.state().phase), (1, Phase::Progressing));
+    let v = &e.state().verdicts;
+    assert_eq!((v[0].verdict, v[1].verdict), (Verdict::Skipped, Verdict::Pass));
+    assert_eq!(e.state().phase, Phase::Progressing, "promoted on a dry-run pass: {v:?}");
+}
+
+/// Issue 24: an outside reading is taken every few seconds and judged
+/// every tick; one failing reading is one failure, not one per tick that
+/// sees it (failure_threshold counts readings).
+#[test]
+fn one_failing_reading_counts_once() {
+    let (mut e, _) = Engine::new(plan(vec![stage(10, 60, 10), stage(100, 2, 10)], vec![promql_gate(0.05)]), ctx(), 0);
+    let w = win(100, 0);
+    let bad = reading(&e, S, Ok(0.3));
+    for t in 1..=8 {
+        tick_with_signal(&mut e, t * S, &w, std::slice::from_ref(&bad));
+    }
+    assert_eq!((e.state().phase, e.state().consecutive_failures), (Phase::Progressing, 1));
+    let again = reading(&e, 8 * S, Ok(0.3));
+    tick_with_signal(&mut e, 9 * S, &w, &[again]);
+    assert_eq!(e.state().phase, Phase::RolledBack, "two failing readings: failure_threshold = 2");
 }

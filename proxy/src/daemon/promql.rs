@@ -27,7 +27,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 use weir_control::config::{GateMetric, Prometheus, UpstreamTls};
-use weir_control::rollout::Phase;
 use weir_control::signal::{self, Signal, Vars};
 
 use super::context::Daemon;
@@ -38,6 +37,15 @@ use crate::clock::{engine_ms, Periodic};
 const MAX_ANSWER: usize = 1 << 20;
 
 type PromClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Clears a gate's in-flight mark when dropped.
+struct InFlight<'a>(&'a Daemon, &'a (Arc<str>, String));
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.signals.done(self.1);
+    }
+}
 
 /// One query to send: a gate's templates rendered for the current window.
 struct Due {
@@ -73,9 +81,11 @@ pub(crate) async fn run(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) {
             }
             let (daemon, prom, built) = (daemon.clone(), prom.clone(), built.clone());
             tokio::spawn(async move {
+                // However the query ends (a panic included), the gate may
+                // be asked again.
+                let _done = InFlight(&daemon, &due.key);
                 let signal = ask(built, &prom, daemon.config_path.as_deref(), &due).await;
                 daemon.signals.store(due.key.0.clone(), signal);
-                daemon.signals.done(&due.key);
             });
         }
         next.retain(|k, _| configured.contains(k));
@@ -98,7 +108,10 @@ fn due_queries(
         let Some(cfg) = snap.config.routes.iter().find(|r| *r.name == *route.name) else { continue };
         let slot = route.state.engine();
         let Some(engine) = slot.as_ref() else { continue };
-        let judged = matches!(engine.state().phase, Phase::Progressing | Phase::Promoted);
+        let judged = engine.judging(now);
+        // The canary alone (full weight, promoted): stable serves nothing
+        // to compare with, and the relative limits skip.
+        let alone = engine.weight() == weir_control::split::Weight::FULL;
         let ctx = engine.context();
         for g in engine.plan().gates.iter().filter(|g| g.metric == GateMetric::Promql) {
             let Some(template) = g.query.as_deref() else { continue };
@@ -130,7 +143,7 @@ fn due_queries(
                 key,
                 window_start_ms,
                 canary: render(&vars),
-                stable: relative.then(|| render(&Vars { stable_side: true, ..vars.clone() })),
+                stable: (relative && !alone).then(|| render(&Vars { stable_side: true, ..vars.clone() })),
             });
         }
     }
@@ -170,7 +183,9 @@ async fn query(client: &PromClient, prom: &Prometheus, config: Option<&Path>, q:
     let uri = format!("{}/api/v1/query?query={}", prom.url, encode(q));
     let mut req = Request::get(uri).header(header::ACCEPT, "application/json");
     if let Some(file) = &prom.bearer_token_file {
-        let token = crate::files::read_token(&crate::files::config_relative(file, config))?;
+        let path = crate::files::config_relative(file, config);
+        let read = tokio::task::spawn_blocking(move || crate::files::read_token(&path, "prometheus.bearer_token_file"));
+        let token = read.await.map_err(|e| format!("prometheus.bearer_token_file: {e}"))??;
         req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let req = req.body(Empty::new()).map_err(|e| format!("bad request: {e}"))?;

@@ -28,6 +28,9 @@ pub use stage::{follow, tick_windows, StageMarks, TickWindows};
 
 use names::label;
 
+/// One side's release in `weir_build_info`: its version label and commit.
+pub(crate) type Release<'a> = (Option<&'a str>, Option<&'a str>);
+
 static METADATA: Metadata<'static> = Metadata::new("weir", metrics::Level::INFO, Some("weir_proxy::telemetry"));
 
 /// Which traffic a stats object measures (each has its own metric names).
@@ -250,16 +253,19 @@ impl Telemetry {
             .register_gauge(&Key::from_parts(names::CANARY_WEIGHT, labels(&[(label::ROUTE, route)])), &METADATA)
     }
 
-    /// Sets `weir_build_info` for a route's release versions; the previous
-    /// label set of the route (if different) drops to 0.
-    pub(crate) fn set_versions(&self, route: &str, stable: Option<&str>, canary: Option<&str>) {
+    /// Sets `weir_build_info` for a route's releases (version label and
+    /// commit, each side); the previous label set of the route (if
+    /// different) drops to 0.
+    pub(crate) fn set_versions(&self, route: &str, stable: Release<'_>, canary: Release<'_>) {
         let key = Key::from_parts(
             names::BUILD_INFO,
             labels(&[
                 (label::VERSION, env!("CARGO_PKG_VERSION")),
                 (label::ROUTE, route),
-                (label::STABLE_VERSION, stable.unwrap_or("")),
-                (label::CANARY_VERSION, canary.unwrap_or("")),
+                (label::STABLE_VERSION, stable.0.unwrap_or("")),
+                (label::CANARY_VERSION, canary.0.unwrap_or("")),
+                (label::STABLE_COMMIT, stable.1.unwrap_or("")),
+                (label::CANARY_COMMIT, canary.1.unwrap_or("")),
             ]),
         );
         let gauge = self.recorder.register_gauge(&key, &METADATA);
@@ -313,6 +319,7 @@ impl Telemetry {
             if let Some(x) = v.p_value {
                 self.gauge(names::GATE_P_VALUE, &gate).set(x);
             }
+            self.gauge(names::GATE_DRY_RUN, &gate).set(if v.dry_run { 1.0 } else { 0.0 });
         }
     }
 
@@ -423,9 +430,14 @@ fn describe(r: &PrometheusRecorder) {
         SharedString::const_str("Latest always-valid p-value of a statistical gate (it fails at or below its alpha)."),
     );
     r.describe_gauge(
+        names::GATE_DRY_RUN.into(),
+        None,
+        SharedString::const_str("1 for a dry-run gate: reported like the others, never acting."),
+    );
+    r.describe_gauge(
         names::BUILD_INFO.into(),
         None,
-        SharedString::const_str("weir version, and the stable and canary release versions per route."),
+        SharedString::const_str("weir version, and the stable and canary release versions and commits per route."),
     );
 }
 
@@ -460,6 +472,7 @@ mod tests {
             canary_version: None,
             canary_build: None,
             config_hash: String::new(),
+            ..Default::default()
         };
         let (mut engine, _) = Engine::new(plan, ctx, 0);
         engine.tick(1000, &window(2000, 20), &window(20_000, 200));

@@ -46,6 +46,8 @@ pub(crate) const GATE_VALUE: &str = "weir_gate_value";
 pub(crate) const GATE_THRESHOLD: &str = "weir_gate_threshold";
 /// Latest always-valid p-value of a statistical gate (gauge).
 pub(crate) const GATE_P_VALUE: &str = "weir_gate_p_value";
+/// 1 for a dry-run gate (reported, never acting), 0 for the others (gauge).
+pub(crate) const GATE_DRY_RUN: &str = "weir_gate_dry_run";
 
 /// Fleet mode: 1 while this replica is the fleet's leader (gauge).
 pub(crate) const FLEET_LEADER: &str = "weir_fleet_leader";
@@ -73,6 +75,8 @@ pub(crate) mod label {
     pub(crate) const VERSION: &str = "version";
     pub(crate) const STABLE_VERSION: &str = "stable_version";
     pub(crate) const CANARY_VERSION: &str = "canary_version";
+    pub(crate) const STABLE_COMMIT: &str = "stable_commit";
+    pub(crate) const CANARY_COMMIT: &str = "canary_commit";
     pub(crate) const STATE: &str = "state";
     pub(crate) const GATE: &str = "gate";
     pub(crate) const VERDICT: &str = "verdict";

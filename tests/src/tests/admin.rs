@@ -225,3 +225,58 @@ fn a_public_admin_address_without_a_token_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("admin.addr: 0.0.0.0:0 is not a loopback address"), "{err}");
 }
+
+const RELEASE: &str = "\n[backends.canary.release]\ncommit = \"0123456789abcdef0123\"\nnotes = \"https://git.example/shop/releases/v2\"\nticket = \"OPS-42\"\n[backends.stable.release]\ncommit = \"fedcba9876543210\"\n";
+
+/// Issue 24: a backend's release metadata (commit, notes, ticket) is on
+/// every surface that shows a decision or a release: the audit events
+/// (the notify webhook sends the same JSON), the routes and backends API,
+/// `weir ctl status`, and `weir_build_info`. A reload that changes only
+/// the metadata keeps the rollout and relabels its next events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_metadata_is_in_the_audit_the_api_the_status_and_the_metrics() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let text = config_text(stable.addr, canary.addr, &format!("{}{RELEASE}", rollout_route()), "");
+    let w = InProcess::start(&text).await;
+    let admin = w.weir.admin_addr();
+    let c = client();
+
+    let started = &w.weir.events(Some("web"))[0];
+    assert_eq!(started.kind, EventKind::Started);
+    let r = started.canary_release.as_ref().unwrap();
+    assert_eq!(
+        (r.commit.as_deref(), r.notes.as_deref(), r.ticket.as_deref()),
+        (Some("0123456789abcdef0123"), Some("https://git.example/shop/releases/v2"), Some("OPS-42"))
+    );
+    assert_eq!(started.stable_release.as_ref().and_then(|r| r.commit.as_deref()), Some("fedcba9876543210"));
+    let (_, events) = get(&c, &format!("http://{admin}/api/v1/events?route=web"), &[]).await;
+    assert!(events.contains("\"canary_release\":{\"commit\":\"0123456789abcdef0123\""), "{events}");
+
+    let (_, routes) = get(&c, &format!("http://{admin}/api/v1/routes"), &[]).await;
+    let routes: serde_json::Value = serde_json::from_str(&routes).unwrap();
+    let web = routes["routes"].as_array().unwrap().iter().find(|r| r["name"] == "web").unwrap();
+    assert_eq!(web["canary"]["release"]["ticket"], "OPS-42", "{web}");
+    let (_, backends) = get(&c, &format!("http://{admin}/api/v1/backends"), &[]).await;
+    assert!(backends.contains("https://git.example/shop/releases/v2"), "{backends}");
+
+    let m = parse_prometheus(&get(&c, &format!("http://{admin}/metrics"), &[]).await.1);
+    let labels = [("route", "web"), ("canary_version", "v2"), ("canary_commit", "0123456789abcdef0123")];
+    assert_eq!(sample_sum(&m, "weir_build_info", &labels), 1.0);
+
+    let (code, out, _) = ctl(admin, &["status"], None);
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(line.contains("canary v2@0123456789ab") && line.contains("stable v1@fedcba987654"), "{out}");
+
+    // New release notes for the same build: the rollout carries on, and
+    // what it says next names the new notes.
+    std::fs::write(&w.path, text.replace("releases/v2", "releases/v2-fixed")).unwrap();
+    w.weir.reload().await.unwrap();
+    w.weir.act("web", weir_proxy::ManualAction::Pause).await.unwrap();
+    let ev = w.weir.events(Some("web"));
+    assert!(!ev.iter().any(|e| e.kind == EventKind::Started && e.at_ms > started.at_ms), "kept: {ev:?}");
+    let paused = ev.iter().rev().find(|e| e.kind == EventKind::Paused).unwrap();
+    let notes = paused.canary_release.as_ref().and_then(|r| r.notes.as_deref());
+    assert_eq!(notes, Some("https://git.example/shop/releases/v2-fixed"));
+}

@@ -12,7 +12,9 @@ async fn dashboard_shows_the_weight_and_pauses_a_rollout() {
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Delay(Duration::from_millis(3))).await;
     let extra = "sticky = { header = \"x-user-id\" }\n[routes.rollout]\nstages = [{ weight = 0, bake = \"1m\" }, { weight = 12.5, bake = \"10m\" }, { weight = 50 }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 10 }, { metric = \"latency_p99\", max_ratio_to_stable = 1.5, max_delta_to_stable = \"250ms\", min_samples = 10 }]";
-    let w = InProcess::start(&config_text(stable.addr, canary.addr, extra, "")).await;
+    // Release metadata, shown beside the version.
+    let extra = format!("{extra}\n[backends.canary.release]\ncommit = \"0123456789abcdef\"\nnotes = \"https://git.example/r/v2\"\nticket = \"OPS-42\"\n");
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &extra, "")).await;
     w.weir.act("web", weir_proxy::ManualAction::Promote).await.unwrap();
     let load = Load::start(w.url("/"), 2, Duration::from_millis(5));
 
@@ -25,6 +27,13 @@ async fn dashboard_shows_the_weight_and_pauses_a_rollout() {
         )
         .await;
     assert_eq!(weight, "12.5%");
+    let card = b.eval("document.querySelector('.route[data-route=web]').textContent").await;
+    let card = card.as_str().unwrap();
+    assert!(card.contains("0123456789ab") && card.contains("OPS-42"), "{card}");
+    assert_eq!(
+        b.eval("document.querySelector('.route[data-route=web] a[href]')?.getAttribute('href')").await,
+        "https://git.example/r/v2"
+    );
     // Without [fleet] the fleet card stays hidden.
     assert_eq!(b.eval("document.getElementById('fleet').hidden").await, true);
     assert_eq!(

@@ -197,7 +197,7 @@ async fn wait_judged(w: &InProcess, note: &str) -> weir_control::gate::GateResul
     }
 }
 
-/// An empty result and an unreachable Prometheus are inconclusive: the
+/// An empty result and a Prometheus that does not answer are inconclusive: the
 /// stage holds, its other gate passing and its bake over, and never
 /// promotes on the missing signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,15 +208,20 @@ async fn a_promql_gate_without_a_reading_holds_the_stage() {
     let nothing =
         r#"{ metric = "promql", name = "checkout", query = 'max(no_such_metric{version="{{version}}"})', max = 0.05 }"#;
     let empty = InProcess::start(&config_text(stable.addr, canary.addr, &rollout(nothing), &prom.section())).await;
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let down = format!("[prometheus]\nurl = \"http://127.0.0.1:{closed}\"\ninterval = \"500ms\"\ntimeout = \"1s\"\n");
+    // A Prometheus that never answers: the listener is held (so no other
+    // test can take its port) and never accepts.
+    let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down = format!(
+        "[prometheus]\nurl = \"http://{}\"\ninterval = \"500ms\"\ntimeout = \"1s\"\n",
+        hung.local_addr().unwrap()
+    );
     let unreachable =
         InProcess::start(&config_text(stable.addr, canary.addr, &rollout(&format!("{CHECKOUT} }}")), &down)).await;
     let loads = [
         Load::start(empty.url("/"), 2, Duration::from_millis(5)),
         Load::start(unreachable.url("/"), 2, Duration::from_millis(5)),
     ];
-    for (w, note) in [(&empty, "empty result"), (&unreachable, &format!("127.0.0.1:{closed}"))] {
+    for (w, note) in [(&empty, "empty result"), (&unreachable, "no answer within 1s")] {
         let v = wait_judged(w, note).await;
         assert_eq!(v.verdict, Verdict::Inconclusive, "{v:?}");
         let st = w.weir.rollout("web").unwrap();

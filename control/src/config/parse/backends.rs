@@ -12,7 +12,7 @@ use super::check_name;
 use super::listen::{cert_pair, server_name_ok};
 use crate::config::fault::FaultSpec;
 use crate::config::reader::{as_integer, as_str, Ctx, Table};
-use crate::config::{Address, Backend, Fault, HealthCheck, Outlier, UpstreamTls};
+use crate::config::{Address, Backend, Fault, HealthCheck, Outlier, Release, UpstreamTls};
 
 fn address(text: &str) -> Result<Address, String> {
     if let Ok(sa) = text.parse::<SocketAddr>() {
@@ -62,6 +62,11 @@ pub(super) fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<S
             None => {}
         }
         let version = t.string(ctx, "version");
+        let release = t.table(ctx, "release").map(|mut r| {
+            let release = release(ctx, &mut r);
+            r.finish(ctx);
+            release
+        });
         let fault = t.table(ctx, "fault").and_then(|mut f| {
             let fault = fault(ctx, &mut f);
             f.finish(ctx);
@@ -72,13 +77,36 @@ pub(super) fn backends(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> BTreeMap<S
         let outlier = outlier(ctx, &mut t);
         let health = health(ctx, &mut t, http2);
         t.finish(ctx);
-        out.insert(name.to_string(), Backend { addrs, version, fault, tls, http2, outlier, health });
+        out.insert(name.to_string(), Backend { addrs, version, release, fault, tls, http2, outlier, health });
     }
     if out.is_empty() {
         ctx.error("backends", Some(&all.span), "at least one backend is required");
     }
     all.finish_as_map();
     out
+}
+
+/// `release = { commit, notes, ticket }`: what the backend's build is, for
+/// people (audit, API, dashboard, notifications). Free text, bounded and
+/// printable; `notes` is a link.
+fn release(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Release {
+    let mut field = |ctx: &mut Ctx<'_>, key: &'static str| {
+        let v = t.string(ctx, key)?;
+        if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+            ctx.error(&t.key_path(key), Some(&t.span), "must be 1-256 printable characters");
+            return None;
+        }
+        Some(v)
+    };
+    let commit = field(ctx, "commit");
+    let notes = field(ctx, "notes");
+    let ticket = field(ctx, "ticket");
+    if let Some(n) = &notes {
+        if !(n.starts_with("https://") || n.starts_with("http://")) || n.contains(char::is_whitespace) {
+            ctx.error(&t.key_path("notes"), Some(&t.span), format!("\"{n}\" is not an http:// or https:// link"));
+        }
+    }
+    Release { commit, notes, ticket }
 }
 
 /// `outlier = false | { consecutive_failures, base_ejection, max_ejection,

@@ -13,8 +13,16 @@ pub(super) fn prometheus(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<P
     let url = t.required_string(ctx, "url");
     if let Some(u) = &url {
         let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
-        let host = rest.map(|r| r.split('/').next().unwrap_or(""));
-        if host.is_none_or(|h| h.is_empty()) || u.contains('?') || u.contains('#') {
+        let authority = rest.map(|r| r.split('/').next().unwrap_or(""));
+        // host[:port], the host not empty, the port a number.
+        let ok = authority.is_some_and(|a| {
+            let (host, port) = match a.rsplit_once(':') {
+                Some((h, p)) if !h.ends_with(']') || a.starts_with('[') => (h, Some(p)),
+                _ => (a, None),
+            };
+            !host.is_empty() && port.is_none_or(|p| p.parse::<u16>().is_ok())
+        });
+        if !ok || u.contains(['?', '#']) || u.contains(char::is_whitespace) {
             ctx.error(
                 &t.key_path("url"),
                 Some(&t.span),

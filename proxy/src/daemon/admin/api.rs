@@ -44,6 +44,7 @@ pub(super) fn routes(daemon: &Daemon, window: Option<String>) -> serde_json::Val
                 serde_json::json!({
                     "backend": name,
                     "version": cfg.backends.get(name).and_then(|b| b.version.clone()),
+                    "release": cfg.release_of(name),
                     "live": stats,
                 })
             };
@@ -153,6 +154,7 @@ pub(super) fn backends(dp: &DataPlane) -> serde_json::Value {
             serde_json::json!({
                 "name": name,
                 "version": b.version,
+                "release": b.release,
                 "addrs": b.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "endpoints": endpoints,
                 "tls": b.tls.is_some(),
