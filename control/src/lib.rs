@@ -20,6 +20,8 @@
 //!   the dispersion correction for bursty failures;
 //! * [`gate`]: the gates: thresholds, ratios and the sequential tests that
 //!   turn two windows into a verdict;
+//! * [`recording`]: the format of a traffic recording, which `weir replay`
+//!   re-judges under another plan;
 //! * [`signal`]: outside signals (`promql` gates): the query template,
 //!   Prometheus's answer, the reading the engine judges;
 //! * [`rollout`]: the rollout state machine ([`rollout::Engine`]: stages,
@@ -54,6 +56,7 @@ pub mod config;
 pub mod evidence;
 pub mod fleet;
 pub mod gate;
+pub mod recording;
 pub mod rollout;
 pub mod sample;
 pub mod signal;

@@ -1,4 +1,4 @@
-//! Command line: `weir run | check | demo`.
+//! Command line: `weir run | check | ctl | replay | demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,9 @@ pub enum Command {
     },
     /// Talk to a running weir's admin API: status, pause, resume, promote, abort.
     Ctl(crate::ctl::CtlArgs),
+    /// Re-judge a recorded rollout (`[recording]`) under the rollout plans
+    /// and gates of another config: what it would have decided, and when.
+    Replay(crate::replay::ReplayArgs),
     /// Run a whole staged rollout on built-in upstreams and traffic (about a minute).
     Demo {
         /// Use a degraded canary (8 % errors, +40 ms): watch it roll back.
@@ -48,6 +51,10 @@ pub enum Command {
         /// Short schedule (1 s bakes), for CI.
         #[arg(long)]
         fast: bool,
+        /// Record the rollout's traffic and events to this file
+        /// (`[recording]`), for `weir replay`.
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
 }
 
@@ -56,6 +63,10 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Ctl(args) => crate::ctl::main(args),
+        Command::Replay(args) => match crate::reload::read_config(&args.config) {
+            Ok(cfg) => crate::replay::main(&args, &cfg),
+            Err(e) => invalid(&args.config, &e),
+        },
         Command::Run { config, workers } => {
             crate::log::init();
             let rt = match runtime(workers) {
@@ -67,7 +78,7 @@ pub fn main(cli: Cli) -> ExitCode {
             };
             rt.block_on(crate::run(config))
         }
-        Command::Demo { bad_canary, fast } => {
+        Command::Demo { bad_canary, fast, record } => {
             let rt = match runtime(None) {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -75,7 +86,7 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             };
-            rt.block_on(crate::demo::run(bad_canary, fast))
+            rt.block_on(crate::demo::run(bad_canary, fast, record))
         }
     }
 }
@@ -108,10 +119,13 @@ fn check(path: &std::path::Path) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("{}: invalid config", path.display());
-            eprintln!("{e}");
-            ExitCode::from(EXIT_CONFIG)
-        }
+        Err(e) => invalid(path, &e),
     }
+}
+
+/// Says why the config at `path` was refused; the exit code for it.
+fn invalid(path: &std::path::Path, e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("{}: invalid config", path.display());
+    eprintln!("{e}");
+    ExitCode::from(EXIT_CONFIG)
 }

@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,9 +69,17 @@ async fn upstream(b: Behaviour) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn demo_config(stable: SocketAddr, canary: SocketAddr, bake: &str) -> Result<Config, config::ConfigErrors> {
+fn demo_config(
+    stable: SocketAddr,
+    canary: SocketAddr,
+    bake: &str,
+    record: Option<&Path>,
+) -> Result<Config, config::ConfigErrors> {
+    let recording = record.map(|p| format!("[recording]\nfile = {}\n", toml_string(&p.display().to_string())));
+    let recording = recording.unwrap_or_default();
     config::parse(&format!(
         r#"
+{recording}
 [listen]
 addr = "127.0.0.1:0"
 [admin]
@@ -106,9 +115,25 @@ gates = [
     ))
 }
 
+/// `s` as a TOML basic string: quoted, with `\\`, `"` and control
+/// characters escaped.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Runs the demo; exits 0 whatever the outcome (it is the point of the demo).
-pub async fn run(bad_canary: bool, fast: bool) -> ExitCode {
-    match demo(bad_canary, fast).await {
+pub async fn run(bad_canary: bool, fast: bool, record: Option<PathBuf>) -> ExitCode {
+    match demo(bad_canary, fast, record.as_deref()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weir demo failed: {e}");
@@ -153,7 +178,7 @@ fn verdicts(v: &[GateResult]) -> String {
     v.iter().map(|r| format!("{}={}", r.gate, r.verdict.as_str())).collect::<Vec<_>>().join(" ")
 }
 
-async fn demo(bad_canary: bool, fast: bool) -> Result<(), Box<dyn std::error::Error>> {
+async fn demo(bad_canary: bool, fast: bool, record: Option<&Path>) -> Result<(), Box<dyn std::error::Error>> {
     let stable = upstream(Behaviour { name: "stable", errors_per_mille: 0, extra: Duration::ZERO }).await?;
     let canary_b = if bad_canary {
         Behaviour { name: "canary", errors_per_mille: 80, extra: Duration::from_millis(40) }
@@ -162,7 +187,7 @@ async fn demo(bad_canary: bool, fast: bool) -> Result<(), Box<dyn std::error::Er
     };
     let canary = upstream(canary_b).await?;
     let bake = if fast { "1s" } else { "8s" };
-    let weir = Weir::start(demo_config(stable, canary, bake)?, None).await?;
+    let weir = Weir::start(demo_config(stable, canary, bake, record)?, None).await?;
     let mut events = weir.subscribe();
     let url = format!("http://{}/", weir.data_addr());
     println!(

@@ -131,6 +131,7 @@ impl Weir {
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
             synthetic_checks: Default::default(),
             signals: Default::default(),
+            recorder: crate::daemon::recorder::Recorder::start(),
             #[cfg(feature = "fleet")]
             fleet: std::sync::OnceLock::new(),
         });
@@ -260,6 +261,13 @@ impl Weir {
                 "shutdown grace period over: leaving the daemon thread's work (a webhook?) unfinished"
             );
         }
+        // The recording's last seconds and decisions reach the file.
+        let daemon = self.daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::daemon::recording::record_last(&daemon);
+            daemon.recorder.flush(Duration::from_secs(2));
+        })
+        .await;
         drained
     }
 

@@ -155,6 +155,8 @@ pub struct Config {
     pub fleet: Option<Fleet>,
     /// The Prometheus that `promql` gates query (`[prometheus]`).
     pub prometheus: Option<Prometheus>,
+    /// Traffic recording for `weir replay` (`[recording]`).
+    pub recording: Option<Recording>,
     /// Upstream backends by name.
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
@@ -578,6 +580,17 @@ pub struct Fleet {
     pub timeout: Duration,
     /// TLS towards etcd.
     pub tls: Option<FleetTls>,
+}
+
+/// `[recording]`: each route's per-second slots and rollout events,
+/// written to a file that `weir replay` re-judges under another plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recording {
+    /// The file (relative to the config file); rotated to `FILE.1` when it
+    /// reaches `max_size`, so at most twice that is kept.
+    pub file: PathBuf,
+    /// Size at which the file is rotated.
+    pub max_size: u64,
 }
 
 /// `[prometheus]`: where `promql` gates send their queries.

@@ -144,6 +144,23 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
+    /// A byte size: an integer, or a string with a unit (`64MiB`).
+    pub(crate) fn size(&mut self, ctx: &mut Ctx<'_>, key: &'static str) -> Option<u64> {
+        let v = self.get(key)?;
+        let path = self.key_path(key);
+        if let DeValue::Integer(_) = v.get_ref() {
+            return as_integer(ctx, &path, v).map(|n| n.max(0) as u64);
+        }
+        let text = as_str(ctx, &path, v)?;
+        match units::parse_size(text) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                ctx.error(&path, Some(&v.span()), e);
+                None
+            }
+        }
+    }
+
     pub(crate) fn integer(
         &mut self,
         ctx: &mut Ctx<'_>,

@@ -681,13 +681,20 @@ fn promql_gates_and_prometheus_are_checked() {
 /// change what identifies the canary's build (the version label).
 #[test]
 fn release_metadata_is_read_and_checked() {
-    let base = "[backends.s]\naddrs = [\"127.0.0.1:1\"]\nversion = \"v1\"\n[[routes]]\nname = \"web\"\nstable = \"s\"\n";
+    let base =
+        "[backends.s]\naddrs = [\"127.0.0.1:1\"]\nversion = \"v1\"\n[[routes]]\nname = \"web\"\nstable = \"s\"\n";
     let with = |release: &str| format!("{base}[backends.s.release]\n{release}\n");
     let c = parse(&with("commit = \"abc123\"\nnotes = \"https://git.example/r/v1\"\nticket = \"OPS-1\"")).unwrap();
     let r = c.release_of("s").unwrap();
-    assert_eq!((r.commit.as_deref(), r.notes.as_deref(), r.ticket.as_deref()), (Some("abc123"), Some("https://git.example/r/v1"), Some("OPS-1")));
+    assert_eq!(
+        (r.commit.as_deref(), r.notes.as_deref(), r.ticket.as_deref()),
+        (Some("abc123"), Some("https://git.example/r/v1"), Some("OPS-1"))
+    );
     for (text, needle) in [
-        (with("notes = \"file:///etc/passwd\""), "backends.s.release.notes: \"file:///etc/passwd\" is not an http:// or https:// link"),
+        (
+            with("notes = \"file:///etc/passwd\""),
+            "backends.s.release.notes: \"file:///etc/passwd\" is not an http:// or https:// link",
+        ),
         (with("commit = \"\""), "backends.s.release.commit: must be 1-256 printable characters"),
         (with("ticket = \"a\\u0007b\""), "backends.s.release.ticket: must be 1-256 printable characters"),
         (with("author = \"me\""), "backends.s.release.author: unknown key"),

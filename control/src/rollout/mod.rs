@@ -122,6 +122,24 @@ pub enum EventKind {
     Held,
 }
 
+impl EventKind {
+    /// Snake-case name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Restored => "restored",
+            EventKind::Evaluated => "evaluated",
+            EventKind::Advanced => "advanced",
+            EventKind::Promoted => "promoted",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::Aborted => "aborted",
+            EventKind::Held => "held",
+        }
+    }
+}
+
 /// One audit event: every transition, and evaluation summaries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {

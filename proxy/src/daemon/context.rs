@@ -35,6 +35,8 @@ pub(crate) struct Daemon {
     pub(crate) synthetic_checks: SyntheticChecks,
     /// The latest reading of each `promql` gate.
     pub(crate) signals: super::signals::Signals,
+    /// `[recording]`'s writer.
+    pub(crate) recorder: super::recorder::Recorder,
     /// Fleet mode: this replica in the fleet (set once at start).
     #[cfg(feature = "fleet")]
     pub(crate) fleet: std::sync::OnceLock<std::sync::Arc<super::fleet::node::Node>>,

@@ -24,6 +24,7 @@ pub(crate) fn emit(daemon: &Daemon, route: &Route, events: Vec<Event>) {
 pub(crate) fn record(daemon: &Daemon, events: Vec<Event>) {
     for ev in events {
         daemon.dp.telemetry.rollout_event(&ev);
+        super::recording::event(daemon, &ev);
         daemon.audit.record(ev);
     }
 }

@@ -10,6 +10,7 @@
 //! | `actions.rs` | manual actions (pause, resume, promote, abort) |
 //! | `events.rs` | event fan-out: metrics, `notify` webhook, audit |
 //! | `webhook.rs` | the webhook client |
+//! | `recording.rs`, `recorder.rs` | `[recording]`: per-second slots and events for `weir replay`, and their writer thread |
 //! | `promql.rs`, `signals.rs` | the `promql` gates' queries to Prometheus, their latest readings |
 //! | `audit.rs` | the audit trail (memory, file, live subscribers) |
 //! | `persist.rs` | the state file |
@@ -33,6 +34,8 @@ pub(crate) mod events;
 pub(crate) mod fleet;
 pub(crate) mod persist;
 mod promql;
+pub(crate) mod recorder;
+pub(crate) mod recording;
 pub mod reload;
 mod signals;
 mod synthetic;
@@ -75,6 +78,7 @@ pub(crate) fn start(
     thread.spawn(driver::drive(daemon.clone(), shutdown.clone()));
     thread.spawn(synthetic::run(daemon.clone(), data_addr, shutdown.clone()));
     thread.spawn(promql::run(daemon.clone(), shutdown.clone()));
+    thread.spawn(recording::run(daemon.clone(), shutdown.clone()));
     if let Some(path) = daemon.config_path.clone() {
         let _daemon_runtime = thread.enter();
         watch::watch_file(daemon.clone(), path, shutdown);

@@ -282,32 +282,37 @@ impl BackendStats {
         if let Some(d) = &dense {
             self.publish(&counts, &grpc, d);
         }
-        let closed = ring.closed;
         if let Some(d) = dense {
-            ring.closed = false;
-            match ring.slots.back_mut() {
-                Some(last) if last.sec == now_sec && !closed => {
-                    let mut merged = vec![0u64; bucket::COUNT];
-                    add_sparse(&mut merged, &last.buckets);
-                    for (m, x) in merged.iter_mut().zip(&d) {
-                        *m += x;
-                    }
-                    last.counts.add(&counts);
-                    last.buckets = sparse(&merged);
-                }
-                _ => {
-                    let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
-                    ring.slots.push_back(Slot { seq, sec: now_sec, counts, buckets: sparse(&d) });
-                }
-            }
+            put(&mut ring, now_sec, &counts, d);
         }
-        while ring.slots.front().is_some_and(|s| s.sec + keep_secs <= now_sec) {
-            ring.slots.pop_front();
-        }
+        trim(&mut ring, now_sec, keep_secs);
         if close {
             ring.closed = true;
         }
         NEXT_SEQ.load(Ordering::Relaxed)
+    }
+
+    /// What the slots of second `sec` hold (a cut splits a second in two
+    /// slots: both), for a recording. `None` when nothing was served then.
+    pub fn second(&self, sec: u64) -> Option<(Counts, Vec<(u16, u32)>)> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = Counts::default();
+        let mut dense: Option<Vec<u64>> = None;
+        for slot in ring.slots.iter().filter(|s| s.sec == sec) {
+            counts.add(&slot.counts);
+            add_sparse(dense.get_or_insert_with(|| vec![0; bucket::COUNT]), &slot.buckets);
+        }
+        dense.map(|d| (counts, sparse(&d)))
+    }
+
+    /// Adds a recorded second (`weir replay`): as if its requests had been
+    /// recorded and folded at `sec`.
+    pub fn add_second(&self, sec: u64, counts: &Counts, buckets: &[(u16, u32)], keep_secs: u64) {
+        let mut dense = vec![0u64; bucket::COUNT];
+        add_sparse(&mut dense, buckets);
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        put(&mut ring, sec, counts, dense);
+        trim(&mut ring, sec, keep_secs);
     }
 
     /// Folds what the shards hold into the current slot and closes it: the
@@ -340,6 +345,30 @@ impl BackendStats {
             }
         }
         Window { span: Duration::from_secs(span_secs), counts, latency: Latency::from_buckets(&dense), seconds }
+    }
+}
+
+/// Adds one fold's data (latency `dense`) to the slot of second `sec`: the
+/// newest one if it is that second's and not closed by a cut, else a new one.
+fn put(ring: &mut Ring, sec: u64, counts: &Counts, mut dense: Vec<u64>) {
+    let closed = std::mem::replace(&mut ring.closed, false);
+    match ring.slots.back_mut() {
+        Some(last) if last.sec == sec && !closed => {
+            add_sparse(&mut dense, &last.buckets);
+            last.counts.add(counts);
+            last.buckets = sparse(&dense);
+        }
+        _ => {
+            let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
+            ring.slots.push_back(Slot { seq, sec, counts: *counts, buckets: sparse(&dense) });
+        }
+    }
+}
+
+/// Forgets the slots older than `keep_secs` at `now_sec`.
+fn trim(ring: &mut Ring, now_sec: u64, keep_secs: u64) {
+    while ring.slots.front().is_some_and(|s| s.sec + keep_secs <= now_sec) {
+        ring.slots.pop_front();
     }
 }
 

@@ -7,7 +7,7 @@ use crate::*;
 
 #[test]
 fn check_accepts_the_shipped_configs() {
-    for name in ["weir.toml", "full.toml"] {
+    for name in ["weir.toml", "full.toml", "replay-demo.toml", "grpc.toml"] {
         let path = workspace().join("config").join(name);
         let out = Command::new(weir_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
@@ -95,13 +95,25 @@ fn demo_promotes_a_healthy_canary_and_rolls_back_a_bad_one() {
         assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         stdout
     };
-    let good = run(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("demo.rec");
+    let good = run(&["--record", rec.to_str().unwrap()]);
     assert!(good.contains("dashboard  http://127.0.0.1:"), "{good}");
     for stage in ["stage 1 at 5%", "stage 2 at 25%", "stage 3 at 50%", "stage 4 at 100%"] {
         assert!(good.contains(stage), "missing {stage}: {good}");
     }
     let last = good.lines().rev().find(|l| l.starts_with("weir demo:")).unwrap();
     assert!(last.starts_with("weir demo: promoted v1.5.0 to 100%"), "{good}");
+    // The shipped replay example over the recording (its bakes made the
+    // fast demo's): the candidate promotes the healthy canary too.
+    let example = std::fs::read_to_string(workspace().join("config/replay-demo.toml")).unwrap();
+    let cand = dir.path().join("candidate.toml");
+    std::fs::write(&cand, example.replace("bake = \"8s\"", "bake = \"1s\"")).unwrap();
+    let out =
+        Command::new(weir_bin()).arg("replay").arg("--recording").arg(&rec).arg("-c").arg(&cand).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("recorded: promoted at") && table.contains("candidate: promoted at"), "{table}");
 
     let bad = run(&["--bad-canary"]);
     let last = bad.lines().rev().find(|l| l.starts_with("weir demo:")).unwrap();

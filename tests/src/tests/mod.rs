@@ -13,6 +13,7 @@ mod promql;
 mod protocols;
 mod refused;
 mod reload;
+mod replay;
 mod rollout;
 mod shadow;
 mod split;

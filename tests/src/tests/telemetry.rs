@@ -55,7 +55,10 @@ async fn metrics_count_exactly_what_was_sent() {
                 ("version", env!("CARGO_PKG_VERSION")),
                 ("route", "web"),
                 ("stable_version", "v1"),
-                ("canary_version", "v2")
+                ("canary_version", "v2"),
+                // No release metadata: empty commits.
+                ("stable_commit", ""),
+                ("canary_commit", "")
             ]
         ),
         1.0

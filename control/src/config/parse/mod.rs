@@ -57,6 +57,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     };
     let fleet = fleet::fleet(&mut ctx, &mut top);
     let prometheus = prometheus::prometheus(&mut ctx, &mut top);
+    let recording = prometheus::recording(&mut ctx, &mut top);
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
     stage_windows(&mut ctx, &mut telemetry, window_given, &routes);
@@ -77,6 +78,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
         state,
         fleet,
         prometheus,
+        recording,
         backends,
         routes,
     }))

@@ -1,11 +1,13 @@
-//! `[prometheus]`, and what `promql` gates need of the rest of the file.
+//! `[prometheus]`, and what `promql` gates need of the rest of the file;
+//! `[recording]`, what `weir replay` reads (both are about judging a
+//! canary on more than the live gates).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::reader::{Ctx, Table};
-use crate::config::{Backend, GateMetric, Prometheus, Route};
+use crate::config::{Backend, GateMetric, Prometheus, Recording, Route};
 use crate::signal;
 
 pub(super) fn prometheus(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Prometheus> {
@@ -104,4 +106,19 @@ pub(super) fn promql_gates(
             }
         }
     }
+}
+
+pub(super) fn recording(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Recording> {
+    let mut t = top.table(ctx, "recording")?;
+    let file = t.required_string(ctx, "file").map(PathBuf::from);
+    let max_size = match t.size(ctx, "max_size") {
+        Some(n) if n < 1 << 16 => {
+            ctx.error(&t.key_path("max_size"), Some(&t.span), "must be at least 64KiB");
+            n
+        }
+        Some(n) => n,
+        None => 64 << 20,
+    };
+    t.finish(ctx);
+    Some(Recording { file: file?, max_size })
 }
