@@ -342,6 +342,7 @@ mod tests {
                 consecutive_failures: 0,
                 verdicts: vec![],
                 warmed: false,
+                started_ms: 0,
             },
         }
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weir_control::rollout::StateFile;
 
 /// Exit code for a bad config or bad usage (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
@@ -113,6 +114,13 @@ fn check(path: &std::path::Path) -> ExitCode {
             for (key, why) in weir_control::config::warnings(&cfg) {
                 eprintln!("warning: {key}: {why}");
             }
+            // Finished rollouts still configured (the state file tells
+            // how long ago they finished).
+            let state = saved_state(&cfg, path);
+            let now = crate::clock::now_ms();
+            for (key, why) in weir_control::rollout::lifecycle::warnings(&cfg, state.as_ref(), now) {
+                eprintln!("warning: {key}: {why}");
+            }
             if cfg.fleet.is_some() && !cfg!(feature = "fleet") {
                 // Valid, but this binary could not run it.
                 eprintln!("note: [fleet] needs a weir built with fleet mode (`--features fleet`); this one was not");
@@ -120,6 +128,20 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => invalid(path, &e),
+    }
+}
+
+/// The rollouts' saved state (`state.file`, not in fleet mode), if it can
+/// be read: `weir check` only reads it, for its warnings.
+fn saved_state(cfg: &weir_control::config::Config, path: &std::path::Path) -> Option<StateFile> {
+    let file = cfg.state.file.as_deref().filter(|_| cfg.fleet.is_none())?;
+    let bytes = std::fs::read(crate::files::config_relative(file, Some(path))).ok()?;
+    match StateFile::from_json(&bytes) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            eprintln!("warning: state.file: not a weir state file ({e}): rollouts would start afresh");
+            None
+        }
     }
 }
 

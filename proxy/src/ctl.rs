@@ -219,9 +219,22 @@ fn columns(rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// A rollout's age, to the unit that matters: `45s`, `12m`, `3h04m`, `2d05h`.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// The status table.
 fn table(routes: &[&serde_json::Value]) -> String {
-    let mut rows = vec![["ROUTE", "STATE", "STAGE", "WEIGHT", "STABLE", "CANARY", "GATES"].map(String::from).to_vec()];
+    let mut rows =
+        vec![["ROUTE", "STATE", "STAGE", "AGE", "WEIGHT", "STABLE", "CANARY", "GATES"].map(String::from).to_vec()];
+    let now = crate::clock::now_ms();
     for r in routes {
         let backend = |b: &serde_json::Value| {
             if b.is_null() {
@@ -239,6 +252,7 @@ fn table(routes: &[&serde_json::Value]) -> String {
             }
         };
         let ro = &r["rollout"];
+        let age = ro["started_ms"].as_u64().map_or("-".to_string(), |t| age(now.saturating_sub(t)));
         let (state, stage, gates) = if ro.is_null() {
             ("static".to_string(), "-".to_string(), "-".to_string())
         } else {
@@ -268,6 +282,7 @@ fn table(routes: &[&serde_json::Value]) -> String {
             r["name"].as_str().unwrap_or("?").to_string(),
             state,
             stage,
+            age,
             percent(r["weight"].as_f64().unwrap_or(0.0)),
             backend(&r["stable"]),
             backend(&r["canary"]),

@@ -108,6 +108,7 @@ pub fn main(args: &ReplayArgs, cfg: &Config) -> ExitCode {
     for r in cfg.routes.iter().filter(|r| args.route.as_ref().is_none_or(|n| *n == r.name)) {
         let Some(rec) = routes.get_mut(&r.name) else { continue };
         rec.seconds.sort_by_key(|s| s.0);
+        rec.events.sort_by_key(|e| e.at_ms);
         match replay(cfg, r, rec) {
             Some(report) => reports.push(report),
             None => eprintln!("weir replay: route {}: no rollout in {}: skipped", r.name, args.config.display()),
@@ -134,23 +135,46 @@ pub fn main(args: &ReplayArgs, cfg: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Reads a recording's lines into `routes`.
+/// Seconds after this (year 36812) are not a time a recording holds.
+const MAX_SEC: u64 = 1 << 40;
+/// More requests than this in one second are not a recording's either
+/// (and would overflow [`part`]).
+const MAX_COUNT: u64 = 1 << 50;
+
+/// Reads a recording's lines into `routes`. Lines that are not recording
+/// lines (one cut short by a crash, say) are skipped and reported on
+/// stderr; a file that cannot be read is an error.
 fn read(path: &Path, routes: &mut BTreeMap<String, Recorded>) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (mut bad, mut first_bad) = (0usize, None);
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line)
-            .map_err(|e| format!("{} line {}: not a recording line: {e}", path.display(), i + 1))?;
+        let parsed = serde_json::from_str::<Line>(&line).map_err(|e| e.to_string()).and_then(|l| match l {
+            Line::Second { sec, .. } if sec > MAX_SEC => Err(format!("second {sec} is out of range")),
+            Line::Second { ref stable, ref canary, .. }
+                if [stable, canary].into_iter().flatten().any(|s| s.counts.total() > MAX_COUNT) =>
+            {
+                Err("more requests in a second than a recording holds".into())
+            }
+            l => Ok(l),
+        });
         match parsed {
-            Line::Start { .. } => {}
-            Line::Second { route, sec, stable, canary } => {
+            Ok(Line::Start { .. }) => {}
+            Ok(Line::Second { route, sec, stable, canary }) => {
                 routes.entry(route).or_default().seconds.push((sec, stable, canary));
             }
-            Line::Event { event } => routes.entry(event.route.clone()).or_default().events.push(*event),
+            Ok(Line::Event { event }) => routes.entry(event.route.clone()).or_default().events.push(*event),
+            Err(e) => {
+                bad += 1;
+                first_bad.get_or_insert(format!("line {}: {e}", i + 1));
+            }
         }
+    }
+    if let Some(first) = first_bad {
+        eprintln!("weir replay: {}: {bad} line(s) skipped, not recording lines (first: {first})", path.display());
     }
     Ok(())
 }
@@ -164,6 +188,9 @@ fn replay(cfg: &Config, r: &Route, rec: &Recorded) -> Option<Report> {
     let first_ms = rec.seconds.first().map_or(0, |s| s.0 * 1000);
     let end_ms = rec.seconds.last().map_or(0, |s| (s.0 + 1) * 1000);
     let start_ms = rec.events.iter().find(|e| e.kind == EventKind::Started).map_or(first_ms, |e| e.at_ms);
+    // The recorded rollout: from that start to the next one, if any.
+    let next_start = rec.events.iter().find(|e| e.kind == EventKind::Started && e.at_ms > start_ms).map(|e| e.at_ms);
+    let end_ms = next_start.map_or(end_ms, |n| n.min(end_ms));
     let keep = cfg.telemetry.keep_secs();
     let (canary, stable) = (BackendStats::default(), BackendStats::default());
     let ctx = Context {
@@ -179,7 +206,10 @@ fn replay(cfg: &Config, r: &Route, rec: &Recorded) -> Option<Report> {
     let mut marks: Option<StageMarks> = None;
     let mut candidate = Vec::new();
     let (mut fed, mut added) = (0, vec![0u64; rec.seconds.len()]);
-    let (mut now, mut next_tick) = (first_ms.min(start_ms / 100 * 100), start_ms);
+    // From the history the telemetry keeps before the start (a stable
+    // baseline), no earlier.
+    let from_ms = first_ms.max(start_ms.saturating_sub(keep * 1000));
+    let (mut now, mut next_tick) = (from_ms.min(start_ms / 100 * 100), start_ms);
     while now <= end_ms {
         // Each second arrives over its second, a tenth every 100 ms (the
         // live windows see requests as they come, not a second later).
@@ -223,15 +253,20 @@ fn replay(cfg: &Config, r: &Route, rec: &Recorded) -> Option<Report> {
             follow(&mut marks, e, c, s, sec, keep);
             let bake = e.plan().stages.last().map_or(0, |s| s.bake.as_millis() as u64);
             match e.state().phase {
-                Phase::RolledBack | Phase::Aborted => break,
+                // Paused (on_failure or on_hold): only a person moves it on.
+                Phase::RolledBack | Phase::Aborted | Phase::Paused => break,
                 Phase::Promoted if e.window_ms(now) >= bake => break,
                 _ => {}
             }
         }
         now += 100;
     }
-    let recorded =
-        rec.events.iter().filter(|e| e.kind != EventKind::Evaluated).map(|e| Decision::of(e, start_ms)).collect();
+    let recorded = rec
+        .events
+        .iter()
+        .filter(|e| e.kind != EventKind::Evaluated && e.at_ms >= start_ms && next_start.is_none_or(|n| e.at_ms < n))
+        .map(|e| Decision::of(e, start_ms))
+        .collect();
     Some(Report { route: r.name.clone(), start_ms, seconds: rec.seconds.len(), recorded, candidate })
 }
 

@@ -261,13 +261,11 @@ impl Weir {
                 "shutdown grace period over: leaving the daemon thread's work (a webhook?) unfinished"
             );
         }
-        // The recording's last seconds and decisions reach the file.
+        // The recording's last seconds and decisions reach the file (the
+        // recording task wrote them as it stopped), unless the disk hangs.
         let daemon = self.daemon.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::daemon::recording::record_last(&daemon);
-            daemon.recorder.flush(Duration::from_secs(2));
-        })
-        .await;
+        let flush = tokio::task::spawn_blocking(move || daemon.recorder.flush(Duration::from_secs(2)));
+        let _ = tokio::time::timeout(Duration::from_secs(3), flush).await;
         drained
     }
 

@@ -37,6 +37,7 @@
 //!
 //! [`persisted`] is the state file's format: what a restart resumes from.
 
+pub mod lifecycle;
 pub mod persisted;
 
 use serde::{Deserialize, Serialize};
@@ -232,10 +233,19 @@ pub struct State {
     /// end). False while it lasts, and with no warm-up.
     #[serde(default, skip_serializing_if = "is_false")]
     pub warmed: bool,
+    /// When this attempt of the rollout started (stage 0; a resume from
+    /// weight 0 starts a new one), unix ms; 0 in state written before it
+    /// was kept (see [`Engine::started_ms`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub started_ms: u64,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The result of one tick.
@@ -314,6 +324,7 @@ impl Engine {
             consecutive_failures: 0,
             verdicts: vec![],
             warmed: false,
+            started_ms: now_ms,
         };
         let e = Engine::with_state(plan, ctx, state, 0);
         let warmup = match e.plan.warmup.as_secs() {
@@ -422,6 +433,17 @@ impl Engine {
     /// restart, whose data before it are gone).
     pub fn window_ms(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.window_start_ms())
+    }
+
+    /// When this attempt of the rollout started (unix ms): its first
+    /// stage's start, or (state from before this was kept) its last
+    /// transition.
+    pub fn started_ms(&self) -> u64 {
+        if self.state.started_ms > 0 {
+            self.state.started_ms
+        } else {
+            self.state.since_ms
+        }
     }
 
     /// Whether the gates judge the canary now: a progressing rollout past
@@ -743,6 +765,7 @@ impl Engine {
             self.state.stage = 0;
             self.state.warmed = false;
             self.state.verdicts.clear();
+            self.state.started_ms = now_ms;
         }
         Ok(self.transition(now_ms, Phase::Progressing, EventKind::Resumed, Actor::Manual, "resumed by hand".into()))
     }

@@ -66,10 +66,22 @@ impl Recorder {
     /// Waits (at most `timeout`) until every line queued so far is
     /// written: at shutdown, so that the last events reach the file.
     pub(crate) fn flush(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
         let (ack, done) = sync_channel(1);
-        if self.tx.send(Msg::Flush(ack)).is_ok() {
-            let _ = done.recv_timeout(timeout);
+        let mut msg = Msg::Flush(ack);
+        // A writer stuck on a hung disk with a full queue: give up at the
+        // deadline rather than hold the shutdown.
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 }
 
@@ -101,33 +113,11 @@ fn write_lines(rx: &Receiver<Msg>) {
             Msg::Line { path, max_size, text } => ToWrite { path, max_size, text },
         };
         let line = msg.text + "\n";
-        let needs_open = open.as_ref().is_none_or(|o| o.path != msg.path);
-        let full = open.as_ref().is_some_and(|o| o.size > 0 && o.size + line.len() as u64 > msg.max_size);
-        let result = (|| -> std::io::Result<()> {
-            if needs_open || full {
-                if full {
-                    open = None;
-                    std::fs::rename(&msg.path, rotated(&msg.path))?;
-                }
-                let file = OpenOptions::new().create(true).append(true).open(&msg.path)?;
-                let size = file.metadata()?.len();
-                let mut o = Open { path: msg.path.clone(), file, size };
-                let start = Line::Start { weir: env!("CARGO_PKG_VERSION").into(), at_ms: engine_ms() };
-                let text = serde_json::to_string(&start).map_err(std::io::Error::other)? + "\n";
-                o.file.write_all(text.as_bytes())?;
-                o.size += text.len() as u64;
-                open = Some(o);
-            }
-            if let Some(o) = open.as_mut() {
-                o.file.write_all(line.as_bytes())?;
-                o.size += line.len() as u64;
-            }
-            Ok(())
-        })();
-        match result {
+        match write_line(&mut open, &msg.path, msg.max_size, &line) {
             Ok(()) => failing = None,
             Err(e) => {
                 open = None;
+                // Once per failing spell: the next success says it works.
                 if failing.as_ref() != Some(&msg.path) {
                     tracing::warn!("recording {}: {e}; lines dropped until it works again", msg.path.display());
                     failing = Some(msg.path.clone());
@@ -137,9 +127,120 @@ fn write_lines(rx: &Receiver<Msg>) {
     }
 }
 
+/// Appends `line` to `path` (kept open in `open`): rotated first when it
+/// would grow past `max_size` (a rotation that fails writes nothing, so
+/// the file never grows past it), a new file starting with a `start`
+/// line. A write that fails part-way is cut back, so that the file holds
+/// whole lines only.
+fn write_line(open: &mut Option<Open>, path: &Path, max_size: u64, line: &str) -> std::io::Result<()> {
+    if open.as_ref().is_none_or(|o| o.path != path) {
+        *open = None;
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        let mut o = Open { path: path.to_path_buf(), file, size };
+        if size > 0 && !ends_with_newline(path)? {
+            // A line cut short (a crash, a full disk): end it, unread.
+            o.file.write_all(b"\n")?;
+            o.size += 1;
+        }
+        *open = Some(o);
+    }
+    let Some(o) = open.as_mut() else { return Ok(()) };
+    if o.size > 0 && o.size + line.len() as u64 > max_size {
+        *open = None;
+        std::fs::rename(path, rotated(path))?;
+        return write_line(open, path, max_size, line);
+    }
+    if o.size == 0 {
+        let start = Line::Start { weir: env!("CARGO_PKG_VERSION").into(), at_ms: engine_ms() };
+        let text = serde_json::to_string(&start).map_err(std::io::Error::other)? + "\n";
+        append(o, &text)?;
+    }
+    append(o, line)
+}
+
+/// Appends `text`, or leaves the file as it was.
+fn append(o: &mut Open, text: &str) -> std::io::Result<()> {
+    match o.file.write_all(text.as_bytes()) {
+        Ok(()) => {
+            o.size += text.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = o.file.set_len(o.size);
+            Err(e)
+        }
+    }
+}
+
+/// Whether the file at `path` ends with a newline.
+fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::End(-1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b)?;
+    Ok(b[0] == b'\n')
+}
+
 /// `FILE.1`.
 fn rotated(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".1");
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let d = std::env::temp_dir().join(format!("weir-recorder-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn lines(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn files_rotate_at_their_size_and_keep_whole_lines() {
+        let d = dir("rotate");
+        let path = d.join("rec.jsonl");
+        let mut open = None;
+        let line = format!("{{\"kind\":\"start\",\"weir\":\"{}\",\"at_ms\":1}}\n", "x".repeat(20));
+        for _ in 0..20 {
+            write_line(&mut open, &path, 400, &line).unwrap();
+        }
+        for p in [path.clone(), rotated(&path)] {
+            let size = std::fs::metadata(&p).unwrap().len();
+            assert!(size <= 400, "{}: {size}", p.display());
+            let l = lines(&p);
+            assert!(l[0].contains("\"kind\":\"start\"") && l.len() > 2, "{l:?}");
+        }
+        // A line cut short by a crash is ended before the next one.
+        drop(open.take());
+        std::fs::write(&path, "{\"kind\":\"sec").unwrap();
+        write_line(&mut open, &path, 1 << 20, &line).unwrap();
+        let l = lines(&path);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(serde_json::from_str::<Line>(&l[1]).is_ok(), "{l:?}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_rotation_that_fails_writes_nothing() {
+        let d = dir("stuck");
+        let path = d.join("rec.jsonl");
+        // FILE.1 is a directory with something in it: the rename fails.
+        std::fs::create_dir_all(rotated(&path).join("x")).unwrap();
+        let mut open = None;
+        let line = "{\"kind\":\"start\",\"weir\":\"y\",\"at_ms\":1}\n";
+        let results: Vec<bool> = (0..30).map(|_| write_line(&mut open, &path, 300, line).is_ok()).collect();
+        assert!(results.iter().any(|ok| !ok), "some writes fail");
+        assert!(std::fs::metadata(&path).unwrap().len() <= 300, "the file stayed within max_size");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -38,14 +38,17 @@ pub(crate) async fn run(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) {
             continue;
         };
         busy = true;
-        // Up to the second just over: nothing folds into it any more.
-        record_seconds(&daemon, cfg, daemon.dp.telemetry.now_sec().saturating_sub(1));
+        // Up to the second before the one just over: a window read that
+        // began in it may still be folding into it.
+        record_seconds(&daemon, cfg, daemon.dp.telemetry.now_sec().saturating_sub(2));
     }
+    // Shutting down: the seconds not written yet, the current one (cut
+    // short) included. Here, so that no other writer races this one.
+    record_last(&daemon);
 }
 
-/// At shutdown: the seconds not written yet, the current one (cut short)
-/// included.
-pub(crate) fn record_last(daemon: &Daemon) {
+/// The seconds not written yet, the current one (cut short) included.
+fn record_last(daemon: &Daemon) {
     let snap = daemon.dp.load_full();
     if let Some(cfg) = &snap.config.recording {
         daemon.dp.telemetry.rotate_all();

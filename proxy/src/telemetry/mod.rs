@@ -296,6 +296,8 @@ impl Telemetry {
     pub(crate) fn rollout_tick(&self, route: &str, engine: &Engine, evaluated: bool) {
         let st = engine.state();
         self.gauge(names::ROLLOUT_STAGE, &[(label::ROUTE, route)]).set(st.stage as f64);
+        let age_ms = crate::clock::engine_ms().saturating_sub(engine.started_ms());
+        self.gauge(names::ROLLOUT_AGE, &[(label::ROUTE, route)]).set(age_ms as f64 / 1000.0);
         for phase in Phase::ALL {
             let on = if phase == st.phase { 1.0 } else { 0.0 };
             self.gauge(names::ROLLOUT_STATE, &[(label::ROUTE, route), (label::STATE, phase.as_str())]).set(on);
@@ -428,6 +430,13 @@ fn describe(r: &PrometheusRecorder) {
         names::GATE_P_VALUE.into(),
         None,
         SharedString::const_str("Latest always-valid p-value of a statistical gate (it fails at or below its alpha)."),
+    );
+    r.describe_gauge(
+        names::ROLLOUT_AGE.into(),
+        None,
+        SharedString::const_str(
+            "Seconds since the rollout (this attempt) started: finished ones left in the config age.",
+        ),
     );
     r.describe_gauge(
         names::GATE_DRY_RUN.into(),

@@ -46,6 +46,9 @@ pub(crate) const GATE_VALUE: &str = "weir_gate_value";
 pub(crate) const GATE_THRESHOLD: &str = "weir_gate_threshold";
 /// Latest always-valid p-value of a statistical gate (gauge).
 pub(crate) const GATE_P_VALUE: &str = "weir_gate_p_value";
+/// Seconds since the rollout (this attempt) started (gauge): an alert
+/// finds the forgotten ones.
+pub(crate) const ROLLOUT_AGE: &str = "weir_rollout_age_seconds";
 /// 1 for a dry-run gate (reported, never acting), 0 for the others (gauge).
 pub(crate) const GATE_DRY_RUN: &str = "weir_gate_dry_run";
 

@@ -140,11 +140,15 @@ async fn weir_ctl_drives_a_running_weir() {
     assert_eq!(code, 0);
     let header = out.lines().next().unwrap();
     assert!(header.starts_with("ROUTE") && header.contains("STATE") && header.contains("WEIGHT"), "{out}");
+    assert!(header.contains(" AGE "), "{out}");
     let web = out.lines().find(|l| l.starts_with("web ")).unwrap();
     assert!(
         web.contains("progressing") && web.contains("1/3") && web.contains("10%") && web.contains("canary v2"),
         "{out}"
     );
+    // The rollout's age: seconds old.
+    let cols: Vec<&str> = web.split_whitespace().collect();
+    assert!(cols[3].ends_with('s') && cols[3].trim_end_matches('s').parse::<u64>().is_ok(), "{out}");
     assert!(out.lines().any(|l| l.starts_with("plain ") && l.contains("static")), "{out}");
 
     // No token → 4; unknown route → 3; missing ROUTE → 2.
@@ -261,6 +265,10 @@ async fn release_metadata_is_in_the_audit_the_api_the_status_and_the_metrics() {
     assert!(backends.contains("https://git.example/shop/releases/v2"), "{backends}");
 
     let m = parse_prometheus(&get(&c, &format!("http://{admin}/metrics"), &[]).await.1);
+    assert!(m
+        .keys()
+        .any(|(name, labels)| name == "weir_rollout_age_seconds"
+            && labels.iter().any(|(k, v)| k == "route" && v == "web")));
     let labels = [("route", "web"), ("canary_version", "v2"), ("canary_commit", "0123456789abcdef0123")];
     assert_eq!(sample_sum(&m, "weir_build_info", &labels), 1.0);
 
