@@ -170,6 +170,7 @@ pub(crate) async fn build(
         let old = old.map(|o| &**o);
         let mut backend =
             Backend::new(name, &addrs, faults.slot(name), b.outlier.clone(), old).map_err(BuildError::Other)?;
+        backend.version = b.version.as_deref().map(Arc::from);
         if let Some(hc) = &b.health {
             let host = b.tls.as_ref().and_then(|t| t.server_name.clone());
             let host = host.or_else(|| b.addrs.first().map(ToString::to_string)).unwrap_or_default();

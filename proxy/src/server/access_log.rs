@@ -65,6 +65,7 @@ impl AccessLog {
             "status": status.as_u16(),
             "route": o.route,
             "backend": o.backend,
+            "version": o.version,
             "side": o.side.map(|s| s.as_str()),
             "upstream": o.upstream.map(|a| a.to_string()),
             "error": error,

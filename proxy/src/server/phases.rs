@@ -107,6 +107,7 @@ pub(super) fn route<'s>(
         outcome.pending = outcome.stats.map(|s| s.begin(crate::clock::coarse_ms() / 1000));
     }
     outcome.backend = Some(&backend.name);
+    outcome.version = backend.version.as_deref();
     Ok((Target { route, side, backend, synthetic: synthetic.is_some() }, host))
 }
 

@@ -66,6 +66,7 @@ pub(crate) async fn respond(
     let mut outcome = Outcome {
         route: None,
         backend: None,
+        version: None,
         side: None,
         upstream: None,
         stats: None,

@@ -257,6 +257,8 @@ impl Drop for RequestGuard {
 pub(crate) struct Outcome<'a> {
     pub(crate) route: Option<&'a str>,
     pub(crate) backend: Option<&'a str>,
+    /// The backend's release label: access-log lines join on it.
+    pub(crate) version: Option<&'a str>,
     pub(crate) side: Option<Side>,
     pub(crate) upstream: Option<std::net::SocketAddr>,
     pub(crate) stats: Option<&'a Arc<BackendStats>>,

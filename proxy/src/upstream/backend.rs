@@ -26,6 +26,8 @@ use crate::random::next_random;
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub(crate) name: Arc<str>,
+    /// The release label (`version`), for access-log lines.
+    pub(crate) version: Option<Arc<str>>,
     /// Fault injection slot (shared with the admin API, survives reloads).
     pub(crate) fault: Arc<fault::Slot>,
     endpoints: Box<[Arc<Endpoint>]>,
@@ -67,6 +69,7 @@ impl Backend {
         let out = endpoints.iter().filter(|e| e.is_down() || e.is_ejected()).count() as u32;
         Ok(Backend {
             name: name.into(),
+            version: None,
             fault,
             endpoints: endpoints.into_boxed_slice(),
             out_of_service: AtomicU32::new(out),

@@ -197,7 +197,8 @@ async fn wait_judged(w: &InProcess, note: &str) -> weir_control::gate::GateResul
     }
 }
 
-/// An empty result and a Prometheus that does not answer are inconclusive: the
+/// An empty result, a Prometheus that does not answer and one that refuses
+/// connections are inconclusive: the
 /// stage holds, its other gate passing and its bake over, and never
 /// promotes on the missing signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,11 +218,18 @@ async fn a_promql_gate_without_a_reading_holds_the_stage() {
     );
     let unreachable =
         InProcess::start(&config_text(stable.addr, canary.addr, &rollout(&format!("{CHECKOUT} }}")), &down)).await;
+    // And one that refuses connections (nothing listens on port 1).
+    let refused = "[prometheus]\nurl = \"http://127.0.0.1:1\"\ninterval = \"500ms\"\ntimeout = \"1s\"\n";
+    let refusing =
+        InProcess::start(&config_text(stable.addr, canary.addr, &rollout(&format!("{CHECKOUT} }}")), refused)).await;
     let loads = [
         Load::start(empty.url("/"), 2, Duration::from_millis(5)),
         Load::start(unreachable.url("/"), 2, Duration::from_millis(5)),
+        Load::start(refusing.url("/"), 2, Duration::from_millis(5)),
     ];
-    for (w, note) in [(&empty, "empty result"), (&unreachable, "no answer within 1s")] {
+    for (w, note) in
+        [(&empty, "empty result"), (&unreachable, "no answer within 1s"), (&refusing, "http://127.0.0.1:1: ")]
+    {
         let v = wait_judged(w, note).await;
         assert_eq!(v.verdict, Verdict::Inconclusive, "{v:?}");
         let st = w.weir.rollout("web").unwrap();

@@ -199,6 +199,8 @@ async fn access_log_writes_one_json_line_per_request() {
     assert_eq!(lines[0]["status"], 200);
     assert_eq!(lines[0]["route"], "web");
     assert_eq!(lines[0]["backend"], "stable");
+    // Joins with the audit trail and metrics on the release label.
+    assert_eq!(lines[0]["version"], "v1");
     assert_eq!(lines[0]["side"], "stable");
     assert_eq!(lines[1]["status"], 502);
     assert_eq!(lines[1]["side"], "canary");
