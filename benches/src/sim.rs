@@ -365,6 +365,42 @@ impl Controller for Kayenta {
     }
 }
 
+/// A lower bound on detection, not a controller anyone could run: a
+/// sequential probability ratio test *told* the truth (the baseline error
+/// rate, 1 %, and the regression, 5x), on the canary's requests alone,
+/// every 250 ms, rolling back once the evidence reaches 1/α with α = 0.5 %
+/// (weir's error test's budget). No valid test that does not know the
+/// effect and the base rate beforehand can be faster on average.
+pub struct Oracle {
+    weight: Weight,
+    next_ms: u64,
+}
+
+impl Oracle {
+    /// The oracle at `weight` (one stage) from `now_ms`.
+    pub fn new(weight: Weight, now_ms: u64) -> Oracle {
+        Oracle { weight, next_ms: now_ms }
+    }
+}
+
+impl Controller for Oracle {
+    fn weight(&self) -> Weight {
+        self.weight
+    }
+
+    fn step(&mut self, now_ms: u64, canary: &BackendStats, _stable: &BackendStats) -> Option<End> {
+        if now_ms < self.next_ms {
+            return None;
+        }
+        self.next_ms = now_ms + 250;
+        let w = canary.window(now_ms / 1000, KEEP_SECS, KEEP_SECS);
+        let (x, n) = (w.counts.failures() as f64, w.counts.total() as f64);
+        let (p0, p1) = (BASELINE.error_rate, 5.0 * BASELINE.error_rate);
+        let llr = x * (p1 / p0).ln() + (n - x) * ((1.0 - p1) / (1.0 - p0)).ln();
+        (llr >= (1.0f64 / 0.005).ln()).then_some(End::RolledBack)
+    }
+}
+
 /// Mann-Whitney on 0/1 failure indicators (a two-proportion z-test).
 fn errors_higher(c: &Window, s: &Window) -> bool {
     let (nc, ns) = (c.counts.total() as f64, s.counts.total() as f64);
@@ -521,6 +557,8 @@ pub enum Who {
     Argo,
     /// Kayenta-style fixed-horizon judgement.
     Kayenta,
+    /// The detection bound ([`Oracle`]): the 5x-error rows only.
+    Oracle,
 }
 
 impl Who {
@@ -531,6 +569,7 @@ impl Who {
             Who::Flagger => "Flagger",
             Who::Argo => "Argo Rollouts",
             Who::Kayenta => "Kayenta-style",
+            Who::Oracle => "oracle SPRT",
         }
     }
 
@@ -542,6 +581,7 @@ impl Who {
             Who::Flagger => Box::new(Checks::flagger(&weights, now_ms)),
             Who::Argo => Box::new(Checks::argo(&weights, now_ms)),
             Who::Kayenta => Box::new(Kayenta::new(&weights, bake, now_ms)),
+            Who::Oracle => Box::new(Oracle::new(weights.first().copied().unwrap_or(Weight::FULL), now_ms)),
         }
     }
 }
