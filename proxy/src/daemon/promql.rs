@@ -239,7 +239,11 @@ fn encode(s: &str) -> String {
 fn build_client(prom: &Prometheus, base: Option<&Path>) -> Result<PromClient, String> {
     let tls = if prom.url.starts_with("https://") {
         let cfg = UpstreamTls { ca: prom.ca.clone(), server_name: None, client: None };
-        crate::tls::client_config(&cfg, false, base, "prometheus")?
+        let mut tls = crate::tls::client_config(&cfg, false, base, "prometheus")?;
+        // The connector offers its own (HTTP/1.1); it refuses a config
+        // that already has some.
+        tls.alpn_protocols.clear();
+        tls
     } else {
         // Never used for http://, but the connector type wants one.
         rustls::ClientConfig::builder_with_provider(crate::tls::provider())

@@ -60,6 +60,11 @@ struct Prometheus {
 
 impl Prometheus {
     async fn start(target: SocketAddr) -> Prometheus {
+        Prometheus::start_with(target, None).await
+    }
+
+    /// With `tls`: its API over TLS with this certificate and key.
+    async fn start_with(target: SocketAddr, tls: Option<(&std::path::Path, &std::path::Path)>) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
         let yml = format!(
@@ -67,7 +72,14 @@ impl Prometheus {
         );
         std::fs::write(&cfg, yml).unwrap();
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new("prometheus")
+        let mut cmd = std::process::Command::new("prometheus");
+        if let Some((cert, key)) = tls {
+            let web = dir.path().join("web.yml");
+            let yml = format!("tls_server_config:\n  cert_file: {}\n  key_file: {}\n", cert.display(), key.display());
+            std::fs::write(&web, yml).unwrap();
+            cmd.arg(format!("--web.config.file={}", web.display()));
+        }
+        let child = cmd
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -239,4 +251,33 @@ async fn a_promql_gate_without_a_reading_holds_the_stage() {
     for l in loads {
         l.stop().await;
     }
+}
+
+/// An `https://` Prometheus, verified against the CA of `prometheus.ca`,
+/// with a bearer token sent (Prometheus ignores it; the file must be read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promql_gate_reads_prometheus_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = crate::tls::Ca::new("prometheus test CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], false).write(certs.path(), "prometheus");
+    let ca_file = ca.write(certs.path(), "ca");
+    let token = certs.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let prom = Prometheus::start_with(exporter(SHOP).await, Some((&cert, &key))).await;
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let section = format!(
+        "[prometheus]\nurl = \"https://127.0.0.1:{}\"\ninterval = \"500ms\"\ntimeout = \"2s\"\nca = \"{}\"\nbearer_token_file = \"{}\"\n",
+        prom.port,
+        ca_file.display(),
+        token.display()
+    );
+    let w =
+        InProcess::start(&config_text(stable.addr, canary.addr, &rollout(&format!("{CHECKOUT} }}")), &section)).await;
+    let mut rx = w.weir.subscribe();
+    let load = Load::start(w.url("/"), 2, Duration::from_millis(5));
+    let rb = wait_event(&mut rx, Duration::from_secs(60), |e| e.kind == EventKind::RolledBack).await;
+    let v = rb.verdicts.iter().find(|v| v.gate == "checkout").unwrap();
+    assert_eq!((v.verdict, v.value), (Verdict::Fail, Some(0.3)), "{v:?}");
+    load.stop().await;
 }
