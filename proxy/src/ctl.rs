@@ -234,7 +234,6 @@ fn age(ms: u64) -> String {
 fn table(routes: &[&serde_json::Value]) -> String {
     let mut rows =
         vec![["ROUTE", "STATE", "STAGE", "AGE", "WEIGHT", "STABLE", "CANARY", "GATES"].map(String::from).to_vec()];
-    let now = crate::clock::now_ms();
     for r in routes {
         let backend = |b: &serde_json::Value| {
             if b.is_null() {
@@ -252,7 +251,7 @@ fn table(routes: &[&serde_json::Value]) -> String {
             }
         };
         let ro = &r["rollout"];
-        let age = ro["started_ms"].as_u64().map_or("-".to_string(), |t| age(now.saturating_sub(t)));
+        let age = ro["age_ms"].as_u64().map_or("-".to_string(), age);
         let (state, stage, gates) = if ro.is_null() {
             ("static".to_string(), "-".to_string(), "-".to_string())
         } else {

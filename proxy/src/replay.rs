@@ -141,6 +141,15 @@ const MAX_SEC: u64 = 1 << 40;
 /// (and would overflow [`part`]).
 const MAX_COUNT: u64 = 1 << 50;
 
+/// Whether any count of `s` is beyond what a second holds (each checked
+/// alone: their sum could wrap).
+fn too_many(s: &SideSecond) -> bool {
+    let c = &s.counts;
+    c.by_class.iter().chain(&c.by_error).chain([&c.failed]).any(|&n| n > MAX_COUNT)
+        || c.by_class.iter().try_fold(0u64, |a, &n| a.checked_add(n)).is_none_or(|t| t > MAX_COUNT)
+        || s.buckets.iter().any(|&(i, _)| usize::from(i) >= weir_control::sample::bucket::COUNT)
+}
+
 /// Reads a recording's lines into `routes`. Lines that are not recording
 /// lines (one cut short by a crash, say) are skipped and reported on
 /// stderr; a file that cannot be read is an error.
@@ -154,9 +163,7 @@ fn read(path: &Path, routes: &mut BTreeMap<String, Recorded>) -> Result<(), Stri
         }
         let parsed = serde_json::from_str::<Line>(&line).map_err(|e| e.to_string()).and_then(|l| match l {
             Line::Second { sec, .. } if sec > MAX_SEC => Err(format!("second {sec} is out of range")),
-            Line::Second { ref stable, ref canary, .. }
-                if [stable, canary].into_iter().flatten().any(|s| s.counts.total() > MAX_COUNT) =>
-            {
+            Line::Second { ref stable, ref canary, .. } if [stable, canary].into_iter().flatten().any(too_many) => {
                 Err("more requests in a second than a recording holds".into())
             }
             l => Ok(l),

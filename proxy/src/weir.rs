@@ -261,10 +261,13 @@ impl Weir {
                 "shutdown grace period over: leaving the daemon thread's work (a webhook?) unfinished"
             );
         }
-        // The recording's last seconds and decisions reach the file (the
-        // recording task wrote them as it stopped), unless the disk hangs.
+        // The recording's last seconds (the drain's included) and decisions
+        // reach the file, unless the disk hangs.
         let daemon = self.daemon.clone();
-        let flush = tokio::task::spawn_blocking(move || daemon.recorder.flush(Duration::from_secs(2)));
+        let flush = tokio::task::spawn_blocking(move || {
+            crate::daemon::recording::record_last(&daemon);
+            daemon.recorder.flush(Duration::from_secs(2));
+        });
         let _ = tokio::time::timeout(Duration::from_secs(3), flush).await;
         drained
     }

@@ -32,7 +32,7 @@ fn main() {
         let oracle = plan.stages.len() == 1 && scenario.name.starts_with("5x errors");
         let whos = [Who::Weir, Who::Flagger, Who::Argo, Who::Kayenta, Who::Oracle];
         for who in whos.into_iter().filter(|w| *w != Who::Oracle || oracle) {
-            let n = if who == Who::Weir { runs } else { anchor_runs };
+            let n = if matches!(who, Who::Weir | Who::Oracle) { runs } else { anchor_runs };
             let s = many(who, &plan, &scenario, n, 1, max);
             print_row(scenario.name, who.name(), &s);
         }

@@ -62,16 +62,13 @@ pub fn warnings(cfg: &Config, state: Option<&StateFile>, now_ms: u64) -> Vec<(St
             )),
             _ => {}
         }
-        if st.phase == Phase::Promoted {
-            for (key, set) in [("force", r.force.is_some()), ("cohort", r.cohort.is_some())] {
-                if set {
-                    out.push((
-                        format!("routes[{i}].{key}"),
-                        "routes nothing any more: the rollout is promoted and every request goes to the canary"
-                            .to_string(),
-                    ));
-                }
-            }
+        if st.phase == Phase::Promoted && r.force.is_some() {
+            out.push((
+                format!("routes[{i}].force"),
+                "the rollout is promoted: the rule's \"always\" changes nothing any more, and its \"never\" keeps \
+                 opted-out users on the old release"
+                    .to_string(),
+            ));
         }
     }
     out

@@ -240,8 +240,8 @@ fn build_client(prom: &Prometheus, base: Option<&Path>) -> Result<PromClient, St
     let tls = if prom.url.starts_with("https://") {
         let cfg = UpstreamTls { ca: prom.ca.clone(), server_name: None, client: None };
         let mut tls = crate::tls::client_config(&cfg, false, base, "prometheus")?;
-        // The connector offers its own (HTTP/1.1); it refuses a config
-        // that already has some.
+        // HTTP/1.1 without ALPN: the connector refuses (panics on) a config
+        // that already offers protocols.
         tls.alpn_protocols.clear();
         tls
     } else {

@@ -31,8 +31,11 @@ enum Msg {
 pub(crate) struct Recorder {
     tx: SyncSender<Msg>,
     dropped: AtomicU64,
-    /// The last second written (0: none yet), for `recording.rs`.
+    /// The last second written (0: none yet), for `recording.rs`, which
+    /// takes `writing` while it writes seconds (the per-second task and the
+    /// shutdown's last write never interleave).
     pub(super) written: AtomicU64,
+    pub(super) writing: std::sync::Mutex<()>,
 }
 
 impl Recorder {
@@ -44,7 +47,7 @@ impl Recorder {
         if let Err(e) = spawned {
             tracing::warn!("recording: cannot start its writer thread: {e}; nothing will be recorded");
         }
-        Recorder { tx, dropped, written: AtomicU64::new(0) }
+        Recorder { tx, dropped, written: AtomicU64::new(0), writing: std::sync::Mutex::new(()) }
     }
 
     /// Queues `line` for the recording `cfg` names (its file resolved
@@ -133,24 +136,32 @@ fn write_lines(rx: &Receiver<Msg>) {
 /// line. A write that fails part-way is cut back, so that the file holds
 /// whole lines only.
 fn write_line(open: &mut Option<Open>, path: &Path, max_size: u64, line: &str) -> std::io::Result<()> {
-    if open.as_ref().is_none_or(|o| o.path != path) {
-        *open = None;
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata()?.len();
-        let mut o = Open { path: path.to_path_buf(), file, size };
-        if size > 0 && !ends_with_newline(path)? {
-            // A line cut short (a crash, a full disk): end it, unread.
-            o.file.write_all(b"\n")?;
-            o.size += 1;
+    let mut rotated_once = false;
+    loop {
+        if open.as_ref().is_none_or(|o| o.path != path) {
+            *open = None;
+            let mut file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+            let size = file.metadata()?.len();
+            if size > 0 && !ends_with_newline(&mut file)? {
+                // A line cut short (a crash, a full disk): end it, unread.
+                file.write_all(b"\n")?;
+            }
+            *open = Some(Open { path: path.to_path_buf(), size: file.metadata()?.len(), file });
         }
-        *open = Some(o);
+        let Some(o) = open.as_mut() else { return Ok(()) };
+        // The file as it is (truncated or appended to underneath, say).
+        o.size = o.file.metadata()?.len();
+        if o.size > 0 && o.size + line.len() as u64 > max_size && !rotated_once {
+            *open = None;
+            std::fs::rename(path, rotated(path))?;
+            // Once: a rename that changes nothing (FILE and FILE.1 one
+            // file) must not loop.
+            rotated_once = true;
+            continue;
+        }
+        break;
     }
     let Some(o) = open.as_mut() else { return Ok(()) };
-    if o.size > 0 && o.size + line.len() as u64 > max_size {
-        *open = None;
-        std::fs::rename(path, rotated(path))?;
-        return write_line(open, path, max_size, line);
-    }
     if o.size == 0 {
         let start = Line::Start { weir: env!("CARGO_PKG_VERSION").into(), at_ms: engine_ms() };
         let text = serde_json::to_string(&start).map_err(std::io::Error::other)? + "\n";
@@ -173,10 +184,9 @@ fn append(o: &mut Open, text: &str) -> std::io::Result<()> {
     }
 }
 
-/// Whether the file at `path` ends with a newline.
-fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
+/// Whether `f` (not empty) ends with a newline.
+fn ends_with_newline(f: &mut File) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = File::open(path)?;
     f.seek(SeekFrom::End(-1))?;
     let mut b = [0u8; 1];
     f.read_exact(&mut b)?;

@@ -42,13 +42,11 @@ pub(crate) async fn run(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) {
         // began in it may still be folding into it.
         record_seconds(&daemon, cfg, daemon.dp.telemetry.now_sec().saturating_sub(2));
     }
-    // Shutting down: the seconds not written yet, the current one (cut
-    // short) included. Here, so that no other writer races this one.
-    record_last(&daemon);
 }
 
-/// The seconds not written yet, the current one (cut short) included.
-fn record_last(daemon: &Daemon) {
+/// At shutdown, once the requests in flight have drained: the seconds not
+/// written yet, the current one (cut short) included.
+pub(crate) fn record_last(daemon: &Daemon) {
     let snap = daemon.dp.load_full();
     if let Some(cfg) = &snap.config.recording {
         daemon.dp.telemetry.rotate_all();
@@ -59,6 +57,7 @@ fn record_last(daemon: &Daemon) {
 /// Writes every route's seconds after the last one written, up to `upto`
 /// (at most the history the slots keep).
 fn record_seconds(daemon: &Daemon, cfg: &Recording, upto: u64) {
+    let _one_writer = daemon.recorder.writing.lock().unwrap_or_else(|p| p.into_inner());
     let snap = daemon.dp.load_full();
     let keep = snap.config.telemetry.keep_secs();
     let last = daemon.recorder.written.load(Ordering::Relaxed);

@@ -56,6 +56,7 @@ pub(super) fn routes(daemon: &Daemon, window: Option<String>) -> serde_json::Val
                     "stages": e.plan().stages.iter().map(|s| s.weight.percent()).collect::<Vec<_>>(),
                     "since_ms": st.since_ms,
                     "started_ms": e.started_ms(),
+                    "age_ms": crate::clock::engine_ms().saturating_sub(e.started_ms()),
                     "warming_until_ms": e.warming_until(),
                     "consecutive_failures": st.consecutive_failures,
                     "failure_threshold": e.plan().failure_threshold,
