@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use weir_control::config::Rollout;
 use weir_control::gate::mann_whitney;
-use weir_control::rollout::{Context, Engine, Observed, Phase};
-use weir_control::sample::{CodeClass, Probes, Window};
+use weir_control::rollout::{Context, Engine, Phase};
+use weir_control::sample::{CodeClass, Window};
 use weir_control::split::Weight;
-use weir_proxy::telemetry::{follow, tick_windows, BackendStats, StageMarks};
+use weir_proxy::telemetry::{tick_recorded, BackendStats, StageMarks};
 
 /// How one side behaves.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -204,16 +204,7 @@ impl Controller for Weir {
             return None;
         }
         self.next_ms = now_ms + self.engine.plan().interval.as_millis() as u64;
-        let (c, s, sec) = (Some(canary), Some(stable), now_ms / 1000);
-        let w = tick_windows(&mut self.marks, &self.engine, c, s, sec, KEEP_SECS);
-        let seen = Observed {
-            canary: &w.canary,
-            stable: &w.stable,
-            stable_history: &w.stable_history,
-            probes: Probes::default(),
-            signals: &[],
-        };
-        let tick = self.engine.tick_with(now_ms, &seen);
+        let tick = tick_recorded(&mut self.engine, &mut self.marks, canary, stable, now_ms, KEEP_SECS);
         if self.trace {
             for ev in
                 tick.events.iter().filter(|ev| ev.kind != weir_control::rollout::EventKind::Evaluated || self.trace_all)
@@ -230,7 +221,6 @@ impl Controller for Weir {
                 );
             }
         }
-        follow(&mut self.marks, &self.engine, c, s, sec, KEEP_SECS);
         match self.engine.state().phase {
             Phase::RolledBack | Phase::Aborted => Some(End::RolledBack),
             // The post-promotion bake still watches: done once it is over.

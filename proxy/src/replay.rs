@@ -24,10 +24,9 @@ use std::process::ExitCode;
 use weir_control::config::{Config, Route};
 use weir_control::gate::GateResult;
 use weir_control::recording::{Line, SideSecond};
-use weir_control::rollout::{Context, Engine, Event, EventKind, Observed, Phase};
-use weir_control::sample::Probes;
+use weir_control::rollout::{Context, Engine, Event, EventKind, Phase};
 
-use crate::telemetry::{follow, tick_windows, BackendStats, StageMarks};
+use crate::telemetry::{tick_recorded, BackendStats, StageMarks};
 
 /// Exit code for an unreadable recording (sysexits' EX_DATAERR).
 pub const EXIT_DATA: u8 = 65;
@@ -244,20 +243,10 @@ fn replay(cfg: &Config, r: &Route, rec: &Recorded) -> Option<Report> {
                 e
             });
             next_tick = now + e.plan().interval.as_millis() as u64;
-            let (c, s, sec) = (Some(&canary), Some(&stable), now / 1000);
-            let w = tick_windows(&mut marks, e, c, s, sec, keep);
-            let seen = Observed {
-                canary: &w.canary,
-                stable: &w.stable,
-                stable_history: &w.stable_history,
-                probes: Probes::default(),
-                signals: &[],
-            };
-            let tick = e.tick_with(now, &seen);
+            let tick = tick_recorded(e, &mut marks, &canary, &stable, now, keep);
             candidate.extend(
                 tick.events.iter().filter(|ev| ev.kind != EventKind::Evaluated).map(|ev| Decision::of(ev, start_ms)),
             );
-            follow(&mut marks, e, c, s, sec, keep);
             let bake = e.plan().stages.last().map_or(0, |s| s.bake.as_millis() as u64);
             match e.state().phase {
                 // Paused (on_failure or on_hold): only a person moves it on.

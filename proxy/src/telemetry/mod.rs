@@ -24,7 +24,7 @@ use weir_control::sample::{CodeClass, UpstreamErrorKind};
 pub(crate) use recorder::Handles;
 pub(crate) use recorder::Pending;
 pub use recorder::{BackendStats, Recorded};
-pub use stage::{follow, tick_windows, StageMarks, TickWindows};
+pub use stage::{follow, tick_recorded, tick_windows, StageMarks, TickWindows};
 
 use names::label;
 

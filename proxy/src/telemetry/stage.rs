@@ -9,8 +9,8 @@
 //! (`benches/src/sim.rs`) both read them here, so the simulation exercises
 //! the production cut.
 
-use weir_control::rollout::Engine;
-use weir_control::sample::Window;
+use weir_control::rollout::{Engine, Observed, Tick};
+use weir_control::sample::{Probes, Window};
 
 use super::BackendStats;
 
@@ -83,4 +83,30 @@ pub fn tick_windows(
 fn hung_after_secs(stable: &Window) -> u64 {
     let p99 = stable.latency.quantile(0.99).map_or(0.0, |d| d.as_secs_f64());
     ((10.0 * p99).ceil() as u64).clamp(1, 60)
+}
+
+/// One tick of `engine` on what `canary` and `stable` recorded, and
+/// nothing else (no probes, no outside signals), cutting the slots after a
+/// transition: a tick of the gate simulation and of `weir replay`, on the
+/// production windows.
+pub fn tick_recorded(
+    engine: &mut Engine,
+    marks: &mut Option<StageMarks>,
+    canary: &BackendStats,
+    stable: &BackendStats,
+    now_ms: u64,
+    keep_secs: u64,
+) -> Tick {
+    let (c, s, sec) = (Some(canary), Some(stable), now_ms / 1000);
+    let w = tick_windows(marks, engine, c, s, sec, keep_secs);
+    let seen = Observed {
+        canary: &w.canary,
+        stable: &w.stable,
+        stable_history: &w.stable_history,
+        probes: Probes::default(),
+        signals: &[],
+    };
+    let tick = engine.tick_with(now_ms, &seen);
+    follow(marks, engine, c, s, sec, keep_secs);
+    tick
 }

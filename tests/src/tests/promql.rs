@@ -5,24 +5,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use weir_control::gate::Verdict;
 use weir_control::rollout::{EventKind, Phase};
 
 use crate::*;
-
-/// `url`'s body, if it answered 200.
-async fn try_get(url: &str) -> Option<String> {
-    let resp = client().request(http::Request::get(url).body(Full::new(Bytes::new())).ok()?).await.ok()?;
-    if resp.status() != 200 {
-        return None;
-    }
-    let body = resp.into_body().collect().await.ok()?.to_bytes();
-    Some(String::from_utf8_lossy(&body).into_owned())
-}
 
 /// A metrics endpoint answering every request with `text`.
 async fn exporter(text: &'static str) -> SocketAddr {
@@ -49,74 +37,6 @@ async fn exporter(text: &'static str) -> SocketAddr {
         }
     });
     addr
-}
-
-/// A Prometheus scraping `target` every second; stopped when dropped.
-struct Prometheus {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start(target: SocketAddr) -> Prometheus {
-        Prometheus::start_with(target, None).await
-    }
-
-    /// With `tls`: its API over TLS with this certificate and key.
-    async fn start_with(target: SocketAddr, tls: Option<(&std::path::Path, &std::path::Path)>) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("prometheus.yml");
-        let yml = format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: shop\n    static_configs:\n      - targets: ['{target}']\n"
-        );
-        std::fs::write(&cfg, yml).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-        let mut cmd = std::process::Command::new("prometheus");
-        if let Some((cert, key)) = tls {
-            let web = dir.path().join("web.yml");
-            let yml = format!("tls_server_config:\n  cert_file: {}\n  key_file: {}\n", cert.display(), key.display());
-            std::fs::write(&web, yml).unwrap();
-            cmd.arg(format!("--web.config.file={}", web.display()));
-        }
-        let child = cmd
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package) is needed: .ci/run installs it");
-        Prometheus { port, child, _dir: dir }
-    }
-
-    /// Waits until Prometheus answers `query` with a series (its first
-    /// scrape done).
-    async fn wait_for(&self, query: &str) {
-        let url = format!("http://127.0.0.1:{}/api/v1/query?query={query}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let answer = tokio::time::timeout(Duration::from_secs(2), try_get(&url)).await;
-            if let Ok(Some(body)) = answer {
-                if body.contains("\"value\"") {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "prometheus never had {query}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn section(&self) -> String {
-        format!("[prometheus]\nurl = \"http://127.0.0.1:{}\"\ninterval = \"500ms\"\ntimeout = \"2s\"\n", self.port)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const SHOP: &str = "# TYPE checkout_failure_ratio gauge\n\

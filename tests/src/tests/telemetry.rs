@@ -155,37 +155,14 @@ async fn a_real_prometheus_scrapes_the_request_count() {
     for _ in 0..40 {
         assert_eq!(get(&c, &w.url("/"), &[]).await.0, 200);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weir\n    static_configs:\n      - targets: ['{}']\n",
-            w.weir.admin_addr()
-        ),
-    )
-    .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let mut prom = std::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package) is needed: .ci/run installs it");
-    let query = format!("http://127.0.0.1:{port}/api/v1/query?query=sum(weir_requests_total%7Broute%3D%22web%22%7D)");
+    let prom = Prometheus::start(w.weir.admin_addr()).await;
+    let query =
+        format!("http://127.0.0.1:{}/api/v1/query?query=sum(weir_requests_total%7Broute%3D%22web%22%7D)", prom.port);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     let value = loop {
-        if let Ok(Ok(resp)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            c.request(Request::get(&query).body(Full::new(Bytes::new())).unwrap()),
-        )
-        .await
-        {
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            last = String::from_utf8_lossy(&body).into_owned();
+        if let Ok(Some(body)) = tokio::time::timeout(Duration::from_secs(2), try_get(&query)).await {
+            last = body;
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&last) {
                 if let Some(s) = v["data"]["result"][0]["value"][1].as_str() {
                     break s.to_string();
@@ -195,8 +172,6 @@ async fn a_real_prometheus_scrapes_the_request_count() {
         assert!(Instant::now() < deadline, "prometheus never returned the series: {last}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let _ = prom.kill();
-    let _ = prom.wait();
     assert_eq!(value, "40");
 }
 
