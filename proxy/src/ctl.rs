@@ -1,8 +1,10 @@
 //! `weir ctl`: the admin API from a shell.
 //!
 //! Exit codes: 0 done; 1 refused (the action is not allowed in the
-//! rollout's state, or another error answer); 3 no such route; 4 missing or
-//! wrong token; 5 the admin API cannot be reached.
+//! rollout's state, or another error answer); 2 bad usage; 3 no such route;
+//! 4 missing or wrong token; 5 the admin API cannot be reached; `wait`
+//! only: 6 the rollout ended otherwise (rolled back while waiting for a
+//! promotion, say), 7 timed out.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +30,19 @@ pub enum CtlCommand {
     Abort,
     /// Fleet mode: the leader, the committed revision and every member.
     Fleet,
+    /// Wait until ROUTE's rollout is in the state `--for` names (exit 0),
+    /// ends otherwise (exit 6), or `--timeout` passes (exit 7): a CI step
+    /// that gates a deploy on the rollout's outcome.
+    Wait,
+}
+
+/// The outcome `weir ctl wait` waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    /// The canary took all traffic (and its post-promotion bake passed).
+    Promoted,
+    /// The canary was rolled back (or aborted).
+    RolledBack,
 }
 
 /// Options of `weir ctl`.
@@ -53,12 +68,20 @@ pub struct CtlArgs {
     /// With promote: go straight to 100 %.
     #[arg(long)]
     pub full: bool,
+    /// With wait: the outcome to wait for.
+    #[arg(long = "for", value_enum, default_value = "promoted")]
+    pub wait_for: WaitFor,
+    /// With wait: how long to wait (e.g. `30m`).
+    #[arg(long, default_value = "30m", value_parser = weir_control::config::units::parse_duration)]
+    pub timeout: Duration,
 }
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_NO_ROUTE: u8 = 3;
 const EXIT_AUTH: u8 = 4;
 const EXIT_UNREACHABLE: u8 = 5;
+const EXIT_OTHER_OUTCOME: u8 = 6;
+const EXIT_TIMEOUT: u8 = 7;
 
 /// Runs `weir ctl`.
 pub fn main(args: CtlArgs) -> ExitCode {
@@ -85,6 +108,13 @@ async fn run(args: CtlArgs) -> ExitCode {
         (None, None) => None,
     };
     let base = args.admin.trim_end_matches('/');
+    if args.command == CtlCommand::Wait {
+        let Some(route) = &args.route else {
+            eprintln!("weir ctl: wait needs a ROUTE");
+            return ExitCode::from(2);
+        };
+        return wait(base, route, args.wait_for, args.timeout).await;
+    }
     let (method, url) = match (args.command, &args.route) {
         (CtlCommand::Status, _) => (Method::GET, format!("{base}/api/v1/routes")),
         (CtlCommand::Fleet, _) => (Method::GET, format!("{base}/api/v1/fleet")),
@@ -148,6 +178,60 @@ async fn run(args: CtlArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `weir ctl wait`: polls the route's rollout once a second, printing each
+/// change of state or stage, until it is `want` (0), ends otherwise (6) or
+/// `timeout` passes (7). An admin API that does not answer for a while (a
+/// restart) is waited for too.
+async fn wait(base: &str, route: &str, want: WaitFor, timeout: Duration) -> ExitCode {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let url = format!("{base}/api/v1/routes");
+    let mut last = String::new();
+    loop {
+        match request(Method::GET, &url, None).await {
+            Ok((status, body)) if status.is_success() => {
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let Some(r) = json["routes"].as_array().and_then(|a| a.iter().find(|r| r["name"] == route)) else {
+                    eprintln!("weir ctl: no route named \"{route}\"");
+                    return ExitCode::from(EXIT_NO_ROUTE);
+                };
+                let ro = &r["rollout"];
+                if ro.is_null() {
+                    eprintln!("weir ctl: route \"{route}\" has no rollout");
+                    return ExitCode::from(EXIT_NO_ROUTE);
+                }
+                let state = ro["state"].as_str().unwrap_or("?");
+                // A promotion counts once its post-promotion bake is over
+                // (a failure during it still rolls back).
+                let baking = state == "promoted" && ro["judging"].as_bool() == Some(true);
+                let shown = if baking { "promoted (baking)" } else { state };
+                let now = format!("{shown} stage {} at {}", ro["stage"], percent(r["weight"].as_f64().unwrap_or(0.0)));
+                if now != last {
+                    println!("{route}: {now}");
+                    last = now;
+                }
+                match (want, state) {
+                    (_, "promoted") if baking => {}
+                    (WaitFor::Promoted, "promoted") | (WaitFor::RolledBack, "rolled_back" | "aborted") => {
+                        return ExitCode::SUCCESS;
+                    }
+                    (WaitFor::Promoted, "rolled_back" | "aborted") | (WaitFor::RolledBack, "promoted") => {
+                        eprintln!("weir ctl: route \"{route}\" ended {state}, not {want:?}");
+                        return ExitCode::from(EXIT_OTHER_OUTCOME);
+                    }
+                    _ => {}
+                }
+            }
+            Ok((status, _)) => eprintln!("weir ctl: the admin API answered {}; waiting", status.as_u16()),
+            Err(e) => eprintln!("weir ctl: cannot reach the admin API at {base} ({e}); waiting"),
+        }
+        if tokio::time::Instant::now() + Duration::from_secs(1) > deadline {
+            eprintln!("weir ctl: route \"{route}\" not {want:?} after {timeout:?}");
+            return ExitCode::from(EXIT_TIMEOUT);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn request(method: Method, url: &str, token: Option<&str>) -> Result<(StatusCode, Bytes), String> {

@@ -288,3 +288,59 @@ async fn release_metadata_is_in_the_audit_the_api_the_status_and_the_metrics() {
     let notes = paused.canary_release.as_ref().and_then(|r| r.notes.as_deref());
     assert_eq!(notes, Some("https://git.example/shop/releases/v2-fixed"));
 }
+
+/// `weir ctl wait` (real binary), as a CI step would run it.
+async fn ctl_wait(admin: std::net::SocketAddr, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(weir_bin())
+        .args(["ctl", "wait"])
+        .args(args)
+        .args(["--admin", &format!("http://{admin}")])
+        .output()
+        .await
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Issue 25: `weir ctl wait ROUTE --for ...` exits 0 on the outcome it
+/// waits for (a promotion once its bake is over), 6 when the rollout ends
+/// the other way, 7 when it times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_ctl_wait_gates_a_pipeline_on_the_rollouts_outcome() {
+    // Built before the rollouts start, so that the waits see them live.
+    weir_bin();
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let good = Upstream::start("canary", Mode::Named).await;
+    let bad = Upstream::start("canary", Mode::FailTenths(3)).await;
+    let plan = |bake: &str, last: &str| {
+        format!(
+            "[routes.rollout]\ninterval = \"250ms\"\nstages = [{{ weight = 50, bake = \"{bake}\" }}, {{ weight = 100, bake = \"{last}\" }}]\n\
+             gates = [{{ metric = \"error_rate\", max = 0.1, min_samples = 20 }}]\n"
+        )
+    };
+    // Promoted after about a second, then a 4 s post-promotion bake.
+    let healthy = InProcess::start(&config_text(stable.addr, good.addr, &plan("1s", "4s"), "")).await;
+    let failing = InProcess::start(&config_text(stable.addr, bad.addr, &plan("10m", "10m"), "")).await;
+    let slow = InProcess::start(&config_text(stable.addr, good.addr, &plan("10m", "10m"), "")).await;
+    let loads =
+        [healthy.url("/"), failing.url("/"), slow.url("/")].map(|u| Load::start(u, 2, Duration::from_millis(5)));
+
+    let (code, out) = ctl_wait(healthy.weir.admin_addr(), &["web", "--for", "promoted", "--timeout", "60s"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("promoted (baking)") && out.lines().last().is_some_and(|l| l.contains("promoted stage")),
+        "{out}"
+    );
+    assert!(!healthy.weir.rollout("web").unwrap().verdicts.is_empty());
+
+    let (code, out) = ctl_wait(failing.weir.admin_addr(), &["web", "--for", "promoted", "--timeout", "60s"]).await;
+    assert_eq!(code, 6, "rolled back while waiting for a promotion: {out}");
+    assert_eq!(ctl_wait(failing.weir.admin_addr(), &["web", "--for", "rolled-back", "--timeout", "5s"]).await.0, 0);
+
+    let (code, out) = ctl_wait(slow.weir.admin_addr(), &["web", "--for", "promoted", "--timeout", "2s"]).await;
+    assert_eq!(code, 7, "{out}");
+    assert!(out.contains("progressing stage 0"), "{out}");
+    assert_eq!(ctl_wait(slow.weir.admin_addr(), &["nope", "--timeout", "2s"]).await.0, 3);
+    for l in loads {
+        l.stop().await;
+    }
+}

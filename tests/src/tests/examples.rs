@@ -45,23 +45,55 @@ fn the_kubernetes_manifest_embeds_the_checked_config() {
     }
 }
 
+/// The metric names (`weir_...`) in `expr`.
+fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
+    let mut rest = expr;
+    while let Some(i) = rest.find("weir_") {
+        let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        rest = &rest[i + name.len()..];
+        into.insert(name);
+    }
+}
+
+/// The alerting rules pass promtool's checks and their unit tests, and the
+/// Prometheus config that loads them is valid.
+#[test]
+fn alerting_rules_pass_promtool_and_their_unit_tests() {
+    let config = workspace().join("config");
+    for args in [
+        &["check", "rules", "alerts.yml"][..],
+        &["test", "rules", "alerts.test.yml"],
+        &["check", "config", "prometheus.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&config)
+            .output()
+            .expect("promtool (Debian package prometheus) is needed: .ci/run installs it");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grafana_queries_only_exported_metrics() {
+async fn grafana_and_alerts_query_only_exported_metrics() {
     let text = std::fs::read_to_string(workspace().join("config").join("grafana-dashboard.json")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut queried = BTreeSet::new();
     for panel in dash["panels"].as_array().unwrap() {
         for t in panel["targets"].as_array().unwrap() {
-            let expr = t["expr"].as_str().unwrap();
-            let mut rest = expr;
-            while let Some(i) = rest.find("weir_") {
-                let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                rest = &rest[i + name.len()..];
-                queried.insert(name);
-            }
+            metric_names(t["expr"].as_str().unwrap(), &mut queried);
         }
     }
     assert!(queried.len() >= 8, "{queried:?}");
+    let alerts = std::fs::read_to_string(workspace().join("config").join("alerts.yml")).unwrap();
+    for line in alerts.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        metric_names(line, &mut queried);
+    }
 
     // A weir that has evaluated gates and rolled back exports every family.
     let stable = Upstream::start("stable", Mode::Named).await;
@@ -85,6 +117,9 @@ async fn grafana_queries_only_exported_metrics() {
     let (_, metrics) = get(&c, &format!("http://{}/metrics", w.weir.admin_addr()), &[]).await;
     let exported: BTreeSet<String> = parse_prometheus(&metrics).keys().map(|(name, _)| name.clone()).collect();
     for name in &queried {
-        assert!(exported.contains(name), "the dashboard queries {name}, which weir does not export: {exported:?}");
+        assert!(
+            exported.contains(name),
+            "the dashboard or an alert queries {name}, which weir does not export: {exported:?}"
+        );
     }
 }

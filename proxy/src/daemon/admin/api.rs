@@ -57,6 +57,9 @@ pub(super) fn routes(daemon: &Daemon, window: Option<String>) -> serde_json::Val
                     "since_ms": st.since_ms,
                     "started_ms": e.started_ms(),
                     "age_ms": crate::clock::engine_ms().saturating_sub(e.started_ms()),
+                    // Whether the gates still judge the canary (false once a
+                    // promotion's bake is over, or after a rollback).
+                    "judging": e.judging(crate::clock::engine_ms()),
                     "warming_until_ms": e.warming_until(),
                     "consecutive_failures": st.consecutive_failures,
                     "failure_threshold": e.plan().failure_threshold,
