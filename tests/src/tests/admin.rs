@@ -1,6 +1,7 @@
 //! Admin API, authentication, and `weir ctl` against the real binary.
 
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use weir_control::rollout::{Actor, EventKind, Phase};
 
@@ -241,7 +242,9 @@ const RELEASE: &str = "\n[backends.canary.release]\ncommit = \"0123456789abcdef0
 async fn release_metadata_is_in_the_audit_the_api_the_status_and_the_metrics() {
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Named).await;
-    let text = config_text(stable.addr, canary.addr, &format!("{}{RELEASE}", rollout_route()), "");
+    let (hook, bodies) = webhook_receiver().await;
+    let route = rollout_route().replace("[[routes]]", &format!("notify = \"http://{hook}/events\"\n[[routes]]"));
+    let text = config_text(stable.addr, canary.addr, &format!("{route}{RELEASE}"), "");
     let w = InProcess::start(&text).await;
     let admin = w.weir.admin_addr();
     let c = client();
@@ -287,6 +290,60 @@ async fn release_metadata_is_in_the_audit_the_api_the_status_and_the_metrics() {
     let paused = ev.iter().rev().find(|e| e.kind == EventKind::Paused).unwrap();
     let notes = paused.canary_release.as_ref().and_then(|r| r.notes.as_deref());
     assert_eq!(notes, Some("https://git.example/shop/releases/v2-fixed"));
+    // The notify webhook got the same: the pause, with the new notes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = bodies.lock().unwrap().clone();
+        let pause = got.iter().find(|b| b.contains("\"kind\":\"paused\""));
+        if let Some(b) = pause {
+            assert!(b.contains("releases/v2-fixed") && b.contains("\"ticket\":\"OPS-42\""), "{b}");
+            assert!(b.contains("\"stable_release\":{\"commit\":\"fedcba9876543210\"}"), "{b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no paused notification: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A webhook receiver: answers 200 to every POST and keeps its body.
+async fn webhook_receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // The head, then as much body as Content-Length says.
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                            keep.lock().unwrap().push(body);
+                            let _ =
+                                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, bodies)
 }
 
 /// `weir ctl wait` (real binary), as a CI step would run it.
