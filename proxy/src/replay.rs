@@ -199,15 +199,7 @@ fn replay(cfg: &Config, r: &Route, rec: &Recorded) -> Option<Report> {
     let end_ms = next_start.map_or(end_ms, |n| n.min(end_ms));
     let keep = cfg.telemetry.keep_secs();
     let (canary, stable) = (BackendStats::default(), BackendStats::default());
-    let ctx = Context {
-        route: r.name.clone(),
-        stable_version: cfg.version_of(&r.stable).map(str::to_string),
-        canary_version: r.canary.as_deref().and_then(|c| cfg.version_of(c)).map(str::to_string),
-        canary_build: cfg.canary_build(r),
-        config_hash: weir_control::fingerprint(cfg),
-        stable_release: cfg.release_of(&r.stable).cloned(),
-        canary_release: r.canary.as_deref().and_then(|c| cfg.release_of(c)).cloned(),
-    };
+    let ctx = Context::of(cfg, r, weir_control::fingerprint(cfg));
     let mut engine: Option<Engine> = None;
     let mut marks: Option<StageMarks> = None;
     let mut candidate = Vec::new();

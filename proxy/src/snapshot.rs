@@ -199,15 +199,7 @@ pub(crate) async fn build(
             Some((old_rt.state.clone(), diff::keeps_rollout(&p.config, &cfg, &r.name)))
         });
         let (state, kept) = old.unwrap_or_else(|| (Arc::new(RouteState::default()), false));
-        let ctx = Context {
-            route: r.name.clone(),
-            stable_version: cfg.version_of(&r.stable).map(str::to_string),
-            canary_version: r.canary.as_deref().and_then(|c| cfg.version_of(c)).map(str::to_string),
-            canary_build: cfg.canary_build(r),
-            config_hash: config_hash.clone(),
-            stable_release: cfg.release_of(&r.stable).cloned(),
-            canary_release: r.canary.as_deref().and_then(|c| cfg.release_of(c)).cloned(),
-        };
+        let ctx = Context::of(&cfg, r, config_hash.clone());
         let change = if kept {
             StateChange::Keep(Box::new(ctx))
         } else {

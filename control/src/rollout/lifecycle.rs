@@ -34,12 +34,7 @@ pub fn warnings(cfg: &Config, state: Option<&StateFile>, now_ms: u64) -> Vec<(St
         }
         let (Some(plan), Some(file)) = (&r.rollout, state) else { continue };
         let Some(saved) = file.routes.get(&r.name) else { continue };
-        let ctx = Context {
-            canary_version: cfg.version_of(canary).map(str::to_string),
-            canary_build: cfg.canary_build(r),
-            ..Context::default()
-        };
-        if !saved.fits(plan, &ctx) {
+        if !saved.fits(plan, &Context::of(cfg, r, String::new())) {
             continue; // a new rollout starts on this config
         }
         let st = &saved.state;
@@ -95,13 +90,7 @@ mod tests {
     /// The state file of `cfg`'s route, promoted (or left progressing) at `at`.
     fn saved(cfg: &Config, at: u64, promote: bool) -> StateFile {
         let r = &cfg.routes[0];
-        let ctx = Context {
-            route: r.name.clone(),
-            canary_version: cfg.version_of("c").map(str::to_string),
-            canary_build: cfg.canary_build(r),
-            ..Context::default()
-        };
-        let (mut e, _) = Engine::new(r.rollout.clone().unwrap(), ctx, at);
+        let (mut e, _) = Engine::new(r.rollout.clone().unwrap(), Context::of(cfg, r, String::new()), at);
         if promote {
             e.promote(at, true).unwrap();
         }

@@ -216,6 +216,23 @@ pub struct Context {
     pub canary_release: Option<Release>,
 }
 
+impl Context {
+    /// The identity `cfg` gives route `r`'s rollout, under the config hash
+    /// `config_hash`: versions, the canary's build, releases.
+    pub fn of(cfg: &crate::config::Config, r: &crate::config::Route, config_hash: String) -> Context {
+        let canary = r.canary.as_deref();
+        Context {
+            route: r.name.clone(),
+            stable_version: cfg.version_of(&r.stable).map(str::to_string),
+            canary_version: canary.and_then(|c| cfg.version_of(c)).map(str::to_string),
+            canary_build: cfg.canary_build(r),
+            config_hash,
+            stable_release: cfg.release_of(&r.stable).cloned(),
+            canary_release: canary.and_then(|c| cfg.release_of(c)).cloned(),
+        }
+    }
+}
+
 /// The state that is persisted and restored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct State {

@@ -135,12 +135,7 @@ fn check_warns_about_a_finished_rollout_left_in_the_config() {
     std::fs::write(&path, text).unwrap();
     let cfg = weir_control::config::parse(text).unwrap();
     let r = &cfg.routes[0];
-    let ctx = Context {
-        route: "web".into(),
-        canary_version: Some("v2".into()),
-        canary_build: cfg.canary_build(r),
-        ..Context::default()
-    };
+    let ctx = Context::of(&cfg, r, String::new());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let check = |promoted_at: Option<u64>| {
         let (mut e, _) = Engine::new(r.rollout.clone().unwrap(), ctx.clone(), now - 3 * 86_400_000);
