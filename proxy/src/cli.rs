@@ -1,4 +1,4 @@
-//! Command line: `weir run | check | ctl | replay | demo`.
+//! Command line: `weir run | check | ctl | replay | demo | completions | man`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +13,16 @@ pub const EXIT_RUNTIME: u8 = 70;
 
 /// weir: a progressive-delivery reverse proxy.
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about)]
+#[command(
+    name = "weir",
+    version,
+    about = "A progressive-delivery reverse proxy",
+    after_long_help = "Exit codes: 0 ok; 2 bad usage; 78 invalid config (or a file or host name it names); \
+70 run-time failure; 65 unreadable recording (weir replay); weir ctl: 1 refused, 3 no such route, \
+4 unauthorized, 5 admin API unreachable, 6 other outcome, 7 timed out.\n\n\
+Environment: WEIR_CONFIG (the config file), WEIR_WORKERS (data-plane threads), WEIR_ADMIN and \
+WEIR_ADMIN_TOKEN (weir ctl), RUST_LOG (process log filter, default info)."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -25,19 +34,29 @@ pub struct Cli {
 pub enum Command {
     /// Serve traffic with the given config (reloaded on change and on SIGHUP).
     Run {
-        /// Config file.
-        #[arg(short, long, default_value = "weir.toml")]
+        /// Config file (else `$WEIR_CONFIG`, else weir.toml).
+        #[arg(short, long, default_value = "weir.toml", env = "WEIR_CONFIG")]
         config: PathBuf,
-        /// Data-plane worker threads (default: one per core). The admin API,
-        /// rollouts and reloads run on one more thread of their own.
-        #[arg(long)]
-        workers: Option<usize>,
+        /// Data-plane worker threads (else `$WEIR_WORKERS`, else one per
+        /// core the process may use, its cgroup CPU quota included). The admin API, rollouts and
+        /// reloads run on one more thread of their own.
+        #[arg(long, env = "WEIR_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
     },
-    /// Validate a config file and print every error.
+    /// Validate a config file as `weir run` would load it: the text, then
+    /// every file it names (token files, certificates, keys, CA bundles)
+    /// and every backend host name; print every error.
     Check {
-        /// Config file.
-        #[arg(short, long, default_value = "weir.toml")]
+        /// Config file (else `$WEIR_CONFIG`, else weir.toml).
+        #[arg(short, long, default_value = "weir.toml", env = "WEIR_CONFIG")]
         config: PathBuf,
+        /// Do not resolve backend host names (offline CI).
+        #[arg(long)]
+        no_resolve: bool,
+        /// Check the config text only: no files read, no names resolved
+        /// (a config for another machine, whose files are not here).
+        #[arg(long)]
+        syntax_only: bool,
     },
     /// Talk to a running weir's admin API: status, pause, resume, promote, abort.
     Ctl(crate::ctl::CtlArgs),
@@ -57,20 +76,40 @@ pub enum Command {
         #[arg(long)]
         record: Option<PathBuf>,
     },
+    /// Print a shell completion script (e.g. `weir completions bash >
+    /// /etc/bash_completion.d/weir`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print weir's man page (roff), or write one page per command into a
+    /// directory.
+    Man {
+        /// Write weir.1, weir-run.1, weir-check.1, ... into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, no_resolve, syntax_only } => {
+            let scope = (!syntax_only).then_some(crate::preflight::Scope { resolve: !no_resolve });
+            check(&config, scope)
+        }
         Command::Ctl(args) => crate::ctl::main(args),
         Command::Replay(args) => match crate::reload::read_config(&args.config) {
             Ok(cfg) => crate::replay::main(&args, &cfg),
             Err(e) => invalid(&args.config, &e),
         },
         Command::Run { config, workers } => {
-            crate::log::init();
-            let rt = match runtime(workers) {
+            // The process log's format is the config's (text if it does
+            // not parse: `run` says why in it).
+            let format = crate::reload::read_config(&config).map(|c| c.log.format).unwrap_or_default();
+            crate::log::init(format);
+            let rt = match runtime(workers.map(usize::from)) {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("weir: cannot start the runtime: {e}");
@@ -78,6 +117,25 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             };
             rt.block_on(crate::run(config))
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "weir", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let written = match &dir {
+                Some(d) => clap_mangen::generate_to(cmd, d),
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir man: {e}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
         }
         Command::Demo { bad_canary, fast, record } => {
             let rt = match runtime(None) {
@@ -107,12 +165,31 @@ fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     b.enable_all().thread_name("weir-worker").build()
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, scope: Option<crate::preflight::Scope>) -> ExitCode {
     match crate::reload::read_config(path) {
         Ok(cfg) => {
+            if let Some(scope) = scope {
+                let problems = match runtime(Some(1)) {
+                    Ok(rt) => rt.block_on(crate::preflight::problems(&cfg, path, scope)),
+                    Err(e) => vec![format!("cannot start the runtime: {e}")],
+                };
+                if !problems.is_empty() {
+                    eprintln!("{}: the config is valid, but weir could not run it:", path.display());
+                    for p in &problems {
+                        eprintln!("{p}");
+                    }
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
             println!("{}: ok ({} backends, {} routes)", path.display(), cfg.backends.len(), cfg.routes.len());
             for (key, why) in weir_control::config::warnings(&cfg) {
                 eprintln!("warning: {key}: {why}");
+            }
+            if scope.is_some() {
+                let token = crate::files::admin_token(&cfg, Some(path)).ok().flatten();
+                if let Some(why) = token.as_deref().and_then(|t| crate::files::weak_token(t)) {
+                    eprintln!("warning: admin.token_file: the token {why}");
+                }
             }
             // Finished rollouts still configured (the state file tells
             // how long ago they finished).

@@ -71,6 +71,13 @@ pub struct CtlArgs {
     /// With wait: the outcome to wait for.
     #[arg(long = "for", value_enum, default_value = "promoted")]
     pub wait_for: WaitFor,
+    /// With status: print the table again every `--interval` until
+    /// interrupted (the screen is cleared between tables on a terminal).
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+    /// With status --watch: how often.
+    #[arg(long, default_value = "2s", value_parser = weir_control::config::units::parse_duration)]
+    pub interval: Duration,
     /// With wait: how long to wait (e.g. `30m`).
     #[arg(long, default_value = "30m", value_parser = weir_control::config::units::parse_duration)]
     pub timeout: Duration,
@@ -115,6 +122,9 @@ async fn run(args: CtlArgs) -> ExitCode {
         };
         return wait(base, route, args.wait_for, args.timeout).await;
     }
+    if args.command == CtlCommand::Status && args.watch {
+        return watch(base, &args).await;
+    }
     let (method, url) = match (args.command, &args.route) {
         (CtlCommand::Status, _) => (Method::GET, format!("{base}/api/v1/routes")),
         (CtlCommand::Fleet, _) => (Method::GET, format!("{base}/api/v1/fleet")),
@@ -150,19 +160,10 @@ async fn run(args: CtlArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match args.command {
-        CtlCommand::Status => {
-            let routes: Vec<&serde_json::Value> = json["routes"]
-                .as_array()
-                .map(|a| a.iter().filter(|r| args.route.as_deref().is_none_or(|n| r["name"] == n)).collect())
-                .unwrap_or_default();
-            if let Some(name) = &args.route {
-                if routes.is_empty() {
-                    eprintln!("weir ctl: no route named \"{name}\"");
-                    return ExitCode::from(EXIT_NO_ROUTE);
-                }
-            }
-            print!("{}", table(&routes));
-        }
+        CtlCommand::Status => match status_table(&json, args.route.as_deref()) {
+            Ok(t) => print!("{t}"),
+            Err(code) => return code,
+        },
         CtlCommand::Fleet => print!("{}", fleet(&json)),
         _ => {
             let ev = &json["event"];
@@ -178,6 +179,65 @@ async fn run(args: CtlArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The status table of `json` (`GET /api/v1/routes`), of one route if
+/// `route` names one (exit 3 if there is none).
+fn status_table(json: &serde_json::Value, route: Option<&str>) -> Result<String, ExitCode> {
+    let routes: Vec<&serde_json::Value> = json["routes"]
+        .as_array()
+        .map(|a| a.iter().filter(|r| route.is_none_or(|n| r["name"] == n)).collect())
+        .unwrap_or_default();
+    if let Some(name) = route {
+        if routes.is_empty() {
+            eprintln!("weir ctl: no route named \"{name}\"");
+            return Err(ExitCode::from(EXIT_NO_ROUTE));
+        }
+    }
+    Ok(table(&routes))
+}
+
+/// `weir ctl status --watch`: the table every `--interval` (at least
+/// 100 ms) until Ctrl-C (exit 0); an admin API that stops answering is said
+/// and waited for.
+async fn watch(base: &str, args: &CtlArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered once: a Ctrl-C during a request or a print is not lost.
+    let mut interrupt = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("weir ctl: cannot watch for Ctrl-C: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    let url = format!("{base}/api/v1/routes");
+    let tty = std::io::stdout().is_terminal();
+    let interval = args.interval.max(Duration::from_millis(100));
+    loop {
+        let round = async {
+            let shown = match request(Method::GET, &url, None).await {
+                Ok((status, body)) if status.is_success() => {
+                    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    status_table(&json, args.route.as_deref())?
+                }
+                Ok((status, _)) => format!("admin API at {base}: HTTP {}\n", status.as_u16()),
+                Err(e) => format!("cannot reach the admin API at {base}: {e}\n"),
+            };
+            let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+            // On a terminal, one screen redrawn in place; piped, one table
+            // after the other.
+            let clear = if tty { "\x1b[H\x1b[2J" } else { "" };
+            print!("{clear}every {interval:?}: {base} at {now}\n{shown}\n");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            tokio::time::sleep(interval).await;
+            Ok(())
+        };
+        tokio::select! {
+            done = round => if let Err(code) = done { return code },
+            _ = interrupt.recv() => return ExitCode::SUCCESS,
+        }
+    }
 }
 
 /// `weir ctl wait`: polls the route's rollout once a second, printing each

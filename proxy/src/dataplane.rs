@@ -30,6 +30,13 @@ pub(crate) struct DataPlane {
     pub(crate) access_log: Option<AccessLog>,
     /// Shutdown has begun: connections close after their current request.
     pub(crate) draining: AtomicBool,
+    /// SIGTERM came and `timeouts.drain_delay` runs: still accepting and
+    /// serving, but HTTP/1.1 responses say `Connection: close`, so that
+    /// clients open their next connection elsewhere.
+    pub(crate) leaving: AtomicBool,
+    /// The same moment, for HTTP/2 connections (served by hyper): each
+    /// one open then gets a GOAWAY.
+    pub(crate) leave: watch::Sender<bool>,
     /// Requests in flight on the data listener.
     pub(crate) in_flight: Arc<AtomicUsize>,
     pub(crate) telemetry: Telemetry,
@@ -50,6 +57,8 @@ impl DataPlane {
             reloads: watch::Sender::new(generation),
             access_log,
             draining: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
+            leave: watch::Sender::new(false),
             in_flight: Default::default(),
             telemetry,
             synthetic_tag: SyntheticTag::new(),
@@ -75,8 +84,26 @@ impl DataPlane {
         let generation = next.generation;
         // Slots are kept as long as the longest window may need them.
         self.telemetry.set_keep(next.config.telemetry.keep_secs());
-        self.snapshot.store(Arc::new(next));
+        let next = Arc::new(next);
+        let prev = self.snapshot.swap(next.clone());
+        // Addresses gone (a backend removed or changed, a DNS answer that
+        // no longer has them): their idle connections close now, and those
+        // still in flight close when done, not kept by connections that
+        // hold an older snapshot.
+        let kept: std::collections::HashSet<*const crate::upstream::Endpoint> =
+            next.backends.iter().flat_map(|b| b.endpoints().iter().map(Arc::as_ptr)).collect();
+        for e in prev.backends.iter().flat_map(|b| b.endpoints()) {
+            if !kept.contains(&Arc::as_ptr(e)) {
+                e.pool.retire();
+            }
+        }
         self.reloads.send_replace(generation);
+    }
+
+    /// Starts `timeouts.drain_delay` (see `leaving`).
+    pub(crate) fn start_leaving(&self) {
+        self.leaving.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.leave.send_replace(true);
     }
 
     /// Changes with every snapshot swapped in (see [`crate::clock::Periodic`]).

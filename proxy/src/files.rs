@@ -37,3 +37,13 @@ pub(crate) fn admin_token(cfg: &Config, config_path: Option<&Path>) -> Result<Op
     let Some(f) = &cfg.admin.token_file else { return Ok(None) };
     read_token(&config_relative(f, config_path), "admin.token_file").map(|t| Some(Arc::new(t)))
 }
+
+/// Why an admin token is too easy to guess, if it is: shorter than 16
+/// characters, or an example's placeholder left in place.
+pub(crate) fn weak_token(token: &str) -> Option<String> {
+    if token.contains("change-me") || token.contains("changeme") {
+        return Some("is an example's placeholder: anyone who read the example can steer a rollout".into());
+    }
+    (token.len() < 16)
+        .then(|| format!("is {} characters long: use a long random one (openssl rand -hex 32)", token.len()))
+}

@@ -35,8 +35,10 @@ pub mod telemetry;
 mod clock;
 mod daemon;
 mod dataplane;
+mod dns;
 mod files;
 mod log;
+mod preflight;
 mod random;
 mod route;
 mod server;
@@ -67,7 +69,10 @@ pub async fn run(path: PathBuf) -> ExitCode {
         Ok(w) => w,
         Err(e) => {
             tracing::error!("cannot start: {e}");
-            return ExitCode::from(cli::EXIT_RUNTIME);
+            // What the config names (a certificate, a token file, a host
+            // name) is the config's problem; a port taken is not.
+            let config = matches!(e, StartError::Build(_) | StartError::Token(_) | StartError::NoFleet);
+            return ExitCode::from(if config { cli::EXIT_CONFIG } else { cli::EXIT_RUNTIME });
         }
     };
     match weir.serve_until_signal().await {

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use weir_control::config::{diff, Address, Config, Timeouts};
+use tokio_rustls::TlsAcceptor;
+use weir_control::config::{diff, Config, ServerTls, Timeouts};
 use weir_control::rollout::{Context, Engine, Event, Persisted};
 use weir_control::split::Weight;
 
@@ -42,9 +43,11 @@ pub(crate) struct Snapshot {
     pub(crate) server: auto::Builder<TokioExecutor>,
     pub(crate) timeouts: Timeouts,
     /// TLS on the data listener (`listen.tls`).
-    pub(crate) listen_tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) listen_tls: Option<TlsAcceptor>,
     /// TLS on the admin listener (`admin.tls`).
-    pub(crate) admin_tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) admin_tls: Option<TlsAcceptor>,
+    /// What the backends' host names resolved to (`dns.rs`).
+    pub(crate) resolved: Arc<crate::dns::Resolved>,
     /// Every TLS file the config names, and a digest of their contents.
     pub(crate) tls_files: Vec<std::path::PathBuf>,
     pub(crate) tls_digest: u64,
@@ -74,17 +77,10 @@ pub enum BuildError {
     Other(String),
 }
 
-async fn resolve(backend: &str, a: &Address) -> Result<Vec<SocketAddr>, BuildError> {
-    let err = |reason: String| BuildError::Resolve { backend: backend.to_string(), addr: a.to_string(), reason };
-    if let Ok(ip) = a.host.parse::<std::net::IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, a.port)]);
+impl From<crate::dns::Unresolved> for BuildError {
+    fn from(u: crate::dns::Unresolved) -> Self {
+        BuildError::Resolve { backend: u.backend, addr: u.addr, reason: u.reason }
     }
-    let found: Vec<SocketAddr> =
-        tokio::net::lookup_host((a.host.as_str(), a.port)).await.map_err(|e| err(e.to_string()))?.collect();
-    if found.is_empty() {
-        return Err(err("no addresses".into()));
-    }
-    Ok(found)
 }
 
 fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
@@ -106,6 +102,21 @@ fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
         .initial_connection_window_size(1024 * 1024)
         .max_header_list_size(cfg.limits.max_header_bytes as u32);
     b
+}
+
+/// A listener's TLS acceptor (`at`: `listen.tls` or `admin.tls`): the
+/// serving one from `old` when its settings are the same (and, the caller
+/// checked, so are the certificate files), else built from the files.
+fn listener_tls(
+    tls: &Option<ServerTls>,
+    old: Option<(&Option<ServerTls>, &Option<TlsAcceptor>)>,
+    base: Option<&Path>,
+    at: &str,
+) -> Result<Option<TlsAcceptor>, BuildError> {
+    match old {
+        Some((old_tls, acceptor)) if old_tls == tls => Ok(acceptor.clone()),
+        _ => tls.as_ref().map(|t| crate::tls::acceptor(t, base, at)).transpose().map_err(BuildError::Other),
+    }
 }
 
 /// A backend's own client, reused from `old` (the same backend in the
@@ -145,25 +156,25 @@ fn dedicated_client(
     Ok(Some((client::build_dedicated(settings, tls, b.http2), key)))
 }
 
-/// Builds the snapshot for `cfg`, reusing what `prev` has for unchanged parts.
-/// Relative file names (certificates) are relative to `config_path`'s directory.
-pub(crate) async fn build(
+/// Builds the snapshot for `cfg`, reusing what `prev` has for unchanged
+/// parts, with the backends' host names as `resolved` says
+/// ([`crate::dns::resolve_all`]). Relative file names (certificates) are
+/// relative to `config_path`'s directory.
+pub(crate) fn build(
     cfg: Arc<Config>,
     config_path: Option<&Path>,
     prev: Option<&Snapshot>,
     telemetry: &Telemetry,
     faults: &Faults,
     restored: Option<&HashMap<String, Persisted>>,
+    resolved: crate::dns::Resolved,
 ) -> Result<(Snapshot, Vec<Event>), BuildError> {
     let config_hash = weir_control::fingerprint(&*cfg);
     let mut events = Vec::new();
     let mut backends: HashMap<&str, Arc<Backend>> = HashMap::new();
     let settings = ClientSettings { connect_timeout: cfg.timeouts.connect, pool_idle: cfg.timeouts.upstream_idle };
     for (name, b) in &cfg.backends {
-        let mut addrs = Vec::new();
-        for a in &b.addrs {
-            addrs.extend(resolve(name, a).await?);
-        }
+        let addrs: Vec<SocketAddr> = b.addrs.iter().flat_map(|a| crate::dns::addrs_of(a, &resolved)).collect();
         let old_fault = prev.and_then(|p| p.config.backends.get(name)).and_then(|b| b.fault.as_ref());
         faults.configure(name, old_fault, b.fault.as_ref());
         let old = prev.and_then(|p| p.backends.iter().find(|o| &*o.name == name.as_str()));
@@ -182,11 +193,17 @@ pub(crate) async fn build(
         backends.insert(name.as_str(), Arc::new(backend));
     }
 
-    let acceptor = |tls: &Option<weir_control::config::ServerTls>, at| {
-        tls.as_ref().map(|t| crate::tls::acceptor(t, config_path, at)).transpose().map_err(BuildError::Other)
-    };
-    let listen_tls = acceptor(&cfg.listen.tls, "listen.tls")?;
-    let admin_tls = acceptor(&cfg.admin.tls, "admin.tls")?;
+    // A listener's TLS is rebuilt only when its settings or a certificate
+    // file changed: a rebuild for anything else (a route, a backend's new
+    // DNS answer) keeps its session cache, so clients still resume.
+    let tls_files = crate::tls::files(&cfg, config_path);
+    let tls_digest = crate::tls::digest(&tls_files);
+    let same_files = prev.is_some_and(|p| p.tls_digest == tls_digest);
+    let old = |f: fn(&Snapshot) -> (&Option<ServerTls>, &Option<TlsAcceptor>)| prev.map(f).filter(|_| same_files);
+    let listen_tls =
+        listener_tls(&cfg.listen.tls, old(|p| (&p.config.listen.tls, &p.listen_tls)), config_path, "listen.tls")?;
+    let admin_tls =
+        listener_tls(&cfg.admin.tls, old(|p| (&p.config.admin.tls, &p.admin_tls)), config_path, "admin.tls")?;
 
     // A route's live state (weight, stage, rollout engine) is shared with
     // the snapshot serving now: it changes only once nothing else can fail,
@@ -270,12 +287,12 @@ pub(crate) async fn build(
         Some(p) if p.client_settings == settings => p.client.clone(),
         _ => client::build(settings),
     };
-    let tls_files = crate::tls::files(&cfg, config_path);
     let snapshot = Snapshot {
         generation: prev.map_or(1, |p| p.generation + 1),
         listen_tls,
         admin_tls,
-        tls_digest: crate::tls::digest(&tls_files),
+        tls_digest,
+        resolved: Arc::new(resolved),
         tls_files,
         server: server_builder(&cfg),
         timeouts: cfg.timeouts.clone(),

@@ -39,7 +39,7 @@ fn file(base: Option<&Path>, p: &Path) -> PathBuf {
     crate::files::config_relative(p, base)
 }
 
-fn certs(base: Option<&Path>, path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certs(base: Option<&Path>, path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let full = file(base, path);
     let certs: Vec<_> = CertificateDer::pem_file_iter(&full)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -50,7 +50,7 @@ fn certs(base: Option<&Path>, path: &Path, key: &str) -> Result<Vec<CertificateD
     Ok(certs)
 }
 
-fn private_key(base: Option<&Path>, path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn private_key(base: Option<&Path>, path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, String> {
     let full = file(base, path);
     PrivateKeyDer::from_pem_file(&full)
         .map_err(|e| format!("{key}: cannot read a private key from {}: {e}", full.display()))

@@ -55,9 +55,12 @@ pub enum StartError {
     /// The daemon thread (admin API, rollouts, reloads) could not start.
     #[error("cannot start the daemon thread: {0}")]
     Daemon(std::io::Error),
-    /// Fleet mode could not start (or this build has no fleet mode).
+    /// Fleet mode could not start (etcd).
     #[error("fleet: {0}")]
     Fleet(String),
+    /// The config asks for fleet mode, which this build does not have.
+    #[error("fleet: this weir was built without fleet mode: build with `--features fleet` (needs protoc)")]
+    NoFleet,
 }
 
 /// A running weir instance (data and admin listeners).
@@ -91,15 +94,24 @@ impl Weir {
         // In fleet mode the state lives in etcd: the file is not read.
         let restored = state_file.as_deref().filter(|_| cfg.fleet.is_none()).map(persist::load);
         if cfg.fleet.is_some() && !cfg!(feature = "fleet") {
-            return Err(StartError::Fleet(
-                "this weir was built without fleet mode: build with `--features fleet` (needs protoc)".into(),
-            ));
+            return Err(StartError::NoFleet);
         }
         let faults = Faults::default();
-        let (snap, events) =
-            snapshot::build(cfg.clone(), config_path.as_deref(), None, &telemetry, &faults, restored.as_ref()).await?;
+        let resolved = crate::dns::resolve_all(&cfg, None).await.map_err(BuildError::from)?;
+        let (snap, events) = snapshot::build(
+            cfg.clone(),
+            config_path.as_deref(),
+            None,
+            &telemetry,
+            &faults,
+            restored.as_ref(),
+            resolved,
+        )?;
         let audit = Audit::open(&in_config_dir(&cfg.log.audit)).map_err(StartError::AuditLog)?;
         let admin_token = admin_token(&cfg, config_path.as_deref()).map_err(StartError::Token)?;
+        if let Some(why) = admin_token.as_deref().and_then(|t| crate::files::weak_token(t)) {
+            tracing::warn!("admin.token_file: the token {why}");
+        }
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
@@ -238,12 +250,39 @@ impl Weir {
         actions::act(&self.daemon, route, action)
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to
-    /// `timeouts.shutdown_grace`, then returns (whether or not all finished).
-    /// Within the same grace, the daemon thread's tasks finish what they
-    /// are doing (a rollout step being saved).
-    pub async fn shutdown(mut self) -> bool {
+    /// Fails readiness at once and, for `timeouts.drain_delay`, keeps
+    /// accepting and serving (HTTP/1.1 responses with `Connection: close`,
+    /// a GOAWAY on each HTTP/2 connection open), so that load balancers
+    /// stop sending traffic before weir stops listening; then stops
+    /// accepting, closes idle connections, lets in-flight requests finish
+    /// for up to `timeouts.shutdown_grace`, and returns (whether or not all
+    /// finished). Within the same grace, the daemon thread's tasks finish
+    /// what they are doing (a rollout step being saved).
+    pub async fn shutdown(self) -> bool {
+        self.leave(std::future::pending()).await;
+        self.stop().await
+    }
+
+    /// The drain delay: not ready, still serving, until it is over or
+    /// `cut` (a second signal) ends it.
+    async fn leave(&self, cut: impl std::future::Future<Output = ()>) {
+        self.daemon.ready.store(false, Ordering::Relaxed);
+        let delay = self.daemon.dp.load().timeouts.drain_delay;
+        if delay.is_zero() {
+            return;
+        }
+        self.daemon.dp.start_leaving();
+        tracing::info!(?delay, "draining: not ready, still serving for timeouts.drain_delay (signal again to skip)");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cut => tracing::info!("second signal: ending the drain delay now"),
+        }
+    }
+
+    /// Stops accepting and drains (see [`Weir::shutdown`]).
+    async fn stop(mut self) -> bool {
         let grace = self.daemon.dp.load().timeouts.shutdown_grace;
+        tracing::info!("no longer accepting: finishing in-flight requests");
         self.daemon.ready.store(false, Ordering::Relaxed);
         self.daemon.dp.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
@@ -294,7 +333,14 @@ impl Weir {
             }
         }
         tracing::info!("shutting down: draining in-flight requests");
-        self.shutdown().await;
+        let again = async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        self.leave(again).await;
+        self.stop().await;
         Ok(())
     }
 }

@@ -89,6 +89,8 @@ pub struct Upstream {
     /// Every request it saw (none when started by [`Upstream::bind`] with
     /// `record` false).
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// How many connections it accepted.
+    pub accepted: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     stop: watch::Sender<Option<Stop>>,
 }
@@ -108,15 +110,18 @@ impl Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = watch::channel(None);
         let seen2 = record.then(|| seen.clone());
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counted = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                counted.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(serve(stream, name, mode, seen2.clone(), stopped.clone()));
             }
         });
-        Ok(Upstream { addr, name, seen, task, stop })
+        Ok(Upstream { addr, name, seen, accepted, task, stop })
     }
 
     /// How many requests it saw (0 when it does not record them).
@@ -714,6 +719,16 @@ impl Load {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; panics, naming `what`, if it
+/// does not within `within`.
+pub async fn until(within: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

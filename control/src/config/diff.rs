@@ -22,6 +22,7 @@ pub fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("limits.max_connections", old.limits.max_connections != new.limits.max_connections),
         ("log.access", old.log.access != new.log.access),
         ("log.audit", old.log.audit != new.log.audit),
+        ("log.format", old.log.format != new.log.format),
         ("state.file", old.state.file != new.state.file),
     ]
     .into_iter()

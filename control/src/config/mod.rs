@@ -157,6 +157,8 @@ pub struct Config {
     pub prometheus: Option<Prometheus>,
     /// Traffic recording for `weir replay` (`[recording]`).
     pub recording: Option<Recording>,
+    /// Backend name resolution (`[dns]`).
+    pub dns: Dns,
     /// Upstream backends by name.
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
@@ -258,8 +260,14 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Idle pooled upstream connections are closed after this.
     pub upstream_idle: Duration,
-    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish
+    /// (counted from the end of `drain_delay`).
     pub shutdown_grace: Duration,
+    /// On SIGTERM/SIGINT, weir first keeps accepting and serving this long
+    /// with `/readyz` failing (and `Connection: close` on HTTP/1.1
+    /// responses), so that load balancers and Kubernetes endpoints stop
+    /// sending it traffic before it stops listening. Default 0.
+    pub drain_delay: Duration,
     /// A downstream TLS handshake must finish within this (from accept).
     pub tls_handshake: Duration,
     /// Longest wait for the next piece of a request body from the client
@@ -305,6 +313,43 @@ pub struct Log {
     pub access: AccessLog,
     /// Where JSON audit events (rollout transitions, evaluations) go.
     pub audit: AccessLog,
+    /// How weir's own process log (stderr) is written.
+    pub format: LogFormat,
+}
+
+/// `log.format`: weir's process log on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, ...), for
+    /// log collectors.
+    Json,
+}
+
+/// `[dns]`: how backend host names are resolved and followed.
+///
+/// Names are resolved through `/etc/resolv.conf` and `/etc/hosts` (or the
+/// `servers` given), and resolved again when their TTL runs out, the TTL
+/// held between `min_ttl` and `max_ttl`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dns {
+    /// Floor of a name's TTL: a name is never re-resolved sooner, and a
+    /// failed resolution is retried after this long.
+    pub min_ttl: Duration,
+    /// Ceiling of a name's TTL: a name is re-resolved at least this often
+    /// (names from `/etc/hosts` too).
+    pub max_ttl: Duration,
+    /// Name servers asked instead of `/etc/resolv.conf`'s (its search
+    /// domains and `ndots` still apply). Empty: the system's.
+    pub servers: Vec<SocketAddr>,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns { min_ttl: Duration::from_secs(1), max_ttl: Duration::from_secs(30), servers: Vec::new() }
+    }
 }
 
 /// `[telemetry]`

@@ -703,3 +703,32 @@ fn release_metadata_is_read_and_checked() {
         assert!(errs.iter().any(|e| e.starts_with(needle)), "no {needle:?} in {errs:#?}");
     }
 }
+
+#[test]
+fn dns_drain_and_log_format_settings() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.dns, Dns::default());
+    assert_eq!((c.dns.min_ttl, c.dns.max_ttl), (Duration::from_secs(1), Duration::from_secs(30)));
+    assert_eq!(c.timeouts.drain_delay, Duration::ZERO);
+    assert_eq!(c.log.format, LogFormat::Text);
+
+    let c = parse(&format!(
+        "[dns]\nmin_ttl = \"2s\"\nmax_ttl = \"1m\"\nservers = [\"10.96.0.10\", \"127.0.0.1:5353\"]\n[timeouts]\ndrain_delay = \"5s\"\n[log]\nformat = \"json\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!((c.dns.min_ttl, c.dns.max_ttl), (Duration::from_secs(2), Duration::from_secs(60)));
+    let servers: Vec<String> = c.dns.servers.iter().map(ToString::to_string).collect();
+    assert_eq!(servers, ["10.96.0.10:53", "127.0.0.1:5353"]);
+    assert_eq!(c.timeouts.drain_delay, Duration::from_secs(5));
+    assert_eq!(c.log.format, LogFormat::Json);
+
+    let errs = errors(&format!(
+        "[dns]\nmin_ttl = \"1m\"\nmax_ttl = \"10s\"\nservers = [\"dns.local\"]\n[log]\nformat = \"xml\"\n{MINIMAL}"
+    ));
+    assert!(errs.iter().any(|e| e.starts_with("dns.min_ttl: 60s is above max_ttl (10s)")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.starts_with("dns.servers[0]: \"dns.local\" is not an IP address")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.starts_with("log.format: \"xml\" is not text or json")), "{errs:?}");
+    let errs = errors(&format!("[dns]\nmin_ttl = \"10ms\"\n[timeouts]\ndrain_delay = \"2h\"\n{MINIMAL}"));
+    assert!(errs.iter().any(|e| e.starts_with("dns.min_ttl: must be at least 100ms")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.starts_with("timeouts.drain_delay: must be at most 1h")), "{errs:?}");
+}

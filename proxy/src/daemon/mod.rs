@@ -15,6 +15,7 @@
 //! | `audit.rs` | the audit trail (memory, file, live subscribers) |
 //! | `persist.rs` | the state file |
 //! | `reload.rs`, `watch.rs` | config reload, and the file watcher |
+//! | `resolve.rs` | backend host names followed as their DNS answers run out |
 //! | `synthetic.rs`, `checks.rs` | the synthetic request generator, its checks' counters |
 //! | `admin/` | the admin listener: health, metrics, JSON API, dashboard |
 //! | `fleet/` | fleet mode (feature `fleet`): many replicas, one rollout, on etcd |
@@ -37,6 +38,7 @@ mod promql;
 pub(crate) mod recorder;
 pub(crate) mod recording;
 pub mod reload;
+mod resolve;
 mod signals;
 mod synthetic;
 pub(crate) mod thread;
@@ -79,6 +81,7 @@ pub(crate) fn start(
     thread.spawn(synthetic::run(daemon.clone(), data_addr, shutdown.clone()));
     thread.spawn(promql::run(daemon.clone(), shutdown.clone()));
     thread.spawn(recording::run(daemon.clone(), shutdown.clone()));
+    thread.spawn(resolve::run(daemon.clone(), shutdown.clone()));
     if let Some(path) = daemon.config_path.clone() {
         let _daemon_runtime = thread.enter();
         watch::watch_file(daemon.clone(), path, shutdown);

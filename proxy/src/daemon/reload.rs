@@ -101,9 +101,19 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
         dp.telemetry.reload_ok();
         return Ok(prev.generation);
     }
-    let built =
-        snapshot::build(Arc::new(cfg), daemon.config_path.as_deref(), Some(&prev), &dp.telemetry, &dp.faults, None)
-            .await;
+    let resolved = match crate::dns::resolve_all(&cfg, Some((&prev.config, &prev.resolved))).await {
+        Ok(r) => r,
+        Err(e) => return Err(failed(daemon, BuildError::from(e).into())),
+    };
+    let built = snapshot::build(
+        Arc::new(cfg),
+        daemon.config_path.as_deref(),
+        Some(&prev),
+        &dp.telemetry,
+        &dp.faults,
+        None,
+        resolved,
+    );
     let (next, events) = match built {
         Ok(s) => s,
         Err(e) => return Err(failed(daemon, e.into())),
@@ -116,4 +126,40 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
     persist(daemon);
     tracing::info!(generation, "config reloaded");
     Ok(generation)
+}
+
+/// Serves the same config with the backends' host names as `resolved`
+/// says (the DNS follower found new addresses), if the snapshot serving is
+/// still generation `from` (a reload in between resolved on its own).
+/// Routes, rollouts and the endpoints of addresses that stay carry on.
+pub(crate) async fn follow_dns(daemon: &Arc<Daemon>, from: u64, resolved: crate::dns::Resolved) -> Option<u64> {
+    let _serial = daemon.reload_lock.lock().await;
+    let dp = &daemon.dp;
+    let prev = dp.load_full();
+    if prev.generation != from {
+        return None;
+    }
+    let built = snapshot::build(
+        prev.config.clone(),
+        daemon.config_path.as_deref(),
+        Some(&prev),
+        &dp.telemetry,
+        &dp.faults,
+        None,
+        resolved,
+    );
+    match built {
+        Ok((next, events)) => {
+            let generation = next.generation;
+            dp.swap_in(next);
+            emit_built(daemon, events);
+            Some(generation)
+        }
+        Err(e) => {
+            // The config built a moment ago; only a certificate file that
+            // changed since can fail it (its reload will say so).
+            tracing::warn!("cannot serve the new backend addresses: {e}");
+            None
+        }
+    }
 }

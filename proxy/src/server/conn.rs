@@ -184,8 +184,9 @@ pub(crate) async fn serve(
             {
                 // Boxed: hyper's connection state is allocated only for the
                 // connections that need it.
+                let h2 = prefix.starts_with(b"PRI * HTTP/2.0\r\n");
                 let io = Prefixed { prefix, inner: stream };
-                Box::pin(serve_http(dp, io, ctx, snap, shutdown)).await;
+                Box::pin(serve_http(dp, io, ctx, snap, shutdown, h2)).await;
             }
         }
         // Boxed: a connection task is as large as its largest state, and
@@ -206,16 +207,21 @@ async fn serve_tls(
     if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
         let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), true));
         let snap = dp.load_full();
-        serve_http(dp, tls, ctx, snap, shutdown).await;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        serve_http(dp, tls, ctx, snap, shutdown, h2).await;
     }
 }
 
+/// `h2`: the connection speaks HTTP/2 (ALPN, or the h2c preface), so
+/// that `timeouts.drain_delay` sends it a GOAWAY (HTTP/1.1 connections get
+/// `Connection: close` on their responses instead, `proxy::handle`).
 async fn serve_http<S>(
     dp: Arc<DataPlane>,
     stream: S,
     ctx: Arc<ConnCtx>,
     snap: Arc<Snapshot>,
     mut shutdown: watch::Receiver<bool>,
+    h2: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -229,6 +235,11 @@ async fn serve_http<S>(
         line_limit: snap.config.limits.max_request_line,
     });
     let svc_ctx = ctx.clone();
+    // Only a connection open when the delay begins is told to go: one
+    // opened during it is served (a GOAWAY at once would send its client
+    // round in circles until the listener closes).
+    let mut leave = dp.leave.subscribe();
+    let mut left = !h2 || *leave.borrow_and_update();
     let svc = service_fn(move |req| super::proxy::handle(dp.clone(), svc_ctx.clone(), req));
     let conn = snap.server.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
@@ -247,6 +258,11 @@ async fn serve_http<S>(
                 return;
             }
             _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = leave.changed(), if !left && !draining => {
+                left = true;
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -231,7 +231,7 @@ pub(crate) async fn serve(
         let head_only = head.parts.method == Method::HEAD;
         let resp = Box::pin(super::proxy::respond(dp, ctx, &mut head.parts, None)).await;
         draining |= dp.draining.load(std::sync::atomic::Ordering::Relaxed);
-        let close = head.close || draining;
+        let close = head.close || draining || dp.leaving.load(std::sync::atomic::Ordering::Relaxed);
         match write_response(stream, resp, head_only, close).await {
             Ok(true) => {}
             Ok(false) => {

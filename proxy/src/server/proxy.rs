@@ -41,9 +41,16 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    let http1 = parts.version <= http::Version::HTTP_11;
     let mut resp = respond(&dp, &conn, &mut parts, Some(body)).await;
     // hyper writes the head from the map.
     materialize_headers(&mut resp, ResponseBody::take_raw_headers);
+    if http1 && dp.leaving.load(std::sync::atomic::Ordering::Relaxed) {
+        // `timeouts.drain_delay`: the client's next request goes on a new
+        // connection, which a load balancer no longer sends here (hyper
+        // closes the connection after this response).
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     Ok(resp)
 }
 

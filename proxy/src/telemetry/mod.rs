@@ -178,6 +178,13 @@ impl Telemetry {
         self.reloads_error.increment(1);
     }
 
+    /// The count of a backend's failed re-resolutions (created at 0 on
+    /// first use; off the data path).
+    pub(crate) fn dns_failures(&self, backend: &str) -> Counter {
+        let key = Key::from_parts(names::DNS_FAILURES_TOTAL, labels(&[(label::BACKEND, backend)]));
+        self.recorder.register_counter(&key, &METADATA)
+    }
+
     /// The stats of (route, backend), created with resolved metric handles
     /// on first use and kept across reloads.
     pub fn stats(&self, route: &str, backend: &str) -> Arc<BackendStats> {
@@ -394,6 +401,11 @@ fn describe(r: &PrometheusRecorder) {
     d(names::GRPC_RESPONSES_TOTAL, None, "gRPC calls by grpc-status (from trailers, or a trailers-only response).");
     d(names::UPSTREAM_RETRIES_TOTAL, None, "Requests sent again after a failed attempt, by the kind of that failure.");
     d(names::CONFIG_RELOADS_TOTAL, None, "Config reloads by result.");
+    d(
+        names::DNS_FAILURES_TOTAL,
+        None,
+        "Failed re-resolutions of a backend's host name (its last addresses keep serving).",
+    );
     for (name, help) in [
         (names::FLEET_LEADER, "Fleet mode: 1 while this replica is the fleet's leader."),
         (names::FLEET_TERM, "Fleet mode: the term of the leader this replica knows."),

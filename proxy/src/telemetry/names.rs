@@ -29,6 +29,8 @@ pub(crate) const SHADOW_MISMATCHES_TOTAL: &str = "weir_shadow_mismatches_total";
 pub(crate) const CANARY_WEIGHT: &str = "weir_canary_weight";
 /// Config reloads by result (counter).
 pub(crate) const CONFIG_RELOADS_TOTAL: &str = "weir_config_reloads_total";
+/// Failed re-resolutions of a backend's host name (counter).
+pub(crate) const DNS_FAILURES_TOTAL: &str = "weir_dns_failures_total";
 /// Build and release versions (gauge, always 1 for the current set).
 pub(crate) const BUILD_INFO: &str = "weir_build_info";
 

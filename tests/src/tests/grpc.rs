@@ -104,15 +104,6 @@ async fn grpc_codes_reach(w: &InProcess, want: &[(&str, &str)], n: f64) {
     }
 }
 
-/// Polls `cond` every 10 ms until it holds, up to `within`.
-async fn until(within: Duration, what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_and_cancellations_reach_the_upstream() {
     use std::sync::atomic::Ordering::SeqCst;

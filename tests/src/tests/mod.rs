@@ -9,6 +9,7 @@ mod fds;
 mod fleet;
 mod grpc;
 mod hardening;
+mod operations;
 mod promql;
 mod protocols;
 mod refused;

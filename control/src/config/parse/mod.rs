@@ -19,7 +19,7 @@ mod settings;
 use backends::backends;
 use listen::{admin, listen};
 use routes::routes;
-use settings::{limits, log, telemetry, timeouts};
+use settings::{dns, limits, log, telemetry, timeouts};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +58,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     let fleet = fleet::fleet(&mut ctx, &mut top);
     let prometheus = prometheus::prometheus(&mut ctx, &mut top);
     let recording = prometheus::recording(&mut ctx, &mut top);
+    let dns = dns(&mut ctx, &mut top);
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
     stage_windows(&mut ctx, &mut telemetry, window_given, &routes);
@@ -79,6 +80,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
         fleet,
         prometheus,
         recording,
+        dns,
         backends,
         routes,
     }))

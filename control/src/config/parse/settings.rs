@@ -1,11 +1,11 @@
-//! `[timeouts]`, `[limits]`, `[log]` and `[telemetry]`: plain settings with
-//! documented defaults.
+//! `[timeouts]`, `[limits]`, `[log]`, `[telemetry]` and `[dns]`: plain
+//! settings with documented defaults.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::reader::{Ctx, Table};
-use crate::config::{AccessLog, Limits, Log, Telemetry, Timeouts, Underscores};
+use crate::config::reader::{as_str, Ctx, Table};
+use crate::config::{AccessLog, Dns, Limits, Log, LogFormat, Telemetry, Timeouts, Underscores};
 
 pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
     let mut out = Timeouts {
@@ -17,6 +17,7 @@ pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
         shutdown_grace: Duration::from_secs(30),
         tls_handshake: Duration::from_secs(10),
         body_read: Duration::from_secs(30),
+        drain_delay: Duration::ZERO,
     };
     if let Some(mut t) = top.table(ctx, "timeouts") {
         for (key, slot) in [
@@ -28,10 +29,15 @@ pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
             ("shutdown_grace", &mut out.shutdown_grace),
             ("tls_handshake", &mut out.tls_handshake),
             ("body_read", &mut out.body_read),
+            ("drain_delay", &mut out.drain_delay),
         ] {
             if let Some(d) = t.duration(ctx, key) {
-                if d.is_zero() && key != "shutdown_grace" {
+                if d.is_zero() && key != "shutdown_grace" && key != "drain_delay" {
                     ctx.error(&t.key_path(key), Some(&t.span), "must be greater than zero");
+                } else if key == "drain_delay" && d > Duration::from_secs(3600) {
+                    // Not ready and still serving for longer than that is
+                    // a typo, not a drain.
+                    ctx.error(&t.key_path(key), Some(&t.span), "must be at most 1h");
                 } else {
                     *slot = d;
                 }
@@ -89,8 +95,15 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Limits {
 }
 
 pub(super) fn log(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Log {
-    let mut out = Log { access: AccessLog::Off, audit: AccessLog::Off };
+    let mut out = Log { access: AccessLog::Off, audit: AccessLog::Off, format: LogFormat::Text };
     if let Some(mut t) = top.table(ctx, "log") {
+        if let Some(s) = t.string(ctx, "format") {
+            match s.as_str() {
+                "text" => out.format = LogFormat::Text,
+                "json" => out.format = LogFormat::Json,
+                other => ctx.error(&t.key_path("format"), Some(&t.span), format!("\"{other}\" is not text or json")),
+            }
+        }
         for (key, slot) in [("access", &mut out.access), ("audit", &mut out.audit)] {
             if let Some(s) = t.string(ctx, key) {
                 *slot = match s.as_str() {
@@ -129,4 +142,42 @@ pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> (Telemetr
         t.finish(ctx);
     }
     (out, explicit)
+}
+
+/// `[dns]`: the TTL bounds of backend host names, and name servers.
+pub(super) fn dns(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Dns {
+    let mut out = Dns::default();
+    let Some(mut t) = top.table(ctx, "dns") else { return out };
+    for (key, slot) in [("min_ttl", &mut out.min_ttl), ("max_ttl", &mut out.max_ttl)] {
+        if let Some(d) = t.duration(ctx, key) {
+            if d < Duration::from_millis(100) {
+                ctx.error(&t.key_path(key), Some(&t.span), "must be at least 100ms");
+            } else {
+                *slot = d;
+            }
+        }
+    }
+    if out.min_ttl > out.max_ttl {
+        ctx.error(
+            &t.key_path("min_ttl"),
+            Some(&t.span),
+            format!("{:?} is above max_ttl ({:?})", out.min_ttl, out.max_ttl),
+        );
+    }
+    if let Some(list) = t.array(ctx, "servers") {
+        for (i, v) in list.iter().enumerate() {
+            let path = format!("{}[{i}]", t.key_path("servers"));
+            let Some(s) = as_str(ctx, &path, v) else { continue };
+            // A bare IP means port 53.
+            let addr = s
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)));
+            match addr {
+                Ok(a) => out.servers.push(a),
+                Err(_) => ctx.error(&path, Some(&v.span()), format!("\"{s}\" is not an IP address or IP:port")),
+            }
+        }
+    }
+    t.finish(ctx);
+    out
 }

@@ -156,11 +156,26 @@ pub(super) fn backends(dp: &DataPlane) -> serde_json::Value {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Host names: what they resolve to, and why not when they
+            // stopped (their last addresses serve meanwhile).
+            let dns: Vec<serde_json::Value> = b
+                .addrs
+                .iter()
+                .filter_map(|a| snap.resolved.get(a).map(|ans| (a, ans)))
+                .map(|(a, ans)| {
+                    serde_json::json!({
+                        "name": a.to_string(),
+                        "addrs": ans.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "error": ans.error,
+                    })
+                })
+                .collect();
             serde_json::json!({
                 "name": name,
                 "version": b.version,
                 "release": b.release,
                 "addrs": b.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "dns": dns,
                 "endpoints": endpoints,
                 "tls": b.tls.is_some(),
                 "http2": b.http2,

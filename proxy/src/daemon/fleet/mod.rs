@@ -40,7 +40,13 @@ use super::thread::DaemonThread;
 /// Connects to etcd (lazily: an etcd out of reach at start is retried by
 /// the tasks; the replica serves stable meanwhile).
 pub(crate) async fn connect(daemon: &Daemon) -> Result<Arc<Node>, String> {
-    let cfg = daemon.dp.load().config.fleet.clone().ok_or("no [fleet] section")?;
+    let mut cfg = daemon.dp.load().config.fleet.clone().ok_or("no [fleet] section")?;
+    // TLS files are relative to the config file, as every path in it.
+    if let Some(tls) = &mut cfg.tls {
+        for f in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file].into_iter().flatten() {
+            *f = crate::files::config_relative(f, daemon.config_path.as_deref());
+        }
+    }
     let store = store::Store::connect(&cfg).await.map_err(|e| e.to_string())?;
     let id = node::replica_id(&cfg);
     tracing::info!(id = %id, fleet = %cfg.name, endpoints = ?cfg.endpoints, "fleet mode");

@@ -1,6 +1,7 @@
 //! The idle connections of one upstream address, in lock-free queues on
 //! the address itself: a checkout is a pop, a return a push.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -40,11 +41,13 @@ struct Idle {
 pub(crate) struct Pool {
     hot: ArrayQueue<Idle>,
     idle: ArrayQueue<Idle>,
+    /// The address left the config (or its DNS answer): nothing is kept.
+    retired: AtomicBool,
 }
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool { hot: ArrayQueue::new(1), idle: ArrayQueue::new(POOL_SIZE) }
+        Pool { hot: ArrayQueue::new(1), idle: ArrayQueue::new(POOL_SIZE), retired: AtomicBool::new(false) }
     }
 }
 
@@ -69,6 +72,9 @@ impl Pool {
     /// Returns a connection; `in_flight` counts the address's requests in
     /// flight, the one returning it included.
     pub(super) fn put(&self, stream: TcpStream, timer: LazyTimer, in_flight: u32) {
+        if self.retired.load(Ordering::Relaxed) {
+            return; // closed
+        }
         let mut idle = Idle { stream, timer, since: coarse_ms() };
         if in_flight <= 1 {
             match self.hot.push(idle) {
@@ -95,6 +101,13 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// The address is no longer served: closes the idle connections, and
+    /// every connection returned from now on.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.sweep(Duration::ZERO);
     }
 
     /// Idle connections right now.
