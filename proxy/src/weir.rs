@@ -128,7 +128,8 @@ impl Weir {
             admin.into_std().and_then(TcpListener::from_std)
         }
         .map_err(|source| StartError::Bind { what: "admin.addr", addr: admin_addr, source })?;
-        let access_log = AccessLog::open(&in_config_dir(&cfg.log.access)).map_err(StartError::AccessLog)?;
+        let access_log = AccessLog::open(&in_config_dir(&cfg.log.access), telemetry.access_log_dropped())
+            .map_err(StartError::AccessLog)?;
 
         let dp = Arc::new(DataPlane::new(snap, access_log, telemetry, faults));
         let daemon = Arc::new(Daemon {
@@ -141,6 +142,7 @@ impl Weir {
             webhooks: webhook::client(),
             runtime: thread.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
+            admin_failures: Default::default(),
             synthetic_checks: Default::default(),
             signals: Default::default(),
             recorder: crate::daemon::recorder::Recorder::start(),

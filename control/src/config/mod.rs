@@ -245,6 +245,10 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
     /// Serve the admin API and dashboard over TLS.
     pub tls: Option<ServerTls>,
+    /// Host names the admin listener answers to besides IP addresses and
+    /// `localhost` (lowercase; `*.suffix`, or `*` for any): a request
+    /// naming another host is refused (DNS rebinding).
+    pub hosts: Vec<String>,
 }
 
 /// `[timeouts]`

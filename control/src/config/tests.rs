@@ -732,3 +732,14 @@ fn dns_drain_and_log_format_settings() {
     assert!(errs.iter().any(|e| e.starts_with("dns.min_ttl: must be at least 100ms")), "{errs:?}");
     assert!(errs.iter().any(|e| e.starts_with("timeouts.drain_delay: must be at most 1h")), "{errs:?}");
 }
+
+#[test]
+fn admin_hosts_are_names_wildcards_or_any() {
+    let c = parse(&format!("[admin]\nhosts = [\"Weir-Admin.example.com\", \"*.svc.cluster.local\", \"*\"]\n{MINIMAL}"))
+        .unwrap();
+    assert_eq!(c.admin.hosts, ["weir-admin.example.com", "*.svc.cluster.local", "*"]);
+    assert!(parse(MINIMAL).unwrap().admin.hosts.is_empty());
+    let errs = errors(&format!("[admin]\nhosts = [\"evil.example/x\", \"*.\"]\n{MINIMAL}"));
+    assert!(errs.iter().any(|e| e.starts_with("admin.hosts[0]: \"evil.example/x\" is not a host name")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.starts_with("admin.hosts[1]:")), "{errs:?}");
+}

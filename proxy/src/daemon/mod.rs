@@ -25,7 +25,7 @@
 //! `files`, `clock`. Nothing in the data plane imports from here.
 
 pub(crate) mod actions;
-mod admin;
+pub(crate) mod admin;
 pub(crate) mod audit;
 mod checks;
 mod context;

@@ -401,3 +401,67 @@ async fn weir_ctl_wait_gates_a_pipeline_on_the_rollouts_outcome() {
         l.stop().await;
     }
 }
+
+/// A call to the admin listener with these headers: its status.
+async fn call(method: http::Method, url: &str, headers: &[(&str, &str)]) -> StatusCode {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    client().request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_refuses_rebound_names_cross_site_calls_and_token_guessing() {
+    use http::Method;
+    // No token: mutating calls are open on loopback, to weir ctl and the
+    // dashboard, not to another site's page.
+    let (_s, _c, w) = named_pair(&rollout_route(), "hosts = [\"weir-admin.internal\"]").await;
+    let admin = w.weir.admin_addr();
+    let url = |path: &str| format!("http://{admin}{path}");
+    // DNS rebinding: a page's own name pointed at 127.0.0.1.
+    assert_eq!(call(Method::GET, &url("/api/v1/routes"), &[("host", "evil.example:9901")]).await, 403);
+    assert_eq!(call(Method::POST, &url("/api/v1/routes/web/pause"), &[("host", "evil.example")]).await, 403);
+    for ok in ["localhost:9901", "weir-admin.internal:9901", &admin.to_string()] {
+        assert_eq!(call(Method::GET, &url("/api/v1/routes"), &[("host", ok)]).await, 200, "{ok}");
+    }
+    // Another site's page posting to the admin port.
+    let from_elsewhere = [("origin", "https://evil.example")];
+    assert_eq!(call(Method::POST, &url("/api/v1/routes/web/pause"), &from_elsewhere).await, 403);
+    assert_eq!(call(Method::POST, &url("/api/v1/routes/web/pause"), &[("sec-fetch-site", "cross-site")]).await, 403);
+    assert_eq!(w.weir.rollout("web").unwrap().phase, Phase::Progressing, "a refused call changed the rollout");
+    // The dashboard's own origin, and weir ctl (no Origin): allowed.
+    let own = format!("http://{admin}");
+    assert_eq!(call(Method::POST, &url("/api/v1/routes/web/pause"), &[("origin", &own)]).await, 200);
+    assert_eq!(call(Method::POST, &url("/api/v1/routes/web/resume"), &[]).await, 200);
+
+    // With a token: ten wrong ones from an address, and even the right one
+    // is refused for a while (429 with Retry-After).
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, config_text(stable.addr, canary.addr, &rollout_route(), "token_file = \"admin.token\""))
+        .unwrap();
+    let w = weir_proxy::Weir::start(weir_proxy::reload::read_config(&path).unwrap(), Some(path.clone())).await.unwrap();
+    let pause = format!("http://{}/api/v1/routes/web/pause", w.admin_addr());
+    for _ in 0..10 {
+        assert_eq!(post(&pause, Some("guess")).await.0, 401);
+    }
+    let resp = client()
+        .request(
+            Request::post(&pause)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(w.rollout("web").unwrap().phase, Phase::Progressing);
+    // Reads are not affected.
+    assert_eq!(get(&client(), &format!("http://{}/api/v1/routes", w.admin_addr()), &[]).await.0, 200);
+}

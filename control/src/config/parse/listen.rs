@@ -105,10 +105,26 @@ fn server_tls(ctx: &mut Ctx<'_>, parent: &mut Table<'_, '_>) -> Option<ServerTls
 }
 
 pub(super) fn admin(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Admin {
-    let mut admin = Admin { addr: SocketAddr::from(([127, 0, 0, 1], 9901)), token_file: None, tls: None };
+    let mut admin =
+        Admin { addr: SocketAddr::from(([127, 0, 0, 1], 9901)), token_file: None, tls: None, hosts: Vec::new() };
     if let Some(mut t) = top.table(ctx, "admin") {
         admin.addr = socket_addr(ctx, &mut t, "addr", "127.0.0.1:9901");
         admin.token_file = t.string(ctx, "token_file").map(PathBuf::from);
+        if let Some(list) = t.array(ctx, "hosts") {
+            for (i, v) in list.iter().enumerate() {
+                let path = format!("{}[{i}]", t.key_path("hosts"));
+                let Some(name) = as_str(ctx, &path, v) else { continue };
+                let name = name.to_ascii_lowercase();
+                let bare = name.strip_prefix("*.").unwrap_or(&name);
+                let ok = name == "*"
+                    || (!bare.is_empty() && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+                if ok {
+                    admin.hosts.push(name);
+                } else {
+                    ctx.error(&path, Some(&v.span()), format!("\"{name}\" is not a host name, *.suffix or *"));
+                }
+            }
+        }
         admin.tls = server_tls(ctx, &mut t);
         if !admin.addr.ip().is_loopback() && admin.token_file.is_none() {
             ctx.error(

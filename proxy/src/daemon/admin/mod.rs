@@ -13,6 +13,7 @@
 mod api;
 mod auth;
 mod dashboard;
+pub(crate) mod guard;
 mod reply;
 
 use std::convert::Infallible;
@@ -92,6 +93,10 @@ async fn serve_conn<S>(
 
 async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
+    if let Err(why) = guard::check_host(&req, &daemon.dp.load().config.admin.hosts) {
+        tracing::debug!(%peer, %path, "admin: {why}");
+        return json_error(StatusCode::FORBIDDEN, &why);
+    }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -122,8 +127,8 @@ async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
                 return r;
             }
-            if let Err(why) = auth::check(daemon, &req) {
-                return unauthorized(peer, &path, why);
+            if let Some(refused) = authorize(daemon, peer, &req, &path) {
+                return refused;
             }
             if method == Method::DELETE {
                 return api::set_fault(&daemon.dp, name, None);
@@ -144,13 +149,45 @@ async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
                 return r;
             }
-            if let Err(why) = auth::check(daemon, &req) {
-                return unauthorized(peer, &path, why);
+            if let Some(refused) = authorize(daemon, peer, &req, &path) {
+                return refused;
             }
             let full = query(&req, "full").is_some_and(|v| v == "true" || v == "1");
             api::act(daemon, name, action, full).await
         }
         _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+/// A mutating call's checks: same origin (for browsers), not a peer that
+/// guessed too many tokens, and the bearer token when one is configured.
+/// The answer when refused.
+fn authorize<B>(daemon: &Daemon, peer: SocketAddr, req: &Request<B>, path: &str) -> Option<Response<Full<Bytes>>> {
+    if let Err(why) = guard::check_origin(req) {
+        tracing::warn!(%peer, %path, "admin: {why}");
+        return Some(json_error(StatusCode::FORBIDDEN, why));
+    }
+    if let Some(secs) = daemon.admin_failures.blocked(peer.ip()) {
+        let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, "too many wrong tokens from this address: wait");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Some(r);
+    }
+    match auth::check(daemon, req) {
+        Ok(()) => {
+            daemon.admin_failures.succeeded(peer.ip());
+            None
+        }
+        Err(why) => {
+            if daemon.admin_failures.failed(peer.ip()) {
+                tracing::warn!(
+                    %peer,
+                    "admin: {} wrong tokens within {:?}: refusing this address's calls for that long",
+                    guard::MAX_FAILURES,
+                    guard::WINDOW
+                );
+            }
+            Some(unauthorized(peer, path, why))
+        }
     }
 }
 
