@@ -105,16 +105,7 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
         Ok(r) => r,
         Err(e) => return Err(failed(daemon, BuildError::from(e).into())),
     };
-    let built = snapshot::build(
-        Arc::new(cfg),
-        daemon.config_path.as_deref(),
-        Some(&prev),
-        &dp.telemetry,
-        &dp.faults,
-        None,
-        resolved,
-    );
-    let (next, events) = match built {
+    let (next, events) = match next_snapshot(daemon, &prev, Arc::new(cfg), resolved) {
         Ok(s) => s,
         Err(e) => return Err(failed(daemon, e.into())),
     };
@@ -139,16 +130,7 @@ pub(crate) async fn follow_dns(daemon: &Arc<Daemon>, from: u64, resolved: crate:
     if prev.generation != from {
         return None;
     }
-    let built = snapshot::build(
-        prev.config.clone(),
-        daemon.config_path.as_deref(),
-        Some(&prev),
-        &dp.telemetry,
-        &dp.faults,
-        None,
-        resolved,
-    );
-    match built {
+    match next_snapshot(daemon, &prev, prev.config.clone(), resolved) {
         Ok((next, events)) => {
             let generation = next.generation;
             dp.swap_in(next);
@@ -162,4 +144,15 @@ pub(crate) async fn follow_dns(daemon: &Arc<Daemon>, from: u64, resolved: crate:
             None
         }
     }
+}
+
+/// The snapshot after `prev` for `cfg` and its host names' answers.
+fn next_snapshot(
+    daemon: &Daemon,
+    prev: &snapshot::Snapshot,
+    cfg: Arc<Config>,
+    resolved: crate::dns::Resolved,
+) -> Result<(snapshot::Snapshot, Vec<weir_control::rollout::Event>), BuildError> {
+    let dp = &daemon.dp;
+    snapshot::build(cfg, daemon.config_path.as_deref(), Some(prev), &dp.telemetry, &dp.faults, None, resolved)
 }

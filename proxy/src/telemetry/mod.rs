@@ -178,6 +178,11 @@ impl Telemetry {
         self.reloads_error.increment(1);
     }
 
+    /// The count of access-log lines dropped (the writer behind).
+    pub(crate) fn access_log_dropped(&self) -> Counter {
+        self.recorder.register_counter(&Key::from_name(names::ACCESS_LOG_DROPPED_TOTAL), &METADATA)
+    }
+
     /// The count of a backend's failed re-resolutions (created at 0 on
     /// first use; off the data path).
     pub(crate) fn dns_failures(&self, backend: &str) -> Counter {
@@ -401,6 +406,11 @@ fn describe(r: &PrometheusRecorder) {
     d(names::GRPC_RESPONSES_TOTAL, None, "gRPC calls by grpc-status (from trailers, or a trailers-only response).");
     d(names::UPSTREAM_RETRIES_TOTAL, None, "Requests sent again after a failed attempt, by the kind of that failure.");
     d(names::CONFIG_RELOADS_TOTAL, None, "Config reloads by result.");
+    d(
+        names::ACCESS_LOG_DROPPED_TOTAL,
+        None,
+        "Access-log lines dropped because the writer was behind (a slow or full disk); requests are never held up.",
+    );
     d(
         names::DNS_FAILURES_TOTAL,
         None,

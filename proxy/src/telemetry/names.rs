@@ -29,6 +29,8 @@ pub(crate) const SHADOW_MISMATCHES_TOTAL: &str = "weir_shadow_mismatches_total";
 pub(crate) const CANARY_WEIGHT: &str = "weir_canary_weight";
 /// Config reloads by result (counter).
 pub(crate) const CONFIG_RELOADS_TOTAL: &str = "weir_config_reloads_total";
+/// Access-log lines dropped because the writer was behind (counter).
+pub(crate) const ACCESS_LOG_DROPPED_TOTAL: &str = "weir_access_log_dropped_total";
 /// Failed re-resolutions of a backend's host name (counter).
 pub(crate) const DNS_FAILURES_TOTAL: &str = "weir_dns_failures_total";
 /// Build and release versions (gauge, always 1 for the current set).

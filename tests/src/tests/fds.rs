@@ -111,3 +111,55 @@ async fn closed_connections_give_back_their_file_descriptors() {
     let mut s = TcpStream::connect(p.data_addr).await.unwrap();
     one_request(&mut s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_the_upstream_closed_give_back_their_descriptors_within_seconds() {
+    // Slow answers, so that concurrent requests each take a connection.
+    let stable = Upstream::start("stable", Mode::Delay(Duration::from_millis(300))).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    // upstream_idle far longer than the wait below: only noticing the
+    // upstream's close can give the descriptors back in time.
+    std::fs::write(&path, config_text(stable.addr, canary.addr, "weight = 0", "[timeouts]\nupstream_idle = \"5m\""))
+        .unwrap();
+    let p = Process::spawn(&path);
+    let url = format!("http://{}/", p.data_addr);
+    assert_eq!(get(&client(), &url, &[]).await.0, StatusCode::OK);
+    let baseline = p.fds().unwrap();
+
+    // 40 requests at once: weir opens about 40 upstream connections, and
+    // pools them when the answers are in.
+    const BURST: usize = 40;
+    let requests: Vec<_> = (0..BURST)
+        .map(|_| {
+            let addr = p.data_addr;
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                s.write_all(b"GET /fd HTTP/1.1\r\nhost: fds.test\r\nconnection: close\r\n\r\n").await.unwrap();
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await.unwrap();
+                assert!(out.starts_with(b"HTTP/1.1 200 "), "{:?}", String::from_utf8_lossy(&out));
+            })
+        })
+        .collect();
+    for r in requests {
+        r.await.unwrap();
+    }
+    let pooled = p.fds().unwrap();
+    assert!(pooled >= baseline + BURST / 2, "{pooled} fds after the burst (baseline {baseline})");
+
+    // The upstream restarts: it closes every idle connection. weir's pooled
+    // ends are in CLOSE_WAIT until weir notices.
+    stable.stop(Stop::Restart).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut now = p.fds().unwrap();
+    while now > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "weir still holds {now} fds 5 s after the upstream closed its {pooled} - {baseline} idle connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = p.fds().unwrap();
+    }
+}

@@ -390,6 +390,11 @@ async fn rolling_update(drain_delay: &str) -> (Arc<Tally>, Option<i32>, Vec<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_delay_loses_no_request_through_a_restart() {
     let (tally, code, log) = rolling_update("1500ms").await;
+    eprintln!(
+        "drain delay 1.5 s: {} requests, {} failed",
+        tally.ok.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed)
+    );
     assert_eq!(code, Some(0), "{log:?}");
     assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "{:?}", tally.errors.lock().unwrap());
     assert!(log.iter().any(|l| l.contains("draining: not ready")), "{log:?}");
@@ -397,6 +402,11 @@ async fn a_drain_delay_loses_no_request_through_a_restart() {
     // The same restart without the delay loses requests: the harness sees
     // what the delay prevents.
     let (tally, code, _) = rolling_update("0s").await;
+    eprintln!(
+        "no drain delay: {} requests, {} failed",
+        tally.ok.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed)
+    );
     assert_eq!(code, Some(0));
     assert!(tally.failed.load(Ordering::Relaxed) > 0, "no request failed without a drain delay");
 }
@@ -567,4 +577,39 @@ fn shell_completions_and_man_pages_come_from_the_command_line_definition() {
     }
     let check = std::fs::read_to_string(pages.join("weir-check.1")).unwrap();
     assert!(check.contains("no\\-resolve") && check.contains("WEIR_CONFIG"), "{check}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_log_nobody_reads_drops_lines_and_never_holds_a_request() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A disk that stops: a pipe whose reader never reads. Once its 64 KiB
+    // are full the log's writer thread blocks, and its queue fills.
+    let pipe = dir.path().join("access.pipe");
+    assert!(Command::new("mkfifo").arg(&pipe).status().unwrap().success());
+    const O_NONBLOCK: i32 = 0o4000;
+    let _reader = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(&pipe).unwrap();
+    let up = Upstream::bind(([127, 0, 0, 1], 0).into(), "app", Mode::Named, false).await.unwrap();
+    let w = InProcess::start(&format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[log]\naccess = \"{}\"\n[backends.app]\naddrs = [\"{}\"]\n[[routes]]\nname = \"web\"\nstable = \"app\"\n",
+        pipe.display(),
+        up.addr
+    ))
+    .await;
+    let clients = Clients::start(w.url("/"), 8);
+    let metrics = format!("http://{}/metrics", w.weir.admin_addr());
+    let dropped = || async {
+        let text = try_get(&metrics).await.unwrap_or_default();
+        sample(&parse_prometheus(&text), "weir_access_log_dropped_total", &[])
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while dropped().await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no line dropped after {:?}", clients.tally.ok);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Requests went on while lines were dropped.
+    let before = clients.tally.ok.load(Ordering::Relaxed);
+    until(Duration::from_secs(10), "requests go on", || clients.tally.ok.load(Ordering::Relaxed) >= before + 500).await;
+    let tally = clients.stop().await;
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "{:?}", tally.errors.lock().unwrap());
 }

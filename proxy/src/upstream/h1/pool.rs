@@ -85,14 +85,19 @@ impl Pool {
         let _ = self.idle.push(idle);
     }
 
-    /// Closes the connections idle for `max_idle` or more (called once a
-    /// second, so within a second of it); the others keep their order.
+    /// Closes the connections idle for `max_idle` or more, and those the
+    /// upstream closed (or sent stray bytes on) meanwhile: called once a
+    /// second, so a connection in CLOSE_WAIT gives its descriptor back
+    /// within a second, not at the next checkout or `max_idle` later. The
+    /// others keep their order.
     pub(crate) fn sweep(&self, max_idle: Duration) {
         let now = coarse_ms();
         for queue in [&self.hot, &self.idle] {
             for _ in 0..queue.len() {
-                let Some(idle) = queue.pop() else { break };
-                if now.saturating_sub(idle.since) < max_idle.as_millis() as u64 {
+                let Some(mut idle) = queue.pop() else { break };
+                // Cached readiness: no system call for a quiet connection.
+                let quiet = read_now(&mut idle.stream, &mut BytesMut::new()).is_none();
+                if quiet && now.saturating_sub(idle.since) < max_idle.as_millis() as u64 {
                     // Fails only for the hot slot, when a return took it
                     // meanwhile: the connection then joins the queue.
                     if let Err(idle) = queue.push(idle) {
