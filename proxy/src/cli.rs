@@ -19,7 +19,7 @@ pub const EXIT_RUNTIME: u8 = 70;
     about = "A progressive-delivery reverse proxy",
     after_long_help = "Exit codes: 0 ok; 2 bad usage; 78 invalid config (or a file or host name it names); \
 70 run-time failure; 65 unreadable recording (weir replay); weir ctl: 1 refused, 3 no such route, \
-4 unauthorized, 5 admin API unreachable, 6 other outcome, 7 timed out.\n\n\
+4 missing, wrong or refused token, 5 admin API unreachable, 6 other outcome, 7 timed out.\n\n\
 Environment: WEIR_CONFIG (the config file), WEIR_WORKERS (data-plane threads), WEIR_ADMIN and \
 WEIR_ADMIN_TOKEN (weir ctl), RUST_LOG (process log filter, default info)."
 )]

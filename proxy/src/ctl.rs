@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 done; 1 refused (the action is not allowed in the
 //! rollout's state, or another error answer); 2 bad usage; 3 no such route;
-//! 4 missing or wrong token; 5 the admin API cannot be reached; `wait`
+//! 4 missing, wrong or refused token (401, 403, 429); 5 the admin API cannot be reached; `wait`
 //! only: 6 the rollout ended otherwise (rolled back while waiting for a
 //! promotion, say), 7 timed out.
 
@@ -150,7 +150,7 @@ async fn run(args: CtlArgs) -> ExitCode {
         let msg = json["error"].as_str().map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_string);
         eprintln!("weir ctl: {} ({})", msg, status.as_u16());
         return ExitCode::from(match status {
-            StatusCode::UNAUTHORIZED => EXIT_AUTH,
+            StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS | StatusCode::FORBIDDEN => EXIT_AUTH,
             StatusCode::NOT_FOUND => EXIT_NO_ROUTE,
             _ => EXIT_REFUSED,
         });

@@ -46,6 +46,9 @@ pub(crate) struct DataPlane {
     pub(crate) shadows: Shadows,
     /// Fault slots per backend (the admin API switches them).
     pub(crate) faults: Faults,
+    /// Endpoints just retired by a swap: the ticker retires them once more
+    /// (a connection returned in the instant of the first), then lets go.
+    pub(crate) retired: std::sync::Mutex<Vec<Arc<crate::upstream::Endpoint>>>,
 }
 
 impl DataPlane {
@@ -64,6 +67,7 @@ impl DataPlane {
             synthetic_tag: SyntheticTag::new(),
             shadows: Shadows::default(),
             faults,
+            retired: Default::default(),
         }
     }
 
@@ -92,11 +96,14 @@ impl DataPlane {
         // hold an older snapshot.
         let kept: std::collections::HashSet<*const crate::upstream::Endpoint> =
             next.backends.iter().flat_map(|b| b.endpoints().iter().map(Arc::as_ptr)).collect();
+        let mut retired = self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for e in prev.backends.iter().flat_map(|b| b.endpoints()) {
             if !kept.contains(&Arc::as_ptr(e)) {
                 e.pool.retire();
+                retired.push(e.clone());
             }
         }
+        drop(retired);
         self.reloads.send_replace(generation);
     }
 

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use rustix::time::{clock_gettime, ClockId};
@@ -50,14 +50,6 @@ pub(crate) fn poll_read(
         pending.extend_from_slice(rb.filled());
         Poll::Ready(Ok(rb.filled().len()))
     })
-}
-
-/// [`poll_read`] without waiting: `None` when nothing is there.
-pub(crate) fn read_now(stream: &mut TcpStream, pending: &mut BytesMut) -> Option<io::Result<usize>> {
-    match poll_read(stream, &mut Context::from_waker(Waker::noop()), pending) {
-        Poll::Ready(r) => Some(r),
-        Poll::Pending => None,
-    }
 }
 
 /// This thread's write buffer, empty (a new one if it is lent out). Give it

@@ -1,6 +1,7 @@
 //! Once a second, on the daemon thread: fold recorded samples into the
-//! current slot, expire faults, publish the routes' current weights, and
-//! close idle upstream connections past `timeouts.upstream_idle`.
+//! current slot, expire faults, publish the routes' current weights, close
+//! idle upstream connections past `timeouts.upstream_idle` (or closed by
+//! the upstream), and say when the access log dropped lines.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,20 @@ pub(crate) async fn run(dp: Arc<DataPlane>, shutdown: watch::Receiver<bool>) {
         for r in snap.routes.routes() {
             r.publish_weight();
         }
-        // Idle upstream connections of weir's own client past upstream_idle.
+        // Idle upstream connections of weir's own client past upstream_idle
+        // (or closed by the upstream).
         for b in &snap.backends {
             for ep in b.endpoints() {
                 ep.pool.sweep(snap.timeouts.upstream_idle);
             }
+        }
+        // Addresses a swap retired: once more, then forgotten.
+        let retired = std::mem::take(&mut *dp.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for ep in retired {
+            ep.pool.retire();
+        }
+        if let Some(log) = &dp.access_log {
+            log.warn_if_dropped();
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The optional JSON access log: one line per request, written by a
 //! dedicated thread so that requests never wait on disk. Its queue is
-//! bounded ([`QUEUE`] lines): when the disk cannot keep up (stalled, full,
-//! a pipe nobody reads), lines are dropped, counted in
-//! `weir_access_log_dropped_total` and warned about (at most every 10 s),
-//! and requests go on.
+//! bounded ([`QUEUE`] lines, a path logged up to [`MAX_PATH`] bytes): when
+//! the disk cannot keep up (stalled, a pipe nobody reads) lines are
+//! dropped, and when a write fails (a full disk) they are lost; both are
+//! counted in `weir_access_log_dropped_total` and said in the process log
+//! by the once-a-second ticker (at most every 10 s), never from a request,
+//! which goes on.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode, Uri};
@@ -16,15 +18,19 @@ use weir_control::config::AccessLog as Dest;
 use super::error::ProxyError;
 use super::request::{ConnCtx, Outcome};
 
-/// Lines queued for the writer at most (about 2 MiB).
+/// Lines queued for the writer at most (a few MiB).
 pub(crate) const QUEUE: usize = 8192;
+/// A longer request path is cut in its line (`path_cut: true`).
+pub(crate) const MAX_PATH: usize = 2048;
 
 /// Sender side of the access log.
 pub(crate) struct AccessLog {
     tx: mpsc::SyncSender<String>,
-    /// Lines dropped because the queue was full.
+    /// Lines dropped (the queue full) or lost (a write failed).
     dropped: metrics::Counter,
-    /// [`coarse_ms`] of the last warning about dropped lines.
+    /// The same, since the last warning.
+    unwarned: Arc<AtomicU64>,
+    /// [`crate::clock::coarse_ms`] of the last warning.
     warned_ms: AtomicU64,
 }
 
@@ -37,18 +43,48 @@ impl AccessLog {
             Dest::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
         let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
+        let unwarned = Arc::new(AtomicU64::new(0));
+        let (lost, lost_unwarned) = (dropped.clone(), unwarned.clone());
         std::thread::Builder::new().name("weir-access-log".into()).spawn(move || {
-            let mut out = std::io::BufWriter::new(out);
+            let mut out = out;
+            // What is queued goes out in one write; a write that fails (a
+            // full disk) loses its lines, counted.
+            let mut batch = Vec::with_capacity(64 * 1024);
             while let Ok(line) = rx.recv() {
-                let _ = out.write_all(line.as_bytes());
-                // Drain what is queued, then flush once.
-                while let Ok(line) = rx.try_recv() {
-                    let _ = out.write_all(line.as_bytes());
+                batch.extend_from_slice(line.as_bytes());
+                let mut lines = 1u64;
+                while batch.len() < 1 << 20 {
+                    let Ok(line) = rx.try_recv() else { break };
+                    batch.extend_from_slice(line.as_bytes());
+                    lines += 1;
                 }
-                let _ = out.flush();
+                if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
+                    lost.increment(lines);
+                    lost_unwarned.fetch_add(lines, Ordering::Relaxed);
+                }
+                batch.clear();
+                if batch.capacity() > 1 << 20 {
+                    batch.shrink_to(64 * 1024);
+                }
             }
         })?;
-        Ok(Some(AccessLog { tx, dropped, warned_ms: AtomicU64::new(0) }))
+        Ok(Some(AccessLog { tx, dropped, unwarned, warned_ms: AtomicU64::new(0) }))
+    }
+
+    /// Says in the process log that lines were dropped or lost since the
+    /// last time (at most every 10 s; the ticker calls it once a second).
+    pub(crate) fn warn_if_dropped(&self) {
+        let now = crate::clock::coarse_ms();
+        if now.saturating_sub(self.warned_ms.load(Ordering::Relaxed)) < 10_000 {
+            return;
+        }
+        let n = self.unwarned.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            self.warned_ms.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                "access log: {n} lines dropped or lost (the disk slow, stalled or full?); weir_access_log_dropped_total counts them"
+            );
+        }
     }
 
     pub(crate) fn record(
@@ -74,7 +110,8 @@ impl AccessLog {
             "ts": ts,
             "client": conn.peer.to_string(),
             "method": method.as_str(),
-            "path": uri.path(),
+            "path": uri.path().get(..MAX_PATH).unwrap_or(uri.path()),
+            "path_cut": uri.path().len() > MAX_PATH,
             "status": status.as_u16(),
             "route": o.route,
             "backend": o.backend,
@@ -86,15 +123,7 @@ impl AccessLog {
         });
         if let Err(mpsc::TrySendError::Full(_)) = self.tx.try_send(format!("{line}\n")) {
             self.dropped.increment(1);
-            let now = crate::clock::coarse_ms();
-            let last = self.warned_ms.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= 10_000
-                && self.warned_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-            {
-                tracing::warn!(
-                    "access log: the writer is behind by {QUEUE} lines (disk slow or full?): dropping lines (weir_access_log_dropped_total)"
-                );
-            }
+            self.unwarned.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

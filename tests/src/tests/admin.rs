@@ -422,6 +422,8 @@ async fn the_admin_listener_refuses_rebound_names_cross_site_calls_and_token_gue
     // DNS rebinding: a page's own name pointed at 127.0.0.1.
     assert_eq!(call(Method::GET, &url("/api/v1/routes"), &[("host", "evil.example:9901")]).await, 403);
     assert_eq!(call(Method::POST, &url("/api/v1/routes/web/pause"), &[("host", "evil.example")]).await, 403);
+    // The health probes answer whatever the name (a probe configured with one).
+    assert_eq!(call(Method::GET, &url("/readyz"), &[("host", "weir.example")]).await, 200);
     for ok in ["localhost:9901", "weir-admin.internal:9901", &admin.to_string()] {
         assert_eq!(call(Method::GET, &url("/api/v1/routes"), &[("host", ok)]).await, 200, "{ok}");
     }
@@ -462,6 +464,8 @@ async fn the_admin_listener_refuses_rebound_names_cross_site_calls_and_token_gue
     let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(w.rollout("web").unwrap().phase, Phase::Progressing);
+    // A call without a token is no guess: told it needs one, as before.
+    assert_eq!(post(&pause, None).await.0, 401);
     // Reads are not affected.
     assert_eq!(get(&client(), &format!("http://{}/api/v1/routes", w.admin_addr()), &[]).await.0, 200);
 }

@@ -613,3 +613,31 @@ async fn an_access_log_nobody_reads_drops_lines_and_never_holds_a_request() {
     let tally = clients.stop().await;
     assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "{:?}", tally.errors.lock().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_log_on_a_full_disk_counts_the_lines_it_loses() {
+    // /dev/full: every write fails with ENOSPC, as on a full filesystem.
+    let up = Upstream::start("app", Mode::Named).await;
+    let w = InProcess::start(&format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[log]\naccess = \"/dev/full\"\n[backends.app]\naddrs = [\"{}\"]\n[[routes]]\nname = \"web\"\nstable = \"app\"\n",
+        up.addr
+    ))
+    .await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(get(&c, &w.url("/"), &[]).await.0, StatusCode::OK);
+    }
+    let metrics = format!("http://{}/metrics", w.weir.admin_addr());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = try_get(&metrics).await.unwrap_or_default();
+        // Every line is lost, and counted (the writer may still hold the last).
+        let lost = sample(&parse_prometheus(&text), "weir_access_log_dropped_total", &[]);
+        if lost >= 20.0 {
+            assert_eq!(lost, 20.0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{lost} of 20 lines counted as lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -93,9 +93,16 @@ async fn serve_conn<S>(
 
 async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
-    if let Err(why) = guard::check_host(&req, &daemon.dp.load().config.admin.hosts) {
-        tracing::debug!(%peer, %path, "admin: {why}");
-        return json_error(StatusCode::FORBIDDEN, &why);
+    // The probes say nothing worth protecting, and a probe configured
+    // with a host name must not fail.
+    let probe = path == "/healthz" || path == "/readyz";
+    if !probe {
+        if let Err(why) = guard::check_host(&req, &daemon.dp.load().config.admin.hosts) {
+            if daemon.admin_failures.log_host() {
+                tracing::warn!(%peer, %path, "admin: refused (logged once a minute): {why}");
+            }
+            return json_error(StatusCode::FORBIDDEN, &why);
+        }
     }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -159,29 +166,33 @@ async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -
     }
 }
 
-/// A mutating call's checks: same origin (for browsers), not a peer that
-/// guessed too many tokens, and the bearer token when one is configured.
-/// The answer when refused.
+/// A mutating call's checks: same origin (for browsers), not an address
+/// that guessed too many tokens (its token is not even compared), and the
+/// bearer token when one is configured. The answer when refused.
 fn authorize<B>(daemon: &Daemon, peer: SocketAddr, req: &Request<B>, path: &str) -> Option<Response<Full<Bytes>>> {
     if let Err(why) = guard::check_origin(req) {
         tracing::warn!(%peer, %path, "admin: {why}");
-        return Some(json_error(StatusCode::FORBIDDEN, why));
+        return Some(json_error(StatusCode::FORBIDDEN, &why));
     }
-    if let Some(secs) = daemon.admin_failures.blocked(peer.ip()) {
+    // A call without a token is not a guess.
+    let guess = req.headers().contains_key(header::AUTHORIZATION);
+    if let Some(secs) = daemon.admin_failures.blocked(peer.ip()).filter(|_| guess) {
         let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, "too many wrong tokens from this address: wait");
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return Some(r);
     }
     match auth::check(daemon, req) {
         Ok(()) => {
-            daemon.admin_failures.succeeded(peer.ip());
+            if guess {
+                daemon.admin_failures.succeeded(peer.ip());
+            }
             None
         }
         Err(why) => {
-            if daemon.admin_failures.failed(peer.ip()) {
+            if guess && daemon.admin_failures.failed(peer.ip()) {
                 tracing::warn!(
                     %peer,
-                    "admin: {} wrong tokens within {:?}: refusing this address's calls for that long",
+                    "admin: {} wrong tokens within {:?}: refusing this address's tokens for that long",
                     guard::MAX_FAILURES,
                     guard::WINDOW
                 );
