@@ -6,7 +6,9 @@
 //!   point at 127.0.0.1 talks to the admin port as its own origin, with
 //!   `Host: evil.example:9901`. Every request but the health probes must
 //!   name an IP address, `localhost` (or a `*.localhost` name) or one of
-//!   `admin.hosts`.
+//!   `admin.hosts`. Over `admin.tls` the name is not checked: a browser
+//!   sent to weir under another name finds the certificate is not that
+//!   name's, and stops.
 //! - **Cross-site requests**: a mutating call from a browser must come from
 //!   the admin listener's own origin (`Origin` and `Sec-Fetch-Site`), token
 //!   or not; `weir ctl` and scripts send neither header.

@@ -55,11 +55,11 @@ pub(crate) async fn serve(
         let acceptor = tls.next(daemon.dp.load().admin_tls.as_ref());
         tracker.spawn(async move {
             match acceptor {
-                None => serve_conn(daemon, builder, stream, peer, shutdown).await,
+                None => serve_conn(daemon, builder, stream, peer, shutdown, false).await,
                 Some(acceptor) => {
                     let timeout = daemon.dp.load().timeouts.tls_handshake;
                     if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
-                        serve_conn(daemon, builder, tls, peer, shutdown).await;
+                        serve_conn(daemon, builder, tls, peer, shutdown, true).await;
                     }
                 }
             }
@@ -73,12 +73,13 @@ async fn serve_conn<S>(
     stream: S,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    tls: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
         let daemon = daemon.clone();
-        async move { Ok::<_, Infallible>(route(&daemon, peer, req).await) }
+        async move { Ok::<_, Infallible>(route(&daemon, peer, tls, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
@@ -91,12 +92,15 @@ async fn serve_conn<S>(
     }
 }
 
-async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// `tls`: the connection came over `admin.tls`, where a rebound name cannot
+/// reach weir (the browser would find the certificate is not the name's),
+/// so its `Host` is not checked.
+async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, tls: bool, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     // The probes say nothing worth protecting, and a probe configured
     // with a host name must not fail.
     let probe = path == "/healthz" || path == "/readyz";
-    if !probe {
+    if !probe && !tls {
         if let Err(why) = guard::check_host(&req, &daemon.dp.load().config.admin.hosts) {
             if daemon.admin_failures.log_host() {
                 tracing::warn!(%peer, %path, "admin: refused (logged once a minute): {why}");
