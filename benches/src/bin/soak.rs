@@ -244,7 +244,7 @@ force = {{ header = "x-canary" }}"#
 /// GET on the admin listener with a throwaway connection.
 async fn admin_get(admin: SocketAddr, path: &str) -> Res<(u16, String)> {
     let mut s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(admin)).await??;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: soak\r\nconnection: close\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n").as_bytes()).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
     let text = String::from_utf8_lossy(&buf).into_owned();
