@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs weir's fuzz targets (config, request) for SECONDS each (default 30)
+# Runs weir's fuzz targets (config, request, upstream) for SECONDS each (default 30)
 # and fails if either finds a crash. Uses the nightly toolchain if present,
 # else the default one with RUSTC_BOOTSTRAP=1; installs
 # cargo-fuzz when missing.
@@ -37,7 +37,7 @@ cargo ${toolchain:+"$toolchain"} fuzz build "${build[@]}"
 echo "fuzz/run.sh: built in $(($(date +%s) - start)) s"
 
 failed=()
-for target in config request; do
+for target in config request upstream; do
     mkdir -p "work/$target"
     extra=()
     [ -f "$target.dict" ] && extra+=("-dict=$target.dict")

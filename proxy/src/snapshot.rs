@@ -166,7 +166,7 @@ pub(crate) fn build(
     prev: Option<&Snapshot>,
     telemetry: &Telemetry,
     faults: &Faults,
-    restored: Option<&HashMap<String, Persisted>>,
+    restored: Option<&Loaded>,
     resolved: crate::dns::Resolved,
 ) -> Result<(Snapshot, Vec<Event>), BuildError> {
     let config_hash = weir_control::fingerprint(&*cfg);
@@ -221,7 +221,11 @@ pub(crate) fn build(
             StateChange::Keep(Box::new(ctx))
         } else {
             let engine = r.rollout.as_ref().map(|ro| {
-                let saved = restored.and_then(|m| m.get(&r.name));
+                let saved = match restored {
+                    Some(Loaded::Routes(m)) => Saved::State(m.get(&r.name)),
+                    Some(Loaded::Unreadable(why)) => Saved::Unreadable(why),
+                    None => Saved::State(None),
+                };
                 Box::new(start_engine(ro, ctx, saved, prev.is_some()))
             });
             StateChange::Reset(engine)
@@ -305,15 +309,58 @@ pub(crate) fn build(
     Ok((snapshot, events))
 }
 
+/// What the state file held at start (`daemon/persist.rs` reads it).
+#[derive(Debug)]
+pub(crate) enum Loaded {
+    /// Each route's saved rollout (none: a first start).
+    Routes(HashMap<String, Persisted>),
+    /// The file is there but cannot be read or parsed (truncated, corrupt,
+    /// unreadable): the reason, with the path. Nobody knows where the
+    /// rollouts were, so they start held with the canary at 0
+    /// ([`start_engine`]) until an operator resumes them.
+    Unreadable(String),
+}
+
+/// What the state file says of a route at start.
+enum Saved<'a> {
+    /// Its saved rollout, if it has one.
+    State(Option<&'a Persisted>),
+    /// The file could not be read (the reason).
+    Unreadable(&'a str),
+}
+
 /// A route's new engine: restored from its saved state when that fits the
 /// definition and canary version, else at stage 0 (logged when a saved
-/// state did not fit, and said in the event after a reload).
+/// state did not fit, and said in the event after a reload). When the
+/// state file could not be read, nobody knows where the rollout was: it
+/// starts aborted (the canary at 0), never at a stage's weight, until an
+/// operator resumes it.
 fn start_engine(
     plan: &weir_control::config::Rollout,
     ctx: Context,
-    saved: Option<&Persisted>,
+    saved: Saved<'_>,
     reloaded: bool,
 ) -> (Engine, Event) {
+    let saved = match saved {
+        Saved::State(saved) => saved,
+        Saved::Unreadable(why) => {
+            let now = engine_ms();
+            let held = weir_control::rollout::State {
+                phase: weir_control::rollout::Phase::Aborted,
+                stage: 0,
+                since_ms: now,
+                consecutive_failures: 0,
+                verdicts: vec![],
+                warmed: false,
+                started_ms: now,
+            };
+            if let Some((engine, mut ev)) = Engine::restore(plan.clone(), ctx.clone(), held, now) {
+                ev.cause = format!("{why}: held with the canary at 0 until resumed (weir ctl resume)");
+                return (engine, ev);
+            }
+            None
+        }
+    };
     let fitting = saved.filter(|p| p.fits(plan, &ctx));
     if saved.is_some() && fitting.is_none() {
         tracing::warn!(route = %ctx.route, "saved rollout state is for another definition or canary version: starting at stage 0");

@@ -92,7 +92,12 @@ impl Weir {
             other => other.clone(),
         };
         // In fleet mode the state lives in etcd: the file is not read.
-        let restored = state_file.as_deref().filter(|_| cfg.fleet.is_none()).map(persist::load);
+        let state_file = state_file.filter(|_| cfg.fleet.is_none());
+        let restored = state_file.as_deref().map(persist::load);
+        let unreadable_state = match &restored {
+            Some(crate::snapshot::Loaded::Unreadable(why)) => Some(why.clone()),
+            _ => None,
+        };
         if cfg.fleet.is_some() && !cfg!(feature = "fleet") {
             return Err(StartError::NoFleet);
         }
@@ -107,7 +112,15 @@ impl Weir {
             restored.as_ref(),
             resolved,
         )?;
-        let audit = Audit::open(&in_config_dir(&cfg.log.audit)).map_err(StartError::AuditLog)?;
+        let audit_counters = crate::daemon::behind::Counters {
+            failures: telemetry.write_failures("audit"),
+            dropped: Some(telemetry.audit_dropped()),
+        };
+        let audit = Audit::open(&in_config_dir(&cfg.log.audit), audit_counters).map_err(StartError::AuditLog)?;
+        let state_writer = match &state_file {
+            Some(p) => Some(persist::writer(p.clone(), telemetry.write_failures("state")).map_err(StartError::Daemon)?),
+            None => None,
+        };
         let admin_token = admin_token(&cfg, config_path.as_deref()).map_err(StartError::Token)?;
         if let Some(why) = admin_token.as_deref().and_then(|t| crate::files::weak_token(t)) {
             tracing::warn!("admin.token_file: the token {why}");
@@ -138,7 +151,8 @@ impl Weir {
             reload_lock: tokio::sync::Mutex::new(()),
             config_path,
             audit,
-            state_file,
+            state_writer,
+            unreadable_state,
             webhooks: webhook::client(),
             runtime: thread.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
@@ -308,6 +322,12 @@ impl Weir {
         let flush = tokio::task::spawn_blocking(move || {
             crate::daemon::recording::record_last(&daemon);
             daemon.recorder.flush(Duration::from_secs(2));
+            // What the state file and audit log still owe (one try each
+            // when their disk is failing).
+            if let Some(w) = &daemon.state_writer {
+                w.close(Duration::from_millis(500));
+            }
+            daemon.audit.close(Duration::from_millis(500));
         });
         let _ = tokio::time::timeout(Duration::from_secs(3), flush).await;
         drained

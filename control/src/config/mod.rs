@@ -277,6 +277,10 @@ pub struct Timeouts {
     /// Longest wait for the next piece of a request body from the client
     /// (→ 408 and close).
     pub body_read: Duration,
+    /// Longest wait for the next piece of an upstream's response body
+    /// (not for gRPC calls, whose deadline is `grpc-timeout`): past it the
+    /// response is cut short and the upstream connection closed.
+    pub upstream_read: Duration,
 }
 
 /// `[limits]`

@@ -273,13 +273,14 @@ fn hardening_limits_outlier_and_health_parse_with_defaults_and_checks() {
     assert_eq!(c.limits.max_request_line, 8192);
     assert_eq!(c.limits.max_requests_in_flight, 10_000);
     assert_eq!(c.timeouts.body_read, Duration::from_secs(30));
+    assert_eq!(c.timeouts.upstream_read, Duration::from_secs(60));
     assert_eq!(c.backends["stable"].outlier, Some(Outlier::default()));
     assert_eq!(c.backends["stable"].health, None);
 
     let src = MINIMAL.replace(
         "[backends.canary]",
         "outlier = false\n[backends.canary]\noutlier = { consecutive_failures = 3, base_ejection = \"10s\", max_ejection = \"1m\", max_ejection_percent = 50 }\nhealth = { path = \"/ready?deep=1\", interval = \"2s\", timeout = \"500ms\", healthy = 1, unhealthy = 2 }",
-    ) + "[limits]\nmax_request_line = 4096\nmax_requests_in_flight = 500\n[timeouts]\nbody_read = \"5s\"\n";
+    ) + "[limits]\nmax_request_line = 4096\nmax_requests_in_flight = 500\n[timeouts]\nbody_read = \"5s\"\nupstream_read = \"2s\"\n";
     let c = parse(&src).unwrap();
     assert_eq!(c.backends["stable"].outlier, None);
     let o = c.backends["canary"].outlier.as_ref().unwrap();
@@ -293,6 +294,7 @@ fn hardening_limits_outlier_and_health_parse_with_defaults_and_checks() {
     assert_eq!((h.healthy, h.unhealthy), (1, 2));
     assert_eq!((c.limits.max_request_line, c.limits.max_requests_in_flight), (4096, 500));
     assert_eq!(c.timeouts.body_read, Duration::from_secs(5));
+    assert_eq!(c.timeouts.upstream_read, Duration::from_secs(2));
 
     let bad = errors(&MINIMAL.replace(
         "[backends.canary]",

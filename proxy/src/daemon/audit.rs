@@ -1,23 +1,33 @@
 //! The audit trail: every rollout transition and evaluation summary, kept in
-//! memory for `GET /api/v1/events`, appended as JSON lines to `log.audit`,
-//! and logged.
+//! memory for `GET /api/v1/events`, appended as JSON lines to `log.audit`
+//! (by a write-behind thread, [`super::behind`]: a failed write is kept and
+//! tried again, a full queue drops and counts), and logged.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use super::behind::{Behind, Counters, Mode, Problem};
 
 use weir_control::config::AccessLog as Dest;
 use weir_control::rollout::Event;
 
 /// Events kept in memory.
 const KEEP: usize = 2000;
+/// Bytes of audit lines waiting for the disk at most (past it, lines are
+/// dropped and counted in `weir_audit_dropped_total`).
+const QUEUE: usize = 4 << 20;
+/// How long an event waits for its line on a healthy disk (on a failing
+/// one, not at all).
+const WAIT: Duration = Duration::from_millis(100);
 
 /// Where audit events go. Locks here are taken once per event, never on
 /// the request path.
 pub(crate) struct Audit {
     ring: Mutex<VecDeque<Event>>,
     live: tokio::sync::broadcast::Sender<Event>,
-    out: Option<Mutex<Box<dyn Write + Send>>>,
+    out: Option<Behind>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -27,14 +37,44 @@ impl std::fmt::Debug for Audit {
 }
 
 impl Audit {
-    pub(crate) fn open(dest: &Dest) -> std::io::Result<Audit> {
-        let out: Option<Box<dyn Write + Send>> = match dest {
+    /// Opens `dest` (its file created if missing): `counters` count failed
+    /// writes and dropped lines.
+    pub(crate) fn open(dest: &Dest, counters: Counters) -> std::io::Result<Audit> {
+        let mode = Mode::Append(QUEUE);
+        let out = match dest {
             Dest::Off => None,
-            Dest::Stdout => Some(Box::new(std::io::stdout())),
-            Dest::File(p) => Some(Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?)),
+            Dest::Stdout => Some(Behind::start("weir-audit", "audit log (stdout)".into(), mode, counters, |b| {
+                let mut out = std::io::stdout().lock();
+                out.write_all(b).and_then(|()| out.flush())
+            })?),
+            Dest::File(p) => {
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+                let what = format!("audit log {}", p.display());
+                Some(Behind::start("weir-audit", what, mode, counters, move |b| {
+                    // A write cut short (a full disk) is undone: the retry
+                    // writes whole lines, never a torn one.
+                    let len = f.metadata()?.len();
+                    f.write_all(b).inspect_err(|_| {
+                        let _ = f.set_len(len);
+                    })
+                })?)
+            }
         };
         let (live, _) = tokio::sync::broadcast::channel(1024);
-        Ok(Audit { ring: Mutex::new(VecDeque::new()), live, out: out.map(Mutex::new) })
+        Ok(Audit { ring: Mutex::new(VecDeque::new()), live, out })
+    }
+
+    /// The audit file's current run of failed writes, if any, with the
+    /// file's name.
+    pub(crate) fn problem(&self) -> Option<(&str, Problem)> {
+        self.out.as_ref().and_then(|o| Some((o.what(), o.problem()?)))
+    }
+
+    /// Writes what is queued, waiting up to `timeout` (at shutdown).
+    pub(crate) fn close(&self, timeout: Duration) {
+        if let Some(out) = &self.out {
+            out.close(timeout);
+        }
     }
 
     pub(crate) fn record(&self, ev: Event) {
@@ -49,9 +89,11 @@ impl Audit {
             ev.cause
         );
         if let Some(out) = &self.out {
-            if let Ok(line) = serde_json::to_string(&ev) {
-                let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = writeln!(w, "{line}").and_then(|_| w.flush());
+            if let Ok(mut line) = serde_json::to_string(&ev) {
+                line.push('\n');
+                if let Some(seq) = out.submit(line.as_bytes()) {
+                    out.wait(seq, WAIT);
+                }
             }
         }
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());

@@ -23,8 +23,11 @@ pub(crate) struct Daemon {
     /// The config file, when weir was started from one.
     pub(crate) config_path: Option<PathBuf>,
     pub(crate) audit: Audit,
-    /// `state.file`, resolved against the config file's directory.
-    pub(crate) state_file: Option<PathBuf>,
+    /// The writer of `state.file` (not in fleet mode: the state is in etcd).
+    pub(crate) state_writer: Option<super::behind::Behind>,
+    /// The state file could not be read at start (why): rollouts started
+    /// held, said by `/readyz`.
+    pub(crate) unreadable_state: Option<String>,
     pub(crate) webhooks: WebhookClient,
     /// The daemon thread's runtime: webhooks are sent from it whoever emits
     /// the event (the client's connections live there).

@@ -27,6 +27,7 @@
 pub(crate) mod actions;
 pub(crate) mod admin;
 pub(crate) mod audit;
+pub(crate) mod behind;
 mod checks;
 mod context;
 mod driver;

@@ -1,7 +1,9 @@
 //! Once a second, on the daemon thread: fold recorded samples into the
 //! current slot, expire faults, publish the routes' current weights, close
 //! idle upstream connections past `timeouts.upstream_idle` (or closed by
-//! the upstream), and say when the access log dropped lines.
+//! the upstream), count the connections discarded for the upstream's fault
+//! (`weir_upstream_connections_discarded_total`), and say when the access
+//! log dropped lines.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::clock::Periodic;
 use crate::dataplane::DataPlane;
+use crate::upstream::Discard;
 
 /// Runs until shutdown.
 pub(crate) async fn run(dp: Arc<DataPlane>, shutdown: watch::Receiver<bool>) {
@@ -26,6 +29,11 @@ pub(crate) async fn run(dp: Arc<DataPlane>, shutdown: watch::Receiver<bool>) {
         for b in &snap.backends {
             for ep in b.endpoints() {
                 ep.pool.sweep(snap.timeouts.upstream_idle);
+            }
+            // Connections closed for the upstream's fault since the last tick.
+            for why in Discard::ALL {
+                let n: u64 = b.endpoints().iter().map(|ep| ep.pool.discards.take(why)).sum();
+                dp.telemetry.connections_discarded(&b.name, why.as_str()).increment(n);
             }
         }
         // Addresses a swap retired: once more, then forgotten.

@@ -14,7 +14,7 @@ use super::error::ProxyError;
 use super::request::{Outcome, RequestGuard};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
-use crate::upstream::body::{client_fault, FromUpstream, UpstreamBody};
+use crate::upstream::body::{client_fault, FromUpstream, Gap, UpstreamBody};
 use crate::upstream::error::Refusal;
 use crate::upstream::{Backend, Endpoint, EndpointGuard, UpstreamErrorKind};
 
@@ -226,7 +226,8 @@ async fn send_own(
 ) -> Result<Response<FromUpstream>, ProxyError> {
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let t = &leg.snap.timeouts;
-    match crate::upstream::h1::send(ep, &req.method, path, &req.headers, t.connect, t.upstream_response).await {
+    let t = crate::upstream::h1::Timeouts { connect: t.connect, response: t.upstream_response, read: t.upstream_read };
+    match crate::upstream::h1::send(ep, &req.method, path, &req.headers, t).await {
         Err(kind) => {
             tracing::debug!(route = leg.route, backend = %leg.backend.name, kind = kind.as_str(), "upstream error");
             Err(ProxyError::Upstream(kind))
@@ -253,6 +254,10 @@ async fn send_hyper(
 ) -> Result<Response<FromUpstream>, ProxyError> {
     let snap = leg.snap;
     let pool = matches!(attempt, Attempt::Retry { refused: true });
+    // A gRPC call's response is a stream of messages that may rightly
+    // pause: its deadline is the client's grpc-timeout.
+    let grpc = req.method() == http::Method::POST && super::grpc::is_grpc(req.headers());
+    let read_timeout = (!grpc).then_some(snap.timeouts.upstream_read);
     match tokio::time::timeout(snap.timeouts.upstream_response, leg.backend.send(&snap.client, req, pool)).await {
         Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {
@@ -272,7 +277,7 @@ async fn send_hyper(
             tracing::debug!(route, backend = %backend, kind = kind.as_str(), "upstream error: {e:#}");
             Err(ProxyError::Upstream(kind))
         }
-        Ok(Ok(resp)) => Ok(resp.map(FromUpstream::Hyper)),
+        Ok(Ok(resp)) => Ok(resp.map(|b| FromUpstream::Hyper(b, Gap::new(read_timeout)))),
     }
 }
 

@@ -190,6 +190,27 @@ impl Telemetry {
         self.recorder.register_counter(&key, &METADATA)
     }
 
+    /// Failed writes of weir's own `file` ("state" or "audit"; created at 0).
+    pub(crate) fn write_failures(&self, file: &'static str) -> Counter {
+        let key = Key::from_parts(names::FILE_WRITE_FAILURES_TOTAL, labels(&[(label::FILE, file)]));
+        self.recorder.register_counter(&key, &METADATA)
+    }
+
+    /// Audit lines dropped by a full queue (created at 0).
+    pub(crate) fn audit_dropped(&self) -> Counter {
+        self.recorder.register_counter(&Key::from_name(names::AUDIT_DROPPED_TOTAL), &METADATA)
+    }
+
+    /// The count of a backend's upstream connections discarded for
+    /// `reason` (a [`crate::upstream::Discard`] label; off the data path).
+    pub(crate) fn connections_discarded(&self, backend: &str, reason: &'static str) -> Counter {
+        let key = Key::from_parts(
+            names::UPSTREAM_CONNECTIONS_DISCARDED_TOTAL,
+            labels(&[(label::BACKEND, backend), (label::REASON, reason)]),
+        );
+        self.recorder.register_counter(&key, &METADATA)
+    }
+
     /// The stats of (route, backend), created with resolved metric handles
     /// on first use and kept across reloads.
     pub fn stats(&self, route: &str, backend: &str) -> Arc<BackendStats> {
@@ -415,6 +436,19 @@ fn describe(r: &PrometheusRecorder) {
         names::DNS_FAILURES_TOTAL,
         None,
         "Failed re-resolutions of a backend's host name (its last addresses keep serving).",
+    );
+    d(
+        names::FILE_WRITE_FAILURES_TOTAL,
+        None,
+        "Failed writes of weir's state file or audit log (kept and tried again; weir keeps serving).",
+    );
+    d(names::AUDIT_DROPPED_TOTAL, None, "Audit lines dropped because the disk was behind by more than 4 MiB.");
+    d(
+        names::UPSTREAM_CONNECTIONS_DISCARDED_TOTAL,
+        None,
+        "Upstream connections closed instead of reused because the upstream broke HTTP/1.1 framing \
+(unread_bytes: bytes after a response; broken_body: a bad chunk or a body cut short) or stopped \
+sending a body (read_timeout).",
     );
     for (name, help) in [
         (names::FLEET_LEADER, "Fleet mode: 1 while this replica is the fleet's leader."),

@@ -33,6 +33,13 @@ pub(crate) const CONFIG_RELOADS_TOTAL: &str = "weir_config_reloads_total";
 pub(crate) const ACCESS_LOG_DROPPED_TOTAL: &str = "weir_access_log_dropped_total";
 /// Failed re-resolutions of a backend's host name (counter).
 pub(crate) const DNS_FAILURES_TOTAL: &str = "weir_dns_failures_total";
+/// Upstream connections closed rather than pooled for the upstream's
+/// fault, by reason (counter).
+pub(crate) const UPSTREAM_CONNECTIONS_DISCARDED_TOTAL: &str = "weir_upstream_connections_discarded_total";
+/// Failed writes of weir's own files, by file (state, audit) (counter).
+pub(crate) const FILE_WRITE_FAILURES_TOTAL: &str = "weir_file_write_failures_total";
+/// Audit lines dropped because the audit writer's queue was full (counter).
+pub(crate) const AUDIT_DROPPED_TOTAL: &str = "weir_audit_dropped_total";
 /// Build and release versions (gauge, always 1 for the current set).
 pub(crate) const BUILD_INFO: &str = "weir_build_info";
 
@@ -77,6 +84,8 @@ pub(crate) mod label {
     pub(crate) const BACKEND: &str = "backend";
     pub(crate) const CODE_CLASS: &str = "code_class";
     pub(crate) const KIND: &str = "kind";
+    pub(crate) const REASON: &str = "reason";
+    pub(crate) const FILE: &str = "file";
     pub(crate) const GRPC_CODE: &str = "grpc_code";
     pub(crate) const RESULT: &str = "result";
     pub(crate) const VERSION: &str = "version";

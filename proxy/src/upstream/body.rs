@@ -108,11 +108,60 @@ pub(crate) struct TimedBody {
     /// A first piece read before forwarding (see [`UpstreamBody::incoming`]).
     first: Option<Frame<Bytes>>,
     body: Incoming,
+    gap: Gap,
+}
+
+/// The longest wait between two pieces of a streamed body: armed (its
+/// timer allocated the first time) only when the body waits, so a body
+/// whose pieces are there when asked for costs nothing.
+#[derive(Debug)]
+pub(crate) struct Gap {
     /// `None`: no timer (a gRPC stream may rightly stay idle).
     timeout: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
+
+impl Gap {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
+        Gap { timeout, timer: None, armed: false }
+    }
+
+    /// A piece arrived: the next wait starts afresh.
+    fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// The body waits: `Ready` once it has waited `timeout` since the
+    /// last piece.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(timeout) = self.timeout else { return Poll::Pending };
+        let deadline = Instant::now() + timeout;
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if !self.armed {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.armed = true;
+        timer.as_mut().poll(cx)
+    }
+}
+
+/// The upstream stopped sending its response body (see [`Gap`]).
+#[derive(Debug)]
+pub(crate) struct UpstreamReadTimeout;
+
+impl std::fmt::Display for UpstreamReadTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no response body data from the upstream within timeouts.upstream_read")
+    }
+}
+
+impl std::error::Error for UpstreamReadTimeout {}
 
 /// The client stopped sending its request body (see [`TimedBody`]).
 #[derive(Debug)]
@@ -172,7 +221,7 @@ impl UpstreamBody {
     }
 
     pub(crate) fn incoming(body: Incoming, timeout: Option<Duration>) -> Self {
-        UpstreamBody::Incoming(TimedBody { first: None, body, timeout, timer: None, armed: false })
+        UpstreamBody::Incoming(TimedBody { first: None, body, gap: Gap::new(timeout) })
     }
 
     /// Reads the first piece of a streamed body now, under the same timer
@@ -199,27 +248,10 @@ impl TimedBody {
         }
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(r) => {
-                self.armed = false;
+                self.gap.progress();
                 Poll::Ready(r.map(|r| r.map_err(|e| ClientBodyError(e).into())))
             }
-            Poll::Pending => {
-                let Some(timeout) = self.timeout else { return Poll::Pending };
-                let deadline = Instant::now() + timeout;
-                let timer = match &mut self.timer {
-                    Some(t) => {
-                        if !self.armed {
-                            t.as_mut().reset(deadline);
-                        }
-                        t
-                    }
-                    None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
-                };
-                self.armed = true;
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyReadTimeout.into()))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => self.gap.poll_expired(cx).map(|()| Some(Err(BodyReadTimeout.into()))),
         }
     }
 }
@@ -280,7 +312,9 @@ impl Body for UpstreamBody {
 /// weir's own HTTP/1.1 client (`upstream/h1/`).
 #[derive(Debug)]
 pub(crate) enum FromUpstream {
-    Hyper(Incoming),
+    /// With `timeouts.upstream_read` between its pieces (weir's own client
+    /// keeps that timer itself).
+    Hyper(Incoming, Gap),
     Weir(UpstreamResponse),
 }
 
@@ -290,7 +324,7 @@ impl FromUpstream {
     /// holds none of them.
     pub(crate) fn take_raw_headers(&mut self) -> Option<Box<RawHeaders>> {
         match self {
-            FromUpstream::Hyper(_) => None,
+            FromUpstream::Hyper(..) => None,
             FromUpstream::Weir(b) => b.take_raw_headers(),
         }
     }
@@ -313,21 +347,27 @@ impl Body for FromUpstream {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            FromUpstream::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            FromUpstream::Hyper(b, gap) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(r) => {
+                    gap.progress();
+                    Poll::Ready(r.map(|r| r.map_err(Into::into)))
+                }
+                Poll::Pending => gap.poll_expired(cx).map(|()| Some(Err(UpstreamReadTimeout.into()))),
+            },
             FromUpstream::Weir(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            FromUpstream::Hyper(b) => b.is_end_stream(),
+            FromUpstream::Hyper(b, _) => b.is_end_stream(),
             FromUpstream::Weir(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            FromUpstream::Hyper(b) => b.size_hint(),
+            FromUpstream::Hyper(b, _) => b.size_hint(),
             FromUpstream::Weir(b) => b.size_hint(),
         }
     }

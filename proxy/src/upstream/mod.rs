@@ -15,3 +15,4 @@ pub(crate) mod health;
 pub(crate) use backend::Backend;
 pub(crate) use endpoint::{Endpoint, EndpointGuard};
 pub(crate) use error::UpstreamErrorKind;
+pub(crate) use h1::pool::Discard;

@@ -1,6 +1,7 @@
 mod admin;
 mod cli;
 mod dashboard;
+mod disk;
 mod examples;
 mod failures;
 mod faults;
@@ -22,4 +23,5 @@ mod streaming;
 mod synthetic;
 mod telemetry;
 mod tls;
+mod upstream_diff;
 mod wire;

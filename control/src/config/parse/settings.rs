@@ -17,6 +17,7 @@ pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
         shutdown_grace: Duration::from_secs(30),
         tls_handshake: Duration::from_secs(10),
         body_read: Duration::from_secs(30),
+        upstream_read: Duration::from_secs(60),
         drain_delay: Duration::ZERO,
     };
     if let Some(mut t) = top.table(ctx, "timeouts") {
@@ -29,6 +30,7 @@ pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
             ("shutdown_grace", &mut out.shutdown_grace),
             ("tls_handshake", &mut out.tls_handshake),
             ("body_read", &mut out.body_read),
+            ("upstream_read", &mut out.upstream_read),
             ("drain_delay", &mut out.drain_delay),
         ] {
             if let Some(d) = t.duration(ctx, key) {

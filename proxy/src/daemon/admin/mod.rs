@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use self::reply::{json, json_error, text};
+use self::reply::{json, json_error, text, text_owned};
 use super::context::Daemon;
 use crate::server::listener::accept;
 use crate::tls::ListenerTls;
@@ -111,10 +111,15 @@ async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, tls: bool, req: Request<I
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
-            if daemon.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "ready\n")
+            // Ready whatever the disk does: the warnings go in the body.
+            let (status, first) = if daemon.ready.load(Ordering::Relaxed) {
+                (StatusCode::OK, "ready\n")
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            };
+            match readyz_warnings(daemon) {
+                None => text(status, first),
+                Some(warnings) => text_owned(status, format!("{first}{warnings}")),
             }
         }
         (&Method::GET, "/metrics") => {
@@ -219,4 +224,29 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == key).then(|| v.to_string())
     })
+}
+
+/// What `/readyz` says besides ready: weir's own files failing to be
+/// written (weir stays ready: serving must not stop because a disk is
+/// full), and a state file that could not be read at start.
+fn readyz_warnings(daemon: &Daemon) -> Option<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let state = daemon.state_writer.as_ref().and_then(|w| Some((w.what(), w.problem()?)));
+    for (what, p) in [state, daemon.audit.problem()].into_iter().flatten() {
+        {
+            let _ = writeln!(
+                out,
+                "warning: {what}: {} failed writes over {} s, retrying: {}",
+                p.failures,
+                now.saturating_sub(p.since_ms) / 1000,
+                p.error
+            );
+        }
+    }
+    if let Some(why) = &daemon.unreadable_state {
+        let _ = writeln!(out, "warning: at start, {why}: rollouts started held with the canary at 0");
+    }
+    (!out.is_empty()).then_some(out)
 }

@@ -21,6 +21,14 @@ pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Full<Byte
     r
 }
 
+/// A plain-text answer made at run time.
+pub(super) fn text_owned(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
 /// An error answer: `{"error": message}`.
 pub(super) fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))

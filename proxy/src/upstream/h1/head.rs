@@ -232,13 +232,22 @@ pub(super) fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, Upstr
             (None, None) => Framing::Close,
         }
     };
-    let reusable = !close && !matches!(framing, Framing::Close);
+    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty
+    // framing (refused, as hyper's client does); with a Content-Length it
+    // is suspect (smuggling): the response is relayed without the length
+    // and the connection closed after it.
+    if chunked.is_some() && minor == 0 {
+        return Err(UpstreamErrorKind::Protocol);
+    }
+    let suspect = chunked.is_some() && length.is_some();
+    let reusable = !close && !suspect && !matches!(framing, Framing::Close);
     let mut out = Response::new(());
     *out.status_mut() = status;
     *out.version_mut() = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which
-    // then is not forwarded.
-    let drop_length = chunked == Some(true) && length.is_some();
+    // then is not forwarded (chunked or not: the body is then read to the
+    // close, and a length passed on would frame it wrongly downstream).
+    let drop_length = suspect;
     if passthrough && !runs.overflowed && !names_others && !drop_length {
         let raw = Box::new(RawHeaders { head: data.slice(..len), runs, content_length: length, has_date });
         return Ok(Head::Complete(out, Some(raw), len, framing, reusable));
@@ -303,6 +312,28 @@ mod tests {
         assert!(matches!(framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"), (Framing::Length(5), true)));
         assert!(matches!(
             framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"),
+            (Framing::Chunked(Chunk::Size), false)
+        ));
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip\r\n\r\n"),
+            (Framing::Close, false)
+        ));
+        // The length a Transfer-Encoding overrides is never passed on: the
+        // body is read to the close, and a length downstream would frame it
+        // wrongly (the differential test found weir's reply lost).
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            match head(raw, false) {
+                Ok(Head::Complete(resp, None, ..)) => {
+                    assert!(!resp.headers().contains_key("content-length"), "{raw:?}")
+                }
+                _ => panic!("{raw:?}: not a head with edited fields"),
+            }
+        }
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
             (Framing::Chunked(Chunk::Size), true)
         ));
         assert!(matches!(framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"), (Framing::Close, false)));
@@ -324,6 +355,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "HTTX/1.1 200 OK\r\n\r\n",
         ] {

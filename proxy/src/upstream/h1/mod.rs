@@ -42,25 +42,34 @@ use crate::upstream::endpoint::Endpoint;
 use crate::upstream::error::UpstreamErrorKind;
 use crate::wire::{poll_read, put_write_scratch, take_write_scratch, LazyTimer};
 
+/// The timeouts of one request: `connect` for a new connection, `response`
+/// from sending to the whole response head, `read` between two pieces of
+/// the body.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) response: Duration,
+    pub(crate) read: Duration,
+}
+
 /// Sends a body-less request to `ep` and returns the response with its
-/// head read within `response_timeout` (a new connection first connects
-/// within `connect_timeout`); the body streams from the connection.
+/// head read within `t.response` (a new connection first connects within
+/// `t.connect`); the body streams from the connection.
 pub(crate) async fn send(
     ep: &Arc<Endpoint>,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    t: Timeouts,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
-    let deadline = coarse_ms() + response_timeout.as_millis() as u64;
+    let deadline = coarse_ms() + t.response.as_millis() as u64;
     let (mut stream, timer, reused) = match ep.pool.checkout() {
         Some((s, mut timer)) => {
             timer.rebind();
             timer.guard(deadline);
             (s, timer, true)
         }
-        None => (connect(ep, connect_timeout).await?, LazyTimer::new(deadline), false),
+        None => (connect(ep, t.connect).await?, LazyTimer::new(deadline), false),
     };
     let mut w = take_write_scratch();
     w.extend_from_slice(method.as_str().as_bytes());
@@ -89,7 +98,7 @@ pub(crate) async fn send(
         tracing::debug!(addr = %ep.addr, reused, "upstream write failed: {e}");
         return Err(UpstreamErrorKind::Reset);
     }
-    read_head(ep, stream, timer, deadline, *method == Method::HEAD).await
+    read_head(ep, stream, timer, deadline, *method == Method::HEAD, t.read).await
 }
 
 async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, UpstreamErrorKind> {
@@ -131,6 +140,7 @@ async fn read_head(
     mut timer: LazyTimer,
     deadline: u64,
     head_request: bool,
+    read_timeout: Duration,
 ) -> Result<Response<UpstreamResponse>, UpstreamErrorKind> {
     let mut buf = BytesMut::new();
     loop {
@@ -144,7 +154,8 @@ async fn read_head(
                 }
                 Head::Complete(resp, raw, len, framing, reusable) => {
                     buf.extend_from_slice(&data[len..]);
-                    let body = UpstreamResponse::new(stream, buf, timer, framing, reusable, ep.clone(), raw);
+                    let conn = (stream, buf, timer);
+                    let body = UpstreamResponse::new(conn, (framing, reusable), ep.clone(), raw, read_timeout);
                     return Ok(resp.map(|()| body));
                 }
             }

@@ -1,7 +1,7 @@
 //! The idle connections of one upstream address, in lock-free queues on
 //! the address itself: a checkout is a pop, a return a push.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
@@ -15,8 +15,58 @@ use crate::wire::LazyTimer;
 /// when nothing arrived since the last read this costs no system call, and
 /// unlike a poll it spends none of the task's cooperative budget (a sweep
 /// over hundreds of closed connections sees every one).
-fn quiet(stream: &TcpStream) -> bool {
-    matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+fn quiet(stream: &TcpStream, discards: &Discards) -> bool {
+    match stream.try_read(&mut [0u8; 1]) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(0) => false,
+        // Bytes nobody asked for: the previous response was longer than
+        // its framing said (or the upstream is confused).
+        Ok(_) => {
+            discards.count(Discard::UnreadBytes);
+            false
+        }
+    }
+}
+
+/// Why a connection was closed rather than pooled, when the upstream is to
+/// blame (a `Connection: close`, a read-to-close body or an upstream that
+/// closed an idle connection are ordinary and not counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Discard {
+    /// Bytes after the end of a response, or on an idle connection.
+    UnreadBytes,
+    /// The body broke its framing: a bad chunk, or closed short.
+    BrokenBody,
+    /// Nothing arrived for `timeouts.upstream_read` in the middle of a body.
+    ReadTimeout,
+}
+
+impl Discard {
+    pub(crate) const ALL: [Discard; 3] = [Discard::UnreadBytes, Discard::BrokenBody, Discard::ReadTimeout];
+
+    /// The `reason` label of `weir_upstream_connections_discarded_total`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Discard::UnreadBytes => "unread_bytes",
+            Discard::BrokenBody => "broken_body",
+            Discard::ReadTimeout => "read_timeout",
+        }
+    }
+}
+
+/// Connections discarded, by [`Discard`], since the ticker last took them.
+#[derive(Debug, Default)]
+pub(crate) struct Discards([AtomicU64; 3]);
+
+impl Discards {
+    pub(crate) fn count(&self, why: Discard) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts since the last call, zeroed.
+    pub(crate) fn take(&self, why: Discard) -> u64 {
+        self.0[why as usize].swap(0, Ordering::Relaxed)
+    }
 }
 
 /// Idle connections kept per address at most (more are closed).
@@ -51,11 +101,18 @@ pub(crate) struct Pool {
     idle: ArrayQueue<Idle>,
     /// The address left the config (or its DNS answer): nothing is kept.
     retired: AtomicBool,
+    /// Connections closed for the upstream's fault, for the ticker to export.
+    pub(crate) discards: Discards,
 }
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool { hot: ArrayQueue::new(1), idle: ArrayQueue::new(POOL_SIZE), retired: AtomicBool::new(false) }
+        Pool {
+            hot: ArrayQueue::new(1),
+            idle: ArrayQueue::new(POOL_SIZE),
+            retired: AtomicBool::new(false),
+            discards: Discards::default(),
+        }
     }
 }
 
@@ -67,7 +124,7 @@ impl Pool {
             // `is_empty` is two loads; a `pop` that finds nothing fences.
             let idle = if self.hot.is_empty() { None } else { self.hot.pop() };
             let idle = idle.or_else(|| self.idle.pop())?;
-            if quiet(&idle.stream) {
+            if quiet(&idle.stream, &self.discards) {
                 return Some((idle.stream, idle.timer));
             }
         }
@@ -99,7 +156,7 @@ impl Pool {
         for queue in [&self.hot, &self.idle] {
             for _ in 0..queue.len() {
                 let Some(idle) = queue.pop() else { break };
-                if quiet(&idle.stream) && now.saturating_sub(idle.since) < max_idle.as_millis() as u64 {
+                if quiet(&idle.stream, &self.discards) && now.saturating_sub(idle.since) < max_idle.as_millis() as u64 {
                     // Fails only for the hot slot, when a return took it
                     // meanwhile: the connection then joins the queue.
                     if let Err(idle) = queue.push(idle) {

@@ -11,6 +11,8 @@ use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::head::{Chunk, Framing, RawHeaders};
+use super::pool::Discard;
+use crate::clock::coarse_ms;
 use crate::upstream::endpoint::Endpoint;
 use crate::wire::{poll_read, LazyTimer};
 
@@ -43,6 +45,10 @@ pub(crate) struct UpstreamResponse {
     /// written, and that task's allocation is what an idle keep-alive
     /// connection costs (inline, it grew from 2.5 to 2.9 KiB).
     raw: Option<Box<RawHeaders>>,
+    /// `timeouts.upstream_read` in ms, and the [`coarse_ms`] by which the
+    /// next piece of body must arrive.
+    read_ms: u64,
+    deadline: u64,
 }
 
 /// The upstream broke the response body (closed early, or bad chunking).
@@ -78,19 +84,22 @@ fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
 }
 
 impl UpstreamResponse {
-    /// The body that follows a response head; `buf` holds what was read
-    /// past the head.
+    /// The body that follows a response head, on its connection (`buf`
+    /// holds what was read past the head), framed as the head says.
     pub(super) fn new(
-        stream: TcpStream,
-        buf: BytesMut,
-        timer: LazyTimer,
-        framing: Framing,
-        reusable: bool,
+        (stream, buf, mut timer): (TcpStream, BytesMut, LazyTimer),
+        (framing, reusable): (Framing, bool),
         ep: Arc<Endpoint>,
         raw: Option<Box<RawHeaders>>,
+        read_timeout: std::time::Duration,
     ) -> Self {
+        // The body may be read by another task than the head's (the
+        // timer's next wait registers whichever reads it).
+        timer.rebind();
         let conn = Conn { stream, buf, timer };
-        let mut body = UpstreamResponse { conn: Some(conn), framing, reusable, ep, raw };
+        let read_ms = read_timeout.as_millis() as u64;
+        let deadline = coarse_ms() + read_ms;
+        let mut body = UpstreamResponse { conn: Some(conn), framing, reusable, ep, raw, read_ms, deadline };
         body.settle();
         body
     }
@@ -108,13 +117,27 @@ impl UpstreamResponse {
         }
     }
 
+    /// The body ended at its framing's end: the connection goes back to
+    /// the pool only when nothing was read past that end.
     fn finish(&mut self) {
         self.framing = Framing::Done;
         if let Some(conn) = self.conn.take() {
-            if self.reusable && conn.buf.is_empty() {
+            if !conn.buf.is_empty() {
+                tracing::debug!(addr = %self.ep.addr, bytes = conn.buf.len(), "upstream sent bytes after its response: connection closed");
+                self.ep.pool.discards.count(Discard::UnreadBytes);
+            } else if self.reusable {
                 self.ep.pool.put(conn.stream, conn.timer, self.ep.in_flight());
             }
         }
+    }
+
+    /// The body cannot go on: the connection is closed (counted as `why`).
+    fn broken(&mut self, why: Discard, err: BoxError) -> Poll<Option<Result<Bytes, BoxError>>> {
+        tracing::debug!(addr = %self.ep.addr, reason = why.as_str(), "upstream response body cut short: {err}");
+        self.ep.pool.discards.count(why);
+        self.conn = None;
+        self.framing = Framing::Done;
+        Poll::Ready(Some(Err(err)))
     }
 
     /// The next piece of body out of the buffered bytes, if one is there.
@@ -179,11 +202,7 @@ impl UpstreamResponse {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         loop {
             match self.next_piece() {
-                Err(e) => {
-                    self.conn = None;
-                    self.framing = Framing::Done;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+                Err(e) => return self.broken(Discard::BrokenBody, e.into()),
                 Ok(Some(piece)) => {
                     self.settle();
                     return Poll::Ready(Some(Ok(piece)));
@@ -192,23 +211,26 @@ impl UpstreamResponse {
                 Ok(None) => {}
             }
             let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
-            match ready!(poll_read(&mut conn.stream, cx, &mut conn.buf)) {
+            let read = match poll_read(&mut conn.stream, cx, &mut conn.buf) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    ready!(conn.timer.poll_expired(cx, self.deadline));
+                    let err = BodyError("no response body data from the upstream within timeouts.upstream_read");
+                    return self.broken(Discard::ReadTimeout, err.into());
+                }
+            };
+            match read {
                 Ok(0) if matches!(self.framing, Framing::Close) => {
                     self.conn = None;
                     self.framing = Framing::Done;
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
-                    self.conn = None;
-                    self.framing = Framing::Done;
-                    return Poll::Ready(Some(Err(BodyError("upstream closed the connection mid-body").into())));
+                    return self
+                        .broken(Discard::BrokenBody, BodyError("upstream closed the connection mid-body").into());
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    self.conn = None;
-                    self.framing = Framing::Done;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+                Ok(_) => self.deadline = coarse_ms() + self.read_ms,
+                Err(e) => return self.broken(Discard::BrokenBody, e.into()),
             }
         }
     }
