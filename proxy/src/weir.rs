@@ -329,7 +329,7 @@ impl Weir {
             }
             daemon.audit.close(Duration::from_millis(500));
         });
-        let _ = tokio::time::timeout(Duration::from_secs(3), flush).await;
+        let _ = tokio::time::timeout(Duration::from_secs(4), flush).await;
         drained
     }
 

@@ -279,7 +279,8 @@ pub struct Timeouts {
     pub body_read: Duration,
     /// Longest wait for the next piece of an upstream's response body
     /// (not for gRPC calls, whose deadline is `grpc-timeout`): past it the
-    /// response is cut short and the upstream connection closed.
+    /// response is cut short and the upstream connection closed. Zero: no
+    /// limit.
     pub upstream_read: Duration,
 }
 

@@ -295,6 +295,11 @@ fn hardening_limits_outlier_and_health_parse_with_defaults_and_checks() {
     assert_eq!((c.limits.max_request_line, c.limits.max_requests_in_flight), (4096, 500));
     assert_eq!(c.timeouts.body_read, Duration::from_secs(5));
     assert_eq!(c.timeouts.upstream_read, Duration::from_secs(2));
+    // Zero turns the upstream read limit off; zero elsewhere is an error.
+    let c = parse(&(MINIMAL.to_string() + "[timeouts]\nupstream_read = \"0s\"\n")).unwrap();
+    assert_eq!(c.timeouts.upstream_read, Duration::ZERO);
+    let e = errors(&(MINIMAL.to_string() + "[timeouts]\nbody_read = \"0s\"\n"));
+    assert!(e.iter().any(|e| e.starts_with("timeouts.body_read: must be greater than zero")), "{e:?}");
 
     let bad = errors(&MINIMAL.replace(
         "[backends.canary]",

@@ -25,6 +25,9 @@ const WAIT: Duration = Duration::from_millis(250);
 /// before it is written again.
 pub(crate) fn load(path: &Path) -> Loaded {
     let reason = match std::fs::read(path) {
+        // Created empty beforehand (an init step): nothing was ever saved,
+        // since weir replaces the file whole.
+        Ok(bytes) if bytes.is_empty() => return Loaded::Routes(HashMap::new()),
         Ok(bytes) => match StateFile::from_json(&bytes) {
             Ok(f) => return Loaded::Routes(f.routes),
             Err(e) => format!("state file {} is not valid ({} bytes): {e}", path.display(), bytes.len()),

@@ -257,7 +257,8 @@ async fn send_hyper(
     // A gRPC call's response is a stream of messages that may rightly
     // pause: its deadline is the client's grpc-timeout.
     let grpc = req.method() == http::Method::POST && super::grpc::is_grpc(req.headers());
-    let read_timeout = (!grpc).then_some(snap.timeouts.upstream_read);
+    let read = snap.timeouts.upstream_read;
+    let read_timeout = (!grpc && !read.is_zero()).then_some(read);
     match tokio::time::timeout(snap.timeouts.upstream_response, leg.backend.send(&snap.client, req, pool)).await {
         Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         Ok(Err(e)) => {

@@ -446,9 +446,9 @@ fn describe(r: &PrometheusRecorder) {
     d(
         names::UPSTREAM_CONNECTIONS_DISCARDED_TOTAL,
         None,
-        "Upstream connections closed instead of reused because the upstream broke HTTP/1.1 framing \
-(unread_bytes: bytes after a response; broken_body: a bad chunk or a body cut short) or stopped \
-sending a body (read_timeout).",
+        "Connections of weir's own HTTP/1.1 client closed instead of reused for the upstream's fault: \
+unread_bytes (bytes after a response), broken_body (a bad chunk or a body cut short), \
+read_timeout (no body data for timeouts.upstream_read).",
     );
     for (name, help) in [
         (names::FLEET_LEADER, "Fleet mode: 1 while this replica is the fleet's leader."),

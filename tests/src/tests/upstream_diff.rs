@@ -30,10 +30,11 @@ use crate::*;
 /// Cases generated (plus the fixed ones), and how many run at once.
 const GENERATED: usize = 1500;
 const PARALLEL: usize = 16;
-/// weir's `upstream_read` and `upstream_response` here, and what hyper's
-/// side waits for a head and between body pieces.
-const READ: Duration = Duration::from_millis(300);
-const HEAD_WAIT: Duration = Duration::from_millis(1000);
+/// What hyper's side waits for a head and between body pieces: longer
+/// than weir's `upstream_response` (1 s) and `upstream_read` (1 s), so that
+/// weir is the first to give up on a stalled upstream.
+const READ: Duration = Duration::from_millis(2000);
+const HEAD_WAIT: Duration = Duration::from_millis(2000);
 
 /// One upstream response: its bytes, whether the upstream closes after
 /// writing them, whether it answers a HEAD request, whether it is written
@@ -564,7 +565,7 @@ async fn weir_and_hyper_read_the_same_upstream_bytes_alike_and_no_bad_connection
     cases.extend((0..GENERATED).map(|_| generate(&mut rng)));
     let cases = Arc::new(cases);
     let up = Arc::new(Upstream::start(cases.clone()).await);
-    let top = "[timeouts]\nupstream_response = \"1s\"\nupstream_read = \"300ms\"";
+    let top = "[timeouts]\nupstream_response = \"1s\"\nupstream_read = \"1s\"";
     let text = config_text(up.addr, up.addr, "weight = 0", top)
         .replace("[backends.canary]", "outlier = false\n[backends.canary]");
     let w = Arc::new(InProcess::start(&text).await);

@@ -61,6 +61,8 @@ fn script(head: &str) -> (&'static [u8], bool) {
             (b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)
         }
         "/empty" => (b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n", false),
+        // 3 bytes of 10, then nothing (the connection stays open).
+        "/stall" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", false),
         "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil close", true),
         "/bad-chunk" => (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n", true),
         // Hop-by-hop fields between the others, names in any case.
@@ -330,7 +332,10 @@ async fn hop_by_hop_response_fields_never_reach_the_client_and_the_others_pass_a
         let want = if version == "HTTP/1.1" { "5\r\nhello\r\n0\r\n\r\n" } else { "hello" };
         assert_eq!(body, want, "{version}");
     }
-    assert_eq!(up.conns.load(Ordering::SeqCst), 1, "every upstream response was read to its end");
+    // Every upstream response was read to its end: one connection per
+    // round, closed after /hop-many, whose Content-Length beside chunked
+    // is suspect framing (RFC 9112 §6.3: not reused).
+    assert_eq!(up.conns.load(Ordering::SeqCst), 2, "one upstream connection per round");
 }
 
 #[tokio::test]
@@ -422,4 +427,36 @@ async fn a_connection_moves_to_hyper_for_a_body_and_keeps_serving() {
         assert_eq!(body, want, "{}", String::from_utf8_lossy(req));
     }
     assert_eq!(up.count(), 4);
+}
+
+#[tokio::test]
+async fn a_body_that_stops_is_cut_at_upstream_read_even_before_the_head_deadline() {
+    let up = Scripted::start().await;
+    // upstream_read well inside upstream_response (30 s): the first wait
+    // after the head ends at upstream_read, not at the head's deadline.
+    let w = weir_before(&up, "[timeouts]\nupstream_read = \"300ms\"").await;
+    let mut s = TcpStream::connect(w.weir.data_addr()).await.unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let since = std::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the stalled body was not cut within 10 s");
+    assert!(since.elapsed() < Duration::from_secs(5), "cut after {:?}", since.elapsed());
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 ") && text.ends_with("\r\n\r\nabc"), "{text:?}");
+    // Counted (the ticker exports once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = parse_prometheus(&metrics_text(&w).await);
+        let n = sample(
+            &m,
+            "weir_upstream_connections_discarded_total",
+            &[("backend", "stable"), ("reason", "read_timeout")],
+        );
+        if n >= 1.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "read_timeout not counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

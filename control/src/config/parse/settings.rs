@@ -34,7 +34,7 @@ pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
             ("drain_delay", &mut out.drain_delay),
         ] {
             if let Some(d) = t.duration(ctx, key) {
-                if d.is_zero() && key != "shutdown_grace" && key != "drain_delay" {
+                if d.is_zero() && !matches!(key, "shutdown_grace" | "drain_delay" | "upstream_read") {
                     ctx.error(&t.key_path(key), Some(&t.span), "must be greater than zero");
                 } else if key == "drain_delay" && d > Duration::from_secs(3600) {
                     // Not ready and still serving for longer than that is

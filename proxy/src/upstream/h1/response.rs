@@ -45,8 +45,8 @@ pub(crate) struct UpstreamResponse {
     /// written, and that task's allocation is what an idle keep-alive
     /// connection costs (inline, it grew from 2.5 to 2.9 KiB).
     raw: Option<Box<RawHeaders>>,
-    /// `timeouts.upstream_read` in ms, and the [`coarse_ms`] by which the
-    /// next piece of body must arrive.
+    /// `timeouts.upstream_read` in ms (0: no limit), and the
+    /// [`coarse_ms`] by which the next piece of body must arrive.
     read_ms: u64,
     deadline: u64,
 }
@@ -96,9 +96,14 @@ impl UpstreamResponse {
         // The body may be read by another task than the head's (the
         // timer's next wait registers whichever reads it).
         timer.rebind();
-        let conn = Conn { stream, buf, timer };
         let read_ms = read_timeout.as_millis() as u64;
         let deadline = coarse_ms() + read_ms;
+        // Armed for the head's deadline: moved in if the body's first wait
+        // must end sooner (a no-op with the defaults).
+        if read_ms > 0 {
+            timer.guard(deadline);
+        }
+        let conn = Conn { stream, buf, timer };
         let mut body = UpstreamResponse { conn: Some(conn), framing, reusable, ep, raw, read_ms, deadline };
         body.settle();
         body
@@ -213,6 +218,7 @@ impl UpstreamResponse {
             let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
             let read = match poll_read(&mut conn.stream, cx, &mut conn.buf) {
                 Poll::Ready(read) => read,
+                Poll::Pending if self.read_ms == 0 => return Poll::Pending,
                 Poll::Pending => {
                     ready!(conn.timer.poll_expired(cx, self.deadline));
                     let err = BodyError("no response body data from the upstream within timeouts.upstream_read");
