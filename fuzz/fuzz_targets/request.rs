@@ -14,14 +14,16 @@
 
 #![no_main]
 
-use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+
+mod common;
+
 
 const READ_FOR: Duration = Duration::from_secs(2);
 const CHECK_EVERY: u64 = 64;
@@ -37,11 +39,11 @@ fuzz_target!(|data: &[u8]| {
             Some(code) if outcome.reply.starts_with(b"HTTP/1.") => String::from_utf8_lossy(code).into_owned(),
             _ => "other".to_string(),
         };
-        stats(&status);
+        common::stats("request replies", &status);
     } else if outcome.timed_out {
-        stats("timeout");
+        common::stats("request replies", "timeout");
     } else {
-        stats("closed");
+        common::stats("request replies", "closed");
     }
     check_reply(data, &outcome.reply);
     if n % CHECK_EVERY == 0 || outcome.timed_out || outcome.reset {
@@ -101,13 +103,13 @@ fn check_reply(data: &[u8], reply: &[u8]) {
     }
     if data.starts_with(H2_PREFACE) {
         // h2c: the server's first frame is SETTINGS (type 4).
-        assert!(reply.len() < 9 || reply[3] == 4, "h2c reply does not start with SETTINGS: {:?}", show(reply));
+        assert!(reply.len() < 9 || reply[3] == 4, "h2c reply does not start with SETTINGS: {:?}", common::show(reply, 300));
         return;
     }
     assert!(
         reply.starts_with(b"HTTP/1.1 ") || reply.starts_with(b"HTTP/1.0 "),
         "reply is not an HTTP/1.x response: {:?}",
-        show(reply)
+        common::show(reply, 300)
     );
 }
 
@@ -117,45 +119,14 @@ fn still_serves(weir: SocketAddr) {
     s.write_all(GOOD).unwrap();
     let mut reply = Vec::new();
     let _ = s.read_to_end(&mut reply);
-    assert!(reply.starts_with(b"HTTP/1.1 200 "), "weir no longer serves a good request: {:?}", show(&reply));
-}
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned()
-}
-
-fn stats(key: &str) {
-    static ON: OnceLock<bool> = OnceLock::new();
-    if !*ON.get_or_init(|| std::env::var_os("WEIR_FUZZ_STATS").is_some()) {
-        return;
-    }
-    static SEEN: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-    let mut seen = SEEN.lock().unwrap();
-    *seen.entry(key.to_string()).or_default() += 1;
-    let total: u64 = seen.values().sum();
-    if total % 10_000 == 0 {
-        eprintln!("request replies after {total} inputs: {seen:?}");
-    }
+    assert!(reply.starts_with(b"HTTP/1.1 200 "), "weir no longer serves a good request: {:?}", common::show(&reply, 300));
 }
 
 /// weir's data address, starting everything on first use.
 fn harness() -> SocketAddr {
     static WEIR: OnceLock<SocketAddr> = OnceLock::new();
     *WEIR.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let upstream = upstream().await;
-                let cfg = weir_control::config::parse(&config(upstream)).expect("fuzz config is valid");
-                let weir = weir_proxy::Weir::start(cfg, None).await.expect("weir starts");
-                tx.send(weir.data_addr()).unwrap();
-                // Serve for the life of the process.
-                std::future::pending::<()>().await;
-                drop(weir);
-            });
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("weir started");
+        let addr = common::start_weir(|| async { config(upstream().await) });
         still_serves(addr);
         addr
     })

@@ -21,7 +21,7 @@
 
 #![no_main]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
 
 /// Longer than any response may take: upstream_response 200 ms, then
 /// upstream_read 100 ms between pieces (a trickle of 2 pieces).
@@ -69,8 +71,8 @@ fuzz_target!(|data: &[u8]| {
     let head = flags & 2 != 0;
     let method = if head { "HEAD" } else { "GET" };
     let (reply, timed_out) = exchange(h.weir, &format!("{method} /fuzz/{n} HTTP/1.1\r\nhost: fuzz.test\r\nconnection: close\r\n\r\n"));
-    assert!(!timed_out, "no complete reply within {READ_FOR:?}: {:?}", show(&reply));
-    stats(&check_framing(&reply, head));
+    assert!(!timed_out, "no complete reply within {READ_FOR:?}: {:?}", common::show(&reply, 400));
+    common::stats("upstream replies", &check_framing(&reply, head));
     // Bytes the upstream sends after weir has taken a connection back and
     // lent it to the next request cannot be told from that request's
     // answer (by any HTTP/1.1 client): the check starts once the upstream
@@ -93,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         let retry = reply.starts_with(b"HTTP/1.1 502 ") || reply.starts_with(b"HTTP/1.1 504 ");
-        assert!(retry && attempt < 3, "after a fuzzed response, /check/{n} got {:?}", show(&reply));
+        assert!(retry && attempt < 3, "after a fuzzed response, /check/{n} got {:?}", common::show(&reply, 400));
     }
 });
 
@@ -133,26 +135,26 @@ fn check_framing(reply: &[u8], head_request: bool) -> String {
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(reply) {
         Ok(httparse::Status::Complete(len)) => len,
-        _ => panic!("reply is not an HTTP/1.1 response head: {:?}", show(reply)),
+        _ => panic!("reply is not an HTTP/1.1 response head: {:?}", common::show(reply, 400)),
     };
-    assert_eq!(resp.version, Some(1), "reply is not HTTP/1.1: {:?}", show(reply));
+    assert_eq!(resp.version, Some(1), "reply is not HTTP/1.1: {:?}", common::show(reply, 400));
     let status = resp.code.unwrap_or(0);
-    assert!((200..600).contains(&status), "final status {status}: {:?}", show(reply));
+    assert!((200..600).contains(&status), "final status {status}: {:?}", common::show(reply, 400));
     let field = |name: &str| resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).collect::<Vec<_>>();
     let lengths = field("content-length");
     let te = field("transfer-encoding");
-    assert!(lengths.len() <= 1, "several Content-Length fields: {:?}", show(reply));
-    assert!(te.is_empty() || lengths.is_empty(), "Content-Length and Transfer-Encoding: {:?}", show(reply));
+    assert!(lengths.len() <= 1, "several Content-Length fields: {:?}", common::show(reply, 400));
+    assert!(te.is_empty() || lengths.is_empty(), "Content-Length and Transfer-Encoding: {:?}", common::show(reply, 400));
     let body = &reply[len..];
     if head_request || status == 204 || status == 304 {
-        assert!(body.is_empty(), "a body where none may be: {:?}", show(reply));
+        assert!(body.is_empty(), "a body where none may be: {:?}", common::show(reply, 400));
     } else if let Some(te) = te.first() {
-        assert!(te.value.eq_ignore_ascii_case(b"chunked"), "transfer-encoding {:?}", show(reply));
+        assert!(te.value.eq_ignore_ascii_case(b"chunked"), "transfer-encoding {:?}", common::show(reply, 400));
         let rest = dechunk(body);
-        assert!(rest.is_empty(), "bytes after the last chunk: {:?}", show(reply));
+        assert!(rest.is_empty(), "bytes after the last chunk: {:?}", common::show(reply, 400));
     } else if let Some(cl) = lengths.first() {
         let n: usize = std::str::from_utf8(cl.value).ok().and_then(|v| v.parse().ok()).expect("a numeric length");
-        assert!(body.len() <= n, "{} body bytes for content-length {n}: {:?}", body.len(), show(reply));
+        assert!(body.len() <= n, "{} body bytes for content-length {n}: {:?}", body.len(), common::show(reply, 400));
     }
     status.to_string()
 }
@@ -162,7 +164,7 @@ fn dechunk(mut b: &[u8]) -> &[u8] {
     loop {
         let Some(end) = b.windows(2).position(|w| w == b"\r\n") else { return b"" };
         let size = std::str::from_utf8(&b[..end]).ok().and_then(|s| usize::from_str_radix(s, 16).ok());
-        let size = size.unwrap_or_else(|| panic!("bad chunk size line from weir: {:?}", show(b)));
+        let size = size.unwrap_or_else(|| panic!("bad chunk size line from weir: {:?}", common::show(b, 400)));
         b = &b[end + 2..];
         if size == 0 {
             // No trailers from weir: the empty line ends the body.
@@ -176,42 +178,12 @@ fn dechunk(mut b: &[u8]) -> &[u8] {
     }
 }
 
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned()
-}
-
-fn stats(key: &str) {
-    static ON: OnceLock<bool> = OnceLock::new();
-    if !*ON.get_or_init(|| std::env::var_os("WEIR_FUZZ_STATS").is_some()) {
-        return;
-    }
-    static SEEN: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-    let mut seen = SEEN.lock().unwrap();
-    *seen.entry(key.to_string()).or_default() += 1;
-    let total: u64 = seen.values().sum();
-    if total % 10_000 == 0 {
-        eprintln!("upstream replies after {total} inputs: {seen:?}");
-    }
-}
-
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
         let inputs: Inputs = Arc::default();
-        let (tx, rx) = std::sync::mpsc::channel();
         let shared = inputs.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let upstream = upstream(shared).await;
-                let cfg = weir_control::config::parse(&config(upstream)).expect("fuzz config is valid");
-                let weir = weir_proxy::Weir::start(cfg, None).await.expect("weir starts");
-                tx.send(weir.data_addr()).unwrap();
-                std::future::pending::<()>().await;
-                drop(weir);
-            });
-        });
-        let weir = rx.recv_timeout(Duration::from_secs(30)).expect("weir started");
+        let weir = common::start_weir(|| async { config(upstream(shared).await) });
         Harness { weir, inputs }
     })
 }
