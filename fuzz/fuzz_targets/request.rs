@@ -24,7 +24,6 @@ use libfuzzer_sys::fuzz_target;
 
 mod common;
 
-
 const READ_FOR: Duration = Duration::from_secs(2);
 const CHECK_EVERY: u64 = 64;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -103,7 +102,11 @@ fn check_reply(data: &[u8], reply: &[u8]) {
     }
     if data.starts_with(H2_PREFACE) {
         // h2c: the server's first frame is SETTINGS (type 4).
-        assert!(reply.len() < 9 || reply[3] == 4, "h2c reply does not start with SETTINGS: {:?}", common::show(reply, 300));
+        assert!(
+            reply.len() < 9 || reply[3] == 4,
+            "h2c reply does not start with SETTINGS: {:?}",
+            common::show(reply, 300)
+        );
         return;
     }
     assert!(
@@ -119,7 +122,11 @@ fn still_serves(weir: SocketAddr) {
     s.write_all(GOOD).unwrap();
     let mut reply = Vec::new();
     let _ = s.read_to_end(&mut reply);
-    assert!(reply.starts_with(b"HTTP/1.1 200 "), "weir no longer serves a good request: {:?}", common::show(&reply, 300));
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200 "),
+        "weir no longer serves a good request: {:?}",
+        common::show(&reply, 300)
+    );
 }
 
 /// weir's data address, starting everything on first use.

@@ -70,7 +70,8 @@ fuzz_target!(|data: &[u8]| {
     h.inputs.inputs.lock().unwrap().insert(n, (flags, response.to_vec()));
     let head = flags & 2 != 0;
     let method = if head { "HEAD" } else { "GET" };
-    let (reply, timed_out) = exchange(h.weir, &format!("{method} /fuzz/{n} HTTP/1.1\r\nhost: fuzz.test\r\nconnection: close\r\n\r\n"));
+    let (reply, timed_out) =
+        exchange(h.weir, &format!("{method} /fuzz/{n} HTTP/1.1\r\nhost: fuzz.test\r\nconnection: close\r\n\r\n"));
     assert!(!timed_out, "no complete reply within {READ_FOR:?}: {:?}", common::show(&reply, 400));
     common::stats("upstream replies", &check_framing(&reply, head));
     // Bytes the upstream sends after weir has taken a connection back and
@@ -78,8 +79,7 @@ fuzz_target!(|data: &[u8]| {
     // answer (by any HTTP/1.1 client): the check starts once the upstream
     // has written everything, which weir must then notice.
     let written = h.inputs.written.lock().unwrap();
-    let (mut written, waited) =
-        h.inputs.written_cv.wait_timeout_while(written, READ_FOR, |w| !w.contains(&n)).unwrap();
+    let (mut written, waited) = h.inputs.written_cv.wait_timeout_while(written, READ_FOR, |w| !w.contains(&n)).unwrap();
     assert!(!waited.timed_out(), "the upstream never finished writing input {n}");
     written.remove(&n);
     drop(written);
@@ -89,7 +89,8 @@ fuzz_target!(|data: &[u8]| {
     // timeouts here, or a pooled connection that broke) is asked again.
     let want = format!("check-{n}");
     for attempt in 1.. {
-        let (reply, _) = exchange(h.weir, &format!("GET /check/{n} HTTP/1.1\r\nhost: fuzz.test\r\nconnection: close\r\n\r\n"));
+        let (reply, _) =
+            exchange(h.weir, &format!("GET /check/{n} HTTP/1.1\r\nhost: fuzz.test\r\nconnection: close\r\n\r\n"));
         let body = reply.windows(4).position(|w| w == b"\r\n\r\n").map(|i| &reply[i + 4..]);
         if reply.starts_with(b"HTTP/1.1 200 ") && body == Some(want.as_bytes()) {
             break;
@@ -144,7 +145,11 @@ fn check_framing(reply: &[u8], head_request: bool) -> String {
     let lengths = field("content-length");
     let te = field("transfer-encoding");
     assert!(lengths.len() <= 1, "several Content-Length fields: {:?}", common::show(reply, 400));
-    assert!(te.is_empty() || lengths.is_empty(), "Content-Length and Transfer-Encoding: {:?}", common::show(reply, 400));
+    assert!(
+        te.is_empty() || lengths.is_empty(),
+        "Content-Length and Transfer-Encoding: {:?}",
+        common::show(reply, 400)
+    );
     let body = &reply[len..];
     if head_request || status == 204 || status == 304 {
         assert!(body.is_empty(), "a body where none may be: {:?}", common::show(reply, 400));
@@ -213,7 +218,11 @@ async fn upstream(inputs: Inputs) -> SocketAddr {
                         match fuzzed {
                             Some((n, (flags, bytes))) => {
                                 let _written = Written(inputs.clone(), n);
-                                let (a, b) = if flags & 4 != 0 { bytes.split_at(bytes.len() / 2) } else { (&bytes[..], &[][..]) };
+                                let (a, b) = if flags & 4 != 0 {
+                                    bytes.split_at(bytes.len() / 2)
+                                } else {
+                                    (&bytes[..], &[][..])
+                                };
                                 if s.write_all(a).await.is_err() {
                                     return;
                                 }
