@@ -315,7 +315,7 @@ pub(crate) enum Loaded {
     /// Each route's saved rollout (none: a first start).
     Routes(HashMap<String, Persisted>),
     /// The file is there but cannot be read or parsed (truncated, corrupt,
-    /// unreadable): the reason, with the path. Nobody knows where the
+    /// empty, unreadable): the reason, with the path. Nobody knows where the
     /// rollouts were, so they start held with the canary at 0
     /// ([`start_engine`]) until an operator resumes them.
     Unreadable(String),

@@ -29,7 +29,11 @@ const FD_WITHIN: Duration = Duration::from_secs(5);
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let rounds = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    if rounds < 2 || n == 0 {
+        eprintln!("burst: at least 2 rounds of 1 connection (RSS is compared from the first burst to the last)");
+        std::process::exit(2);
+    }
     let weir = std::env::var_os("WEIR").map_or_else(
         || PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())).join("release/weir"),
         PathBuf::from,
@@ -80,9 +84,10 @@ async fn run(bin: PathBuf, n: usize, rounds: usize) -> Res<bool> {
     // Warm: the upstream pool holds its one connection.
     request(&mut TcpStream::connect(addr).await?).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let fds = || weir.fds().unwrap_or(0);
-    let rss = || weir.rss_kib().unwrap_or(0);
-    let (base_fds, base_rss) = (fds(), rss());
+    // Not readable (weir gone, no /proc): an error, never a pass.
+    let fds = || weir.fds().ok_or("cannot read weir's fds in /proc");
+    let rss = || weir.rss_kib().ok_or("cannot read weir's RSS in /proc");
+    let (base_fds, base_rss) = (fds()?, rss()?);
     println!("burst: {} (pid {}), {n} connections x {rounds} rounds", bin.display(), weir.child.id());
     println!("baseline            fds {base_fds:6}  rss {base_rss:7} KiB");
     let mut ok = true;
@@ -99,8 +104,11 @@ async fn run(bin: PathBuf, n: usize, rounds: usize) -> Res<bool> {
         for s in &mut conns {
             request(s).await?;
         }
-        let (peak_fds, peak_rss) = (fds(), rss());
+        let (peak_fds, peak_rss) = (fds()?, rss()?);
         let opened = start.elapsed();
+        if peak_fds < base_fds + n * 9 / 10 {
+            return Err(format!("weir holds {peak_fds} fds with {n} connections open (baseline {base_fds})").into());
+        }
         // All at once: half FIN, half RST.
         for (i, s) in conns.into_iter().enumerate() {
             if i % 2 == 1 {
@@ -113,7 +121,7 @@ async fn run(bin: PathBuf, n: usize, rounds: usize) -> Res<bool> {
         }
         let closed = Instant::now();
         let back = loop {
-            if fds() <= base_fds + FD_SLACK {
+            if fds()? <= base_fds + FD_SLACK {
                 break Some(closed.elapsed());
             }
             if closed.elapsed() > FD_WITHIN {
@@ -122,7 +130,7 @@ async fn run(bin: PathBuf, n: usize, rounds: usize) -> Res<bool> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         tokio::time::sleep(FD_WITHIN.saturating_sub(closed.elapsed())).await;
-        let (end_fds, end_rss) = (fds(), rss());
+        let (end_fds, end_rss) = (fds()?, rss()?);
         after.push(end_rss);
         let back_text = back.map_or_else(|| "NOT within 5 s".to_string(), |d| format!("in {:.2} s", d.as_secs_f64()));
         println!(

@@ -25,9 +25,15 @@ const WAIT: Duration = Duration::from_millis(250);
 /// before it is written again.
 pub(crate) fn load(path: &Path) -> Loaded {
     let reason = match std::fs::read(path) {
-        // Created empty beforehand (an init step): nothing was ever saved,
-        // since weir replaces the file whole.
-        Ok(bytes) if bytes.is_empty() => return Loaded::Routes(HashMap::new()),
+        // weir never writes an empty file (it replaces the file whole): one
+        // emptied by hand or by a disk fault says nothing of where the
+        // rollouts were, so it is held like any unreadable one.
+        Ok(bytes) if bytes.is_empty() => {
+            format!(
+                "state file {} is empty (weir never writes an empty one; delete it for a first start)",
+                path.display()
+            )
+        }
         Ok(bytes) => match StateFile::from_json(&bytes) {
             Ok(f) => return Loaded::Routes(f.routes),
             Err(e) => format!("state file {} is not valid ({} bytes): {e}", path.display(), bytes.len()),

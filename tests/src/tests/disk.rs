@@ -190,8 +190,9 @@ async fn a_truncated_state_file_holds_every_rollout_at_zero_until_resumed() {
     let state = dir.path().join("weir-state.json");
     assert_eq!(saved_stage(&state), Some(1));
     let whole = std::fs::read(&state).unwrap();
-    // Cut in half, cut near its end, and whole JSON of the wrong shape.
-    for cut in [Some(0.5), Some(0.97), None] {
+    // Cut in half, cut near its end, emptied, and whole JSON of the wrong
+    // shape.
+    for cut in [Some(0.5), Some(0.97), Some(0.0), None] {
         let broken = match cut {
             Some(f) => whole[..(whole.len() as f64 * f) as usize].to_vec(),
             None => b"{\"routes\": {\"web\": 42}}".to_vec(),

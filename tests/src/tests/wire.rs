@@ -459,4 +459,13 @@ async fn a_body_that_stops_is_cut_at_upstream_read_even_before_the_head_deadline
         assert!(std::time::Instant::now() < deadline, "read_timeout not counted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // "0s": no limit. The same stalled body is still open a second later
+    // (three times the 300 ms above).
+    let w = weir_before(&up, "[timeouts]\nupstream_read = \"0s\"").await;
+    let mut s = TcpStream::connect(w.weir.data_addr()).await.unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut got)).await;
+    assert!(read.is_err(), "cut with upstream_read = 0s: {:?}", String::from_utf8_lossy(&got));
 }

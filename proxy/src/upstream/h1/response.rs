@@ -96,7 +96,8 @@ impl UpstreamResponse {
         // The body may be read by another task than the head's (the
         // timer's next wait registers whichever reads it).
         timer.rebind();
-        let read_ms = read_timeout.as_millis() as u64;
+        // Whole milliseconds (the coarse clock's), at least 1 when set.
+        let read_ms = if read_timeout.is_zero() { 0 } else { (read_timeout.as_millis() as u64).max(1) };
         let deadline = coarse_ms() + read_ms;
         // Armed for the head's deadline: moved in if the body's first wait
         // must end sooner (a no-op with the defaults).
