@@ -234,6 +234,10 @@ async fn upstream(inputs: Inputs) -> SocketAddr {
                                     }
                                 }
                                 if flags & 1 != 0 {
+                                    // The FIN goes out before the input counts
+                                    // as written: weir must see the close
+                                    // before the next request.
+                                    let _ = s.shutdown().await;
                                     return;
                                 }
                             }

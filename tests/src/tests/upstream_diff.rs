@@ -302,9 +302,15 @@ async fn serve(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     ok = s.write_all(b).await.is_ok();
                 }
+                // A close goes out before the case counts as written: weir
+                // must see it before the next request.
+                let close = !ok || case.close;
+                if close {
+                    let _ = s.shutdown().await;
+                }
                 written.lock().unwrap().insert((n, side));
                 notify.notify_waiters();
-                if !ok || case.close {
+                if close {
                     return;
                 }
             } else {
