@@ -90,8 +90,9 @@ pub struct EchoState {
     pub cancelled: AtomicUsize,
     /// TCP connections accepted.
     pub conns: AtomicUsize,
-    /// Request headers of every call, in arrival order.
-    pub seen: Mutex<Vec<http::HeaderMap>>,
+    /// Request headers of the last call (only the last: a soak makes
+    /// millions of calls).
+    last: Mutex<http::HeaderMap>,
     /// Unary calls fail with this code, `per_mille` of them, spread evenly.
     pub fail: Mutex<Option<(Code, u64)>>,
     fail_counter: AtomicU64,
@@ -105,7 +106,7 @@ impl EchoState {
 
     /// Request headers of the last call.
     pub fn last_seen(&self) -> http::HeaderMap {
-        self.seen.lock().unwrap().last().cloned().unwrap_or_default()
+        self.last.lock().unwrap().clone()
     }
 
     fn injected(&self) -> Option<Status> {
@@ -126,7 +127,7 @@ struct Call {
 impl Call {
     fn new(state: &Arc<EchoState>, headers: &http::HeaderMap) -> Call {
         state.calls.fetch_add(1, Ordering::SeqCst);
-        state.seen.lock().unwrap().push(headers.clone());
+        *state.last.lock().unwrap() = headers.clone();
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
         Call { state: state.clone(), answered: false }
@@ -353,9 +354,13 @@ fn request<T>(msg: T, md: &[(&'static str, &str)]) -> Request<T> {
 impl Caller {
     /// A plaintext (h2c, prior knowledge) channel to `addr`.
     pub async fn connect(addr: SocketAddr) -> Caller {
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        Caller { grpc: tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20) }
+        Self::try_connect(addr).await.unwrap()
+    }
+
+    /// [`Caller::connect`], with its error (for the soak, which counts it).
+    pub async fn try_connect(addr: SocketAddr) -> Result<Caller, tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+        Ok(Caller { grpc: tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20) })
     }
 
     /// A TLS channel to `addr`, verifying `domain` against `ca_pem`.
@@ -373,8 +378,10 @@ impl Caller {
         Caller { grpc: tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20) }
     }
 
-    async fn ready(&mut self) {
-        self.grpc.ready().await.unwrap();
+    /// Waits until the channel can take a call; a broken channel is the
+    /// call's `UNAVAILABLE`, as tonic's own generated clients answer.
+    async fn ready(&mut self) -> Result<(), Status> {
+        self.grpc.ready().await.map_err(|e| Status::unavailable(format!("channel not ready: {e}")))
     }
 
     /// A call to any path of the server (`/pkg.Service/Method`).
@@ -384,18 +391,18 @@ impl Caller {
         payload: Bytes,
         md: &[(&'static str, &str)],
     ) -> Result<Response<Bytes>, Status> {
-        self.ready().await;
+        self.ready().await?;
         self.grpc.unary(request(payload, md), PathAndQuery::try_from(path.to_string()).unwrap(), RawCodec).await
     }
 
     pub async fn unary(&mut self, payload: Bytes, md: &[(&'static str, &str)]) -> Result<Response<Bytes>, Status> {
-        self.ready().await;
+        self.ready().await?;
         self.grpc.unary(request(payload, md), path("Unary"), RawCodec).await
     }
 
     /// `Unary` with a deadline (sent as `grpc-timeout`).
     pub async fn unary_within(&mut self, payload: Bytes, timeout: Duration) -> Result<Response<Bytes>, Status> {
-        self.ready().await;
+        self.ready().await?;
         let mut r = request(payload, &[]);
         r.set_timeout(timeout);
         self.grpc.unary(r, path("Unary"), RawCodec).await
@@ -403,7 +410,7 @@ impl Caller {
 
     /// `Hang`, with a deadline if given.
     pub async fn hang(&mut self, timeout: Option<Duration>) -> Result<Response<Bytes>, Status> {
-        self.ready().await;
+        self.ready().await?;
         let mut r = request(Bytes::new(), &[]);
         if let Some(t) = timeout {
             r.set_timeout(t);
@@ -418,7 +425,7 @@ impl Caller {
         payload: Bytes,
         md: &[(&'static str, &str)],
     ) -> Result<(MetadataMap, Vec<Bytes>, Result<Option<MetadataMap>, Status>), Status> {
-        self.ready().await;
+        self.ready().await?;
         let resp = self.grpc.server_streaming(request(payload, md), path("ServerStream"), RawCodec).await?;
         let headers = resp.metadata().clone();
         let mut s = resp.into_inner();
@@ -434,7 +441,7 @@ impl Caller {
     }
 
     pub async fn client_stream(&mut self, msgs: Vec<Bytes>) -> Result<Response<Bytes>, Status> {
-        self.ready().await;
+        self.ready().await?;
         let r = request(futures_util::stream::iter(msgs), &[]);
         self.grpc.client_streaming(r, path("ClientStream"), RawCodec).await
     }
@@ -442,7 +449,7 @@ impl Caller {
     /// `Bidi`: sends the messages one at a time, each only once the answer
     /// to the previous one came back (so nothing can be buffered whole).
     pub async fn bidi_ping_pong(&mut self, msgs: Vec<Bytes>) -> Result<Vec<Bytes>, Status> {
-        self.ready().await;
+        self.ready().await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
         let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx);
         let mut first = msgs.into_iter();
@@ -456,7 +463,14 @@ impl Caller {
         while let Some(m) = s.message().await? {
             got.push(m);
             match first.next() {
-                Some(next) => tx.as_ref().unwrap().send(next).await.unwrap(),
+                // A refused send means the call is over: its end says why.
+                Some(next) => {
+                    if let Some(t) = &tx {
+                        if t.send(next).await.is_err() {
+                            tx = None;
+                        }
+                    }
+                }
                 None => tx = None, // end of the request stream
             }
         }
@@ -466,7 +480,7 @@ impl Caller {
     /// `grpc.health.v1.Health/Check` for `service` ("" = the server).
     pub async fn health(&mut self, service: &str) -> Result<i32, Status> {
         use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
-        self.ready().await;
+        self.ready().await?;
         let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
         let r = Request::new(HealthCheckRequest { service: service.to_string() });
         let p = PathAndQuery::from_static("/grpc.health.v1.Health/Check");

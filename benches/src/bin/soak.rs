@@ -1,43 +1,65 @@
-//! Soak test: the real release binary under steady load while everything
-//! around it moves, checking that it neither errs nor grows.
+//! Soak test: the real release binary under steady, mixed load while
+//! everything around it moves, checking that it neither errs nor grows.
 //!
 //! `benches/soak.sh [SECONDS]`, or
-//! `cargo run --release -p weir-benches --features soak --bin soak -- [SECONDS] [--clients N]
-//! [--slowloris N] [--allow-flap-errors] [--crash-flaps]` (the binary is
-//! `weir` next to the soak binary, e.g. `target/release/weir`, or `$WEIR`).
+//! `cargo run --release -p weir-benches --features soak --bin soak -- [SECONDS] [OPTIONS]`
+//! (the binary is `weir` next to the soak binary, e.g. `target/release/weir`,
+//! or `$WEIR`). Options: `--clients N --h2 N --ws N --grpc N --misbehaving N
+//! --slowloris N --allow-flap-errors --crash-flaps`.
 //!
-//! For SECONDS (default 600):
+//! For SECONDS (default 600), four routes on one listener:
 //!
-//! * three in-process upstreams on loopback: stable on two addresses (`a`,
-//!   `b`), canary on one (`c`); `b` **flaps**: every 6 s its listener
-//!   closes for 2 s, then it comes back on the same port. It goes down like
-//!   a server being restarted (requests in flight finish, then its
-//!   connections close); with `--crash-flaps` like a crashed one
-//!   (connections reset with requests in flight);
-//! * `--clients` (16) keep-alive clients send requests back to back (sticky
-//!   keys, forced canary, and keyless ones);
-//! * every second the config file is rewritten (temp file + rename, so
-//!   weir's watcher sees one atomic change) with a new weight, and every
-//!   other second a SIGHUP follows at once, racing the watcher;
-//! * `--slowloris` (4) clients send a request head one byte every 300 ms and
-//!   must be cut by `timeouts.header_read` (2 s) within 1.5× of it.
+//! * `web` (`/`): stable on two addresses (`a`, `b`), canary on one (`c`),
+//!   all HTTP/1.1 upstreams answering their name. `b` **flaps**: every 6 s
+//!   its listener closes for 2 s, then it comes back on the same port. It
+//!   goes down like a server being restarted (requests in flight finish,
+//!   then its connections close); with `--crash-flaps` like a crashed one
+//!   (connections reset with requests in flight). Clients: `--clients` (16)
+//!   HTTP/1.1 keep-alive clients and `--h2` (2) HTTP/2 (h2c) connections
+//!   with 4 streams each, back to back (sticky keys, forced canary, and
+//!   keyless requests);
+//! * `ws` (`/ws/`): a WebSocket echo server on each side; `--ws` (2) clients
+//!   open sessions of 50 messages, each echo checked, over and over;
+//! * `grpc` (`/weir.test.Echo/`, `grpc = true`): a tonic server on each side
+//!   over h2c; `--grpc` (2) tonic channels with 2 callers each make unary,
+//!   server-streaming and bidirectional calls, each answer checked;
+//! * `misbehaving` (`/bad/`): one upstream that misbehaves on 13 of every 20
+//!   requests, chosen by the request's sequence number: bodies cut or reset,
+//!   bytes after the response, both Content-Length and Transfer-Encoding,
+//!   a bad head, no answer, 1xx responses, a trickled head or body, a 204
+//!   followed by junk, chunked with extensions and trailers, read-to-close.
+//!   `--misbehaving` (2) HTTP/1.1 clients. Each request knows what it must
+//!   get: the exact answer where the upstream's response can be read
+//!   whole, a 502 or a cut response where it cannot. Where a response
+//!   leaves its connection unfit for another (bytes after it, both lengths,
+//!   `connection: close`), the upstream keeps the connection open and
+//!   counts any further request on it (weir must have closed it).
 //!
-//! It prints requests, non-2xx by status, transport errors, reloads, and
-//! weir's RSS and open fds after warm-up and at the end, then stops weir
-//! with SIGTERM. It exits 1 when:
+//! Every second the config file is rewritten (temp file + rename, so weir's
+//! watcher sees one atomic change) with new weights and a new canary
+//! version, and every other second a SIGHUP follows at once, racing the
+//! watcher. `--slowloris` (4) clients send a request head one byte every
+//! 300 ms and must be cut by `timeouts.header_read` (2 s) within 1.5× of it.
+//!
+//! It prints requests by protocol, non-2xx by status, transport errors, the
+//! misbehaving upstream's outcomes, reloads, and weir's RSS and open fds
+//! after warm-up and at the end, then stops weir with SIGTERM. It exits 1
+//! when:
 //!
 //! * any request failed outside a flap window (or with a status other than
-//!   502/503/504 inside one), any transport error, a wrong body;
+//!   502/503/504 inside one), any transport error, a wrong body or echo;
 //! * any request failed inside a flap window (its start or end within
 //!   250 ms of one), unless `--allow-flap-errors`;
+//! * a request to the misbehaving upstream got other than what it must;
 //! * a slowloris connection outlived 1.5× `header_read` + 1 s;
 //! * a reload was rejected, or weir exited early or not cleanly on SIGTERM;
 //! * RSS grew by more than 50 % + 10 MiB between warm-up and end, open fds
-//!   under load by more than `clients + slowloris + 8`, or the fds do not
+//!   under load by more than the number of clients + 8, or the fds do not
 //!   return to the idle baseline (+2) once the load stops.
 //!
-//! The upstreams, the weir child, its config and the reading of its
-//! metrics are the tests crate's helpers (`weir_tests`).
+//! The steady upstreams, the gRPC and WebSocket servers, the weir child,
+//! and the reading of its metrics are the tests crate's helpers
+//! (`weir_tests`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,19 +70,25 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use weir_tests::grpc::{Caller, GrpcServer};
 use weir_tests::{
-    config_text_with, sample_sum, try_parse_prometheus, write_atomically, Keep, Launch, Mode, Process, Samples, Stop,
+    sample_sum, try_parse_prometheus, websocket_echo, write_atomically, Keep, Launch, Mode, Process, Samples, Stop,
     Upstream,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, Error>;
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 const HEADER_READ: Duration = Duration::from_secs(2);
 const FLAP_UP: Duration = Duration::from_secs(4);
@@ -69,22 +97,47 @@ const FLAP_DOWN: Duration = Duration::from_secs(2);
 const FLAP_MARGIN: Duration = Duration::from_millis(250);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const SLOWLORIS_BYTE_EVERY: Duration = Duration::from_millis(300);
+/// Streams each `--h2` connection carries at once.
+const H2_STREAMS: usize = 4;
+/// Callers on each `--grpc` channel.
+const GRPC_CALLERS: usize = 2;
+/// Messages per WebSocket session, and the pause between them.
+const WS_MESSAGES: u64 = 50;
+const WS_PAUSE: Duration = Duration::from_millis(20);
 /// An ephemeral loopback port.
 const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 struct Args {
     seconds: u64,
     clients: usize,
+    h2: usize,
+    ws: usize,
+    grpc: usize,
+    misbehaving: usize,
     slowloris: usize,
     allow_flap_errors: bool,
     crash_flaps: bool,
     weir: PathBuf,
 }
 
+impl Args {
+    /// Client connections the load holds open at once.
+    fn connections(&self) -> usize {
+        self.clients + self.h2 + self.ws + self.grpc + self.misbehaving + self.slowloris
+    }
+}
+
+const USAGE: &str = "soak [SECONDS] [--clients N] [--h2 N] [--ws N] [--grpc N] [--misbehaving N] [--slowloris N] \
+                     [--allow-flap-errors] [--crash-flaps]   (WEIR=path/to/weir)";
+
 fn args() -> Res<Args> {
     let mut a = Args {
         seconds: 600,
         clients: 16,
+        h2: 2,
+        ws: 2,
+        grpc: 2,
+        misbehaving: 2,
         slowloris: 4,
         allow_flap_errors: false,
         crash_flaps: false,
@@ -92,22 +145,24 @@ fn args() -> Res<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut number = |what: &str| -> Res<u64> {
+        let mut number = |what: &str| -> Res<usize> {
             let v = it.next().ok_or_else(|| format!("{what} needs a number"))?;
             Ok(v.parse().map_err(|_| format!("{what}: \"{v}\" is not a number"))?)
         };
         match arg.as_str() {
-            "--clients" => a.clients = number("--clients")? as usize,
-            "--slowloris" => a.slowloris = number("--slowloris")? as usize,
+            "--clients" => a.clients = number("--clients")?,
+            "--h2" => a.h2 = number("--h2")?,
+            "--ws" => a.ws = number("--ws")?,
+            "--grpc" => a.grpc = number("--grpc")?,
+            "--misbehaving" => a.misbehaving = number("--misbehaving")?,
+            "--slowloris" => a.slowloris = number("--slowloris")?,
             "--allow-flap-errors" => a.allow_flap_errors = true,
             "--crash-flaps" => a.crash_flaps = true,
             "-h" | "--help" => {
-                println!(
-                    "soak [SECONDS] [--clients N] [--slowloris N] [--allow-flap-errors] [--crash-flaps]   (WEIR=path/to/weir)"
-                );
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            s => a.seconds = s.parse().map_err(|_| format!("unknown argument \"{s}\""))?,
+            s => a.seconds = s.parse().map_err(|_| format!("unknown argument \"{s}\"\nusage: {USAGE}"))?,
         }
     }
     if a.seconds < 10 || a.clients == 0 {
@@ -128,18 +183,57 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What the run saw; every field is bounded (counters and small maps).
+/// The kinds of client, for the counts.
+#[derive(Clone, Copy, Debug)]
+enum Proto {
+    H1,
+    H2,
+    Ws,
+    Grpc,
+    Misbehaving,
+}
+
+impl Proto {
+    const ALL: [Proto; 5] = [Proto::H1, Proto::H2, Proto::Ws, Proto::Grpc, Proto::Misbehaving];
+
+    fn name(self) -> &'static str {
+        match self {
+            Proto::H1 => "http/1.1",
+            Proto::H2 => "h2",
+            Proto::Ws => "websocket",
+            Proto::Grpc => "grpc",
+            Proto::Misbehaving => "misbehaving",
+        }
+    }
+}
+
+/// What the run saw; every field is bounded (counters and small maps whose
+/// keys carry no request value).
 #[derive(Default)]
 struct Stats {
-    ok: AtomicU64,
+    /// Requests (WebSocket: sessions) answered as they must be, by [`Proto`].
+    ok: [AtomicU64; 5],
+    /// WebSocket messages echoed.
+    ws_messages: AtomicU64,
+    /// gRPC calls answered, by kind of call.
+    grpc_calls: Mutex<BTreeMap<&'static str, u64>>,
     by_body: Mutex<BTreeMap<String, u64>>,
-    /// Non-2xx outside flap windows, by status.
-    failed: Mutex<BTreeMap<u16, u64>>,
-    /// Non-2xx touching a flap window, by status.
-    flap_failed: Mutex<BTreeMap<u16, u64>>,
+    /// Non-2xx outside flap windows, by protocol and status.
+    failed: Mutex<BTreeMap<String, u64>>,
+    /// Non-2xx touching a flap window, by protocol and status.
+    flap_failed: Mutex<BTreeMap<String, u64>>,
     /// When the first of them ended, in ms after the address went down.
     flap_when_ms: Mutex<Vec<i64>>,
+    /// Errors below HTTP (and gRPC and WebSocket failures), by protocol and cause.
     transport: Mutex<BTreeMap<String, u64>>,
+    /// Failures the misbehaving upstream caused, by what it did and what
+    /// the client saw.
+    upstream_caused: Mutex<BTreeMap<String, u64>>,
+    /// Answers other than the one a request must get: wrong bodies,
+    /// wrong echoes, a misbehaving upstream's fault passed off as a whole
+    /// response, or a valid response lost.
+    violations: Mutex<BTreeMap<String, u64>>,
+    /// The slowest request (or gRPC call; not WebSocket sessions).
     max_latency_us: AtomicU64,
     slowloris_cut: AtomicU64,
     slowloris_max_ms: AtomicU64,
@@ -161,12 +255,22 @@ impl Stats {
         })
     }
 
+    fn ok(&self, proto: Proto) -> u64 {
+        self.ok[proto as usize].load(Ordering::Relaxed)
+    }
+
     fn total(&self) -> u64 {
-        let sum = |m: &Mutex<BTreeMap<_, u64>>| lock(m).values().sum::<u64>();
-        self.ok.load(Ordering::Relaxed)
+        let sum = |m: &Mutex<BTreeMap<String, u64>>| lock(m).values().sum::<u64>();
+        Proto::ALL.iter().map(|&p| self.ok(p)).sum::<u64>()
             + sum(&self.failed)
             + sum(&self.flap_failed)
-            + lock(&self.transport).values().sum::<u64>()
+            + sum(&self.transport)
+            + sum(&self.upstream_caused)
+            + sum(&self.violations)
+    }
+
+    fn timed(&self, start: Instant) {
+        self.max_latency_us.fetch_max(start.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -221,24 +325,329 @@ async fn flapping_upstream(
     Ok(addr)
 }
 
+/// What the misbehaving upstream does with a request, by its sequence
+/// number (`GET /bad/N`): [`Misbehaviour::of`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Misbehaviour {
+    /// A valid response, the connection kept.
+    Fine,
+    /// Content-Length promises more than is sent; then the connection closes.
+    CutBody,
+    /// A whole response followed by the bytes of another one ("EVIL!").
+    TrailingBytes,
+    /// A head that is not HTTP; then the connection closes.
+    BadHead,
+    /// Both Transfer-Encoding: chunked and a wrong Content-Length (chunked wins).
+    BothLengths,
+    /// Part of the body, then a TCP reset.
+    Reset,
+    /// The body a byte at a time.
+    TrickledBody,
+    /// The connection closes without a byte of response.
+    NoResponse,
+    /// `100 Continue` and `103 Early Hints` before the response.
+    Interim,
+    /// Chunked, with a chunk extension and a trailer field.
+    ChunkedTrailers,
+    /// `connection: close`, and the connection left open.
+    CloseAfter,
+    /// The whole response three bytes at a time.
+    TrickledHead,
+    /// `204 No Content`, then bytes that are no response ("JUNK").
+    NoContentWithJunk,
+    /// No length: the body runs to the connection's close.
+    ReadToClose,
+}
+
+impl Misbehaviour {
+    /// 13 misbehaviours and 7 valid responses, in a fixed round.
+    const ROUND: [Misbehaviour; 20] = [
+        Misbehaviour::Fine,
+        Misbehaviour::CutBody,
+        Misbehaviour::TrailingBytes,
+        Misbehaviour::Fine,
+        Misbehaviour::BadHead,
+        Misbehaviour::BothLengths,
+        Misbehaviour::Fine,
+        Misbehaviour::Reset,
+        Misbehaviour::TrickledBody,
+        Misbehaviour::Fine,
+        Misbehaviour::NoResponse,
+        Misbehaviour::Interim,
+        Misbehaviour::Fine,
+        Misbehaviour::ChunkedTrailers,
+        Misbehaviour::CloseAfter,
+        Misbehaviour::Fine,
+        Misbehaviour::TrickledHead,
+        Misbehaviour::NoContentWithJunk,
+        Misbehaviour::Fine,
+        Misbehaviour::ReadToClose,
+    ];
+
+    fn of(seq: u64) -> Misbehaviour {
+        Self::ROUND[(seq % Self::ROUND.len() as u64) as usize]
+    }
+
+    /// What the client must get: exactly this status and body, or `None`
+    /// for a failure the upstream caused (a 502, or a response cut short).
+    fn expect(self, seq: u64) -> Option<(u16, String)> {
+        match self {
+            Misbehaviour::CutBody | Misbehaviour::BadHead | Misbehaviour::Reset | Misbehaviour::NoResponse => None,
+            Misbehaviour::NoContentWithJunk => Some((204, String::new())),
+            _ => Some((200, misbehaving_body(seq))),
+        }
+    }
+}
+
+fn misbehaving_body(seq: u64) -> String {
+    format!("bad-ok {seq}")
+}
+
+/// The misbehaving upstream: raw HTTP/1.1 on an ephemeral loopback port.
+/// `reused` counts the requests weir sent on a connection it must have
+/// closed.
+async fn misbehaving_upstream(reused: Arc<AtomicU64>) -> Res<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(LOOPBACK).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(misbehave(s, reused.clone()));
+        }
+    });
+    Ok((addr, task))
+}
+
+/// What the connection does after an answer.
+enum Next {
+    /// Reads the next request.
+    Serve,
+    /// Closes.
+    Close,
+    /// Stays open, but its framing was broken or it said `close`: weir must
+    /// not send another request on it. Any that comes is counted and
+    /// answered "EVIL!", which the client sees as a wrong body.
+    Poisoned,
+}
+
+/// Serves one connection: reads request heads (weir sends these GETs
+/// without a body) and answers each as its sequence number says, until
+/// the connection closes or a misbehaviour ends it.
+async fn misbehave(mut s: TcpStream, reused: Arc<AtomicU64>) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut poisoned = false;
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if buf.len() > 16 * 1024 {
+                return;
+            }
+            let mut chunk = [0u8; 2048];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let seq = std::str::from_utf8(&buf[..end])
+            .ok()
+            .and_then(|head| head.split_whitespace().nth(1))
+            .and_then(|path| path.strip_prefix("/bad/"))
+            .and_then(|n| n.parse::<u64>().ok());
+        buf.drain(..end);
+        if poisoned {
+            reused.fetch_add(1, Ordering::Relaxed);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nEVIL!").await;
+            continue;
+        }
+        let Some(seq) = seq else {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            return;
+        };
+        match answer_as(&mut s, seq).await {
+            Ok(Next::Serve) => {}
+            Ok(Next::Poisoned) => poisoned = true,
+            Ok(Next::Close) | Err(_) => return,
+        }
+    }
+}
+
+/// Writes the answer to request `seq`; what the connection does next.
+async fn answer_as(s: &mut TcpStream, seq: u64) -> std::io::Result<Next> {
+    let body = misbehaving_body(seq);
+    let whole = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    let cut_head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len() + 100);
+    Ok(match Misbehaviour::of(seq) {
+        Misbehaviour::Fine => {
+            s.write_all(whole.as_bytes()).await?;
+            Next::Serve
+        }
+        Misbehaviour::CutBody => {
+            s.write_all(format!("{cut_head}{body}").as_bytes()).await?;
+            s.shutdown().await?;
+            Next::Close
+        }
+        Misbehaviour::TrailingBytes => {
+            s.write_all(format!("{whole}HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nEVIL!").as_bytes()).await?;
+            Next::Poisoned
+        }
+        Misbehaviour::BadHead => {
+            s.write_all(b"HTTP/1.1 2x0 OK\r\n\r\n").await?;
+            Next::Close
+        }
+        Misbehaviour::BothLengths => {
+            let r = format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            );
+            s.write_all(r.as_bytes()).await?;
+            Next::Poisoned
+        }
+        Misbehaviour::Reset => {
+            s.write_all(format!("{cut_head}{}", &body[..3]).as_bytes()).await?;
+            s.flush().await?;
+            // A zero linger makes the close a reset; it never blocks.
+            #[allow(deprecated)]
+            s.set_linger(Some(Duration::ZERO))?;
+            Next::Close
+        }
+        Misbehaviour::TrickledBody => {
+            s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes()).await?;
+            for b in body.bytes() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                s.write_all(&[b]).await?;
+            }
+            Next::Serve
+        }
+        Misbehaviour::NoResponse => Next::Close,
+        Misbehaviour::Interim => {
+            let r = format!(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n{whole}"
+            );
+            s.write_all(r.as_bytes()).await?;
+            Next::Serve
+        }
+        Misbehaviour::ChunkedTrailers => {
+            let (a, b) = body.split_at(3);
+            let r = format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-t\r\n\r\n3;ext=1\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nx-t: 1\r\n\r\n",
+                b.len()
+            );
+            s.write_all(r.as_bytes()).await?;
+            Next::Serve
+        }
+        Misbehaviour::CloseAfter => {
+            let r = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            s.write_all(r.as_bytes()).await?;
+            Next::Poisoned
+        }
+        Misbehaviour::TrickledHead => {
+            for piece in whole.as_bytes().chunks(3) {
+                s.write_all(piece).await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Next::Serve
+        }
+        Misbehaviour::NoContentWithJunk => {
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\nJUNK").await?;
+            Next::Poisoned
+        }
+        Misbehaviour::ReadToClose => {
+            s.write_all(format!("HTTP/1.1 200 OK\r\n\r\n{body}").as_bytes()).await?;
+            s.shutdown().await?;
+            Next::Close
+        }
+    })
+}
+
 // --------------------------------------------------------------------- weir
 
-fn config_text(a: SocketAddr, b: SocketAddr, c: SocketAddr, weight: u32, version: &str) -> String {
-    let timeouts = format!(
-        r#"[timeouts]
+/// Where the upstreams listen.
+struct Addrs {
+    a: SocketAddr,
+    b: SocketAddr,
+    c: SocketAddr,
+    ws: [SocketAddr; 2],
+    grpc: [SocketAddr; 2],
+    bad: SocketAddr,
+}
+
+fn config_text(u: &Addrs, weight: u32, version: &str) -> String {
+    format!(
+        r#"[listen]
+addr = "127.0.0.1:0"
+[admin]
+addr = "127.0.0.1:0"
+[timeouts]
 connect = "500ms"
 header_read = "{header_read}s"
 upstream_response = "5s"
 idle = "30s"
-upstream_idle = "2s""#,
-        header_read = HEADER_READ.as_secs()
-    );
-    let route = format!(
-        r#"weight = {weight}
+upstream_idle = "2s"
+
+[backends.stable]
+addrs = ["{a}", "{b}"]
+version = "v1"
+[backends.canary]
+addrs = ["{c}"]
+version = "{version}"
+[backends.ws-stable]
+addrs = ["{ws0}"]
+version = "v1"
+[backends.ws-canary]
+addrs = ["{ws1}"]
+version = "v2"
+[backends.grpc-stable]
+addrs = ["{g0}"]
+version = "v1"
+http2 = true
+[backends.grpc-canary]
+addrs = ["{g1}"]
+version = "v2"
+http2 = true
+[backends.misbehaving]
+addrs = ["{bad}"]
+
+[[routes]]
+name = "grpc"
+match = {{ path_prefix = "/weir.test.Echo/" }}
+grpc = true
+stable = "grpc-stable"
+canary = "grpc-canary"
+weight = {weight}
 sticky = {{ header = "x-user-id" }}
-force = {{ header = "x-canary" }}"#
-    );
-    config_text_with(&[a, b], &[c], version, &route, &timeouts)
+
+[[routes]]
+name = "ws"
+match = {{ path_prefix = "/ws/" }}
+stable = "ws-stable"
+canary = "ws-canary"
+weight = {weight}
+sticky = {{ header = "x-user-id" }}
+
+[[routes]]
+name = "misbehaving"
+match = {{ path_prefix = "/bad/" }}
+stable = "misbehaving"
+
+[[routes]]
+name = "web"
+stable = "stable"
+canary = "canary"
+weight = {weight}
+sticky = {{ header = "x-user-id" }}
+force = {{ header = "x-canary" }}
+"#,
+        header_read = HEADER_READ.as_secs(),
+        a = u.a,
+        b = u.b,
+        c = u.c,
+        ws0 = u.ws[0],
+        ws1 = u.ws[1],
+        g0 = u.grpc[0],
+        g1 = u.grpc[1],
+        bad = u.bad,
+    )
 }
 
 /// GET on the admin listener with a throwaway connection.
@@ -255,9 +664,9 @@ async fn admin_get(admin: SocketAddr, path: &str) -> Res<(u16, String)> {
 
 // ------------------------------------------------------------------ clients
 
-async fn client_loop(id: usize, url: String, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
-    // One keep-alive connection per client.
-    let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build_http::<Empty<Bytes>>();
+/// Requests to the `web` route, back to back, on `client` (HTTP/1.1 with
+/// one keep-alive connection, or a stream of a shared h2 connection).
+async fn web_loop(proto: Proto, id: usize, client: HttpClient, url: String, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let mut req = hyper::Request::get(&url);
@@ -277,30 +686,177 @@ async fn client_loop(id: usize, url: String, stats: Arc<Stats>, stop: Arc<Atomic
         })
         .await;
         let end = Instant::now();
-        stats.max_latency_us.fetch_max(end.duration_since(start).as_micros() as u64, Ordering::Relaxed);
+        stats.timed(start);
         match result {
-            Ok(Ok((status, body))) if (200..300).contains(&status) => {
-                stats.ok.fetch_add(1, Ordering::Relaxed);
-                let name = match &body[..] {
-                    b"stable-a" | b"stable-b" | b"canary" => String::from_utf8_lossy(&body).into_owned(),
-                    _ => "unexpected body".to_string(),
-                };
-                bump(&stats.by_body, name);
-            }
+            Ok(Ok((status, body))) if (200..300).contains(&status) => match &body[..] {
+                b"stable-a" | b"stable-b" | b"canary" => {
+                    stats.ok[proto as usize].fetch_add(1, Ordering::Relaxed);
+                    bump(&stats.by_body, String::from_utf8_lossy(&body).into_owned());
+                }
+                _ => bump(&stats.violations, format!("{}: unexpected body", proto.name())),
+            },
             Ok(Ok((status, _))) => {
                 let flap = if matches!(status, 502..=504) { stats.in_flap(start, end) } else { None };
                 if let Some(ms) = flap {
-                    bump(&stats.flap_failed, status);
+                    bump(&stats.flap_failed, format!("{} {status}", proto.name()));
                     let mut when = lock(&stats.flap_when_ms);
                     if when.len() < 20 {
                         when.push(ms);
                     }
                 } else {
-                    bump(&stats.failed, status);
+                    bump(&stats.failed, format!("{} {status}", proto.name()));
                 }
             }
-            Ok(Err(e)) => bump(&stats.transport, short_error(&*e)),
-            Err(_) => bump(&stats.transport, "timeout".to_string()),
+            Ok(Err(e)) => bump(&stats.transport, format!("{}: {}", proto.name(), short_error(&*e))),
+            Err(_) => bump(&stats.transport, format!("{}: timeout", proto.name())),
+        }
+    }
+}
+
+/// WebSocket sessions on the `ws` route, over and over: each sends
+/// [`WS_MESSAGES`] text messages, checks every echo, and closes.
+async fn ws_loop(id: usize, data: SocketAddr, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+    let mut session = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        session += 1;
+        let run = async {
+            let mut req = format!("ws://{data}/ws/{id}").into_client_request()?;
+            req.headers_mut().insert("x-user-id", format!("w{id}-{}", session % 50).parse()?);
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+            for i in 0..WS_MESSAGES {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let text = format!("s{session} m{i}");
+                ws.send(Message::text(text.clone())).await?;
+                match ws.next().await {
+                    Some(Ok(Message::Text(got))) if got.as_str() == text => {
+                        stats.ws_messages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Ok(_)) => return Ok(false),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err("closed before the echo".into()),
+                }
+                tokio::time::sleep(WS_PAUSE).await;
+            }
+            ws.close(None).await?;
+            // The server's close frame, then the end of the stream.
+            while let Some(m) = ws.next().await {
+                m?;
+            }
+            Ok::<_, Error>(true)
+        };
+        let limit = REQUEST_TIMEOUT + WS_PAUSE * WS_MESSAGES as u32;
+        match tokio::time::timeout(limit, run).await {
+            Ok(Ok(true)) => {
+                stats.ok[Proto::Ws as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Ok(false)) => bump(&stats.violations, "websocket: wrong echo".to_string()),
+            Ok(Err(e)) => bump(&stats.transport, format!("websocket: {}", short_error(&*e))),
+            Err(_) => bump(&stats.transport, "websocket: timeout".to_string()),
+        }
+    }
+}
+
+/// gRPC calls on the `grpc` route, back to back on a shared channel:
+/// unary (half of them), server-streaming and bidirectional; each answer
+/// checked.
+async fn grpc_loop(id: usize, mut caller: Caller, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let payload = Bytes::from(format!("g{id}-{n}"));
+        let user = format!("g{id}-{}", n % 200);
+        let start = Instant::now();
+        let (kind, result) = match n % 4 {
+            0 | 1 => {
+                let md = [("x-user-id", user.as_str())];
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, caller.unary(payload.clone(), &md)).await;
+                let r = r.map(|r| {
+                    r.map(|resp| {
+                        let served =
+                            resp.metadata().get("x-served-by").and_then(|v| v.to_str().ok()).map(str::to_string);
+                        resp.into_inner() == payload && matches!(served.as_deref(), Some("grpc-stable" | "grpc-canary"))
+                    })
+                });
+                ("unary", r)
+            }
+            2 => {
+                let md = [("x-user-id", user.as_str()), ("x-count", "3")];
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, caller.server_stream(payload.clone(), &md)).await;
+                let r = r.map(|r| {
+                    r.and_then(|(_, msgs, end)| {
+                        end?;
+                        Ok(msgs.len() == 3 && msgs.iter().all(|m| *m == payload))
+                    })
+                });
+                ("server-streaming", r)
+            }
+            _ => {
+                let msgs = vec![payload.clone(); 3];
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, caller.bidi_ping_pong(msgs.clone())).await;
+                ("bidirectional", r.map(|r| r.map(|got| got == msgs)))
+            }
+        };
+        stats.timed(start);
+        match result {
+            Ok(Ok(true)) => {
+                stats.ok[Proto::Grpc as usize].fetch_add(1, Ordering::Relaxed);
+                bump(&stats.grpc_calls, kind);
+            }
+            Ok(Ok(false)) => bump(&stats.violations, format!("grpc {kind}: wrong answer")),
+            Ok(Err(status)) => bump(&stats.transport, format!("grpc {kind}: {:?}", status.code())),
+            Err(_) => bump(&stats.transport, format!("grpc {kind}: timeout")),
+        }
+    }
+}
+
+/// Requests to the misbehaving upstream, each numbered from `seq`, each
+/// checked against what its number says it must get.
+async fn misbehaving_loop(url: String, seq: Arc<AtomicU64>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build_http();
+    while !stop.load(Ordering::Relaxed) {
+        let n = seq.fetch_add(1, Ordering::Relaxed);
+        let kind = Misbehaviour::of(n);
+        let Ok(req) = hyper::Request::get(format!("{url}/bad/{n}")).body(Empty::new()) else { continue };
+        let start = Instant::now();
+        /// What the client saw.
+        enum Got {
+            Whole(u16, Bytes),
+            /// The head came, then the body failed.
+            Cut(u16),
+            /// No response.
+            Closed(String),
+        }
+        let got = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            match client.request(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match resp.into_body().collect().await {
+                        Ok(b) => Got::Whole(status, b.to_bytes()),
+                        Err(_) => Got::Cut(status),
+                    }
+                }
+                Err(e) => Got::Closed(short_error(&e)),
+            }
+        })
+        .await;
+        stats.timed(start);
+        let Ok(got) = got else {
+            bump(&stats.violations, format!("{kind:?}: no answer within {} s", REQUEST_TIMEOUT.as_secs()));
+            continue;
+        };
+        match (kind.expect(n), got) {
+            (Some((status, body)), Got::Whole(s, b)) if s == status && b == body.as_bytes() => {
+                stats.ok[Proto::Misbehaving as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            (Some(_), Got::Whole(s, _)) => bump(&stats.violations, format!("{kind:?}: {s} with another body")),
+            (Some(_), Got::Cut(s)) => bump(&stats.violations, format!("{kind:?}: {s}, body cut")),
+            (Some(_), Got::Closed(e)) => bump(&stats.violations, format!("{kind:?}: no response: {e}")),
+            (None, Got::Whole(502, _)) => bump(&stats.upstream_caused, format!("{kind:?}: 502")),
+            (None, Got::Whole(s, _)) => bump(&stats.violations, format!("{kind:?}: {s}, as if whole")),
+            (None, Got::Cut(s)) => bump(&stats.upstream_caused, format!("{kind:?}: {s}, body cut")),
+            (None, Got::Closed(e)) => bump(&stats.upstream_caused, format!("{kind:?}: no response: {e}")),
         }
     }
 }
@@ -413,11 +969,18 @@ async fn soak(args: Args) -> Res<Vec<String>> {
     let stable_a = upstream("stable-a").await?;
     let b = flapping_upstream("stable-b", args.crash_flaps, stats.clone(), stop_all.clone()).await?;
     let canary = upstream("canary").await?;
-    let (a, c) = (stable_a.addr, canary.addr);
+    let (ws0, _ws0_task) = websocket_echo().await;
+    let (ws1, _ws1_task) = websocket_echo().await;
+    let grpc_stable = GrpcServer::start("grpc-stable").await;
+    let grpc_canary = GrpcServer::start("grpc-canary").await;
+    let reused = Arc::new(AtomicU64::new(0));
+    let (bad, _bad_task) = misbehaving_upstream(reused.clone()).await?;
+    let addrs =
+        Addrs { a: stable_a.addr, b, c: canary.addr, ws: [ws0, ws1], grpc: [grpc_stable.addr, grpc_canary.addr], bad };
 
     let dir = tempfile::Builder::new().prefix("weir-soak-").tempdir()?;
     let path = dir.path().join("weir.toml");
-    write_atomically(&path, &config_text(a, b, c, 10, "v2-a"))?;
+    write_atomically(&path, &config_text(&addrs, 10, "v2-a"))?;
     let launch = Launch {
         bin: args.weir.clone(),
         args: Vec::new(),
@@ -427,13 +990,21 @@ async fn soak(args: Args) -> Res<Vec<String>> {
     };
     let mut weir = Process::start(&launch, &path).map_err(|e| format!("weir did not start: {e}"))?;
     println!(
-        "soak: weir {} (pid {}) data {} admin {}; upstreams a={a} b={b} (flapping) c={c}; {} s, {} clients, {} slowloris",
+        "soak: weir {} (pid {}) data {} admin {}; web upstreams a={} b={b} (flapping) c={}; {} s; clients: \
+         {} http/1.1, {} h2 x {H2_STREAMS} streams, {} websocket, {} grpc x {GRPC_CALLERS} callers, \
+         {} to the misbehaving upstream, {} slowloris",
         args.weir.display(),
         weir.child.id(),
         weir.data_addr,
         weir.admin_addr,
+        addrs.a,
+        addrs.c,
         args.seconds,
         args.clients,
+        args.h2,
+        args.ws,
+        args.grpc,
+        args.misbehaving,
         args.slowloris
     );
     let ready_by = Instant::now() + Duration::from_secs(20);
@@ -452,7 +1023,31 @@ async fn soak(args: Args) -> Res<Vec<String>> {
     let mut tasks = JoinSet::new();
     let url = format!("http://{}/soak", weir.data_addr);
     for id in 0..args.clients {
-        tasks.spawn(client_loop(id, url.clone(), stats.clone(), stop_load.clone()));
+        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build_http();
+        tasks.spawn(web_loop(Proto::H1, id, client, url.clone(), stats.clone(), stop_load.clone()));
+    }
+    for conn in 0..args.h2 {
+        // One h2 connection per client, its streams shared by the loops.
+        let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        for stream in 0..H2_STREAMS {
+            let id = 1000 + conn * H2_STREAMS + stream;
+            tasks.spawn(web_loop(Proto::H2, id, client.clone(), url.clone(), stats.clone(), stop_load.clone()));
+        }
+    }
+    for id in 0..args.ws {
+        tasks.spawn(ws_loop(id, weir.data_addr, stats.clone(), stop_load.clone()));
+    }
+    for channel in 0..args.grpc {
+        let caller = Caller::try_connect(weir.data_addr).await.map_err(|e| format!("a gRPC channel to weir: {e}"))?;
+        for c in 0..GRPC_CALLERS {
+            let id = channel * GRPC_CALLERS + c;
+            tasks.spawn(grpc_loop(id, caller.clone(), stats.clone(), stop_load.clone()));
+        }
+    }
+    let seq = Arc::new(AtomicU64::new(0));
+    for _ in 0..args.misbehaving {
+        let base = format!("http://{}", weir.data_addr);
+        tasks.spawn(misbehaving_loop(base, seq.clone(), stats.clone(), stop_load.clone()));
     }
     for _ in 0..args.slowloris {
         tasks.spawn(slowloris_loop(weir.data_addr, stats.clone(), stop_load.clone()));
@@ -475,7 +1070,7 @@ async fn soak(args: Args) -> Res<Vec<String>> {
         // A reload every second: new weight (0..=50 %), a version out of three.
         let weight = (tick * 5) % 55;
         let version = ["v2-a", "v2-b", "v2-c"][(tick / 10 % 3) as usize];
-        write_atomically(&path, &config_text(a, b, c, weight as u32, version))?;
+        write_atomically(&path, &config_text(&addrs, weight as u32, version))?;
         if tick.is_multiple_of(2) {
             weir.signal("HUP")?;
             signals += 1;
@@ -537,15 +1132,38 @@ async fn soak(args: Args) -> Res<Vec<String>> {
     let failed = lock(&stats.failed).clone();
     let flap_failed = lock(&stats.flap_failed).clone();
     let transport = lock(&stats.transport).clone();
+    let violations = lock(&stats.violations).clone();
+    let caused = lock(&stats.upstream_caused).clone();
     let flaps = lock(&stats.flaps).len();
     let mib = |k: u64| k as f64 / 1024.0;
-    println!("\n== weir soak: {:.0} s, {} clients, {} slowloris", elapsed.as_secs_f64(), args.clients, args.slowloris);
     println!(
-        "requests            {n} ({:.0} req/s), 2xx {}",
-        n as f64 / elapsed.as_secs_f64(),
-        stats.ok.load(Ordering::Relaxed)
+        "\n== weir soak: {:.0} s, {} client connections, {} slowloris",
+        elapsed.as_secs_f64(),
+        args.connections() - args.slowloris,
+        args.slowloris
     );
+    println!("requests            {n} ({:.0} req/s)", n as f64 / elapsed.as_secs_f64());
+    let ok: Vec<String> = Proto::ALL.iter().map(|&p| format!("{} {}", p.name(), stats.ok(p))).collect();
+    println!("answered right      {} (websocket: sessions)", ok.join(", "));
     println!("served by           {:?}", lock(&stats.by_body));
+    println!(
+        "websocket           {} messages echoed; grpc calls {:?}",
+        stats.ws_messages.load(Ordering::Relaxed),
+        lock(&stats.grpc_calls)
+    );
+    println!("misbehaving upstream, failures it caused:");
+    for (what, count) in &caused {
+        println!("    {count:>8}  {what}");
+    }
+    println!("wrong answers       {violations:?}");
+    let reused = reused.load(Ordering::Relaxed);
+    println!("requests on connections weir must have closed: {reused}");
+    let discarded: Vec<String> = ["unread_bytes", "broken_body", "read_timeout"]
+        .iter()
+        .map(|r| (r, sample_sum(&metrics, "weir_upstream_connections_discarded_total", &[("reason", r)])))
+        .map(|(r, v)| format!("{r} {v}"))
+        .collect();
+    println!("weir discarded      {} upstream connections", discarded.join(", "));
     println!("non-2xx             {failed:?}");
     let mode = if args.crash_flaps { "crash" } else { "restart" };
     println!("non-2xx, flapping   {flap_failed:?} (over {flaps} {mode} flaps of {} s)", FLAP_DOWN.as_secs());
@@ -603,8 +1221,21 @@ async fn soak(args: Args) -> Res<Vec<String>> {
     if !transport.is_empty() {
         failures.push(format!("transport errors: {transport:?}"));
     }
-    if let Some(bad) = lock(&stats.by_body).get("unexpected body") {
-        failures.push(format!("{bad} responses with an unexpected body"));
+    if !violations.is_empty() {
+        failures.push(format!("wrong answers: {violations:?}"));
+    }
+    if reused > 0 {
+        failures.push(format!("{reused} requests sent on upstream connections weir must have closed"));
+    }
+    let expected =
+        [(Proto::H2, args.h2), (Proto::Ws, args.ws), (Proto::Grpc, args.grpc), (Proto::Misbehaving, args.misbehaving)];
+    for (proto, clients) in expected {
+        if clients > 0 && stats.ok(proto) == 0 {
+            failures.push(format!("no {} request was answered", proto.name()));
+        }
+    }
+    if args.misbehaving > 0 && caused.is_empty() {
+        failures.push("the misbehaving upstream caused no failure: its route is not reached".to_string());
     }
     if stats.slowloris_survived.load(Ordering::Relaxed) > 0 {
         failures.push("a slowloris connection outlived 1.5 x header_read + 1 s".to_string());
@@ -622,7 +1253,7 @@ async fn soak(args: Args) -> Res<Vec<String>> {
     if end.rss_kib > rss_limit {
         failures.push(format!("RSS grew from {} to {} KiB (limit {rss_limit})", warm.rss_kib, end.rss_kib));
     }
-    let fd_slack = args.clients + args.slowloris + 8;
+    let fd_slack = args.connections() + 8;
     if end.fds > warm.fds + fd_slack {
         failures.push(format!("open fds under load grew from {} to {} (slack {fd_slack})", warm.fds, end.fds));
     }
