@@ -21,12 +21,23 @@ static APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grp
 /// alone or with a `+format` or parameters. gRPC-Web (`application/grpc-web`)
 /// is not: its status travels in the body.
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    content_type_is(headers, b"application/grpc")
+}
+
+/// Whether a request is a gRPC-Web call (`application/grpc-web` or
+/// `application/grpc-web-text`, alone or with a `+format` or parameters).
+pub(crate) fn is_grpc_web(headers: &HeaderMap) -> bool {
+    content_type_is(headers, b"application/grpc-web") || content_type_is(headers, b"application/grpc-web-text")
+}
+
+/// Whether the media type is `media`, alone or with a `+format` suffix or
+/// parameters (ASCII case-insensitive).
+fn content_type_is(headers: &HeaderMap, media: &[u8]) -> bool {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else { return false };
     let ct = ct.as_bytes();
-    let prefix = b"application/grpc";
-    ct.len() >= prefix.len()
-        && ct[..prefix.len()].eq_ignore_ascii_case(prefix)
-        && matches!(ct.get(prefix.len()), None | Some(b'+' | b';'))
+    ct.len() >= media.len()
+        && ct[..media.len()].eq_ignore_ascii_case(media)
+        && matches!(ct.get(media.len()), None | Some(b'+' | b';'))
 }
 
 /// The `grpc-status` of a header or trailer block, if it has one.
@@ -122,6 +133,23 @@ mod tests {
             assert_eq!(is_grpc(&headers(ct)), yes, "{ct}");
         }
         assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn grpc_web_by_content_type() {
+        for (ct, yes) in [
+            ("application/grpc-web", true),
+            ("application/grpc-web+proto", true),
+            ("application/grpc-web-text", true),
+            ("Application/gRPC-Web-Text+proto; charset=utf-8", true),
+            ("application/grpc", false),
+            ("application/grpc+proto", false),
+            ("application/grpc-webx", false),
+            ("application/grpc-web-textual", false),
+        ] {
+            assert_eq!(is_grpc_web(&headers(ct)), yes, "{ct}");
+        }
+        assert!(!is_grpc_web(&HeaderMap::new()));
     }
 
     #[test]

@@ -254,9 +254,10 @@ async fn send_hyper(
 ) -> Result<Response<FromUpstream>, ProxyError> {
     let snap = leg.snap;
     let pool = matches!(attempt, Attempt::Retry { refused: true });
-    // A gRPC call's response is a stream of messages that may rightly
-    // pause: its deadline is the client's grpc-timeout.
-    let grpc = req.method() == http::Method::POST && super::grpc::is_grpc(req.headers());
+    // A gRPC or gRPC-Web call's response is a stream of messages that may
+    // rightly pause: its deadline is the client's grpc-timeout.
+    let grpc = req.method() == http::Method::POST
+        && (super::grpc::is_grpc(req.headers()) || super::grpc::is_grpc_web(req.headers()));
     let read = snap.timeouts.upstream_read;
     let read_timeout = (!grpc && !read.is_zero()).then_some(read);
     match tokio::time::timeout(snap.timeouts.upstream_response, leg.backend.send(&snap.client, req, pool)).await {

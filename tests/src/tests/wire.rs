@@ -116,6 +116,15 @@ impl Scripted {
                                     tokio::time::sleep(Duration::from_millis(100)).await;
                                     answer.to_vec()
                                 }
+                                // Half a body, a pause of 700 ms, the rest.
+                                Some("/pause") => {
+                                    let half = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabc";
+                                    if s.write_all(half).await.is_err() {
+                                        break 'conn;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(700)).await;
+                                    b"def".to_vec()
+                                }
                                 _ => answer.to_vec(),
                             };
                             if s.write_all(&answer).await.is_err() || close {
@@ -427,6 +436,35 @@ async fn a_connection_moves_to_hyper_for_a_body_and_keeps_serving() {
         assert_eq!(body, want, "{}", String::from_utf8_lossy(req));
     }
     assert_eq!(up.count(), 4);
+}
+
+/// A gRPC or gRPC-Web call's response may pause between messages for as
+/// long as its deadline allows: `upstream_read` does not cut it; other
+/// responses are cut.
+#[tokio::test]
+async fn grpc_and_grpc_web_responses_may_pause_past_upstream_read() {
+    let up = Scripted::start().await;
+    let w = weir_before(&up, "[timeouts]\nupstream_read = \"200ms\"").await;
+    for (content_type, whole) in [
+        ("application/grpc-web+proto", true),
+        ("application/grpc-web-text", true),
+        ("application/grpc", true),
+        ("application/json", false),
+    ] {
+        let mut s = TcpStream::connect(w.weir.data_addr()).await.unwrap();
+        let req = format!(
+            "POST /pause HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\ncontent-length: 3\r\n\
+             connection: close\r\n\r\nabc"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "{content_type}: no end within 10 s");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 "), "{content_type}: {text:?}");
+        assert_eq!(text.ends_with("\r\n\r\nabcdef"), whole, "{content_type}: {text:?}");
+        assert!(text.ends_with("abc") || text.ends_with("abcdef"), "{content_type}: {text:?}");
+    }
 }
 
 #[tokio::test]
