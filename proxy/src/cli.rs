@@ -186,9 +186,14 @@ fn check(path: &std::path::Path, scope: Option<crate::preflight::Scope>) -> Exit
                 eprintln!("warning: {key}: {why}");
             }
             if scope.is_some() {
-                let token = crate::files::admin_token(&cfg, Some(path)).ok().flatten();
-                if let Some(why) = token.as_deref().and_then(|t| crate::files::weak_token(t)) {
-                    eprintln!("warning: admin.token_file: the token {why}");
+                let tokens = [
+                    ("admin.token_file", crate::files::admin_token(&cfg, Some(path))),
+                    ("ofrep.token_file", crate::files::ofrep_token(&cfg, Some(path))),
+                ];
+                for (key, token) in tokens {
+                    if let Some(why) = token.ok().flatten().as_deref().and_then(|t| crate::files::weak_token(t)) {
+                        eprintln!("warning: {key}: the token {why}");
+                    }
                 }
             }
             // Finished rollouts still configured (the state file tells

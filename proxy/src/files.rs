@@ -34,8 +34,18 @@ pub(crate) fn read_token(path: &Path, key: &str) -> Result<String, String> {
 /// The admin token `cfg` names (`admin.token_file`, relative to the config
 /// file), read now: at start and on every reload.
 pub(crate) fn admin_token(cfg: &Config, config_path: Option<&Path>) -> Result<Option<Arc<String>>, String> {
-    let Some(f) = &cfg.admin.token_file else { return Ok(None) };
-    read_token(&config_relative(f, config_path), "admin.token_file").map(|t| Some(Arc::new(t)))
+    token(cfg.admin.token_file.as_deref(), "admin.token_file", config_path)
+}
+
+/// The OFREP token `cfg` names (`ofrep.token_file`), read now, like
+/// [`admin_token`].
+pub(crate) fn ofrep_token(cfg: &Config, config_path: Option<&Path>) -> Result<Option<Arc<String>>, String> {
+    token(cfg.ofrep.as_ref().and_then(|o| o.token_file.as_deref()), "ofrep.token_file", config_path)
+}
+
+fn token(file: Option<&Path>, key: &str, config_path: Option<&Path>) -> Result<Option<Arc<String>>, String> {
+    let Some(f) = file else { return Ok(None) };
+    read_token(&config_relative(f, config_path), key).map(|t| Some(Arc::new(t)))
 }
 
 /// Why an admin token is too easy to guess, if it is: shorter than 16

@@ -27,6 +27,7 @@ pub(crate) async fn problems(cfg: &Config, path: &Path, scope: Scope) -> Vec<Str
         }
     };
     check(crate::files::admin_token(cfg, base).map(drop));
+    check(crate::files::ofrep_token(cfg, base).map(drop));
     for (tls, at) in [(&cfg.listen.tls, "listen.tls"), (&cfg.admin.tls, "admin.tls")] {
         if let Some(t) = tls {
             check(crate::tls::acceptor(t, base, at).map(drop));

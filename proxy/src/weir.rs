@@ -21,7 +21,7 @@ use crate::daemon::reload::{self, ReloadError};
 use crate::daemon::thread::DaemonThread;
 use crate::daemon::{events, persist, webhook, Daemon};
 use crate::dataplane::DataPlane;
-use crate::files::{admin_token, config_relative};
+use crate::files::{admin_token, config_relative, ofrep_token};
 use crate::server::access_log::AccessLog;
 use crate::snapshot::{self, BuildError};
 use crate::telemetry::Telemetry;
@@ -68,6 +68,7 @@ pub struct Weir {
     daemon: Arc<Daemon>,
     data_addr: SocketAddr,
     admin_addr: SocketAddr,
+    ofrep_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tracker: TaskTracker,
     thread: DaemonThread,
@@ -125,22 +126,38 @@ impl Weir {
         if let Some(why) = admin_token.as_deref().and_then(|t| crate::files::weak_token(t)) {
             tracing::warn!("admin.token_file: the token {why}");
         }
+        let ofrep_token = ofrep_token(&cfg, config_path.as_deref()).map_err(StartError::Token)?;
+        if let Some(why) = ofrep_token.as_deref().and_then(|t| crate::files::weak_token(t)) {
+            tracing::warn!("ofrep.token_file: the token {why}");
+        }
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
         let data = bind("listen.addr", cfg.listen.addr).await?;
         let admin = bind("admin.addr", cfg.admin.addr).await?;
+        let ofrep = match &cfg.ofrep {
+            Some(o) => Some(bind("ofrep.addr", o.addr).await?),
+            None => None,
+        };
         let thread = DaemonThread::start().map_err(StartError::Daemon)?;
         let bound =
             |l: &TcpListener, what, addr| l.local_addr().map_err(|source| StartError::Bind { what, addr, source });
         let data_addr = bound(&data, "listen.addr", cfg.listen.addr)?;
         let admin_addr = bound(&admin, "admin.addr", cfg.admin.addr)?;
-        // The admin listener moves to the daemon thread's runtime.
-        let admin = {
+        let ofrep_addr = match (&ofrep, &cfg.ofrep) {
+            (Some(l), Some(o)) => Some(bound(l, "ofrep.addr", o.addr)?),
+            _ => None,
+        };
+        // The admin and OFREP listeners move to the daemon thread's runtime.
+        let to_daemon = |l: TcpListener, what, addr| {
             let _daemon_runtime = thread.enter();
-            admin.into_std().and_then(TcpListener::from_std)
-        }
-        .map_err(|source| StartError::Bind { what: "admin.addr", addr: admin_addr, source })?;
+            l.into_std().and_then(TcpListener::from_std).map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let admin = to_daemon(admin, "admin.addr", admin_addr)?;
+        let ofrep = match (ofrep, ofrep_addr) {
+            (Some(l), Some(addr)) => Some(to_daemon(l, "ofrep.addr", addr)?),
+            _ => None,
+        };
         let access_log = AccessLog::open(&in_config_dir(&cfg.log.access), telemetry.access_log_dropped())
             .map_err(StartError::AccessLog)?;
 
@@ -156,6 +173,7 @@ impl Weir {
             webhooks: webhook::client(),
             runtime: thread.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
+            ofrep_token: arc_swap::ArcSwapOption::new(ofrep_token),
             admin_failures: Default::default(),
             synthetic_checks: Default::default(),
             signals: Default::default(),
@@ -188,15 +206,25 @@ impl Weir {
         // Everything else on the daemon thread, the first build's events
         // before the engine's.
         events::emit_built(&daemon, events);
-        crate::daemon::start(&daemon, &thread, admin, data_addr, shutdown_rx, tracker.clone());
+        crate::daemon::start(&daemon, &thread, admin, ofrep, data_addr, shutdown_rx, tracker.clone());
         daemon.ready.store(true, Ordering::Relaxed);
-        tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening");
-        Ok(Weir { daemon, data_addr, admin_addr, shutdown, tracker, thread })
+        match ofrep_addr {
+            Some(ofrep) => tracing::info!(
+                data = %data_addr, admin = %admin_addr, ofrep = %ofrep, routes = cfg.routes.len(), "weir listening"
+            ),
+            None => tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening"),
+        }
+        Ok(Weir { daemon, data_addr, admin_addr, ofrep_addr, shutdown, tracker, thread })
     }
 
     /// The bound data-plane address (useful with port 0).
     pub fn data_addr(&self) -> SocketAddr {
         self.data_addr
+    }
+
+    /// The bound OFREP address, when `[ofrep]` is configured.
+    pub fn ofrep_addr(&self) -> Option<SocketAddr> {
+        self.ofrep_addr
     }
 
     /// The bound admin address.

@@ -17,6 +17,7 @@ pub fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     [
         ("listen.addr", old.listen.addr != new.listen.addr),
         ("admin.addr", old.admin.addr != new.admin.addr),
+        ("ofrep.addr (or ofrep on or off)", old.ofrep.as_ref().map(|o| o.addr) != new.ofrep.as_ref().map(|o| o.addr)),
         ("listen.tls (on or off)", old.listen.tls.is_some() != new.listen.tls.is_some()),
         ("admin.tls (on or off)", old.admin.tls.is_some() != new.admin.tls.is_some()),
         ("limits.max_connections", old.limits.max_connections != new.limits.max_connections),
@@ -246,6 +247,7 @@ weight = 5
         let cases = [
             ("listen.addr", "[listen]\naddr = \"127.0.0.1:8081\"\n"),
             ("admin.addr", "[admin]\naddr = \"127.0.0.1:9902\"\n"),
+            ("ofrep.addr (or ofrep on or off)", "[ofrep]\naddr = \"127.0.0.1:9903\"\n"),
             ("listen.tls (on or off)", "[listen]\ntls = { cert = \"a.pem\", key = \"a.key\" }\n"),
             ("admin.tls (on or off)", "[admin]\ntls = { cert = \"a.pem\", key = \"a.key\" }\n"),
             ("limits.max_connections", "[limits]\nmax_connections = 5\n"),
@@ -277,6 +279,8 @@ access = "stdout"
 audit = "stdout"
 [state]
 file = "state.json"
+[ofrep]
+addr = "127.0.0.1:9903"
 "#
         ));
         assert_eq!(restart_only(&old, &all), cases.map(|(key, _)| key));

@@ -141,6 +141,8 @@ pub struct Config {
     pub listen: Listen,
     /// The admin listener.
     pub admin: Admin,
+    /// The OFREP listener (off when absent).
+    pub ofrep: Option<Ofrep>,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Resource limits.
@@ -251,6 +253,16 @@ pub struct Admin {
     pub hosts: Vec<String>,
 }
 
+/// `[ofrep]`: the OpenFeature Remote Evaluation Protocol listener, where
+/// an application asks which release a user is on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ofrep {
+    /// Address of the OFREP listener.
+    pub addr: SocketAddr,
+    /// File holding the bearer token every evaluation must carry.
+    pub token_file: Option<PathBuf>,
+}
+
 /// `[timeouts]`
 #[derive(Clone, Debug, PartialEq)]
 pub struct Timeouts {
@@ -278,7 +290,7 @@ pub struct Timeouts {
     /// (→ 408 and close).
     pub body_read: Duration,
     /// Longest wait for the next piece of an upstream's response body
-    /// (not for gRPC calls, whose deadline is `grpc-timeout`): past it the
+    /// (not for gRPC or gRPC-Web calls, whose deadline is `grpc-timeout`): past it the
     /// response is cut short and the upstream connection closed. Zero: no
     /// limit.
     pub upstream_read: Duration,

@@ -194,6 +194,24 @@ fn public_admin_needs_a_token() {
 }
 
 #[test]
+fn ofrep_listener() {
+    assert_eq!(parse(MINIMAL).unwrap().ofrep, None);
+    let on = parse(&format!("[ofrep]\naddr = \"0.0.0.0:9903\"\ntoken_file = \"ofrep.token\"\n{MINIMAL}")).unwrap();
+    let ofrep = on.ofrep.unwrap();
+    assert_eq!(ofrep.addr, "0.0.0.0:9903".parse().unwrap());
+    assert_eq!(ofrep.token_file.as_deref(), Some(std::path::Path::new("ofrep.token")));
+    let e = errors(&format!("[ofrep]\naddr = \"0.0.0.0:9903\"\n{MINIMAL}")).join("\n");
+    assert!(e.contains("ofrep.addr: 0.0.0.0:9903 is not a loopback address"), "{e}");
+    assert!(parse(&format!("[ofrep]\naddr = \"127.0.0.1:9903\"\n{MINIMAL}")).is_ok());
+    let e = errors(&format!("[ofrep]\ntoken_file = \"t\"\n{MINIMAL}")).join("\n");
+    assert!(e.contains("ofrep.addr: missing"), "{e}");
+    let e = errors(&format!("[ofrep]\naddr = \"here\"\n{MINIMAL}")).join("\n");
+    assert!(e.contains("ofrep.addr: \"here\" is not an IP:port address"), "{e}");
+    let e = errors(&format!("[ofrep]\naddr = \"127.0.0.1:1\"\nport = 1\n{MINIMAL}")).join("\n");
+    assert!(e.contains("ofrep.port"), "{e}");
+}
+
+#[test]
 fn variant_header_forms() {
     let t = MINIMAL.replace("weight = 12.5", "weight = 12.5\nvariant_header = true");
     assert_eq!(parse(&t).unwrap().routes[0].variant_header.as_deref(), Some("x-weir-variant"));

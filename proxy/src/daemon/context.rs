@@ -34,6 +34,8 @@ pub(crate) struct Daemon {
     pub(crate) runtime: tokio::runtime::Handle,
     /// The bearer token of mutating admin calls (`admin.token_file`).
     pub(crate) admin_token: ArcSwapOption<String>,
+    /// The bearer token of OFREP calls (`ofrep.token_file`).
+    pub(crate) ofrep_token: ArcSwapOption<String>,
     /// Wrong tokens per peer (`admin/guard.rs`).
     pub(crate) admin_failures: super::admin::guard::Failures,
     /// Synthetic check counters per route.

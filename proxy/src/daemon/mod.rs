@@ -34,6 +34,7 @@ mod driver;
 pub(crate) mod events;
 #[cfg(feature = "fleet")]
 pub(crate) mod fleet;
+mod ofrep;
 pub(crate) mod persist;
 mod promql;
 pub(crate) mod recorder;
@@ -64,10 +65,14 @@ pub(crate) fn start(
     daemon: &Arc<Daemon>,
     thread: &DaemonThread,
     admin: TcpListener,
+    ofrep: Option<TcpListener>,
     data_addr: SocketAddr,
     shutdown: Receiver<bool>,
     tracker: TaskTracker,
 ) {
+    if let Some(ofrep) = ofrep {
+        thread.spawn(ofrep::serve(daemon.clone(), ofrep, shutdown.clone(), tracker.clone()));
+    }
     thread.spawn(admin::serve(daemon.clone(), admin, shutdown.clone(), tracker));
     thread.spawn(ticker::run(daemon.dp.clone(), shutdown.clone()));
     #[cfg(feature = "fleet")]

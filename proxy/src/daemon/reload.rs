@@ -21,7 +21,7 @@ use weir_control::config::{self, Config, ConfigErrors};
 use super::context::Daemon;
 use super::events::emit_built;
 use super::persist::persist;
-use crate::files::admin_token;
+use crate::files::{admin_token, ofrep_token};
 use crate::snapshot::{self, BuildError};
 
 /// Why a reload was refused (the old config keeps serving).
@@ -88,6 +88,18 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
         Ok(t) => t,
         Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
     };
+    // Without [ofrep] now, its listener runs on until a restart: with the
+    // token it had, not open (`None`: keep it).
+    let ofrep = match ofrep_token(&cfg, daemon.config_path.as_deref()) {
+        Ok(t) => cfg.ofrep.is_some().then_some(t),
+        Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
+    };
+    let store_tokens = move || {
+        daemon.admin_token.store(token);
+        if let Some(t) = ofrep {
+            daemon.ofrep_token.store(t);
+        }
+    };
     let prev = dp.load_full();
     let old = &prev.config;
     for key in config::diff::restart_only(old, &cfg) {
@@ -96,7 +108,7 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
     // Certificate files can change while the config text does not.
     let tls_same = prev.tls_digest == crate::tls::digest(&crate::tls::files(&cfg, daemon.config_path.as_deref()));
     if *old.as_ref() == cfg && tls_same {
-        daemon.admin_token.store(token);
+        store_tokens();
         tracing::info!(generation = prev.generation, "config unchanged");
         dp.telemetry.reload_ok();
         return Ok(prev.generation);
@@ -111,7 +123,7 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
     };
     let generation = next.generation;
     dp.swap_in(next);
-    daemon.admin_token.store(token);
+    store_tokens();
     dp.telemetry.reload_ok();
     emit_built(daemon, events);
     persist(daemon);

@@ -102,7 +102,7 @@ impl RouteState {
 }
 
 /// Where a request key is read, with names pre-parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Key {
     Header(HeaderName),
     Cookie(Box<str>),

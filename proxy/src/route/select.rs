@@ -12,15 +12,57 @@ use weir_control::split::{self, Side, Weight};
 
 use super::{Key, Route};
 
+/// Where a request's keys are read: its headers, or an OFREP evaluation
+/// context (`daemon::ofrep`), so that both decide alike.
+pub(crate) trait Keys {
+    /// The value of `key`, if present and not empty.
+    fn value(&self, key: &Key) -> Option<&[u8]>;
+
+    /// The value of the route's sticky key `key`.
+    fn sticky(&self, key: &Key) -> Option<&[u8]> {
+        self.value(key)
+    }
+}
+
+impl Keys for HeaderMap {
+    fn value(&self, key: &Key) -> Option<&[u8]> {
+        read_key(key, self)
+    }
+}
+
+/// Why a request goes to its side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The route has no canary.
+    NoCanary,
+    /// The force key (`always` or `never`).
+    Forced,
+    /// The value is in the current stage's cohort.
+    Cohort,
+    /// The sticky key's bucket against the weight.
+    Sticky,
+    /// No sticky key and a weight of 0.
+    NoWeight,
+}
+
 impl Route {
     pub(crate) fn select(&self, headers: &HeaderMap) -> Side {
+        match self.assign(headers) {
+            Ok((side, _)) => side,
+            Err(weight) => split::sequence_side(self.state.next_sequence(), weight),
+        }
+    }
+
+    /// The side for a request with these keys, and why; `Err(weight)` when
+    /// only the route's keyless sequence can say.
+    pub(crate) fn assign<K: Keys + ?Sized>(&self, keys: &K) -> Result<(Side, Why), Weight> {
         if self.canary.is_none() {
-            return Side::Stable;
+            return Ok((Side::Stable, Why::NoCanary));
         }
         if let Some(force) = &self.force {
-            match read_key(force, headers) {
-                Some(v) if v.eq_ignore_ascii_case(b"always") => return Side::Canary,
-                Some(v) if v.eq_ignore_ascii_case(b"never") => return Side::Stable,
+            match keys.value(force) {
+                Some(v) if v.eq_ignore_ascii_case(b"always") => return Ok((Side::Canary, Why::Forced)),
+                Some(v) if v.eq_ignore_ascii_case(b"never") => return Ok((Side::Stable, Why::Forced)),
                 _ => {}
             }
         }
@@ -28,22 +70,20 @@ impl Route {
         let cohort =
             if self.state.cohort_active() { self.cohorts.get(stage).or_else(|| self.cohorts.last()) } else { None };
         if let Some(Some(cohort)) = cohort {
-            if let Some(v) = read_key(&cohort.key, headers) {
+            if let Some(v) = keys.value(&cohort.key) {
                 if cohort.values.iter().any(|c| c.as_bytes() == v) {
-                    return Side::Canary;
+                    return Ok((Side::Canary, Why::Cohort));
                 }
             }
         }
         let weight = self.state.weight();
-        if let Some(sticky) = &self.sticky {
-            if let Some(key) = read_key(sticky, headers) {
-                return split::sticky_side(self.salt, key, weight);
-            }
+        if let Some(key) = self.sticky.as_ref().and_then(|k| keys.sticky(k)) {
+            return Ok((split::sticky_side(self.salt, key, weight), Why::Sticky));
         }
         if weight == Weight::ZERO {
-            return Side::Stable;
+            return Ok((Side::Stable, Why::NoWeight));
         }
-        split::sequence_side(self.state.next_sequence(), weight)
+        Err(weight)
     }
 }
 

@@ -1,4 +1,4 @@
-//! `[listen]` and `[admin]`: addresses, and the certificates a listener
+//! `[listen]`, `[admin]` and `[ofrep]`: addresses, and the certificates a listener
 //! serves (also the server-name and certificate-pair rules that upstream
 //! TLS shares).
 
@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::reader::{as_str, Ctx, Table};
-use crate::config::{Admin, CertPair, Listen, ServerTls, SniCert};
+use crate::config::{Admin, CertPair, Listen, Ofrep, ServerTls, SniCert};
 
 fn socket_addr(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>, key: &'static str, default: &str) -> SocketAddr {
     let fallback: SocketAddr = default.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -139,4 +139,27 @@ pub(super) fn admin(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Admin {
         t.finish(ctx);
     }
     admin
+}
+
+/// `[ofrep]`: off when the table is absent; `addr` is then required.
+pub(super) fn ofrep(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Ofrep> {
+    let mut t = top.table(ctx, "ofrep")?;
+    let addr = if t.get("addr").is_some() {
+        Some(socket_addr(ctx, &mut t, "addr", "127.0.0.1:9903"))
+    } else {
+        ctx.error(&t.key_path("addr"), Some(&t.span), "missing: the OFREP listener's address, e.g. \"127.0.0.1:9903\"");
+        None
+    };
+    let token_file = t.string(ctx, "token_file").map(PathBuf::from);
+    if let (Some(a), None) = (addr, &token_file) {
+        if !a.ip().is_loopback() {
+            ctx.error(
+                &t.key_path("addr"),
+                Some(&t.span),
+                format!("{a} is not a loopback address: set ofrep.token_file so that callers need a token"),
+            );
+        }
+    }
+    t.finish(ctx);
+    Some(Ofrep { addr: addr?, token_file })
 }

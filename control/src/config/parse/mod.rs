@@ -17,7 +17,7 @@ mod routes;
 mod settings;
 
 use backends::backends;
-use listen::{admin, listen};
+use listen::{admin, listen, ofrep};
 use routes::routes;
 use settings::{dns, limits, log, telemetry, timeouts};
 
@@ -43,6 +43,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     let mut top = Table::root(&root);
     let listen = listen(&mut ctx, &mut top);
     let admin = admin(&mut ctx, &mut top);
+    let ofrep = ofrep(&mut ctx, &mut top);
     let timeouts = timeouts(&mut ctx, &mut top);
     let limits = limits(&mut ctx, &mut top);
     let log = log(&mut ctx, &mut top);
@@ -72,6 +73,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     ctx.finish(Some(Config {
         listen,
         admin,
+        ofrep,
         timeouts,
         limits,
         log,

@@ -11,10 +11,14 @@ use crate::daemon::context::Daemon;
 
 /// Ok when no token is configured or the request carries it.
 pub(crate) fn check<B>(daemon: &Daemon, req: &Request<B>) -> Result<(), &'static str> {
-    let token = daemon.admin_token.load();
-    let Some(expected) = token.as_deref() else { return Ok(()) };
-    let given = req
-        .headers()
+    bearer(daemon.admin_token.load().as_deref().map(|t| t.as_str()), req.headers())
+}
+
+/// Ok when `expected` is `None` or the headers carry it as a bearer token
+/// (`Authorization: Bearer TOKEN`); also the OFREP listener's check.
+pub(crate) fn bearer(expected: Option<&str>, headers: &http::HeaderMap) -> Result<(), &'static str> {
+    let Some(expected) = expected else { return Ok(()) };
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))

@@ -11,10 +11,10 @@
 //! | `GET /` | the live dashboard |
 
 mod api;
-mod auth;
+pub(crate) mod auth;
 mod dashboard;
 pub(crate) mod guard;
-mod reply;
+pub(crate) mod reply;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
