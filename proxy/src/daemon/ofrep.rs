@@ -19,15 +19,13 @@
 //! With `ofrep.token_file`, every call needs `Authorization: Bearer TOKEN`
 //! (401 otherwise).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
@@ -37,6 +35,7 @@ use weir_control::split::{Side, Weight};
 
 use super::admin::auth::bearer;
 use super::admin::reply::json as reply;
+use super::admin::serve_http;
 use super::context::Daemon;
 use crate::route::select::{Keys, Why};
 use crate::route::{Key, Route};
@@ -60,21 +59,13 @@ pub(crate) async fn serve(
             _ = shutdown.changed() => return,
             pair = accept(&listener, "ofrep") => pair,
         };
-        let (daemon, builder, mut shutdown) = (daemon.clone(), builder.clone(), shutdown.clone());
+        let (daemon, builder, shutdown) = (daemon.clone(), builder.clone(), shutdown.clone());
         tracker.spawn(async move {
-            let svc = service_fn(move |req| {
+            serve_http(&builder, stream, shutdown, move |req| {
                 let daemon = daemon.clone();
-                async move { Ok::<_, Infallible>(handle(&daemon, req).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+                async move { handle(&daemon, req).await }
+            })
+            .await;
         });
     }
 }

@@ -72,14 +72,34 @@ async fn serve_conn<S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: S,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     tls: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
+    serve_http(&builder, stream, shutdown, move |req| {
         let daemon = daemon.clone();
-        async move { Ok::<_, Infallible>(route(&daemon, peer, tls, req).await) }
+        async move { route(&daemon, peer, tls, req).await }
+    })
+    .await;
+}
+
+/// Serves one HTTP/1.1 or HTTP/2 connection, each request answered by
+/// `handle`, until it ends, or until shutdown, when it is closed
+/// gracefully. The admin and OFREP listeners' connections.
+pub(crate) async fn serve_http<S, H, F>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    mut shutdown: watch::Receiver<bool>,
+    handle: H,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let answer = handle(req);
+        async move { Ok::<_, Infallible>(answer.await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
