@@ -144,19 +144,18 @@ impl Weir {
             |l: &TcpListener, what, addr| l.local_addr().map_err(|source| StartError::Bind { what, addr, source });
         let data_addr = bound(&data, "listen.addr", cfg.listen.addr)?;
         let admin_addr = bound(&admin, "admin.addr", cfg.admin.addr)?;
-        let ofrep_addr = match (&ofrep, &cfg.ofrep) {
-            (Some(l), Some(o)) => Some(bound(l, "ofrep.addr", o.addr)?),
-            _ => None,
-        };
         // The admin and OFREP listeners move to the daemon thread's runtime.
         let to_daemon = |l: TcpListener, what, addr| {
             let _daemon_runtime = thread.enter();
             l.into_std().and_then(TcpListener::from_std).map_err(|source| StartError::Bind { what, addr, source })
         };
         let admin = to_daemon(admin, "admin.addr", admin_addr)?;
-        let ofrep = match (ofrep, ofrep_addr) {
-            (Some(l), Some(addr)) => Some(to_daemon(l, "ofrep.addr", addr)?),
-            _ => None,
+        let (ofrep, ofrep_addr) = match (ofrep, &cfg.ofrep) {
+            (Some(l), Some(o)) => {
+                let addr = bound(&l, "ofrep.addr", o.addr)?;
+                (Some(to_daemon(l, "ofrep.addr", addr)?), Some(addr))
+            }
+            _ => (None, None),
         };
         let access_log = AccessLog::open(&in_config_dir(&cfg.log.access), telemetry.access_log_dropped())
             .map_err(StartError::AccessLog)?;
@@ -208,12 +207,9 @@ impl Weir {
         events::emit_built(&daemon, events);
         crate::daemon::start(&daemon, &thread, admin, ofrep, data_addr, shutdown_rx, tracker.clone());
         daemon.ready.store(true, Ordering::Relaxed);
-        match ofrep_addr {
-            Some(ofrep) => tracing::info!(
-                data = %data_addr, admin = %admin_addr, ofrep = %ofrep, routes = cfg.routes.len(), "weir listening"
-            ),
-            None => tracing::info!(data = %data_addr, admin = %admin_addr, routes = cfg.routes.len(), "weir listening"),
-        }
+        // `ofrep=` only when it listens.
+        let ofrep = ofrep_addr.map(tracing::field::display);
+        tracing::info!(data = %data_addr, admin = %admin_addr, ofrep, routes = cfg.routes.len(), "weir listening");
         Ok(Weir { daemon, data_addr, admin_addr, ofrep_addr, shutdown, tracker, thread })
     }
 

@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use weir_control::split::{Side, Weight};
 
 use super::admin::auth::bearer;
-use super::admin::reply::json as reply;
+use super::admin::reply::{json as reply, json_text as reply_text};
 use super::admin::serve_http;
 use super::context::Daemon;
 use crate::route::select::{Keys, Why};
@@ -123,18 +123,15 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<Full<Bytes>
         }
         None => {
             let flags: Vec<Value> = routes.iter().map(|r| evaluate(r, &context, &snap.config).1).collect();
-            let body = json!({ "flags": flags });
-            let text = body.to_string();
+            let text = json!({ "flags": flags }).to_string();
             let etag = format!("\"{:016x}\"", fnv64(text.as_bytes()));
-            if if_none_match.is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+            let mut r = if if_none_match.is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
                 let mut r = Response::new(Full::new(Bytes::new()));
                 *r.status_mut() = StatusCode::NOT_MODIFIED;
-                if let Ok(v) = HeaderValue::from_str(&etag) {
-                    r.headers_mut().insert(header::ETAG, v);
-                }
-                return r;
-            }
-            let mut r = reply(StatusCode::OK, &body);
+                r
+            } else {
+                reply_text(StatusCode::OK, text)
+            };
             if let Ok(v) = HeaderValue::from_str(&etag) {
                 r.headers_mut().insert(header::ETAG, v);
             }
