@@ -1,4 +1,4 @@
-//! Command line: `weir run | check | ctl | replay | demo | completions | man`.
+//! Command line: `weir run | check | ctl | replay | import | demo | completions | man`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +18,8 @@ pub const EXIT_RUNTIME: u8 = 70;
     version,
     about = "A progressive-delivery reverse proxy",
     after_long_help = "Exit codes: 0 ok; 2 bad usage; 78 invalid config (or a file or host name it names); \
-70 run-time failure; 65 unreadable recording (weir replay); weir ctl: 1 refused, 3 no such route, \
+70 run-time failure; 65 unreadable recording (weir replay) or input (weir import); weir import: 1 something \
+not imported exactly (--strict), 73 output not written; weir ctl: 1 refused, 3 no such route, \
 4 missing, wrong or refused token, 5 admin API unreachable, 6 other outcome, 7 timed out.\n\n\
 Environment: WEIR_CONFIG (the config file), WEIR_WORKERS (data-plane threads), WEIR_ADMIN and \
 WEIR_ADMIN_TOKEN (weir ctl), RUST_LOG (process log filter, default info)."
@@ -63,6 +64,9 @@ pub enum Command {
     /// Re-judge a recorded rollout (`[recording]`) under the rollout plans
     /// and gates of another config: what it would have decided, and when.
     Replay(crate::replay::ReplayArgs),
+    /// Write a weir config from another proxy's configuration (today:
+    /// ingress-nginx canary Ingresses), saying what it could not carry over.
+    Import(crate::import::ImportArgs),
     /// Run a whole staged rollout on built-in upstreams and traffic (about a minute).
     Demo {
         /// Use a degraded canary (8 % errors, +40 ms): watch it roll back.
@@ -100,6 +104,7 @@ pub fn main(cli: Cli) -> ExitCode {
             check(&config, scope)
         }
         Command::Ctl(args) => crate::ctl::main(args),
+        Command::Import(args) => crate::import::main(args),
         Command::Replay(args) => match crate::reload::read_config(&args.config) {
             Ok(cfg) => crate::replay::main(&args, &cfg),
             Err(e) => invalid(&args.config, &e),

@@ -29,6 +29,7 @@
 pub mod cli;
 pub mod ctl;
 pub mod demo;
+pub mod import;
 pub mod replay;
 pub mod telemetry;
 
