@@ -22,6 +22,8 @@
 //!   turn two windows into a verdict;
 //! * [`recording`]: the format of a traffic recording, which `weir replay`
 //!   re-judges under another plan;
+//! * [`notify`]: what a `notify` webhook sends for an event: weir's JSON,
+//!   Slack, Teams or PagerDuty;
 //! * [`signal`]: outside signals (`promql` gates): the query template,
 //!   Prometheus's answer, the reading the engine judges;
 //! * [`rollout`]: the rollout state machine ([`rollout::Engine`]: stages,
@@ -56,6 +58,7 @@ pub mod config;
 pub mod evidence;
 pub mod fleet;
 pub mod gate;
+pub mod notify;
 pub mod recording;
 pub mod rollout;
 pub mod sample;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -53,9 +55,13 @@ pub struct CtlArgs {
     pub command: CtlCommand,
     /// The route (required for actions; filters status).
     pub route: Option<String>,
-    /// Admin API base URL.
+    /// Admin API base URL (`https://` for an admin listener with `admin.tls`).
     #[arg(long, env = "WEIR_ADMIN", default_value = "http://127.0.0.1:9901")]
     pub admin: String,
+    /// CA bundle (PEM) trusted, besides the system roots, for an
+    /// `https://` admin URL (an admin listener with `admin.tls`).
+    #[arg(long, env = "WEIR_ADMIN_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// Bearer token for actions.
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -115,15 +121,23 @@ async fn run(args: CtlArgs) -> ExitCode {
         (None, None) => None,
     };
     let base = args.admin.trim_end_matches('/');
+    let client = match admin_client(args.ca.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weir ctl: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let client = &client;
     if args.command == CtlCommand::Wait {
         let Some(route) = &args.route else {
             eprintln!("weir ctl: wait needs a ROUTE");
             return ExitCode::from(2);
         };
-        return wait(base, route, args.wait_for, args.timeout).await;
+        return wait(client, base, route, args.wait_for, args.timeout).await;
     }
     if args.command == CtlCommand::Status && args.watch {
-        return watch(base, &args).await;
+        return watch(client, base, &args).await;
     }
     let (method, url) = match (args.command, &args.route) {
         (CtlCommand::Status, _) => (Method::GET, format!("{base}/api/v1/routes")),
@@ -138,7 +152,7 @@ async fn run(args: CtlArgs) -> ExitCode {
             (Method::POST, format!("{base}/api/v1/routes/{route}/{action}{full}"))
         }
     };
-    let (status, body) = match request(method, &url, token.as_deref()).await {
+    let (status, body) = match request(client, method, &url, token.as_deref()).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("weir ctl: cannot reach the admin API at {base}: {e}");
@@ -200,7 +214,7 @@ fn status_table(json: &serde_json::Value, route: Option<&str>) -> Result<String,
 /// `weir ctl status --watch`: the table every `--interval` (at least
 /// 100 ms) until Ctrl-C (exit 0); an admin API that stops answering is said
 /// and waited for.
-async fn watch(base: &str, args: &CtlArgs) -> ExitCode {
+async fn watch(client: &AdminClient, base: &str, args: &CtlArgs) -> ExitCode {
     use std::io::IsTerminal;
     use tokio::signal::unix::{signal, SignalKind};
     // Registered once: a Ctrl-C during a request or a print is not lost.
@@ -216,7 +230,7 @@ async fn watch(base: &str, args: &CtlArgs) -> ExitCode {
     let interval = args.interval.max(Duration::from_millis(100));
     loop {
         let round = async {
-            let shown = match request(Method::GET, &url, None).await {
+            let shown = match request(client, Method::GET, &url, None).await {
                 Ok((status, body)) if status.is_success() => {
                     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     status_table(&json, args.route.as_deref())?
@@ -244,12 +258,12 @@ async fn watch(base: &str, args: &CtlArgs) -> ExitCode {
 /// change of state or stage, until it is `want` (0), ends otherwise (6) or
 /// `timeout` passes (7). An admin API that does not answer for a while (a
 /// restart) is waited for too.
-async fn wait(base: &str, route: &str, want: WaitFor, timeout: Duration) -> ExitCode {
+async fn wait(client: &AdminClient, base: &str, route: &str, want: WaitFor, timeout: Duration) -> ExitCode {
     let deadline = tokio::time::Instant::now() + timeout;
     let url = format!("{base}/api/v1/routes");
     let mut last = String::new();
     loop {
-        match request(Method::GET, &url, None).await {
+        match request(client, Method::GET, &url, None).await {
             Ok((status, body)) if status.is_success() => {
                 let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let Some(r) = json["routes"].as_array().and_then(|a| a.iter().find(|r| r["name"] == route)) else {
@@ -294,8 +308,22 @@ async fn wait(base: &str, route: &str, want: WaitFor, timeout: Duration) -> Exit
     }
 }
 
-async fn request(method: Method, url: &str, token: Option<&str>) -> Result<(StatusCode, Bytes), String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+/// The admin API's client: HTTP, or HTTPS verified against the system roots
+/// and `--ca`.
+type AdminClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn admin_client(ca: Option<&std::path::Path>) -> Result<AdminClient, String> {
+    let tls = crate::tls::client_with_extra_roots(ca, None, "--ca")?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+async fn request(
+    client: &AdminClient,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+) -> Result<(StatusCode, Bytes), String> {
     let mut req = Request::builder().method(method).uri(url);
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -304,7 +332,7 @@ async fn request(method: Method, url: &str, token: Option<&str>) -> Result<(Stat
     let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
         .await
         .map_err(|_| "no answer within 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::log::error_chain(&e))?;
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, body))

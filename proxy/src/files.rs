@@ -57,3 +57,23 @@ pub(crate) fn weak_token(token: &str) -> Option<String> {
     (token.len() < 16)
         .then(|| format!("is {} characters long: use a long random one (openssl rand -hex 32)", token.len()))
 }
+
+/// This machine's host name (a Kubernetes pod's name), cleaned to a
+/// metric-label-safe id of at most 64 characters; "weir" when unknown.
+pub(crate) fn host_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let clean: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "weir".into()
+    } else {
+        clean
+    }
+}

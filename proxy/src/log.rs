@@ -13,3 +13,16 @@ pub(crate) fn init(format: LogFormat) {
         LogFormat::Json => fmt.json().with_current_span(false).try_init(),
     };
 }
+
+/// `e` and its sources, for a log line a person can act on (a TLS failure
+/// says which certificate problem, a connect failure which address).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}

@@ -47,6 +47,16 @@ pub(crate) async fn problems(cfg: &Config, path: &Path, scope: Scope) -> Vec<Str
             check(crate::tls::client_config(&t, false, base, "prometheus").map(drop));
         }
     }
+    check(crate::daemon::webhook::Sender::new(&cfg.webhooks, base).map(drop));
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let sinks = r.rollout.as_ref().map(|ro| ro.notify.as_slice()).unwrap_or_default();
+        for (j, sink) in sinks.iter().enumerate() {
+            if let Some(f) = &sink.routing_key_file {
+                let key = format!("routes[{i}].rollout.notify[{j}].routing_key_file");
+                check(read_token(&config_relative(f, base), &key).map(drop));
+            }
+        }
+    }
     if let Some(t) = cfg.fleet.as_ref().and_then(|f| f.tls.as_ref()) {
         for (file, key) in [(&t.ca_file, "fleet.tls.ca_file"), (&t.cert_file, "fleet.tls.cert_file")] {
             if let Some(f) = file {

@@ -124,6 +124,33 @@ pub(crate) fn acceptor(cfg: &ServerTls, base: Option<&Path>, at: &str) -> Result
     Ok(TlsAcceptor::from(Arc::new(sc)))
 }
 
+/// A client config trusting the system roots plus the PEM bundle `ca`
+/// (`at` names it in errors): webhook receivers and `weir ctl`'s admin
+/// API, where a private CA's server and a public one may both be reached.
+pub(crate) fn client_with_extra_roots(
+    ca: Option<&Path>,
+    base: Option<&Path>,
+    at: &str,
+) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c); // unparsable system certificates are skipped, as browsers do
+    }
+    if let Some(ca) = ca {
+        for c in certs(base, ca, at)? {
+            roots.add(c).map_err(|e| format!("{at}: {}: {e}", ca.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!("{at}: no system root certificates found; give a CA bundle"));
+    }
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("{at}: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Builds the client side of a backend's TLS (`at` is `backends.NAME.tls`).
 pub(crate) fn client_config(
     cfg: &UpstreamTls,

@@ -46,7 +46,8 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("log.access: {0}")]
     AccessLog(std::io::Error),
-    /// The admin token file could not be read.
+    /// A file the config names could not be read or used (a token file,
+    /// a webhook CA bundle or secret).
     #[error("{0}")]
     Token(String),
     /// The audit log could not be opened.
@@ -130,6 +131,11 @@ impl Weir {
         if let Some(why) = ofrep_token.as_deref().and_then(|t| crate::files::weak_token(t)) {
             tracing::warn!("ofrep.token_file: the token {why}");
         }
+        let webhooks = webhook::Sender::new(&cfg.webhooks, config_path.as_deref()).map_err(StartError::Token)?;
+        let replica: Arc<str> = match &cfg.fleet {
+            Some(f) => f.replica.clone().unwrap_or_else(crate::files::host_name).into(),
+            None => crate::files::host_name().into(),
+        };
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
@@ -169,7 +175,8 @@ impl Weir {
             audit,
             state_writer,
             unreadable_state,
-            webhooks: webhook::client(),
+            webhooks: arc_swap::ArcSwap::from_pointee(webhooks),
+            replica,
             runtime: thread.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
             ofrep_token: arc_swap::ArcSwapOption::new(ofrep_token),

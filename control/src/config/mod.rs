@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use crate::split::Weight;
 
-pub use rollout::{Gate, GateMetric, OnFailure, Rollout, Stage, Synthetic};
+pub use rollout::{Gate, GateMetric, Notify, NotifyFormat, OnFailure, Rollout, Stage, Synthetic};
 
 /// Parses and validates a config file's text.
 pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
@@ -161,6 +161,8 @@ pub struct Config {
     pub recording: Option<Recording>,
     /// Backend name resolution (`[dns]`).
     pub dns: Dns,
+    /// How the rollouts' webhooks are sent (`[webhooks]`).
+    pub webhooks: Webhooks,
     /// Upstream backends by name.
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
@@ -676,6 +678,29 @@ pub struct Prometheus {
     /// PEM CA bundle to verify an `https://` Prometheus against; the system
     /// roots when absent.
     pub ca: Option<PathBuf>,
+}
+
+/// `[webhooks]`: how the rollouts' `pre_stage` and `notify` webhooks are
+/// sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Webhooks {
+    /// PEM CA bundle trusted for `https://` webhooks besides the system
+    /// roots (a private CA's receivers).
+    pub ca: Option<PathBuf>,
+    /// File holding the HMAC-SHA256 key that signs weir-format webhooks
+    /// (`X-Weir-Signature`), read at each send.
+    pub secret_file: Option<PathBuf>,
+    /// Further attempts of a `notify` delivery that failed (no answer, 429
+    /// or 5xx), with exponential backoff, within a retry budget.
+    pub retries: u32,
+    /// Webhook requests in flight at most (the rest wait).
+    pub max_in_flight: usize,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks { ca: None, secret_file: None, retries: 3, max_in_flight: 8 }
+    }
 }
 
 /// TLS towards etcd: a CA to trust (else the system's roots), a client

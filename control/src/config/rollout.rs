@@ -39,10 +39,12 @@ pub struct Rollout {
     /// … counted over this last stretch of the stage (a sudden failure acts
     /// in seconds, however long the stage has run).
     pub severe_window: Duration,
-    /// URL that must answer 2xx before a stage advances (`http://` only).
+    /// URL that must answer 2xx before a stage advances (`http://` or
+    /// `https://`).
     pub pre_stage: Option<String>,
-    /// URL that receives every transition as JSON (`http://` only).
-    pub notify: Option<String>,
+    /// Where each transition is sent (`notify`: a URL for weir's JSON, or
+    /// a list of sinks with their formats).
+    pub notify: Vec<Notify>,
     /// Timeout of each webhook call.
     pub webhook_timeout: Duration,
 }
@@ -65,12 +67,66 @@ impl std::fmt::Debug for Rollout {
             .field("severe_min_requests", &self.severe_min_requests)
             .field("severe_window", &self.severe_window)
             .field("pre_stage", &self.pre_stage)
-            .field("notify", &self.notify)
+            .field("notify", &NotifyPrint(&self.notify))
             .field("webhook_timeout", &self.webhook_timeout);
         if !self.warmup.is_zero() {
             d.field("warmup", &self.warmup);
         }
         d.finish()
+    }
+}
+
+/// One `notify` sink: where, and in which format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notify {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// The payload's format.
+    pub format: NotifyFormat,
+    /// PagerDuty's routing (integration) key, read at each send.
+    pub routing_key_file: Option<std::path::PathBuf>,
+}
+
+/// A `notify` sink's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// weir's event JSON (as in the audit trail), signed when
+    /// `webhooks.secret_file` is set.
+    Weir,
+    /// A Slack incoming webhook (`text` and Block Kit `blocks`).
+    Slack,
+    /// A Microsoft Teams workflow webhook (an Adaptive Card message).
+    Teams,
+    /// PagerDuty Events API v2: rollbacks, pauses and holds trigger an
+    /// alert, a promotion or resume resolves it.
+    PagerDuty,
+}
+
+impl NotifyFormat {
+    /// The name in the config and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyFormat::Weir => "weir",
+            NotifyFormat::Slack => "slack",
+            NotifyFormat::Teams => "teams",
+            NotifyFormat::PagerDuty => "pagerduty",
+        }
+    }
+}
+
+/// `notify` in the rollout's fingerprint as it printed when it was one
+/// optional URL (a rollout persisted then must not look changed).
+struct NotifyPrint<'a>(&'a [Notify]);
+
+impl std::fmt::Debug for NotifyPrint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            [] => f.write_str("None"),
+            [one] if one.format == NotifyFormat::Weir && one.routing_key_file.is_none() => {
+                write!(f, "Some({:?})", one.url)
+            }
+            many => write!(f, "Some({many:?})"),
+        }
     }
 }
 

@@ -768,3 +768,54 @@ fn admin_hosts_are_names_wildcards_or_any() {
     assert!(errs.iter().any(|e| e.starts_with("admin.hosts[0]: \"evil.example/x\" is not a host name")), "{errs:?}");
     assert!(errs.iter().any(|e| e.starts_with("admin.hosts[1]:")), "{errs:?}");
 }
+
+#[test]
+fn notify_sinks_and_webhook_settings() {
+    use crate::config::{Notify, NotifyFormat, Webhooks};
+    let with = |notify: &str| {
+        format!(
+            "{}[routes.rollout]\nstages = [{{ weight = 10 }}]\ngates = [{{ metric = \"error_rate\", max = 0.01 }}]\n{notify}\n",
+            MINIMAL.replace("weight = 12.5\n", "")
+        )
+    };
+    let sinks = |notify: &str| parse(&with(notify)).unwrap().routes[0].rollout.clone().unwrap().notify;
+    assert_eq!(sinks(""), vec![]);
+    let one = sinks("notify = \"https://hooks.example/weir\"");
+    assert_eq!(
+        one,
+        vec![Notify { url: "https://hooks.example/weir".into(), format: NotifyFormat::Weir, routing_key_file: None }]
+    );
+    let many = sinks(
+        "notify = [\"http://a/x\", { url = \"https://hooks.slack.com/services/T/B/X\", format = \"slack\" }, \
+         { url = \"https://events.pagerduty.com/v2/enqueue\", format = \"pagerduty\", routing_key_file = \"pd.key\" }]",
+    );
+    assert_eq!(
+        many.iter().map(|n| n.format).collect::<Vec<_>>(),
+        [NotifyFormat::Weir, NotifyFormat::Slack, NotifyFormat::PagerDuty]
+    );
+    assert_eq!(many[2].routing_key_file.as_deref(), Some(std::path::Path::new("pd.key")));
+    // The rollout's fingerprint is unchanged for the old one-URL form.
+    let plan = parse(&with("notify = \"http://a/x\"")).unwrap().routes[0].rollout.clone().unwrap();
+    assert!(format!("{plan:?}").contains("notify: Some(\"http://a/x\")"), "{plan:?}");
+
+    for (bad, want) in [
+        ("notify = \"ftp://a/x\"", "notify: \"ftp://a/x\" is not an http:// or https:// URL"),
+        ("notify = [{ url = \"https://a/x\", format = \"email\" }]", "notify[0].format: \"email\" is not one of"),
+        ("notify = [{ url = \"https://a/x\", format = \"pagerduty\" }]", "notify[0].routing_key_file: is required"),
+        ("notify = [{ url = \"https://a/x\", routing_key_file = \"k\" }]", "notify[0].routing_key_file: is for format"),
+        ("notify = [{ format = \"slack\" }]", "notify[0].url"),
+        ("notify = []", "notify: needs at least one sink"),
+        ("pre_stage = \"https:///x\"", "pre_stage: \"https:///x\" is not an http:// or https:// URL"),
+    ] {
+        let e = errors(&with(bad)).join("\n");
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+
+    assert_eq!(parse(MINIMAL).unwrap().webhooks, Webhooks::default());
+    let w =
+        parse(&format!("[webhooks]\nca = \"ca.pem\"\nsecret_file = \"s\"\nretries = 0\nmax_in_flight = 2\n{MINIMAL}"))
+            .unwrap();
+    assert_eq!((w.webhooks.retries, w.webhooks.max_in_flight), (0, 2));
+    let e = errors(&format!("[webhooks]\nretries = 11\ncolour = 1\n{MINIMAL}")).join("\n");
+    assert!(e.contains("webhooks.retries") && e.contains("webhooks.colour"), "{e}");
+}

@@ -49,7 +49,7 @@ fn plan(stages: Vec<Stage>, gates: Vec<Gate>) -> Rollout {
         severe_min_requests: 20,
         severe_window: Duration::from_secs(10),
         pre_stage: None,
-        notify: None,
+        notify: Vec::new(),
         webhook_timeout: Duration::from_secs(1),
     }
 }

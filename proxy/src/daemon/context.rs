@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::audit::Audit;
 use super::checks::SyntheticChecks;
-use super::webhook::WebhookClient;
 use crate::dataplane::DataPlane;
 
 /// The daemon's state: the data plane it steers, and what only the daemon
@@ -28,7 +27,12 @@ pub(crate) struct Daemon {
     /// The state file could not be read at start (why): rollouts started
     /// held, said by `/readyz`.
     pub(crate) unreadable_state: Option<String>,
-    pub(crate) webhooks: WebhookClient,
+    /// The rollouts' webhook sender (`[webhooks]`; rebuilt on a reload
+    /// that changes it).
+    pub(crate) webhooks: ArcSwap<super::webhook::Sender>,
+    /// This replica's name, the `source` of its PagerDuty events:
+    /// `fleet.replica`, else the host name.
+    pub(crate) replica: Arc<str>,
     /// The daemon thread's runtime: webhooks are sent from it whoever emits
     /// the event (the client's connections live there).
     pub(crate) runtime: tokio::runtime::Handle,

@@ -173,11 +173,20 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
             let flag = Approving(route.state.clone());
             tokio::spawn(async move {
                 let _flag = flag;
-                let answer = super::webhook::post(&daemon.webhooks, &url, body.to_string().into_bytes(), timeout).await;
-                let (ok, detail) = match answer {
-                    Ok(code) if (200..300).contains(&code) => (true, format!("{url} answered {code}")),
-                    Ok(code) => (false, format!("{url} answered {code}: not advancing")),
-                    Err(e) => (false, format!("{url}: {e}: not advancing")),
+                let sender = daemon.webhooks.load_full();
+                let call = super::webhook::Call {
+                    url: &url,
+                    body: body.to_string().into(),
+                    sign: true,
+                    event: None,
+                    timeout,
+                    retry: false,
+                };
+                let shown = super::events::redact(&url);
+                let (ok, detail) = match sender.send(call).await.answer {
+                    Ok(code) if (200..300).contains(&code) => (true, format!("{shown} answered {code}")),
+                    Ok(code) => (false, format!("{shown} answered {code}: not advancing")),
+                    Err(e) => (false, format!("{shown}: {e}: not advancing")),
                 };
                 approved(&daemon, &name, asked, ok, detail);
             });

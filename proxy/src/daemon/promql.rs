@@ -36,7 +36,18 @@ use crate::clock::{engine_ms, Periodic};
 /// hundred bytes).
 const MAX_ANSWER: usize = 1 << 20;
 
-type PromClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+/// Queries in flight to Prometheus at most (both sides of every gate).
+const MAX_IN_FLIGHT: usize = 16;
+
+/// The query client, as a tower stack: a concurrency limit (shared by every
+/// query) over a per-query timeout over a pooled hyper client. No retry: a
+/// gate asks again every `prometheus.interval`, and a reading that failed
+/// is stale (inconclusive) until one succeeds.
+#[derive(Clone)]
+struct PromClient {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
 
 /// Clears a gate's in-flight mark when dropped.
 struct InFlight<'a>(&'a Daemon, &'a (Arc<str>, String));
@@ -68,8 +79,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) {
             continue;
         };
         if client.as_ref().is_none_or(|(p, _)| *p != prom) {
-            let base = daemon.config_path.as_deref().map(crate::files::parent_dir);
-            client = Some((prom.clone(), build_client(&prom, base)));
+            client = Some((prom.clone(), build_client(&prom, daemon.config_path.as_deref())));
         }
         let Some((_, built)) = &client else { continue };
         let now = engine_ms();
@@ -190,7 +200,13 @@ async fn query(client: &PromClient, prom: &Prometheus, config: Option<&Path>, q:
     }
     let req = req.body(Empty::new()).map_err(|e| format!("bad request: {e}"))?;
     let call = async {
-        let resp = client.request(req).await.map_err(|e| format!("{}: {}", prom.url, error_chain(&e)))?;
+        let stack = tower::limit::ConcurrencyLimit::with_semaphore(
+            tower::timeout::Timeout::new(client.client.clone(), prom.timeout),
+            client.in_flight.clone(),
+        );
+        let resp = tower::ServiceExt::oneshot(stack, req)
+            .await
+            .map_err(|e| format!("{}: {}", prom.url, crate::log::error_chain(&*e)))?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
@@ -209,18 +225,6 @@ async fn query(client: &PromClient, prom: &Prometheus, config: Option<&Path>, q:
     }
 }
 
-/// `e` and its sources, for a log line a person can act on.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
-}
-
 /// Percent-encoding of a query string value (RFC 3986 unreserved kept).
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
@@ -235,11 +239,12 @@ fn encode(s: &str) -> String {
 }
 
 /// The client for `prom`: plain HTTP, or TLS verified against `prom.ca`
-/// (else the system roots) for an `https://` URL.
-fn build_client(prom: &Prometheus, base: Option<&Path>) -> Result<PromClient, String> {
+/// (else the system roots) for an `https://` URL; `config_path` anchors a
+/// relative `ca`.
+fn build_client(prom: &Prometheus, config_path: Option<&Path>) -> Result<PromClient, String> {
     let tls = if prom.url.starts_with("https://") {
         let cfg = UpstreamTls { ca: prom.ca.clone(), server_name: None, client: None };
-        let mut tls = crate::tls::client_config(&cfg, false, base, "prometheus")?;
+        let mut tls = crate::tls::client_config(&cfg, false, config_path, "prometheus")?;
         // HTTP/1.1 without ALPN: the connector refuses (panics on) a config
         // that already offers protocols.
         tls.alpn_protocols.clear();
@@ -261,7 +266,10 @@ fn build_client(prom: &Prometheus, base: Option<&Path>) -> Result<PromClient, St
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https))
+    Ok(PromClient {
+        client: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+    })
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ pub enum ReloadError {
     /// The runtime snapshot could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
-    /// The admin token file could not be read.
+    /// A file the config names could not be read or used (a token file,
+    /// a webhook CA bundle or secret).
     #[error("{0}")]
     Token(String),
     /// There is no file to reload from.
@@ -94,10 +95,24 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
         Ok(t) => cfg.ofrep.is_some().then_some(t),
         Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
     };
+    // A changed [webhooks] gets a new sender (its CA and secret checked
+    // now: a bad one refuses the reload); deliveries under way finish on
+    // the old one.
+    let webhooks = if daemon.webhooks.load().settings == cfg.webhooks {
+        None
+    } else {
+        match super::webhook::Sender::new(&cfg.webhooks, daemon.config_path.as_deref()) {
+            Ok(s) => Some(s),
+            Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
+        }
+    };
     let store_tokens = move || {
         daemon.admin_token.store(token);
         if let Some(t) = ofrep {
             daemon.ofrep_token.store(t);
+        }
+        if let Some(w) = webhooks {
+            daemon.webhooks.store(std::sync::Arc::new(w));
         }
     };
     let prev = dp.load_full();

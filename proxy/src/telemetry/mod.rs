@@ -196,6 +196,22 @@ impl Telemetry {
         self.recorder.register_counter(&key, &METADATA)
     }
 
+    /// `notify` deliveries to sinks of `format` (a config value) for
+    /// `route`, by result (`delivered`, `dead_letter`).
+    pub(crate) fn notify_deliveries(&self, route: &str, format: &'static str, result: &'static str) -> Counter {
+        let key = Key::from_parts(
+            names::NOTIFY_DELIVERIES_TOTAL,
+            labels(&[(label::ROUTE, route), (label::FORMAT, format), (label::RESULT, result)]),
+        );
+        self.recorder.register_counter(&key, &METADATA)
+    }
+
+    /// `notify` attempts beyond each delivery's first.
+    pub(crate) fn notify_retries(&self, route: &str, format: &'static str) -> Counter {
+        let key = Key::from_parts(names::NOTIFY_RETRIES_TOTAL, labels(&[(label::ROUTE, route), (label::FORMAT, format)]));
+        self.recorder.register_counter(&key, &METADATA)
+    }
+
     /// Audit lines dropped by a full queue (created at 0).
     pub(crate) fn audit_dropped(&self) -> Counter {
         self.recorder.register_counter(&Key::from_name(names::AUDIT_DROPPED_TOTAL), &METADATA)
@@ -443,6 +459,12 @@ fn describe(r: &PrometheusRecorder) {
         "Failed writes of weir's state file or audit log (kept and tried again; weir keeps serving).",
     );
     d(names::AUDIT_DROPPED_TOTAL, None, "Audit lines dropped because the disk was behind by more than 4 MiB.");
+    d(
+        names::NOTIFY_DELIVERIES_TOTAL,
+        None,
+        "Rollout notifications by route, sink format and result: delivered (2xx), or dead_letter (no 2xx after its retries).",
+    );
+    d(names::NOTIFY_RETRIES_TOTAL, None, "Rollout notification attempts beyond each delivery's first (no answer, 429 or 5xx).");
     d(
         names::UPSTREAM_CONNECTIONS_DISCARDED_TOTAL,
         None,

@@ -40,6 +40,11 @@ pub(crate) const UPSTREAM_CONNECTIONS_DISCARDED_TOTAL: &str = "weir_upstream_con
 pub(crate) const FILE_WRITE_FAILURES_TOTAL: &str = "weir_file_write_failures_total";
 /// Audit lines dropped because the audit writer's queue was full (counter).
 pub(crate) const AUDIT_DROPPED_TOTAL: &str = "weir_audit_dropped_total";
+/// `notify` deliveries by route, format and result: delivered, or
+/// dead_letter (failed after its retries) (counter).
+pub(crate) const NOTIFY_DELIVERIES_TOTAL: &str = "weir_notify_deliveries_total";
+/// `notify` attempts beyond each delivery's first (counter).
+pub(crate) const NOTIFY_RETRIES_TOTAL: &str = "weir_notify_retries_total";
 /// Build and release versions (gauge, always 1 for the current set).
 pub(crate) const BUILD_INFO: &str = "weir_build_info";
 
@@ -88,6 +93,7 @@ pub(crate) mod label {
     pub(crate) const FILE: &str = "file";
     pub(crate) const GRPC_CODE: &str = "grpc_code";
     pub(crate) const RESULT: &str = "result";
+    pub(crate) const FORMAT: &str = "format";
     pub(crate) const VERSION: &str = "version";
     pub(crate) const STABLE_VERSION: &str = "stable_version";
     pub(crate) const CANARY_VERSION: &str = "canary_version";

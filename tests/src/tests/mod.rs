@@ -10,6 +10,7 @@ mod fds;
 mod fleet;
 mod grpc;
 mod hardening;
+mod notify;
 mod import;
 mod ofrep;
 mod operations;

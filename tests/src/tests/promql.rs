@@ -175,6 +175,8 @@ async fn a_promql_gate_without_a_reading_holds_the_stage() {
 
 /// An `https://` Prometheus, verified against the CA of `prometheus.ca`,
 /// with a bearer token sent (Prometheus ignores it; the file must be read).
+/// Both files are named relative to the config file (the CA used to be
+/// looked for one directory too high).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promql_gate_reads_prometheus_over_tls() {
     let certs = tempfile::tempdir().unwrap();
@@ -189,15 +191,19 @@ async fn a_promql_gate_reads_prometheus_over_tls() {
     let section = format!(
         "[prometheus]\nurl = \"https://127.0.0.1:{}\"\ninterval = \"500ms\"\ntimeout = \"2s\"\nca = \"{}\"\nbearer_token_file = \"{}\"\n",
         prom.port,
-        ca_file.display(),
-        token.display()
+        ca_file.file_name().unwrap().to_str().unwrap(),
+        token.file_name().unwrap().to_str().unwrap()
     );
-    let w =
-        InProcess::start(&config_text(stable.addr, canary.addr, &rollout(&format!("{CHECKOUT} }}")), &section)).await;
-    let mut rx = w.weir.subscribe();
-    let load = Load::start(w.url("/"), 2, Duration::from_millis(5));
+    let path = certs.path().join("weir.toml");
+    std::fs::write(&path, config_text(stable.addr, canary.addr, &rollout(&format!("{CHECKOUT} }}")), &section))
+        .unwrap();
+    let w = weir_proxy::Weir::start(weir_proxy::reload::read_config(&path).unwrap(), Some(path.clone())).await.unwrap();
+    let mut rx = w.subscribe();
+    let url = format!("http://{}/", w.data_addr());
+    let load = Load::start(url, 2, Duration::from_millis(5));
     let rb = wait_event(&mut rx, Duration::from_secs(60), |e| e.kind == EventKind::RolledBack).await;
     let v = rb.verdicts.iter().find(|v| v.gate == "checkout").unwrap();
     assert_eq!((v.verdict, v.value), (Verdict::Fail, Some(0.3)), "{v:?}");
     load.stop().await;
+    w.shutdown().await;
 }

@@ -243,7 +243,7 @@ async fn admin_api_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("weir test CA");
     let ca_file = ca.write(dir.path(), "ca");
-    let (c, k) = ca.leaf(&["admin.test"], false).write(dir.path(), "admin");
+    let (c, k) = ca.leaf(&["admin.test", "127.0.0.1"], false).write(dir.path(), "admin");
     let stable = Upstream::start("stable", Mode::Named).await;
     let line = format!("tls = {{ cert = \"{}\", key = \"{}\" }}", c.display(), k.display());
     let text = config_text(stable.addr, stable.addr, "", "").replacen(
@@ -255,6 +255,27 @@ async fn admin_api_over_tls() {
     let (code, out) = curl(w.weir.admin_addr(), "admin.test", "/api/v1/routes", &ca_file, &[]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"web\""), "{out}");
+    // weir ctl over TLS: trusting the CA with --ca; refused without it.
+    let admin = format!("https://127.0.0.1:{}", w.weir.admin_addr().port());
+    let ctl = |extra: Vec<String>| {
+        let admin = admin.clone();
+        async move {
+            tokio::process::Command::new(crate::weir_bin())
+                .args(["ctl", "status", "--admin", &admin])
+                .args(extra)
+                .env_remove("WEIR_ADMIN_CA")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = ctl(vec!["--ca".into(), ca_file.display().to_string()]).await;
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("web"));
+    let refused = ctl(vec![]).await;
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(5), "{err}");
+    assert!(err.contains("certificate"), "{err}");
 }
 
 /// A reload rejected for its certificate changes nothing live: a route whose

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::{cohort, header_name, weight};
-use crate::config::reader::{as_str, Ctx, Table};
-use crate::config::{Gate, GateMetric, OnFailure, Rollout, Stage, Synthetic};
+use crate::config::reader::{as_str, Ctx, Table, Value};
+use crate::config::{Gate, GateMetric, Notify, NotifyFormat, OnFailure, Rollout, Stage, Synthetic};
 use crate::signal;
 
 pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollout> {
@@ -148,21 +148,8 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
         Some(d) => d,
         None => Duration::from_secs(10),
     };
-    let mut url = |ctx: &mut Ctx<'_>, key: &'static str| -> Option<String> {
-        let u = t.string(ctx, key)?;
-        let ok = u.strip_prefix("http://").is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
-        if !ok {
-            ctx.error(
-                &t.key_path(key),
-                Some(&t.span),
-                format!("\"{u}\" is not an http:// URL (https webhooks come with TLS support)"),
-            );
-            return None;
-        }
-        Some(u)
-    };
-    let pre_stage = url(ctx, "pre_stage");
-    let notify = url(ctx, "notify");
+    let pre_stage = t.string(ctx, "pre_stage").filter(|u| webhook_url(ctx, &t.key_path("pre_stage"), &t.span, u));
+    let notify = notify(ctx, t);
     let webhook_timeout = t.duration(ctx, "webhook_timeout").unwrap_or(Duration::from_secs(5));
     t.finish(ctx);
     Some(Rollout {
@@ -181,6 +168,68 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
         notify,
         webhook_timeout,
     })
+}
+
+/// Whether `u` is an `http://` or `https://` URL with a host; says why
+/// not at `path`.
+fn webhook_url(ctx: &mut Ctx<'_>, path: &str, span: &std::ops::Range<usize>, u: &str) -> bool {
+    let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+    let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace));
+    if !ok {
+        ctx.error(path, Some(span), format!("\"{u}\" is not an http:// or https:// URL"));
+    }
+    ok
+}
+
+/// `notify`: a URL (weir's JSON), a sink table, or a list of either.
+fn notify(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Vec<Notify> {
+    let Some(v) = t.get("notify") else { return Vec::new() };
+    let path = t.key_path("notify");
+    let one = |ctx: &mut Ctx<'_>, path: String, v: &Value<'_>| -> Option<Notify> {
+        if let Some(u) = v.get_ref().as_str() {
+            return webhook_url(ctx, &path, &v.span(), u).then(|| Notify {
+                url: u.to_string(),
+                format: NotifyFormat::Weir,
+                routing_key_file: None,
+            });
+        }
+        let mut s = Table::from_value(ctx, path.clone(), v)?;
+        let url = s.required_string(ctx, "url").filter(|u| webhook_url(ctx, &s.key_path("url"), &s.span, u));
+        let format = match s.string(ctx, "format").as_deref() {
+            None | Some("weir") => Some(NotifyFormat::Weir),
+            Some("slack") => Some(NotifyFormat::Slack),
+            Some("teams") => Some(NotifyFormat::Teams),
+            Some("pagerduty") => Some(NotifyFormat::PagerDuty),
+            Some(other) => {
+                ctx.error(
+                    &s.key_path("format"),
+                    Some(&s.span),
+                    format!("\"{other}\" is not one of \"weir\", \"slack\", \"teams\", \"pagerduty\""),
+                );
+                None
+            }
+        };
+        let routing_key_file = s.string(ctx, "routing_key_file").map(std::path::PathBuf::from);
+        match (format, &routing_key_file) {
+            (Some(NotifyFormat::PagerDuty), None) => {
+                ctx.error(&s.key_path("routing_key_file"), Some(&s.span), "is required with format = \"pagerduty\"")
+            }
+            (Some(f), Some(_)) if f != NotifyFormat::PagerDuty => {
+                ctx.error(&s.key_path("routing_key_file"), Some(&s.span), "is for format = \"pagerduty\" only")
+            }
+            _ => {}
+        }
+        s.finish(ctx);
+        Some(Notify { url: url?, format: format?, routing_key_file })
+    };
+    if let Some(list) = v.get_ref().as_array() {
+        if list.is_empty() {
+            ctx.error(&path, Some(&v.span()), "needs at least one sink (or leave it out)");
+        }
+        list.iter().enumerate().filter_map(|(i, v)| one(ctx, format!("{path}[{i}]"), v)).collect()
+    } else {
+        one(ctx, path, v).into_iter().collect()
+    }
 }
 
 fn fraction(ctx: &mut Ctx<'_>, g: &mut Table<'_, '_>, key: &'static str, lo: f64, hi: f64) -> Option<f64> {

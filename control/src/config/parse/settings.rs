@@ -1,11 +1,11 @@
-//! `[timeouts]`, `[limits]`, `[log]`, `[telemetry]` and `[dns]`: plain
+//! `[timeouts]`, `[limits]`, `[log]`, `[telemetry]`, `[dns]` and `[webhooks]`: plain
 //! settings with documented defaults.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::reader::{as_str, Ctx, Table};
-use crate::config::{AccessLog, Dns, Limits, Log, LogFormat, Telemetry, Timeouts, Underscores};
+use crate::config::{AccessLog, Dns, Limits, Log, LogFormat, Telemetry, Timeouts, Underscores, Webhooks};
 
 pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
     let mut out = Timeouts {
@@ -147,6 +147,21 @@ pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> (Telemetr
 }
 
 /// `[dns]`: the TTL bounds of backend host names, and name servers.
+pub(super) fn webhooks(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Webhooks {
+    let mut out = Webhooks::default();
+    let Some(mut t) = top.table(ctx, "webhooks") else { return out };
+    out.ca = t.string(ctx, "ca").map(PathBuf::from);
+    out.secret_file = t.string(ctx, "secret_file").map(PathBuf::from);
+    if let Some(n) = t.integer(ctx, "retries", 0..=10) {
+        out.retries = n as u32;
+    }
+    if let Some(n) = t.integer(ctx, "max_in_flight", 1..=1024) {
+        out.max_in_flight = n as usize;
+    }
+    t.finish(ctx);
+    out
+}
+
 pub(super) fn dns(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Dns {
     let mut out = Dns::default();
     let Some(mut t) = top.table(ctx, "dns") else { return out };

@@ -173,19 +173,5 @@ pub(crate) fn replica_id(cfg: &FleetConfig) -> String {
     if let Some(id) = &cfg.replica {
         return id.clone();
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let clean: String = host
-        .trim()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
-        .take(64)
-        .collect();
-    if clean.is_empty() {
-        "weir".into()
-    } else {
-        clean
-    }
+    crate::files::host_name()
 }
