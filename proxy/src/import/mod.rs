@@ -51,7 +51,8 @@ pub struct IngressNginxArgs {
     /// The namespace of manifests that name none.
     #[arg(long, default_value = "default")]
     pub namespace: String,
-    /// Only Ingresses of this class (and those that name none).
+    /// Only Ingresses of this class (and those that name none, which
+    /// ingress-nginx serves with --watch-ingress-without-class).
     #[arg(long, default_value = "nginx")]
     pub ingress_class: String,
     /// The cluster's DNS domain: Services become
@@ -62,8 +63,9 @@ pub struct IngressNginxArgs {
     /// `NAME=HOST:PORT[,HOST:PORT…]` or `NAMESPACE/NAME=…` (repeatable).
     #[arg(long = "service", value_name = "NAME=ADDRS")]
     pub services: Vec<String>,
-    /// Fail (exit 1, nothing written) when anything could not be imported
-    /// exactly.
+    /// Fail (exit 1, nothing written) when a request would be routed
+    /// differently from ingress-nginx or a setting is not imported (a
+    /// `differs:` line); `note:` lines do not count.
     #[arg(long)]
     pub strict: bool,
 }
@@ -119,17 +121,18 @@ fn ingress_nginx_main(a: IngressNginxArgs) -> ExitCode {
     let opts = ingress_nginx::Options { class: a.ingress_class, cluster_domain: a.cluster_domain, services };
     let import = match ingress_nginx::import(&manifests, &opts) {
         Ok(i) => i,
-        Err(errors) => {
-            for e in errors {
+        Err(failed) => {
+            // The notes first: they often say why nothing could be imported
+            // (every Ingress skipped for its class, say).
+            print_notes(&failed.notes);
+            for e in failed.errors {
                 eprintln!("weir import: {e}");
             }
             return ExitCode::from(EXIT_DATA);
         }
     };
+    print_notes(&import.notes);
     let lost = import.notes.iter().filter(|n| n.lost).count();
-    for n in &import.notes {
-        eprintln!("{}: {}", if n.lost { "differs" } else { "note" }, n.text);
-    }
     if a.strict && lost > 0 {
         eprintln!("weir import: {lost} thing(s) not imported exactly (--strict): nothing written");
         return ExitCode::from(1);
@@ -143,4 +146,12 @@ fn ingress_nginx_main(a: IngressNginxArgs) -> ExitCode {
         return ExitCode::from(EXIT_CANTCREAT);
     }
     ExitCode::SUCCESS
+}
+
+/// Each note on one line of stderr: `differs:` (routed differently, or not
+/// imported) or `note:`.
+fn print_notes(notes: &[ingress_nginx::Note]) {
+    for n in notes {
+        eprintln!("{}: {}", if n.lost { "differs" } else { "note" }, n.text);
+    }
 }

@@ -1,11 +1,13 @@
 //! `weir import ingress-nginx` on ingress-nginx's own documentation: the
 //! canary example (`tests/ingress-nginx/docs-canary-example.yaml`, verbatim)
 //! and each canary rule of its annotation reference
-//! (`tests/ingress-nginx/annotations.yaml`). The configs it writes pass
-//! `weir check`, and weir, run on them, routes every combination of header
-//! and cookie as ingress-nginx's own decision (`route_to_alternative_balancer`
-//! in its `balancer.lua`, transcribed below as [`nginx`]) does, except where
-//! the import said it would not.
+//! (`tests/ingress-nginx/annotations.yaml`, each host with its own main and
+//! canary Services, and two hosts sharing one main Service). The configs it
+//! writes pass `weir check`, and weir, run on them, routes every combination
+//! of header and cookie as ingress-nginx's own decision
+//! (`route_to_alternative_balancer` in its `balancer.lua`, transcribed below
+//! as [`nginx`]) does, except where the import said, naming the Ingress, it
+//! would not.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,6 +23,7 @@ fn import(file: &Path, extra: &[&str]) -> Output {
 }
 
 /// A canary Ingress's rules, as ingress-nginx reads its annotations.
+#[derive(Clone, Copy)]
 struct Canary {
     header: Option<&'static str>,
     value: Option<&'static str>,
@@ -72,11 +75,13 @@ fn nginx(c: &Canary, header: Option<&str>, cookie: Option<&str>) -> Side {
 }
 
 /// One host of `annotations.yaml`: its canary rules, and where weir differs
-/// (each difference is one the import reports, with this text).
+/// (each difference is one the import reports, on a line naming `ingress`,
+/// with this text).
 struct Case {
     host: &'static str,
     canary: Canary,
     differs: fn(Option<&str>, Option<&str>) -> Option<Side>,
+    ingress: &'static str,
     reported: &'static [&'static str],
 }
 
@@ -90,11 +95,13 @@ fn any_case(h: Option<&str>) -> Option<Side> {
 
 fn cases() -> Vec<Case> {
     let none = Canary { header: None, value: None, pattern: None, cookie: None, weight: 0.0 };
+    let shared = Canary { header: Some("x-group"), value: Some("gamma"), weight: 0.25, ..none };
     vec![
         Case {
             host: "header.example",
             canary: Canary { header: Some("x-canary"), weight: 0.2, ..none },
             differs: |h, _| any_case(h),
+            ingress: "shop/header-canary",
             reported: &["any case"],
         },
         Case {
@@ -111,6 +118,7 @@ fn cases() -> Vec<Case> {
                 (_, Some("Always")) => Some(Side::Canary),
                 _ => None,
             },
+            ingress: "shop/value-canary",
             reported: &["cookie canary=never goes to the main Service"],
         },
         Case {
@@ -121,6 +129,7 @@ fn cases() -> Vec<Case> {
                 ..none
             },
             differs: |_, _| None,
+            ingress: "shop/pattern-canary",
             reported: &[],
         },
         Case {
@@ -132,6 +141,7 @@ fn cases() -> Vec<Case> {
             },
             // Not imported: those requests follow the weight, 0.
             differs: |h, _| h.is_some_and(|h| h.starts_with("bet")).then_some(Side::Stable),
+            ingress: "shop/regex-canary",
             reported: &["\"^bet\" is a regular expression"],
         },
         Case {
@@ -139,6 +149,7 @@ fn cases() -> Vec<Case> {
             // 30 of a total of 300.
             canary: Canary { cookie: Some("canary"), weight: 0.1, ..none },
             differs: |_, c| (c == Some("Always")).then_some(Side::Canary),
+            ingress: "shop/cookie-canary",
             reported: &["any case"],
         },
         Case {
@@ -150,9 +161,33 @@ fn cases() -> Vec<Case> {
                 (_, Some("never")) => Some(Side::Weight),
                 _ => None,
             },
+            ingress: "shop/both-canary",
             reported: &["cookie canary=never is not imported", "any case"],
         },
-        Case { host: "plain.example", canary: none, differs: |_, _| None, reported: &[] },
+        // shared-a.example and shared-b.example route to one main Service;
+        // the canary Ingress names shared-a only, ingress-nginx attaches it
+        // to the Service: both hosts follow it.
+        Case {
+            host: "shared-a.example",
+            canary: shared,
+            differs: |_, _| None,
+            ingress: "shop/shared-a-canary",
+            reported: &["the weight is drawn per request"],
+        },
+        Case {
+            host: "shared-b.example",
+            canary: shared,
+            differs: |_, _| None,
+            ingress: "shop/shared-b",
+            reported: &["gets the canary of Ingress shop/shared-a-canary"],
+        },
+        Case {
+            host: "plain.example",
+            canary: none,
+            differs: |_, _| None,
+            ingress: "shop/plain-api",
+            reported: &["also matches /apix"],
+        },
     ]
 }
 
@@ -160,31 +195,73 @@ const HEADERS: [Option<&str>; 8] =
     [None, Some("always"), Some("never"), Some("Always"), Some("beta"), Some("gamma"), Some("betamax"), Some("other")];
 const COOKIES: [Option<&str>; 5] = [None, Some("always"), Some("never"), Some("Always"), Some("other")];
 
-/// weir on the imported config, its Services mapped to two real upstreams.
-async fn run_imported(file: &Path) -> (String, InProcess, Upstream, Upstream) {
-    let stable = Upstream::start("production", Mode::Named).await;
-    let canary = Upstream::start("canary", Mode::Named).await;
-    let out = import(
-        file,
-        &["--service", &format!("production={}", stable.addr), "--service", &format!("canary={}", canary.addr)],
-    );
+/// Real upstreams, each answering its name, and the Services of a fixture
+/// mapped to them.
+struct Upstreams {
+    _all: Vec<Upstream>,
+    /// `--service NAME=ADDR` for each Service.
+    args: Vec<String>,
+}
+
+impl Upstreams {
+    /// `services`: (Service, name of the upstream that stands for it).
+    async fn start(services: &[(String, &'static str)]) -> Upstreams {
+        let mut all: Vec<Upstream> = Vec::new();
+        let mut args = Vec::new();
+        for (service, name) in services {
+            let i = match all.iter().position(|u| u.name == *name) {
+                Some(i) => i,
+                None => {
+                    all.push(Upstream::start(name, Mode::Named).await);
+                    all.len() - 1
+                }
+            };
+            args.push("--service".to_string());
+            args.push(format!("{service}={}", all[i].addr));
+        }
+        Upstreams { _all: all, args }
+    }
+}
+
+/// The Services of `annotations.yaml`: each main Service answers
+/// "production", each canary Service "canary", plain.example's /api "api".
+fn annotation_services() -> Vec<(String, &'static str)> {
+    let mut services = Vec::new();
+    for case in ["header", "value", "pattern", "regex", "cookie", "both", "shared", "plain"] {
+        services.push((format!("{case}-main"), "production"));
+        services.push((format!("{case}-canary"), "canary"));
+    }
+    services.push(("plain-api".to_string(), "api"));
+    services
+}
+
+/// weir on the imported config, its Services mapped to real upstreams.
+async fn run_imported(file: &Path, services: &[(String, &'static str)]) -> (String, InProcess, Upstreams) {
+    let upstreams = Upstreams::start(services).await;
+    let args: Vec<&str> = upstreams.args.iter().map(String::as_str).collect();
+    let out = import(file, &args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "import failed: {stderr}");
     let text = format!(
         "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n{}",
         String::from_utf8(out.stdout).unwrap()
     );
-    (stderr, InProcess::start(&text).await, stable, canary)
+    (stderr, InProcess::start(&text).await, upstreams)
 }
 
 #[tokio::test]
 async fn imported_annotations_route_as_ingress_nginx_does() {
-    let (stderr, w, _stable, _canary) = run_imported(&fixture("annotations.yaml")).await;
+    let (stderr, w, _upstreams) = run_imported(&fixture("annotations.yaml"), &annotation_services()).await;
     let c = client();
     let all = cases();
     for case in &all {
         for want in case.reported {
-            assert!(stderr.contains(want), "{}: the import does not say \"{want}\":\n{stderr}", case.host);
+            assert!(
+                stderr.lines().any(|l| l.contains(&format!("Ingress {}:", case.ingress)) && l.contains(want)),
+                "{}: the import does not say \"{want}\" of Ingress {}:\n{stderr}",
+                case.host,
+                case.ingress
+            );
         }
         let (mut weighted, mut to_canary) = (0u32, 0u32);
         for h in HEADERS {
@@ -227,9 +304,14 @@ async fn imported_annotations_route_as_ingress_nginx_does() {
             assert!(case.canary.weight == 0.0 || case.canary.weight == 1.0, "{}: no weighted request", case.host);
         }
     }
-    // Paths and hosts: the plain.example /api path (ImplementationSpecific,
-    // a string prefix in ingress-nginx too) and an unknown host.
-    let (status, body) = get(&c, &w.url("/api/orders"), &[("host", "plain.example")]).await;
+    // Paths and hosts: plain.example's /api path (ImplementationSpecific:
+    // a Prefix to ingress-nginx, /api and /api/...) has its own Service, and
+    // an unknown host has no route.
+    for path in ["/api", "/api/orders"] {
+        let (status, body) = get(&c, &w.url(path), &[("host", "plain.example")]).await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "api"), "{path}");
+    }
+    let (status, body) = get(&c, &w.url("/ap"), &[("host", "plain.example")]).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "production"));
     let (status, _) = get(&c, &w.url("/"), &[("host", "elsewhere.example")]).await;
     assert_eq!(status, 404);
@@ -238,7 +320,8 @@ async fn imported_annotations_route_as_ingress_nginx_does() {
 
 #[tokio::test]
 async fn the_documentation_example_splits_half_and_half() {
-    let (stderr, w, _stable, _canary) = run_imported(&fixture("docs-canary-example.yaml")).await;
+    let services = [("production".to_string(), "production"), ("canary".to_string(), "canary")];
+    let (stderr, w, _upstreams) = run_imported(&fixture("docs-canary-example.yaml"), &services).await;
     assert!(!stderr.contains("differs:"), "{stderr}");
     let c = client();
     let mut to_canary = 0;
@@ -256,14 +339,17 @@ async fn the_documentation_example_splits_half_and_half() {
 #[test]
 fn imported_configs_pass_weir_check_and_strict_refuses_a_lossy_import() {
     let dir = tempfile::tempdir().unwrap();
-    for (file, lossy) in [("docs-canary-example.yaml", false), ("annotations.yaml", true)] {
+    for (file, service, lossy) in [
+        ("docs-canary-example.yaml", "\"production.default.svc.cluster.local:80\"", false),
+        ("annotations.yaml", "\"header-main.shop.svc.cluster.local:80\"", true),
+    ] {
         let path = dir.path().join(file.replace(".yaml", ".toml"));
         let out = import(&fixture(file), &["-o", path.to_str().unwrap()]);
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
         // Cluster DNS names (SERVICE.NAMESPACE.svc.cluster.local:80) do not
         // resolve here: checked without resolving.
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\"production.") && text.contains(".svc.cluster.local:80\""), "{text}");
+        assert!(text.contains(service), "{text}");
         let check = Command::new(weir_bin()).args(["check", "--no-resolve", "-c"]).arg(&path).output().unwrap();
         assert!(check.status.success(), "{file}: {}", String::from_utf8_lossy(&check.stderr));
 
