@@ -112,6 +112,28 @@ fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// `s` escaped for Slack within `max` characters: cut before escaping, so
+/// an escape is never cut in half.
+fn slack_text(s: &str, max: usize) -> String {
+    let all = slack_escape(s);
+    if all.chars().count() <= max {
+        return all;
+    }
+    let mut out = String::new();
+    let mut n = 0;
+    for c in s.chars() {
+        let piece = slack_escape(c.encode_utf8(&mut [0; 4]));
+        let len = piece.chars().count();
+        if n + len > max.saturating_sub(1) {
+            break;
+        }
+        out.push_str(&piece);
+        n += len;
+    }
+    out.push('…');
+    out
+}
+
 fn release_facts(ev: &Event) -> Vec<(&'static str, String)> {
     let mut facts = vec![
         ("Route", ev.route.clone()),
@@ -141,16 +163,16 @@ fn notes_link(ev: &Event) -> Option<&str> {
 fn slack(ev: &Event) -> Value {
     let fields: Vec<Value> = release_facts(ev)
         .into_iter()
-        .map(|(k, v)| json!({"type": "mrkdwn", "text": cut(&format!("*{k}*\n{}", slack_escape(&v)), 2000)}))
+        .map(|(k, v)| json!({"type": "mrkdwn", "text": format!("*{k}*\n{}", slack_text(&v, 1900))}))
         .collect();
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": cut(&format!("{}: {}", ev.route, headline(ev)), 150)}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(&slack_escape(&ev.cause), 3000)}, "fields": fields}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": slack_text(&ev.cause, 3000)}, "fields": fields}),
     ];
     let lines = verdict_lines(ev);
     if !lines.is_empty() {
-        let text = lines.iter().map(|l| format!("• {}", slack_escape(l))).collect::<Vec<_>>().join("\n");
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(&text, 3000)}}));
+        let text = lines.iter().map(|l| format!("• {l}")).collect::<Vec<_>>().join("\n");
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": slack_text(&text, 3000)}}));
     }
     let mut context = format!("config {}", ev.config_hash);
     if let Some(url) = notes_link(ev) {
@@ -160,7 +182,7 @@ fn slack(ev: &Event) -> Value {
         }
     }
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(&context, 3000)}]}));
-    json!({"text": cut(&slack_escape(&summary(ev)), 3000), "blocks": blocks})
+    json!({"text": slack_text(&summary(ev), 3000), "blocks": blocks})
 }
 
 /// A Teams workflow-webhook message: one Adaptive Card (1.4).
@@ -170,7 +192,7 @@ fn teams(ev: &Event) -> Value {
     let mut body = vec![
         json!({"type": "TextBlock", "text": format!("{}: {}", ev.route, headline(ev)), "weight": "Bolder",
                "size": "Medium", "wrap": true, "color": if bad { "Attention" } else { "Good" }}),
-        json!({"type": "TextBlock", "text": ev.cause, "wrap": true}),
+        json!({"type": "TextBlock", "text": cut(&ev.cause, 2000), "wrap": true}),
         json!({"type": "FactSet", "facts": facts}),
     ];
     for line in verdict_lines(ev) {
@@ -191,14 +213,16 @@ fn teams(ev: &Event) -> Value {
     })
 }
 
-/// PagerDuty Events API v2: a rollback, pause or hold triggers (one alert
-/// per route and canary build, `dedup_key`), a promotion or resume resolves
-/// it; other events are not sent.
+/// PagerDuty Events API v2: what needs a person triggers one alert per
+/// route and canary build (`dedup_key`): a rollback (`error`), a pause by
+/// the gates or a held stage (`warning`); what ends it resolves it: the
+/// next stage, a promotion, a resume, an abort. An operator's own pause
+/// pages no one; a start does not either.
 fn pagerduty(ev: &Event, routing_key: &str, source: &str) -> Option<Value> {
-    let (action, severity) = match ev.kind {
-        EventKind::RolledBack => ("trigger", "error"),
-        EventKind::Paused | EventKind::Held => ("trigger", "warning"),
-        EventKind::Promoted | EventKind::Resumed => ("resolve", "info"),
+    let (action, severity) = match (ev.kind, ev.actor) {
+        (EventKind::RolledBack, _) => ("trigger", "error"),
+        (EventKind::Paused, crate::rollout::Actor::Auto) | (EventKind::Held, _) => ("trigger", "warning"),
+        (EventKind::Advanced | EventKind::Promoted | EventKind::Resumed | EventKind::Aborted, _) => ("resolve", "info"),
         _ => return None,
     };
     let dedup_key = cut(&format!("weir/{}/{}", ev.route, ev.canary_version.as_deref().unwrap_or("canary")), 255);
@@ -302,11 +326,23 @@ mod tests {
         assert_eq!(t["event_action"], "trigger");
         assert_eq!(t["payload"]["severity"], "error");
         assert_eq!(t["payload"]["source"], "pod-1");
-        let r = payload(NotifyFormat::PagerDuty, &event(EventKind::Promoted), Some("k"), "pod-1").unwrap();
-        assert_eq!(r["event_action"], "resolve");
-        assert_eq!(r["dedup_key"], t["dedup_key"]);
-        assert!(r.get("payload").is_none());
-        assert!(payload(NotifyFormat::PagerDuty, &event(EventKind::Advanced), Some("k"), "p").is_none());
+        for ends in [EventKind::Promoted, EventKind::Advanced, EventKind::Resumed, EventKind::Aborted] {
+            let r = payload(NotifyFormat::PagerDuty, &event(ends), Some("k"), "pod-1").unwrap();
+            assert_eq!(r["event_action"], "resolve");
+            assert_eq!(r["dedup_key"], t["dedup_key"]);
+            assert!(r.get("payload").is_none());
+        }
+        assert!(payload(NotifyFormat::PagerDuty, &event(EventKind::Started), Some("k"), "p").is_none());
+        let mut by_hand = event(EventKind::Paused);
+        by_hand.actor = Actor::Manual;
+        assert!(
+            payload(NotifyFormat::PagerDuty, &by_hand, Some("k"), "p").is_none(),
+            "an operator's pause pages no one"
+        );
+        assert_eq!(
+            payload(NotifyFormat::PagerDuty, &event(EventKind::Paused), Some("k"), "p").unwrap()["event_action"],
+            "trigger"
+        );
         assert!(payload(NotifyFormat::Weir, &event(EventKind::Evaluated), None, "p").is_none());
     }
 
@@ -317,6 +353,13 @@ mod tests {
         assert_eq!(card["type"], "AdaptiveCard");
         assert_eq!(card["body"][0]["color"], "Attention");
         assert_eq!(card["actions"][0]["url"], "https://git.example/v2");
+    }
+
+    #[test]
+    fn slack_escapes_are_never_cut_in_half() {
+        let t = slack_text(&"&".repeat(10), 12);
+        assert_eq!(t, "&amp;&amp;…");
+        assert!(t.chars().count() <= 12);
     }
 
     #[test]

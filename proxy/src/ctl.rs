@@ -121,7 +121,7 @@ async fn run(args: CtlArgs) -> ExitCode {
         (None, None) => None,
     };
     let base = args.admin.trim_end_matches('/');
-    let client = match admin_client(args.ca.as_deref()) {
+    let client = match admin_client(args.ca.as_deref(), base.starts_with("https://")) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("weir ctl: {e}");
@@ -312,8 +312,8 @@ async fn wait(client: &AdminClient, base: &str, route: &str, want: WaitFor, time
 /// and `--ca`.
 type AdminClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-fn admin_client(ca: Option<&std::path::Path>) -> Result<AdminClient, String> {
-    let tls = crate::tls::client_with_extra_roots(ca, None, "--ca")?;
+fn admin_client(ca: Option<&std::path::Path>, https: bool) -> Result<AdminClient, String> {
+    let tls = crate::tls::client_with_extra_roots(ca, None, "--ca", https)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
     Ok(Client::builder(TokioExecutor::new()).build(https))
 }

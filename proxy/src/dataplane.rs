@@ -49,10 +49,18 @@ pub(crate) struct DataPlane {
     /// Endpoints just retired by a swap: the ticker retires them once more
     /// (a connection returned in the instant of the first), then lets go.
     pub(crate) retired: std::sync::Mutex<Vec<Arc<crate::upstream::Endpoint>>>,
+    /// `[tracing]`'s exporter (set at start; `None` when off).
+    pub(crate) otel: Option<crate::otel::Otel>,
 }
 
 impl DataPlane {
-    pub(crate) fn new(first: Snapshot, access_log: Option<AccessLog>, telemetry: Telemetry, faults: Faults) -> Self {
+    pub(crate) fn new(
+        first: Snapshot,
+        access_log: Option<AccessLog>,
+        telemetry: Telemetry,
+        faults: Faults,
+        otel: Option<crate::otel::Otel>,
+    ) -> Self {
         let generation = first.generation;
         telemetry.set_keep(first.config.telemetry.keep_secs());
         DataPlane {
@@ -68,6 +76,7 @@ impl DataPlane {
             shadows: Shadows::default(),
             faults,
             retired: Default::default(),
+            otel,
         }
     }
 

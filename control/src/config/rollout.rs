@@ -88,7 +88,7 @@ pub struct Notify {
 }
 
 /// A `notify` sink's payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NotifyFormat {
     /// weir's event JSON (as in the audit trail), signed when
     /// `webhooks.secret_file` is set.

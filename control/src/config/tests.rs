@@ -798,17 +798,26 @@ fn notify_sinks_and_webhook_settings() {
     let plan = parse(&with("notify = \"http://a/x\"")).unwrap().routes[0].rollout.clone().unwrap();
     assert!(format!("{plan:?}").contains("notify: Some(\"http://a/x\")"), "{plan:?}");
 
+    // A local relay may take plain HTTP.
+    assert!(parse(&with("notify = [{ url = \"http://127.0.0.1:9/x\", format = \"teams\" }]")).is_ok());
     for (bad, want) in [
-        ("notify = \"ftp://a/x\"", "notify: \"ftp://a/x\" is not an http:// or https:// URL"),
+        ("notify = \"ftp://a/x\"", "notify: \"ftp://a…\" is not an http:// or https:// URL"),
+        ("notify = \"https://h:abc/x\"", "notify: \"https://h:abc…\" is not"),
+        ("notify = 5", "notify: expected a URL, a sink table"),
+        (
+            "notify = [{ url = \"http://hooks.slack.com/services/T/B/SECRET\", format = \"slack\" }]",
+            "notify[0].url: slack needs an https:// URL",
+        ),
         ("notify = [{ url = \"https://a/x\", format = \"email\" }]", "notify[0].format: \"email\" is not one of"),
         ("notify = [{ url = \"https://a/x\", format = \"pagerduty\" }]", "notify[0].routing_key_file: is required"),
         ("notify = [{ url = \"https://a/x\", routing_key_file = \"k\" }]", "notify[0].routing_key_file: is for format"),
         ("notify = [{ format = \"slack\" }]", "notify[0].url"),
         ("notify = []", "notify: needs at least one sink"),
-        ("pre_stage = \"https:///x\"", "pre_stage: \"https:///x\" is not an http:// or https:// URL"),
+        ("pre_stage = \"https:///x\"", "pre_stage: \"https://…\" is not an http:// or https:// URL"),
     ] {
         let e = errors(&with(bad)).join("\n");
         assert!(e.contains(want), "{bad}: {e}");
+        assert!(!e.contains("SECRET"), "{e}");
     }
 
     assert_eq!(parse(MINIMAL).unwrap().webhooks, Webhooks::default());

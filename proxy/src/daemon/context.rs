@@ -29,7 +29,9 @@ pub(crate) struct Daemon {
     pub(crate) unreadable_state: Option<String>,
     /// The rollouts' webhook sender (`[webhooks]`; rebuilt on a reload
     /// that changes it).
-    pub(crate) webhooks: ArcSwap<super::webhook::Sender>,
+    pub(crate) webhooks: Arc<ArcSwap<super::webhook::Sender>>,
+    /// The `notify` sinks' ordered queues (`events::notify`).
+    pub(crate) notify_queues: super::webhook::NotifyQueues,
     /// This replica's name, the `source` of its PagerDuty events:
     /// `fleet.replica`, else the host name.
     pub(crate) replica: Arc<str>,

@@ -180,12 +180,12 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
                     sign: true,
                     event: None,
                     timeout,
-                    retry: false,
+                    retry: None,
                 };
                 let shown = super::events::redact(&url);
                 let (ok, detail) = match sender.send(call).await.answer {
-                    Ok(code) if (200..300).contains(&code) => (true, format!("{shown} answered {code}")),
-                    Ok(code) => (false, format!("{shown} answered {code}: not advancing")),
+                    Ok((code, _)) if (200..300).contains(&code) => (true, format!("{shown} answered {code}")),
+                    Ok((code, _)) => (false, format!("{shown} answered {code}: not advancing")),
                     Err(e) => (false, format!("{shown}: {e}: not advancing")),
                 };
                 approved(&daemon, &name, asked, ok, detail);

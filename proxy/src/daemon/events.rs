@@ -5,6 +5,7 @@ use weir_control::config::{Notify, NotifyFormat};
 use weir_control::rollout::{Event, EventKind};
 
 use super::context::Daemon;
+use super::webhook::Job;
 use crate::route::Route;
 
 /// Records events: metrics, the notify webhook, and the audit trail.
@@ -32,8 +33,11 @@ pub(crate) fn record(daemon: &Daemon, events: Vec<Event>) {
 
 /// Sends events to the route's `notify` sinks, each in its format, from
 /// the daemon thread (fleet mode: only the replica that committed them).
-/// A delivery that fails after its retries is a dead letter: counted, and
-/// logged with the sink and why.
+/// Each sink has one queue, sent in order by one task (a retried trigger
+/// must not reach PagerDuty after the resolve that follows it), with its
+/// own retry budget (a dead sink does not spend another's). A delivery that
+/// fails after its retries is a dead letter: counted, and logged with the
+/// sink (scheme and host) and why.
 pub(crate) fn notify(daemon: &Daemon, route: &Route, events: &[Event]) {
     if events.is_empty() {
         return;
@@ -43,58 +47,105 @@ pub(crate) fn notify(daemon: &Daemon, route: &Route, events: &[Event]) {
     else {
         return;
     };
-    if sinks.is_empty() {
-        return;
-    }
-    let sender = daemon.webhooks.load_full();
-    let source = daemon.replica.clone();
     for ev in events.iter().filter(|ev| ev.kind != EventKind::Evaluated) {
         for sink in &sinks {
-            let (sender, sink, ev, source) = (sender.clone(), sink.clone(), ev.clone(), source.clone());
-            let dp = daemon.dp.clone();
-            let config_path = daemon.config_path.clone();
-            daemon.runtime.spawn(async move {
-                let telemetry = &dp.telemetry;
-                let key = match &sink.routing_key_file {
-                    Some(f) => {
-                        let path = crate::files::config_relative(f, config_path.as_deref());
-                        let read = tokio::task::spawn_blocking(move || {
-                            crate::files::read_token(&path, "notify.routing_key_file")
-                        })
-                        .await;
-                        match read {
-                            Ok(Ok(k)) => Some(k),
-                            Ok(Err(e)) => return dead_letter(telemetry, &ev.route, &sink, &e),
-                            Err(e) => return dead_letter(telemetry, &ev.route, &sink, &e.to_string()),
-                        }
-                    }
-                    None => None,
+            let key = (ev.route.clone(), sink.url.clone(), sink.format);
+            let job = Job { event: ev.clone(), sink: sink.clone(), timeout };
+            let mut queues = daemon.notify_queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tx = queues.entry(key).or_insert_with(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+                let to = Sink {
+                    dp: daemon.dp.clone(),
+                    sender: daemon.webhooks.clone(),
+                    replica: daemon.replica.clone(),
+                    config_path: daemon.config_path.clone(),
                 };
-                let Some(body) = weir_control::notify::payload(sink.format, &ev, key.as_deref(), &source) else {
-                    return; // this format does not carry this event
-                };
-                let call = super::webhook::Call {
-                    url: &sink.url,
-                    body: body.to_string().into(),
-                    sign: sink.format == NotifyFormat::Weir,
-                    event: Some(ev.kind.as_str()),
-                    timeout,
-                    retry: true,
-                };
-                let outcome = sender.send(call).await;
-                let retries = u64::from(outcome.attempts.saturating_sub(1));
-                telemetry.notify_retries(&ev.route, sink.format.as_str()).increment(retries);
-                if outcome.delivered() {
-                    telemetry.notify_deliveries(&ev.route, sink.format.as_str(), "delivered").increment(1);
-                } else {
-                    let why = match &outcome.answer {
-                        Ok(status) => format!("answered {status}"),
-                        Err(e) => e.clone(),
-                    };
-                    let why = format!("{why} (after {} attempt(s))", outcome.attempts);
-                    dead_letter(telemetry, &ev.route, &sink, &why);
-                }
+                daemon.runtime.spawn(deliver(to, rx));
+                tx
             });
+            if let Err(e) = tx.try_send(job) {
+                let job = match e {
+                    tokio::sync::mpsc::error::TrySendError::Full(j)
+                    | tokio::sync::mpsc::error::TrySendError::Closed(j) => j,
+                };
+                dead_letter(
+                    &daemon.dp.telemetry,
+                    &job.event.route,
+                    &job.sink,
+                    "its queue is full (the receiver is far behind)",
+                );
+            }
+        }
+    }
+}
+
+/// What a sink's task needs of the daemon.
+struct Sink {
+    dp: std::sync::Arc<crate::dataplane::DataPlane>,
+    sender: std::sync::Arc<arc_swap::ArcSwap<super::webhook::Sender>>,
+    replica: std::sync::Arc<str>,
+    config_path: Option<std::path::PathBuf>,
+}
+
+/// Events waiting for one sink, at most.
+const QUEUE: usize = 256;
+
+/// One sink's task: its events in order, each retried within the sink's
+/// budget. A `held` event goes out once per stage (the driver asks the
+/// pre_stage hook, and holds, every interval).
+async fn deliver(to: Sink, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+    let Sink { dp, sender, replica, config_path } = to;
+    let budget = super::webhook::budget();
+    let mut last: Option<(EventKind, usize)> = None;
+    while let Some(Job { event: ev, sink, timeout }) = rx.recv().await {
+        let this = (ev.kind, ev.stage);
+        if ev.kind == EventKind::Held && last == Some(this) {
+            continue;
+        }
+        last = Some(this);
+        let telemetry = &dp.telemetry;
+        let key = match &sink.routing_key_file {
+            Some(f) => {
+                let path = crate::files::config_relative(f, config_path.as_deref());
+                match tokio::task::spawn_blocking(move || crate::files::read_token(&path, "notify.routing_key_file"))
+                    .await
+                {
+                    Ok(Ok(k)) => Some(k),
+                    Ok(Err(e)) => {
+                        dead_letter(telemetry, &ev.route, &sink, &e);
+                        continue;
+                    }
+                    Err(e) => {
+                        dead_letter(telemetry, &ev.route, &sink, &e.to_string());
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
+        let Some(body) = weir_control::notify::payload(sink.format, &ev, key.as_deref(), &replica) else {
+            continue; // this format does not carry this event
+        };
+        let call = super::webhook::Call {
+            url: &sink.url,
+            body: body.to_string().into(),
+            sign: sink.format == NotifyFormat::Weir,
+            event: Some(ev.kind.as_str()),
+            timeout,
+            retry: Some(&budget),
+        };
+        let outcome = sender.load_full().send(call).await;
+        let retries = u64::from(outcome.attempts.saturating_sub(1));
+        telemetry.notify_retries(&ev.route, sink.format.as_str()).increment(retries);
+        if outcome.delivered() {
+            telemetry.notify_deliveries(&ev.route, sink.format.as_str(), "delivered").increment(1);
+        } else {
+            let why = match &outcome.answer {
+                Ok((status, body)) if body.is_empty() => format!("answered {status}"),
+                Ok((status, body)) => format!("answered {status}: {body}"),
+                Err(e) => e.clone(),
+            };
+            dead_letter(telemetry, &ev.route, &sink, &format!("{why} (after {} attempt(s))", outcome.attempts));
         }
     }
 }
@@ -104,11 +155,15 @@ fn dead_letter(telemetry: &crate::telemetry::Telemetry, route: &str, sink: &Noti
     tracing::warn!(route, format = sink.format.as_str(), "notify {}: not delivered: {why}", redact(&sink.url));
 }
 
-/// A webhook URL for a log line: scheme, host and port only (Slack's and
-/// Teams' URLs carry their secret in the path).
+/// A webhook URL for a log line or an audit cause: scheme, host and port
+/// only (Slack's and Teams' URLs carry their secret in the path, a URL may
+/// carry credentials before its host).
 pub(crate) fn redact(url: &str) -> String {
     match url.parse::<http::Uri>() {
-        Ok(u) => format!("{}://{}/…", u.scheme_str().unwrap_or("http"), u.authority().map_or("", |a| a.as_str())),
+        Ok(u) => {
+            let port = u.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}/…", u.scheme_str().unwrap_or("http"), u.host().unwrap_or(""))
+        }
         Err(_) => "(unparsable URL)".to_string(),
     }
 }

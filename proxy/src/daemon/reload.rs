@@ -95,13 +95,18 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
         Ok(t) => cfg.ofrep.is_some().then_some(t),
         Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
     };
-    // A changed [webhooks] gets a new sender (its CA and secret checked
-    // now: a bad one refuses the reload); deliveries under way finish on
-    // the old one.
-    let webhooks = if daemon.webhooks.load().settings == cfg.webhooks {
+    // A changed [webhooks] (or CA file, or the first https:// webhook) gets
+    // a new sender, its CA and secret checked now: a bad one refuses the
+    // reload; deliveries under way finish on the old one.
+    let current = daemon.webhooks.load();
+    let https = super::webhook::any_https(&cfg);
+    let same = current.settings == cfg.webhooks
+        && current.https == https
+        && current.ca_digest == super::webhook::ca_digest(&cfg.webhooks, daemon.config_path.as_deref());
+    let webhooks = if same {
         None
     } else {
-        match super::webhook::Sender::new(&cfg.webhooks, daemon.config_path.as_deref()) {
+        match super::webhook::Sender::new(&cfg.webhooks, daemon.config_path.as_deref(), https) {
             Ok(s) => Some(s),
             Err(e) => return Err(failed(daemon, ReloadError::Token(e))),
         }

@@ -4,16 +4,20 @@
 //!
 //! A tower stack per call: retry (notify only: `webhooks.retries` further
 //! attempts on no answer, 429 or 5xx, exponential backoff with jitter from
-//! 250 ms to 8 s, within a budget of 20 % of deliveries plus 1 a second)
-//! → concurrency limit (`webhooks.max_in_flight`, shared) → timeout (the
-//! rollout's `webhook_timeout`, per attempt) → a pooled hyper client, over
-//! TLS (rustls: the system roots plus `webhooks.ca`) for `https://`.
+//! 250 ms to 8 s, or a 429's `Retry-After` up to 30 s, within the sink's
+//! budget of 20 % of its deliveries plus 1 a second; never after a
+//! certificate the system could not verify) → signing (each attempt when
+//! it is sent) → concurrency limit (`webhooks.max_in_flight`, shared) →
+//! timeout (the rollout's `webhook_timeout`, per attempt) → a pooled hyper
+//! client, over TLS (rustls: the system roots plus `webhooks.ca`) for
+//! `https://`. Delivery is at least once: a receiver that took a request
+//! but answered too late gets it again, with the same delivery id.
 //!
 //! weir-format bodies and `pre_stage` calls are signed when
 //! `webhooks.secret_file` is set: `X-Weir-Signature: t=UNIX,v1=HEX`, HEX
-//! being HMAC-SHA256 over `UNIX.BODY`; the receiver recomputes it and
-//! refuses a `t` far from its clock (a replayed request). Every attempt of
-//! one delivery carries the same `X-Weir-Delivery` id.
+//! being HMAC-SHA256 over `UNIX.DELIVERY.BODY`; the receiver recomputes
+//! it, refuses a `t` far from its clock (a replayed request) and drops a
+//! delivery id it has seen (a retry it already took).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -53,7 +57,15 @@ pub(crate) struct Sender {
     config_path: Option<PathBuf>,
     client: HttpsClient,
     in_flight: Arc<Semaphore>,
-    budget: Arc<TpsBudget>,
+    /// The CA file's contents when read (a rotated one rebuilds the sender).
+    pub(crate) ca_digest: u64,
+    /// Built for `https://` webhooks (trusted roots required).
+    pub(crate) https: bool,
+}
+
+/// A sink's retry budget: 20 % of its deliveries, plus 1 a second.
+pub(crate) fn budget() -> Arc<TpsBudget> {
+    Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.2))
 }
 
 /// One webhook request.
@@ -66,16 +78,17 @@ pub(crate) struct Call<'a> {
     pub(crate) event: Option<&'static str>,
     /// Per attempt.
     pub(crate) timeout: Duration,
-    /// Retried (notify) or sent once (pre_stage, which asks again on the
-    /// next tick).
-    pub(crate) retry: bool,
+    /// Retried within this budget (notify: the sink's), or sent once
+    /// (pre_stage, which asks again on the next tick).
+    pub(crate) retry: Option<&'a Arc<TpsBudget>>,
 }
 
 /// How a call ended.
 #[derive(Debug)]
 pub(crate) struct Outcome {
-    /// The last answer's status, or why there was none.
-    pub(crate) answer: Result<u16, String>,
+    /// The last answer's status and the start of its body, or why there
+    /// was none.
+    pub(crate) answer: Result<(u16, String), String>,
     /// Attempts made (1 + retries).
     pub(crate) attempts: u32,
 }
@@ -83,25 +96,27 @@ pub(crate) struct Outcome {
 impl Outcome {
     /// A 2xx answer.
     pub(crate) fn delivered(&self) -> bool {
-        self.answer.as_ref().is_ok_and(|s| (200..300).contains(s))
+        self.answer.as_ref().is_ok_and(|(s, _)| (200..300).contains(s))
     }
 }
 
 impl Sender {
     /// The sender for `settings` (`config_path` anchors relative file
-    /// names); `Err` names the key whose file is unusable.
-    pub(crate) fn new(settings: &Webhooks, config_path: Option<&Path>) -> Result<Sender, String> {
-        let tls = crate::tls::client_with_extra_roots(settings.ca.as_deref(), config_path, "webhooks.ca")?;
+    /// names; `https`: some webhook URL needs TLS, so trusted roots must
+    /// exist); `Err` names the key whose file is unusable.
+    pub(crate) fn new(settings: &Webhooks, config_path: Option<&Path>, https: bool) -> Result<Sender, String> {
+        let tls = crate::tls::client_with_extra_roots(settings.ca.as_deref(), config_path, "webhooks.ca", https)?;
+        let ca_digest = ca_digest(settings, config_path);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         if let Some(f) = &settings.secret_file {
             secret(f, config_path)?;
         }
@@ -110,35 +125,26 @@ impl Sender {
             config_path: config_path.map(Path::to_path_buf),
             client,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.2)),
+            ca_digest,
+            https,
         })
     }
 
-    /// POSTs `call.body` as JSON, with the retries `call.retry` allows.
+    /// POSTs `call.body` as JSON, with the retries `call.retry` allows;
+    /// the whole call (waiting for a slot included) within `call.timeout`
+    /// per attempt.
     pub(crate) async fn send(&self, call: Call<'_>) -> Outcome {
-        let req = match self.request(&call).await {
-            Ok(r) => r,
-            Err(e) => return Outcome { answer: Err(e), attempts: 0 },
+        let key = match (call.sign, &self.settings.secret_file) {
+            (true, Some(file)) => {
+                let (file, base) = (file.clone(), self.config_path.clone());
+                match tokio::task::spawn_blocking(move || secret(&file, base.as_deref())).await {
+                    Ok(Ok(k)) => Some(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.as_bytes()))),
+                    Ok(Err(e)) => return Outcome { answer: Err(e), attempts: 0 },
+                    Err(e) => return Outcome { answer: Err(format!("webhooks.secret_file: {e}")), attempts: 0 },
+                }
+            }
+            _ => None,
         };
-        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let policy = Attempts {
-            left: if call.retry { self.settings.retries } else { 0 },
-            backoff: backoff(),
-            budget: self.budget.clone(),
-        };
-        let service =
-            ConcurrencyLimit::with_semaphore(Timeout::new(self.client.clone(), call.timeout), self.in_flight.clone());
-        let answer = Retry::new(policy, Counted(service, attempts.clone())).oneshot(req).await;
-        let attempts = attempts.load(std::sync::atomic::Ordering::Relaxed);
-        let answer = match answer {
-            Ok(resp) => Ok(resp.status().as_u16()),
-            Err(e) if e.is::<tower::timeout::error::Elapsed>() => Err(format!("no answer within {:?}", call.timeout)),
-            Err(e) => Err(crate::log::error_chain(&*e)),
-        };
-        Outcome { answer, attempts }
-    }
-
-    async fn request(&self, call: &Call<'_>) -> Result<Request<Full<Bytes>>, String> {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(call.url)
@@ -148,23 +154,118 @@ impl Sender {
         if let Some(kind) = call.event {
             req = req.header(EVENT, kind);
         }
-        if let (true, Some(file)) = (call.sign, &self.settings.secret_file) {
-            let (file, base) = (file.clone(), self.config_path.clone());
-            let key = tokio::task::spawn_blocking(move || secret(&file, base.as_deref()))
-                .await
-                .map_err(|e| format!("webhooks.secret_file: {e}"))??;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-            req = req.header(SIGNATURE, signature(key.as_bytes(), now, &call.body));
-        }
-        req.body(Full::new(call.body.clone())).map_err(|e| format!("bad request: {e}"))
+        let req = match req.body(Full::new(call.body.clone())) {
+            Ok(r) => r,
+            Err(e) => return Outcome { answer: Err(format!("bad request: {e}")), attempts: 0 },
+        };
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let policy = Attempts {
+            left: if call.retry.is_some() { self.settings.retries } else { 0 },
+            backoff: backoff(),
+            budget: call.retry.cloned(),
+        };
+        let limited =
+            ConcurrencyLimit::with_semaphore(Timeout::new(self.client.clone(), call.timeout), self.in_flight.clone());
+        let service = Signing { inner: limited, key, body: call.body.clone(), attempts: attempts.clone() };
+        let one = Retry::new(policy, service).oneshot(req);
+        // Sent once: a slot waited for counts in its timeout too.
+        let answer = if call.retry.is_some() {
+            one.await
+        } else {
+            tokio::time::timeout(call.timeout, one).await.unwrap_or_else(|e| Err(Box::new(e)))
+        };
+        let attempts = attempts.load(std::sync::atomic::Ordering::Relaxed);
+        let answer = match answer {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                // Read (a little of) the answer: its connection goes back to
+                // the pool, and a refusal says why (Slack's invalid_blocks).
+                let body = Limited::new(resp.into_body(), ANSWER_SHOWN);
+                let text = match tokio::time::timeout(call.timeout, body.collect()).await {
+                    Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).trim().chars().take(200).collect(),
+                    _ => String::new(),
+                };
+                Ok((status, text))
+            }
+            Err(e) if e.is::<tower::timeout::error::Elapsed>() || e.is::<tokio::time::error::Elapsed>() => {
+                Err(format!("no answer within {:?}", call.timeout))
+            }
+            Err(e) => Err(crate::log::error_chain(&*e)),
+        };
+        Outcome { answer, attempts }
     }
 }
 
-/// `t=UNIX,v1=HEX`: HMAC-SHA256 of `UNIX.BODY` under `key`.
-pub(crate) fn signature(key: &[u8], unix: u64, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let mut ctx = ring::hmac::Context::with_key(&key);
+/// One event for one sink.
+pub(crate) struct Job {
+    pub(crate) event: weir_control::rollout::Event,
+    pub(crate) sink: weir_control::config::Notify,
+    pub(crate) timeout: Duration,
+}
+
+/// The queues of `notify` sinks: (route, URL, format) → its task's queue.
+pub(crate) type NotifyQueues = std::sync::Mutex<
+    std::collections::HashMap<(String, String, weir_control::config::NotifyFormat), tokio::sync::mpsc::Sender<Job>>,
+>;
+
+/// Whether any webhook of `cfg` is an `https://` URL.
+pub(crate) fn any_https(cfg: &weir_control::config::Config) -> bool {
+    cfg.routes
+        .iter()
+        .filter_map(|r| r.rollout.as_ref())
+        .any(|ro| ro.pre_stage.iter().chain(ro.notify.iter().map(|n| &n.url)).any(|u| u.starts_with("https://")))
+}
+
+/// The most of an answer's body read.
+const ANSWER_SHOWN: usize = 1024;
+
+/// The digest of `webhooks.ca`'s contents (0 without one).
+pub(crate) fn ca_digest(settings: &Webhooks, config_path: Option<&Path>) -> u64 {
+    settings.ca.as_ref().map_or(0, |ca| crate::tls::digest(&[crate::files::config_relative(ca, config_path)]))
+}
+
+/// Signs each attempt as it is sent (a retry carries its own time) and
+/// counts the attempts.
+#[derive(Clone)]
+struct Signing<S> {
+    inner: S,
+    key: Option<Arc<ring::hmac::Key>>,
+    body: Bytes,
+    attempts: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl<S> tower::Service<Request<Full<Bytes>>> for Signing<S>
+where
+    S: tower::Service<Request<Full<Bytes>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
+        self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(key) = &self.key {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            let delivery = req.headers().get(DELIVERY).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+            let sig = signature(key, now, &delivery, &self.body);
+            if let Ok(v) = http::HeaderValue::from_str(&sig) {
+                req.headers_mut().insert(SIGNATURE, v);
+            }
+        }
+        self.inner.call(req)
+    }
+}
+
+/// `t=UNIX,v1=HEX`: HMAC-SHA256 of `UNIX.DELIVERY.BODY` under `key`.
+pub(crate) fn signature(key: &ring::hmac::Key, unix: u64, delivery: &[u8], body: &[u8]) -> String {
+    let mut ctx = ring::hmac::Context::with_key(key);
     ctx.update(unix.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(delivery);
     ctx.update(b".");
     ctx.update(body);
     format!("t={unix},v1={}", hex(ctx.sign().as_ref()))
@@ -198,35 +299,14 @@ fn backoff() -> Option<ExponentialBackoff> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Counts the attempts that reach the stack below the retry.
-#[derive(Clone)]
-struct Counted<S>(S, Arc<std::sync::atomic::AtomicU32>);
-
-impl<S, R> tower::Service<R> for Counted<S>
-where
-    S: tower::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: R) -> Self::Future {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.call(req)
-    }
-}
-
-/// Retries no answer, 429 and 5xx, `left` times, after a backoff, while
-/// the budget allows.
+/// Retries no answer, 429 and 5xx, `left` times, after a backoff (or a
+/// 429's `Retry-After`, up to 30 s), while the sink's budget allows; never
+/// a certificate that could not be verified (trying again cannot help).
 #[derive(Clone)]
 struct Attempts {
     left: u32,
     backoff: Option<ExponentialBackoff>,
-    budget: Arc<TpsBudget>,
+    budget: Option<Arc<TpsBudget>>,
 }
 
 impl Policy<Request<Full<Bytes>>, Response<Incoming>, BoxError> for Attempts {
@@ -237,28 +317,35 @@ impl Policy<Request<Full<Bytes>>, Response<Incoming>, BoxError> for Attempts {
         _req: &mut Request<Full<Bytes>>,
         result: &mut Result<Response<Incoming>, BoxError>,
     ) -> Option<Self::Future> {
-        let again = match result {
+        let Some(budget) = &self.budget else { return None };
+        let (again, asked) = match result {
             Ok(resp) => {
                 let s = resp.status();
-                s.is_server_error() || s == http::StatusCode::TOO_MANY_REQUESTS
+                let asked = (s == http::StatusCode::TOO_MANY_REQUESTS)
+                    .then(|| resp.headers().get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok())
+                    .flatten()
+                    .map(|secs| Duration::from_secs(secs.min(30)));
+                (s.is_server_error() || s == http::StatusCode::TOO_MANY_REQUESTS, asked)
             }
-            Err(_) => true,
+            Err(e) => (!certificate_refused(&**e), None),
         };
         if !again {
-            self.budget.deposit();
+            budget.deposit();
             return None;
         }
-        if self.left == 0 || !self.budget.withdraw() {
+        if self.left == 0 || !budget.withdraw() {
             return None;
         }
         self.left -= 1;
-        Some(match &mut self.backoff {
-            Some(b) => b.next_backoff(),
-            None => tokio::time::sleep(Duration::from_secs(1)),
+        Some(match (asked, &mut self.backoff) {
+            (Some(d), _) => tokio::time::sleep(d),
+            (None, Some(b)) => b.next_backoff(),
+            (None, None) => tokio::time::sleep(Duration::from_secs(1)),
         })
     }
 
     fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+        self.budget.as_ref()?;
         let mut out = Request::new(req.body().clone());
         *out.method_mut() = req.method().clone();
         *out.uri_mut() = req.uri().clone();
@@ -267,15 +354,36 @@ impl Policy<Request<Full<Bytes>>, Response<Incoming>, BoxError> for Attempts {
     }
 }
 
+/// Whether `e` (or its cause) is a TLS certificate that failed
+/// verification.
+fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(rustls::Error::InvalidCertificate(_)) =
+                io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     // The value itself is checked end to end by an independent HMAC
     // (Python's hmac module, tests/src/tests/notify.rs).
     #[test]
-    fn signature_covers_the_time() {
-        let a = super::signature(b"k", 1, b"{}");
-        let b = super::signature(b"k", 2, b"{}");
+    fn signature_covers_the_time_and_the_delivery() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"k");
+        let a = super::signature(&key, 1, b"d1", b"{}");
         assert!(a.starts_with("t=1,v1=") && a.len() == "t=1,v1=".len() + 64, "{a}");
-        assert_ne!(a[7..], b[7..]);
+        assert_ne!(a[7..], super::signature(&key, 2, b"d1", b"{}")[7..]);
+        assert_ne!(a[7..], super::signature(&key, 1, b"d2", b"{}")[7..]);
     }
 }

@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{Method, StatusCode, Uri};
 use weir_control::config::AccessLog as Dest;
 
-use super::error::ProxyError;
 use super::request::{ConnCtx, Outcome};
 
 /// Lines queued for the writer at most (a few MiB).
@@ -97,15 +96,7 @@ impl AccessLog {
         o: &Outcome<'_>,
     ) {
         let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        let error = match o.error {
-            Some(ProxyError::Upstream(k)) => Some(k.as_str()),
-            Some(ProxyError::BadRequest(_)) => Some("bad_request"),
-            Some(ProxyError::NoRoute) => Some("no_route"),
-            Some(ProxyError::Injected(_)) => Some("injected"),
-            Some(ProxyError::BodyTimeout) => Some("body_timeout"),
-            Some(ProxyError::Overloaded) => Some("overloaded"),
-            None => None,
-        };
+        let error = o.error.map(|e| e.kind());
         let line = serde_json::json!({
             "ts": ts,
             "client": conn.peer.to_string(),
@@ -120,6 +111,7 @@ impl AccessLog {
             "upstream": o.upstream.map(|a| a.to_string()),
             "error": error,
             "duration_ms": elapsed.as_secs_f64() * 1000.0,
+            "trace_id": o.trace.map(|t| t.trace_id_hex()),
         });
         if let Err(mpsc::TrySendError::Full(_)) = self.tx.try_send(format!("{line}\n")) {
             self.dropped.increment(1);

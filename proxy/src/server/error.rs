@@ -24,6 +24,18 @@ pub(crate) enum ProxyError {
 }
 
 impl ProxyError {
+    /// Its name in the access log and in spans (`connect`, `no_route`...).
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            ProxyError::Upstream(k) => k.as_str(),
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::Injected(_) => "injected",
+            ProxyError::BodyTimeout => "body_timeout",
+            ProxyError::Overloaded => "overloaded",
+        }
+    }
+
     pub(crate) fn status(self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,

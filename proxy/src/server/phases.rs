@@ -108,6 +108,7 @@ pub(super) fn route<'s>(
     }
     outcome.backend = Some(&backend.name);
     outcome.version = backend.version.as_deref();
+    outcome.synthetic = synthetic.is_some();
     Ok((Target { route, side, backend, synthetic: synthetic.is_some() }, host))
 }
 

@@ -68,8 +68,11 @@ pub(crate) async fn respond(
     let started = Instant::now();
     let mut guard = RequestGuard::new(conn.clone());
     let is_grpc = parts.method == http::Method::POST && grpc::is_grpc(&parts.headers);
-    let method = dp.access_log.is_some().then(|| (parts.method.clone(), parts.uri.clone()));
     let snap = dp.load_full();
+    let tracing = dp.otel.as_ref().zip(snap.config.tracing.as_ref());
+    let trace = tracing.map(|(_, t)| crate::otel::TraceCtx::start(&parts.headers, t.sample_ratio));
+    let method = (dp.access_log.is_some() || trace.is_some()).then(|| (parts.method.clone(), parts.uri.clone()));
+    let wall = trace.map(|_| std::time::SystemTime::now());
     let mut outcome = Outcome {
         route: None,
         backend: None,
@@ -81,6 +84,10 @@ pub(crate) async fn respond(
         pending: None,
         failures: None,
         is_grpc,
+        trace,
+        retried: false,
+        shadowed: false,
+        synthetic: false,
     };
     let result = if guard.listener_in_flight >= snap.config.limits.max_requests_in_flight {
         Err(ProxyError::Overloaded)
@@ -108,8 +115,28 @@ pub(crate) async fn respond(
             rescue(e, guard, is_grpc)
         }
     };
-    if let (Some(log), Some((method, uri))) = (&dp.access_log, method) {
-        log.record(conn, &method, &uri, resp.status(), started.elapsed(), &outcome);
+    if let (Some((otel, cfg)), Some(t), Some(wall), Some((method, uri))) = (tracing, &outcome.trace, wall, &method) {
+        let status = resp.status().as_u16();
+        let finished = crate::otel::Finished {
+            method,
+            path: uri.path(),
+            status,
+            route: outcome.route,
+            side: outcome.side,
+            backend: outcome.backend,
+            release: outcome.version,
+            upstream: outcome.upstream,
+            error: outcome.error.map(|e| e.kind()),
+            failed: outcome.error.is_some() || status >= 500,
+            retried: outcome.retried,
+            shadowed: outcome.shadowed,
+            synthetic: outcome.synthetic,
+            grpc: is_grpc,
+        };
+        otel.finish(cfg, t, wall, started.elapsed(), &finished);
+    }
+    if let (Some(log), Some((method, uri))) = (&dp.access_log, &method) {
+        log.record(conn, method, uri, resp.status(), started.elapsed(), &outcome);
     }
     resp
 }
@@ -135,9 +162,13 @@ async fn forward<'s>(
     let endpoint = target.backend.pick().ok_or(ProxyError::Upstream(UpstreamErrorKind::Unavailable))?;
     let body = phases::body(snap, parts, body, is_grpc).await?;
     let upgrade = phases::rewrite(conn, &target, host, parts, &body, endpoint.endpoint())?;
+    if let Some(t) = &outcome.trace {
+        parts.headers.insert(crate::otel::TRACEPARENT.clone(), t.traceparent());
+    }
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);
     let (body, shadow) = phases::shadow(dp, snap, &target, parts, body, upgrade).await?;
+    outcome.shadowed = shadow.is_some();
     let leg = Leg { telemetry: &dp.telemetry, snap, route: &target.route.name, backend: target.backend };
     let (own_client, retry) = send::plan(target.backend, parts, &body, upgrade);
     let mut downstream_upgrade = None;

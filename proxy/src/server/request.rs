@@ -269,4 +269,12 @@ pub(crate) struct Outcome<'a> {
     pub(crate) failures: Option<&'a Classifier>,
     /// The request is a gRPC call (`content-type: application/grpc`).
     pub(crate) is_grpc: bool,
+    /// Its trace context (`[tracing]` on).
+    pub(crate) trace: Option<crate::otel::TraceCtx>,
+    /// Sent again after a failed attempt.
+    pub(crate) retried: bool,
+    /// A copy went to the canary (shadow traffic).
+    pub(crate) shadowed: bool,
+    /// One of weir's own synthetic requests.
+    pub(crate) synthetic: bool,
 }

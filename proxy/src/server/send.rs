@@ -137,6 +137,7 @@ fn retry_target(
 fn start_retry(leg: &Leg<'_>, kind: UpstreamErrorKind, ep: &EndpointGuard, outcome: &mut Outcome<'_>) {
     leg.telemetry.retried(leg.route, &leg.backend.name, kind);
     outcome.upstream = Some(ep.endpoint().addr);
+    outcome.retried = true;
 }
 
 /// weir's own client, once more on failure if `retry` allows: the request

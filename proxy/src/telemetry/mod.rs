@@ -208,7 +208,8 @@ impl Telemetry {
 
     /// `notify` attempts beyond each delivery's first.
     pub(crate) fn notify_retries(&self, route: &str, format: &'static str) -> Counter {
-        let key = Key::from_parts(names::NOTIFY_RETRIES_TOTAL, labels(&[(label::ROUTE, route), (label::FORMAT, format)]));
+        let key =
+            Key::from_parts(names::NOTIFY_RETRIES_TOTAL, labels(&[(label::ROUTE, route), (label::FORMAT, format)]));
         self.recorder.register_counter(&key, &METADATA)
     }
 
@@ -464,7 +465,11 @@ fn describe(r: &PrometheusRecorder) {
         None,
         "Rollout notifications by route, sink format and result: delivered (2xx), or dead_letter (no 2xx after its retries).",
     );
-    d(names::NOTIFY_RETRIES_TOTAL, None, "Rollout notification attempts beyond each delivery's first (no answer, 429 or 5xx).");
+    d(
+        names::NOTIFY_RETRIES_TOTAL,
+        None,
+        "Rollout notification attempts beyond each delivery's first (no answer, 429 or 5xx).",
+    );
     d(
         names::UPSTREAM_CONNECTIONS_DISCARDED_TOTAL,
         None,

@@ -6,14 +6,16 @@
 //! under one delivery id, and what never got through counted as a dead
 //! letter.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+use weir_control::rollout::EventKind;
 use weir_proxy::ManualAction;
 
 use crate::tls::Ca;
-use crate::{client, config_text, get, parse_prometheus, sample, workspace, InProcess, Mode, Upstream};
+use crate::{
+    client, config_text, get, parse_prometheus, sample, wait_event, workspace, InProcess, Load, Mode, Upstream,
+};
 
 const SECRET: &str = "notify-test-secret-0123456789abcdef";
 
@@ -98,9 +100,11 @@ async fn notifications_reach_slack_teams_pagerduty_and_signed_receivers() {
          \"{base}/flaky\", \"{base}/down\", \"{base}/refuse\"]\nwebhook_timeout = \"2s\"",
         routing_key.display()
     );
+    // The gates roll a failing canary back within a second or so.
     let route = format!(
-        "[routes.rollout]\nstages = [{{ weight = 10, bake = \"10m\" }}, {{ weight = 100 }}]\n\
-         gates = [{{ metric = \"error_rate\", max = 0.05 }}]\n{sinks}"
+        "[routes.rollout]\ninterval = \"200ms\"\nfailure_threshold = 1\n\
+         stages = [{{ weight = 50, bake = \"10m\" }}, {{ weight = 100 }}]\n\
+         gates = [{{ metric = \"error_rate\", max = 0.05, min_samples = 20 }}]\n{sinks}"
     );
     let top = format!(
         "[webhooks]\nca = \"{}\"\nsecret_file = \"{}\"\nretries = 2\n[admin]\naddr = \"127.0.0.1:0\"",
@@ -108,9 +112,10 @@ async fn notifications_reach_slack_teams_pagerduty_and_signed_receivers() {
         secret.display()
     );
     let stable = Upstream::start("stable", Mode::Named).await;
-    let canary = Upstream::start("canary", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Status(500)).await;
     let text = config_text(stable.addr, canary.addr, &route, "").replacen("[admin]\naddr = \"127.0.0.1:0\"", &top, 1);
     let w = InProcess::start(&text).await;
+    let mut events = w.weir.subscribe();
 
     // The start: /flaky answers 503 twice, then takes the third attempt,
     // all three with one delivery id.
@@ -119,53 +124,77 @@ async fn notifications_reach_slack_teams_pagerduty_and_signed_receivers() {
     assert!(flaky.iter().all(|l| l["delivery"] == flaky[0]["delivery"] && l["event"] == "started"), "{flaky:#?}");
     assert_eq!(flaky[0]["delivery"].as_str().unwrap().len(), 32);
 
-    w.weir.act("web", ManualAction::Pause).await.unwrap();
+    // The gates roll back; an operator resumes, then promotes.
+    let load = Load::start(w.url("/"), 2, Duration::from_millis(5));
+    wait_event(&mut events, Duration::from_secs(20), |e| e.kind == EventKind::RolledBack).await;
+    load.stop().await;
+    w.weir.act("web", ManualAction::Resume).await.unwrap();
     w.weir.act("web", ManualAction::PromoteFull).await.unwrap();
-    // started, paused, promoted everywhere; PagerDuty only what opens or
-    // closes an alert: the pause triggers, the promotion resolves.
-    let weir_json = rx.wait("/weir", 3).await;
-    let slack = rx.wait("/slack/T000/B000/XXXX", 3).await;
-    let teams = rx.wait("/teams", 3).await;
-    let pd = rx.wait("/pagerduty", 2).await;
+    let kinds: Vec<String> = w
+        .weir
+        .events(Some("web"))
+        .iter()
+        .filter(|e| e.kind != EventKind::Evaluated)
+        .map(|e| e.kind.as_str().to_string())
+        .collect();
+    let n = kinds.len();
+    assert!(n >= 4 && kinds[..2] == ["started", "rolled_back"], "{kinds:?}");
+
+    // Every sink got every event, in the order they happened.
+    let weir_json = rx.wait("/weir", n).await;
+    let slack = rx.wait("/slack/T000/B000/XXXX", n).await;
+    let teams = rx.wait("/teams", n).await;
+    let order = |lines: &[serde_json::Value]| {
+        lines.iter().map(|l| l["event"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(order(&weir_json), kinds);
+    assert_eq!(order(&slack), kinds);
+    assert_eq!(order(&teams), kinds);
+    // PagerDuty: the rollback triggers, what ends it resolves, in order.
+    let pd_want: Vec<(String, &str)> = kinds
+        .iter()
+        .filter_map(|k| match k.as_str() {
+            "rolled_back" | "held" => Some((k.clone(), "trigger")),
+            "advanced" | "promoted" | "resumed" | "aborted" => Some((k.clone(), "resolve")),
+            _ => None,
+        })
+        .collect();
+    let pd = rx.wait("/pagerduty", pd_want.len()).await;
+    let pd_got: Vec<(String, &str)> = pd
+        .iter()
+        .map(|l| (l["event"].as_str().unwrap().to_string(), l["payload"]["event_action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(pd_got, pd_want);
+    assert!(pd.iter().all(|l| l["payload"]["dedup_key"] == pd[0]["payload"]["dedup_key"]));
+    assert_eq!(pd[0]["payload"]["routing_key"], "0123456789abcdef0123456789abcdef");
     for l in weir_json.iter().chain(&slack).chain(&teams).chain(&pd) {
         assert_eq!(l["check"], "ok", "{l:#}");
     }
-    let mut kinds: Vec<&str> = weir_json.iter().map(|l| l["payload"]["kind"].as_str().unwrap()).collect();
-    kinds.sort();
-    assert_eq!(kinds, ["paused", "promoted", "started"]);
-    let pd_actions: HashMap<&str, &str> =
-        pd.iter().map(|l| (l["event"].as_str().unwrap(), l["payload"]["event_action"].as_str().unwrap())).collect();
-    assert_eq!(pd_actions, HashMap::from([("paused", "trigger"), ("promoted", "resolve")]));
-    assert_eq!(pd[0]["payload"]["dedup_key"], pd[1]["payload"]["dedup_key"]);
-    assert_eq!(pd[0]["payload"]["routing_key"], "0123456789abcdef0123456789abcdef");
-    let paused = slack.iter().find(|l| l["event"] == "paused").unwrap();
-    assert!(paused["payload"]["text"].as_str().unwrap().starts_with("weir web: rollout paused"), "{paused:#}");
+    let rolled_back = slack.iter().find(|l| l["event"] == "rolled_back").unwrap();
+    let text = rolled_back["payload"]["text"].as_str().unwrap();
+    assert!(text.starts_with("weir web: canary rolled back"), "{text}");
+    let gates = rolled_back["payload"]["blocks"][2]["text"]["text"].as_str().unwrap();
+    assert!(gates.contains("error_rate: fail"), "{gates}");
 
     // Dead letters: /down (500) after 3 attempts per event, /refuse (400)
-    // at once; 6 weir-format deliveries made it (/weir and /flaky).
-    let down = rx.wait("/down", 9).await;
+    // at once; /weir's and /flaky's deliveries made it.
+    let down = rx.wait("/down", 3 * n).await;
     assert!(down.iter().all(|l| l["check"] == "ok"), "{down:#?}");
-    let refused = rx.wait("/refuse", 3).await;
+    let refused = rx.wait("/refuse", n).await;
     let mut ids: Vec<_> = refused.iter().map(|l| l["delivery"].as_str().unwrap()).collect();
     ids.dedup();
-    assert_eq!(ids.len(), 3, "a 400 is not retried");
+    assert_eq!(ids.len(), n, "a 400 is not retried");
     let labels = |result| [("route", "web"), ("format", "weir"), ("result", result)];
-    let m = metric_reaches(&w, "weir_notify_deliveries_total", &labels("dead_letter"), 6.0).await;
-    assert_eq!(sample(&m, "weir_notify_deliveries_total", &labels("delivered")), 6.0);
-    assert_eq!(
-        sample(&m, "weir_notify_deliveries_total", &[("route", "web"), ("format", "slack"), ("result", "delivered")]),
-        3.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            "weir_notify_deliveries_total",
-            &[("route", "web"), ("format", "pagerduty"), ("result", "delivered")]
-        ),
-        2.0
-    );
-    // /flaky's 2 and /down's 2 for each of 3 events.
-    assert_eq!(sample(&m, "weir_notify_retries_total", &[("route", "web"), ("format", "weir")]), 8.0);
+    let n = n as f64;
+    metric_reaches(&w, "weir_notify_deliveries_total", &labels("dead_letter"), 2.0 * n).await;
+    metric_reaches(&w, "weir_notify_deliveries_total", &labels("delivered"), 2.0 * n).await;
+    let slack_ok = [("route", "web"), ("format", "slack"), ("result", "delivered")];
+    metric_reaches(&w, "weir_notify_deliveries_total", &slack_ok, n).await;
+    let pd_ok = [("route", "web"), ("format", "pagerduty"), ("result", "delivered")];
+    metric_reaches(&w, "weir_notify_deliveries_total", &pd_ok, pd_want.len() as f64).await;
+    // /flaky's 2, and /down's 2 for each event (each sink has its own
+    // retry budget: 10 in 10 s at least, enough for /down's).
+    metric_reaches(&w, "weir_notify_retries_total", &[("route", "web"), ("format", "weir")], 2.0 + 2.0 * n).await;
     w.weir.shutdown().await;
 }
 
@@ -197,4 +226,38 @@ async fn an_unverifiable_receiver_is_a_dead_letter() {
     // Nothing reached the receiver as a request.
     assert!(tokio::time::timeout(Duration::from_millis(300), rx.lines.recv()).await.is_err());
     w.weir.shutdown().await;
+}
+
+/// A stage held by its pre_stage hook is held again every interval; its
+/// sinks hear of it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_stage_is_notified_once() {
+    let stable = Upstream::start("stable", Mode::Named).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let hook = Upstream::start("hook", Mode::Status(503)).await;
+    let sink = Upstream::start("sink", Mode::Named).await;
+    let route = format!(
+        "[routes.rollout]\ninterval = \"200ms\"\nstages = [{{ weight = 20, bake = \"200ms\" }}, {{ weight = 100 }}]\n\
+         gates = [{{ metric = \"error_rate\", max = 0.05, min_samples = 10 }}]\n\
+         pre_stage = \"http://{}/approve\"\nnotify = \"http://{}/events\"",
+        hook.addr, sink.addr
+    );
+    let w = InProcess::start(&config_text(stable.addr, canary.addr, &route, "")).await;
+    let mut events = w.weir.subscribe();
+    let load = Load::start(w.url("/"), 2, Duration::from_millis(10));
+    for _ in 0..3 {
+        wait_event(&mut events, Duration::from_secs(10), |e| e.kind == EventKind::Held).await;
+    }
+    load.stop().await;
+    // The start and the first hold reach the sink; not the repeats.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sink.count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the sink got {} events", sink.count());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.weir.shutdown().await;
+    let seen = sink.seen.lock().unwrap().clone();
+    let kinds: Vec<String> =
+        seen.iter().map(|s| s.headers.get("x-weir-event").unwrap().to_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["started", "held"]);
 }

@@ -19,7 +19,7 @@ mod settings;
 use backends::backends;
 use listen::{admin, listen, ofrep};
 use routes::routes;
-use settings::{dns, limits, log, telemetry, timeouts, webhooks};
+use settings::{dns, limits, log, telemetry, timeouts, tracing, webhooks};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,6 +61,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     let recording = prometheus::recording(&mut ctx, &mut top);
     let dns = dns(&mut ctx, &mut top);
     let webhooks = webhooks(&mut ctx, &mut top);
+    let tracing = tracing(&mut ctx, &mut top);
     let backends = backends(&mut ctx, &mut top);
     let routes = routes(&mut ctx, &mut top, &backends);
     stage_windows(&mut ctx, &mut telemetry, window_given, &routes);
@@ -85,6 +86,7 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
         recording,
         dns,
         webhooks,
+        tracing,
         backends,
         routes,
     }))

@@ -170,15 +170,46 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
     })
 }
 
-/// Whether `u` is an `http://` or `https://` URL with a host; says why
-/// not at `path`.
+/// Whether `u` is an `http://` or `https://` URL with a host (and a
+/// numeric port, if any); says why not at `path`, showing only the scheme
+/// and host (a Slack or Teams URL carries its secret in its path, and the
+/// error goes to the log).
 fn webhook_url(ctx: &mut Ctx<'_>, path: &str, span: &std::ops::Range<usize>, u: &str) -> bool {
-    let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
-    let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace));
+    let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => ("", None),
+        },
+        None => match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    let ok = matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && port.is_none_or(|p| !p.is_empty() && p.parse::<u16>().is_ok())
+        && !u.contains(char::is_whitespace);
     if !ok {
-        ctx.error(path, Some(span), format!("\"{u}\" is not an http:// or https:// URL"));
+        let shown = if scheme.is_empty() { String::new() } else { format!("{scheme}://{host_port}") };
+        ctx.error(path, Some(span), format!("\"{shown}…\" is not an http:// or https:// URL with a host"));
     }
     ok
+}
+
+/// Whether `u`'s host is a loopback address or `localhost` (a test or a
+/// local relay: plain HTTP allowed for Slack, Teams and PagerDuty).
+fn loopback_url(u: &str) -> bool {
+    let rest = u.split_once("://").map_or(u, |(_, r)| r);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.split_once(']'))
+        .map_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h), |(h, _)| h);
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `notify`: a URL (weir's JSON), a sink table, or a list of either.
@@ -192,6 +223,10 @@ fn notify(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Vec<Notify> {
                 format: NotifyFormat::Weir,
                 routing_key_file: None,
             });
+        }
+        if v.get_ref().as_table().is_none() {
+            ctx.error(&path, Some(&v.span()), "expected a URL, a sink table ({ url, format }) or a list of them");
+            return None;
         }
         let mut s = Table::from_value(ctx, path.clone(), v)?;
         let url = s.required_string(ctx, "url").filter(|u| webhook_url(ctx, &s.key_path("url"), &s.span, u));
@@ -210,6 +245,12 @@ fn notify(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Vec<Notify> {
             }
         };
         let routing_key_file = s.string(ctx, "routing_key_file").map(std::path::PathBuf::from);
+        // Their URL or key is the secret: never in the clear off the host.
+        if let (Some(f), Some(u)) = (format, &url) {
+            if f != NotifyFormat::Weir && u.starts_with("http://") && !loopback_url(u) {
+                ctx.error(&s.key_path("url"), Some(&s.span), format!("{} needs an https:// URL", f.as_str()));
+            }
+        }
         match (format, &routing_key_file) {
             (Some(NotifyFormat::PagerDuty), None) => {
                 ctx.error(&s.key_path("routing_key_file"), Some(&s.span), "is required with format = \"pagerduty\"")

@@ -1,11 +1,12 @@
-//! `[timeouts]`, `[limits]`, `[log]`, `[telemetry]`, `[dns]` and `[webhooks]`: plain
+//! `[timeouts]`, `[limits]`, `[log]`, `[telemetry]`, `[dns]`, `[webhooks]` and
+//! `[tracing]`: plain
 //! settings with documented defaults.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::reader::{as_str, Ctx, Table};
-use crate::config::{AccessLog, Dns, Limits, Log, LogFormat, Telemetry, Timeouts, Underscores, Webhooks};
+use crate::config::{AccessLog, Dns, Limits, Log, LogFormat, Telemetry, Timeouts, Tracing, Underscores, Webhooks};
 
 pub(super) fn timeouts(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Timeouts {
     let mut out = Timeouts {
@@ -147,6 +148,41 @@ pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> (Telemetr
 }
 
 /// `[dns]`: the TTL bounds of backend host names, and name servers.
+pub(super) fn tracing(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Tracing> {
+    let mut t = top.table(ctx, "tracing")?;
+    let endpoint = t.required_string(ctx, "endpoint").map(|e| e.trim_end_matches('/').to_string());
+    if let Some(e) = &endpoint {
+        let rest = e.strip_prefix("http://").or_else(|| e.strip_prefix("https://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) {
+            ctx.error(&t.key_path("endpoint"), Some(&t.span), format!("\"{e}\" is not an http:// or https:// URL"));
+        }
+    }
+    let sample_ratio = match t.number(ctx, "sample_ratio") {
+        Some(r) if (0.0..=1.0).contains(&r) => r,
+        Some(r) => {
+            ctx.error(&t.key_path("sample_ratio"), Some(&t.span), format!("{r} is not between 0 and 1"));
+            0.0
+        }
+        None => 0.01,
+    };
+    let canary_errors = t.boolean(ctx, "canary_errors").unwrap_or(true);
+    let service_name = t.string(ctx, "service_name").unwrap_or_else(|| "weir".to_string());
+    if service_name.is_empty() {
+        ctx.error(&t.key_path("service_name"), Some(&t.span), "must not be empty");
+    }
+    let ca = t.string(ctx, "ca").map(PathBuf::from);
+    let timeout = match t.duration(ctx, "timeout") {
+        Some(d) if d < Duration::from_millis(100) || d > Duration::from_secs(60) => {
+            ctx.error(&t.key_path("timeout"), Some(&t.span), "must be between 100ms and 1m");
+            d
+        }
+        Some(d) => d,
+        None => Duration::from_secs(5),
+    };
+    t.finish(ctx);
+    Some(Tracing { endpoint: endpoint?, sample_ratio, canary_errors, service_name, ca, timeout })
+}
+
 pub(super) fn webhooks(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Webhooks {
     let mut out = Webhooks::default();
     let Some(mut t) = top.table(ctx, "webhooks") else { return out };
