@@ -6,6 +6,7 @@
 #   benches/tracing.sh [ROUNDS] [SECONDS]     (defaults: 5 rounds of 5 s)
 #   WEIR_BEFORE=path/to/weir benches/tracing.sh ...   # and a build without
 #                     # the tracing code ("before"), to show "off" did not move
+#   ONLY="off ratio1" benches/tracing.sh 15 2     # two of them, alternated
 #
 # As benches/load.sh: two nginx upstreams (128-byte body) and wrk -t1 -c64
 # on core 0, each weir (one worker, 90/10 split, keep-alive) alone on core 1
@@ -42,6 +43,9 @@ taskset -c 0 "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 declare -A PORT PID
 CONTENDERS=(off ratio0 ratio1 ratio100)
 if [ -n "${WEIR_BEFORE:-}" ]; then CONTENDERS=(before "${CONTENDERS[@]}"); fi
+# ONLY="off ratio1": just those, alternated (pairs measured seconds apart
+# cancel the machine's drift better than five contenders in turn).
+if [ -n "${ONLY:-}" ]; then read -r -a CONTENDERS <<< "$ONLY"; fi
 declare -A RATIO=([ratio0]=0.0 [ratio1]=0.01 [ratio100]=1.0)
 for c in "${CONTENDERS[@]}"; do
   PORT[$c]=$(free_port)
@@ -62,7 +66,7 @@ stable = "stable"
 canary = "canary"
 weight = 10
 CONF
-  if [ "$c" != off ]; then
+  if [ -n "${RATIO[$c]:-}" ]; then
     printf '[tracing]\nendpoint = "http://127.0.0.1:%s"\nsample_ratio = %s\n' "$SINK" "${RATIO[$c]}" >> "$WORK/$c.toml"
   fi
   bin=$WEIR; if [ "$c" = before ]; then bin=$WEIR_BEFORE; fi
@@ -84,6 +88,7 @@ run_one() { # port pid → "rps us_per_req instructions_per_req"
   t1=$(tree_ticks "$2")
   local ins=0
   if [ -n "$perfpid" ]; then wait "$perfpid" || true; ins=$(awk -F, '/instructions/ {print $1}' "$WORK/perf" | head -1); fi
+  case "$ins" in ''|*[!0-9]*) ins=0 ;; esac  # "<not supported>" in a VM without PMU access
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "  errors on port $1" >&2; fi
@@ -109,6 +114,8 @@ names = [c for c in ("before", "off", "ratio0", "ratio1", "ratio100") if any(r[1
 for c in names:
     cpu = [float(r[3]) for r in rows if r[1] == c]
     rps = statistics.median(float(r[2]) for r in rows if r[1] == c)
+    if "off" not in names:
+        continue
     same = [float(by[(k, c)][3]) / float(by[(k, "off")][3]) for k in rounds]
     line = (f"{c:9} {rps:>8.0f} req/s  CPU {statistics.median(cpu):.3f} us/req "
             f"(range {min(cpu):.3f}-{max(cpu):.3f}); vs off: {statistics.median(same):.3f}x "
