@@ -3,11 +3,14 @@
 //!
 //! On the request path ([`TraceCtx`]): the caller's `traceparent` is read
 //! (its trace id, its span as weir's parent, its sampled flag), or a new
-//! trace begins; weir's span id is drawn, and the upstream gets
-//! `traceparent: 00-TRACE-WEIRSPAN-FLAGS` (`tracestate` passes through as
-//! is). The sampled flag is the caller's when it sent one, else a draw at
-//! `sample_ratio`. Unsampled requests cost two random numbers and one
-//! header; nothing is kept.
+//! trace begins (also when the caller sent two, or a malformed one); weir's
+//! span id is drawn, and the upstream gets `traceparent:
+//! 00-TRACE-WEIRSPAN-FLAGS`. `tracestate` passes through with the caller's
+//! trace, and is dropped with a new one (it belonged to another trace). The
+//! sampled flag is the caller's when it sent one (`follow_caller`), else a
+//! draw at `sample_ratio`. Ids come from a thread-local CSPRNG: an id an
+//! upstream sees tells nothing of the next. Unsampled requests cost a few
+//! random numbers and one header; nothing is kept.
 //!
 //! At the response ([`Otel::finish`]): a sampled request, or a canary
 //! request that failed (`canary_errors`), becomes a span in OpenTelemetry's
@@ -37,10 +40,10 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use weir_control::config::Tracing;
 use weir_control::split::Side;
 
-use crate::random::next_random;
-
 /// The W3C trace context header.
 pub(crate) static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// Its vendor companion.
+pub(crate) const TRACESTATE: &str = "tracestate";
 
 /// One request's trace context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,17 +58,27 @@ pub(crate) struct TraceCtx {
 }
 
 impl TraceCtx {
-    /// The context of a request with these headers: the caller's trace, or
-    /// a new one (sampled at `ratio`).
-    pub(crate) fn start(headers: &HeaderMap, ratio: f64) -> TraceCtx {
+    /// The context of a request with these headers: the caller's trace
+    /// (its sampled flag followed when `follow_caller`), or a new one; what
+    /// the caller did not decide is drawn at `ratio`.
+    pub(crate) fn start(headers: &HeaderMap, ratio: f64, follow_caller: bool) -> TraceCtx {
         let span_id = nonzero_u64();
-        match headers.get(&TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())) {
-            Some((trace_id, parent, sampled)) => TraceCtx { trace_id, span_id, parent: Some(parent), sampled },
+        // A draw on 53 bits against the ratio.
+        let draw = || ((rand::random::<u64>() >> 11) as f64) < ratio * (1u64 << 53) as f64;
+        let mut all = headers.get_all(&TRACEPARENT).iter();
+        // Two traceparent headers: neither is the caller's (W3C: restart).
+        let one = match (all.next(), all.next()) {
+            (Some(v), None) => parse_traceparent(v.as_bytes()),
+            _ => None,
+        };
+        match one {
+            Some((trace_id, parent, sampled)) => {
+                let sampled = if follow_caller { sampled } else { draw() };
+                TraceCtx { trace_id, span_id, parent: Some(parent), sampled }
+            }
             None => {
-                let trace_id = (u128::from(nonzero_u64()) << 64) | u128::from(next_random());
-                // A draw on 53 bits against the ratio.
-                let sampled = ((next_random() >> 11) as f64) < ratio * (1u64 << 53) as f64;
-                TraceCtx { trace_id, span_id, parent: None, sampled }
+                let trace_id = (u128::from(nonzero_u64()) << 64) | u128::from(rand::random::<u64>());
+                TraceCtx { trace_id, span_id, parent: None, sampled: draw() }
             }
         }
     }
@@ -86,7 +99,7 @@ impl TraceCtx {
 
 fn nonzero_u64() -> u64 {
     loop {
-        let x = next_random();
+        let x = rand::random::<u64>();
         if x != 0 {
             return x;
         }
@@ -145,6 +158,9 @@ pub(crate) struct Finished<'a> {
 pub(crate) struct Otel {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
+    /// `[tracing]` as at start: what serves if a reload removes the section
+    /// (turning tracing off needs a restart, as turning it on does).
+    pub(crate) started: Tracing,
 }
 
 impl std::fmt::Debug for Otel {
@@ -160,6 +176,7 @@ impl Otel {
         cfg: &Tracing,
         config_path: Option<&Path>,
         runtime: tokio::runtime::Handle,
+        exports: Exports,
     ) -> Result<Otel, String> {
         let https = cfg.endpoint.starts_with("https://");
         let tls = crate::tls::client_with_extra_roots(cfg.ca.as_deref(), config_path, "tracing.ca", https)?;
@@ -175,7 +192,7 @@ impl Otel {
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_http_client(Collector { client, runtime, timeout: cfg.timeout })
+            .with_http_client(Collector { client, runtime, timeout: cfg.timeout, exports })
             .with_endpoint(format!("{}/v1/traces", cfg.endpoint))
             .with_timeout(cfg.timeout)
             .build()
@@ -191,7 +208,7 @@ impl Otel {
             .with_resource(resource)
             .build();
         let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "weir");
-        Ok(Otel { tracer, provider })
+        Ok(Otel { tracer, provider, started: cfg.clone() })
     }
 
     /// Hands a finished request's span to the batch processor, if it is
@@ -206,7 +223,6 @@ impl Otel {
         attrs.push(KeyValue::new("url.path", f.path.to_string()));
         attrs.push(KeyValue::new("http.response.status_code", i64::from(f.status)));
         if let Some(r) = f.route {
-            attrs.push(KeyValue::new("http.route", r.to_string()));
             attrs.push(KeyValue::new("weir.route", r.to_string()));
         }
         if let Some(s) = f.side {
@@ -218,9 +234,11 @@ impl Otel {
         if let Some(v) = f.release {
             attrs.push(KeyValue::new("weir.release", v.to_string()));
         }
+        // The upstream that answered (server.* would name weir itself on
+        // a server span).
         if let Some(a) = f.upstream {
-            attrs.push(KeyValue::new("server.address", a.ip().to_string()));
-            attrs.push(KeyValue::new("server.port", i64::from(a.port())));
+            attrs.push(KeyValue::new("weir.upstream.address", a.ip().to_string()));
+            attrs.push(KeyValue::new("weir.upstream.port", i64::from(a.port())));
         }
         attrs.push(KeyValue::new("weir.outcome", f.error.unwrap_or(if f.failed { "failure" } else { "ok" })));
         if let Some(e) = f.error {
@@ -264,10 +282,10 @@ impl Otel {
         opentelemetry::trace::Span::end_with_timestamp(&mut span, started + elapsed);
     }
 
-    /// Exports what is queued and stops (at shutdown; blocks up to the
-    /// export timeout).
-    pub(crate) fn shutdown(&self) {
-        if let Err(e) = self.provider.shutdown() {
+    /// Exports what is queued and stops (at shutdown; blocks `within` at
+    /// most).
+    pub(crate) fn shutdown(&self, within: Duration) {
+        if let Err(e) = self.provider.shutdown_with_timeout(within) {
             tracing::warn!("tracing: the last spans were not exported: {e}");
         }
     }
@@ -280,6 +298,32 @@ struct Collector {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
+    exports: Exports,
+}
+
+/// Counts exports (`weir_otlp_exports_total{result}`) and logs failures,
+/// once a minute at most: the SDK's own logs are compiled out, and a dead
+/// collector must not look like a working one.
+#[derive(Clone)]
+pub(crate) struct Exports {
+    pub(crate) ok: metrics::Counter,
+    pub(crate) failed: metrics::Counter,
+    pub(crate) last_warned: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Exports {
+    fn failed(&self, why: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.failed.increment(1);
+        let now = crate::clock::coarse_ms().max(1);
+        let last = self.last_warned.load(Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= 60_000;
+        if due && self.last_warned.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            tracing::warn!(
+                "tracing: spans not exported: {why} (weir_otlp_exports_total{{result=\"failed\"}} counts them)"
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for Collector {
@@ -295,25 +339,36 @@ const MAX_ANSWER: usize = 64 * 1024;
 impl opentelemetry_http::HttpClient for Collector {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, opentelemetry_http::HttpError> {
         let (client, timeout) = (self.client.clone(), self.timeout);
+        // One timeout for the whole export, the answer's body included.
         let call = self.runtime.spawn(async move {
-            let req = request.map(Full::new);
-            let resp = tokio::time::timeout(timeout, client.request(req))
-                .await
-                .map_err(|_| format!("no answer within {timeout:?}"))?
-                .map_err(|e| crate::log::error_chain(&e))?;
-            let (parts, body) = resp.into_parts();
-            let body = tokio::time::timeout(timeout, Limited::new(body, MAX_ANSWER).collect())
-                .await
-                .map_err(|_| format!("no answer within {timeout:?}"))?
-                .map_err(|e| format!("reading the answer: {e}"))?
-                .to_bytes();
-            Ok::<_, String>(Response::from_parts(parts, body))
+            let exchange = async move {
+                let req = request.map(Full::new);
+                let resp = client.request(req).await.map_err(|e| crate::log::error_chain(&e))?;
+                let (parts, body) = resp.into_parts();
+                let body = Limited::new(body, MAX_ANSWER)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading the answer: {e}"))?
+                    .to_bytes();
+                Ok::<_, String>(Response::from_parts(parts, body))
+            };
+            tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
         });
-        match call.await {
+        let result = match call.await {
             Ok(Ok(resp)) if resp.status().is_success() => Ok(resp),
-            Ok(Ok(resp)) => Err(format!("the collector answered {}", resp.status()).into()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(e.to_string().into()),
+            Ok(Ok(resp)) => Err(format!("the collector answered {}", resp.status())),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(resp) => {
+                self.exports.ok.increment(1);
+                Ok(resp)
+            }
+            Err(e) => {
+                self.exports.failed(&e);
+                Err(e.into())
+            }
         }
     }
 }
@@ -347,7 +402,15 @@ mod tests {
     fn a_caller_context_is_continued_and_a_new_one_sampled_at_the_ratio() {
         let mut h = HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        let t = TraceCtx::start(&h, 0.0);
+        let t = TraceCtx::start(&h, 0.0, true);
+        // Not following the caller: its trace continues, the ratio decides.
+        let t2 = TraceCtx::start(&h, 0.0, false);
+        assert_eq!((t2.trace_id, t2.parent, t2.sampled), (t.trace_id, t.parent, false));
+        // Two traceparent headers: a new trace.
+        let mut two = h.clone();
+        two.append(&TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01"));
+        let t3 = TraceCtx::start(&two, 0.0, true);
+        assert!(t3.parent.is_none() && t3.trace_id != t.trace_id && !t3.sampled);
         assert_eq!(
             (t.trace_id, t.parent, t.sampled),
             (0x4bf92f3577b34da6a3ce929d0e0e4736, Some(0x00f067aa0ba902b7), true)
@@ -355,9 +418,9 @@ mod tests {
         let sent = t.traceparent();
         assert_eq!(sent.to_str().unwrap(), format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{:016x}-01", t.span_id));
         let none = HeaderMap::new();
-        assert!(!TraceCtx::start(&none, 0.0).sampled);
-        assert!(TraceCtx::start(&none, 1.0).sampled);
-        let n = (0..20_000).filter(|_| TraceCtx::start(&none, 0.1).sampled).count();
+        assert!(!TraceCtx::start(&none, 0.0, true).sampled);
+        assert!(TraceCtx::start(&none, 1.0, true).sampled);
+        let n = (0..20_000).filter(|_| TraceCtx::start(&none, 0.1, true).sampled).count();
         assert!((1_600..2_400).contains(&n), "{n} of 20000 at 10 %");
     }
 }

@@ -169,7 +169,7 @@ impl Weir {
 
         let otel = match &cfg.tracing {
             Some(t) => Some(
-                crate::otel::Otel::new(t, config_path.as_deref(), thread.handle().clone())
+                crate::otel::Otel::new(t, config_path.as_deref(), thread.handle().clone(), otlp_exports(&telemetry))
                     .map_err(StartError::Token)?,
             ),
             None => None,
@@ -353,8 +353,11 @@ impl Weir {
         // The last spans, while the daemon runtime that sends them runs.
         if self.daemon.dp.otel.is_some() {
             let dp = self.daemon.dp.clone();
-            let flush = tokio::task::spawn_blocking(move || dp.otel.as_ref().map(|o| o.shutdown()));
-            let _ = tokio::time::timeout(Duration::from_secs(6), flush).await;
+            // Within the grace left (5 s at most, 1 s at least).
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let within = left.clamp(Duration::from_secs(1), Duration::from_secs(5));
+            let flush = tokio::task::spawn_blocking(move || dp.otel.as_ref().map(|o| o.shutdown(within)));
+            let _ = tokio::time::timeout(within + Duration::from_secs(1), flush).await;
         }
         if tokio::time::timeout_at(deadline, self.thread.finished()).await.is_err() {
             tracing::warn!(
@@ -410,5 +413,14 @@ impl Weir {
         self.leave(again).await;
         self.stop().await;
         Ok(())
+    }
+}
+
+/// The OTLP exporter's counters.
+fn otlp_exports(telemetry: &crate::telemetry::Telemetry) -> crate::otel::Exports {
+    crate::otel::Exports {
+        ok: telemetry.otlp_exports("ok"),
+        failed: telemetry.otlp_exports("failed"),
+        last_warned: Default::default(),
     }
 }

@@ -259,6 +259,10 @@ weight = 5
             ("log.access", "[log]\naccess = \"stdout\"\n"),
             ("log.audit", "[log]\naudit = \"stdout\"\n"),
             ("state.file", "[state]\nfile = \"state.json\"\n"),
+            (
+                "tracing (on or off, endpoint, service_name, ca, timeout)",
+                "[tracing]\nendpoint = \"http://127.0.0.1:4318\"\n",
+            ),
         ];
         for (key, extra) in cases {
             let new = config(&format!("{BASE}{extra}"));
@@ -286,6 +290,8 @@ audit = "stdout"
 file = "state.json"
 [ofrep]
 addr = "127.0.0.1:9903"
+[tracing]
+endpoint = "http://127.0.0.1:4318"
 "#
         ));
         assert_eq!(restart_only(&old, &all), cases.map(|(key, _)| key));
@@ -296,5 +302,10 @@ addr = "127.0.0.1:9903"
         // Settings that reload are not listed.
         let reloads = config(&format!("{BASE}[limits]\nmax_headers = 50\n[telemetry]\nwindow_max = \"10m\"\n"));
         assert!(restart_only(&old, &reloads).is_empty());
+        // The sampling settings reload.
+        let t = |extra: &str| config(&format!("{BASE}[tracing]\nendpoint = \"http://127.0.0.1:4318\"\n{extra}"));
+        assert!(
+            restart_only(&t(""), &t("sample_ratio = 0.5\ncanary_errors = false\nfollow_caller = false\n")).is_empty()
+        );
     }
 }

@@ -693,6 +693,10 @@ pub struct Tracing {
     /// (`traceparent` without one, or none): 0.0-1.0. A caller's sampled
     /// flag is followed.
     pub sample_ratio: f64,
+    /// Follow a caller's sampled flag (default); off (an edge facing
+    /// untrusted clients), only `sample_ratio` decides, the caller's trace
+    /// still continued.
+    pub follow_caller: bool,
     /// Export every canary request that failed, sampled or not (its
     /// upstream saw the unsampled flag).
     pub canary_errors: bool,

@@ -828,3 +828,28 @@ fn notify_sinks_and_webhook_settings() {
     let e = errors(&format!("[webhooks]\nretries = 11\ncolour = 1\n{MINIMAL}")).join("\n");
     assert!(e.contains("webhooks.retries") && e.contains("webhooks.colour"), "{e}");
 }
+
+#[test]
+fn tracing_section() {
+    assert_eq!(parse(MINIMAL).unwrap().tracing, None);
+    let on =
+        parse(&format!("[tracing]\nendpoint = \"https://otel.example:4318/\"\n{MINIMAL}")).unwrap().tracing.unwrap();
+    assert_eq!(on.endpoint, "https://otel.example:4318");
+    assert_eq!((on.sample_ratio, on.follow_caller, on.canary_errors), (0.01, true, true));
+    assert_eq!((on.service_name.as_str(), on.timeout), ("weir", std::time::Duration::from_secs(5)));
+    for (bad, want) in [
+        ("endpoint = \"otel:4318\"", "tracing.endpoint: \"otel:4318…\" is not an http:// or https:// URL"),
+        ("endpoint = \"http://h:abc\"", "tracing.endpoint: \"http://h:abc…\" is not"),
+        ("endpoint = \"http://u:SECRET@h\"", "tracing.endpoint: \"http://h…\": no credentials, query or fragment"),
+        ("endpoint = \"http://h/p?x=1\"", "no credentials, query or fragment"),
+        ("endpoint = \"http://h\"\nsample_ratio = 1.5", "tracing.sample_ratio: 1.5 is not between 0 and 1"),
+        ("endpoint = \"http://h\"\ntimeout = \"10ms\"", "tracing.timeout: must be between 100ms and 1m"),
+        ("endpoint = \"http://h\"\nservice_name = \"\"", "tracing.service_name: must not be empty"),
+        ("sample_ratio = 0.1", "tracing.endpoint"),
+        ("endpoint = \"http://h\"\nsampling = 1", "tracing.sampling"),
+    ] {
+        let e = errors(&format!("[tracing]\n{bad}\n{MINIMAL}")).join("\n");
+        assert!(e.contains(want), "{bad}: {e}");
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+}

@@ -111,8 +111,11 @@ impl AccessLog {
             "upstream": o.upstream.map(|a| a.to_string()),
             "error": error,
             "duration_ms": elapsed.as_secs_f64() * 1000.0,
-            "trace_id": o.trace.map(|t| t.trace_id_hex()),
         });
+        let mut line = line;
+        if let (Some(t), Some(map)) = (o.trace, line.as_object_mut()) {
+            map.insert("trace_id".into(), t.trace_id_hex().into());
+        }
         if let Err(mpsc::TrySendError::Full(_)) = self.tx.try_send(format!("{line}\n")) {
             self.dropped.increment(1);
             self.unwarned.fetch_add(1, Ordering::Relaxed);

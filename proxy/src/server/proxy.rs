@@ -69,8 +69,8 @@ pub(crate) async fn respond(
     let mut guard = RequestGuard::new(conn.clone());
     let is_grpc = parts.method == http::Method::POST && grpc::is_grpc(&parts.headers);
     let snap = dp.load_full();
-    let tracing = dp.otel.as_ref().zip(snap.config.tracing.as_ref());
-    let trace = tracing.map(|(_, t)| crate::otel::TraceCtx::start(&parts.headers, t.sample_ratio));
+    let tracing = dp.otel.as_ref().map(|o| (o, snap.config.tracing.as_ref().unwrap_or(&o.started)));
+    let trace = tracing.map(|(_, t)| crate::otel::TraceCtx::start(&parts.headers, t.sample_ratio, t.follow_caller));
     let method = (dp.access_log.is_some() || trace.is_some()).then(|| (parts.method.clone(), parts.uri.clone()));
     let wall = trace.map(|_| std::time::SystemTime::now());
     let mut outcome = Outcome {
@@ -127,7 +127,13 @@ pub(crate) async fn respond(
             release: outcome.version,
             upstream: outcome.upstream,
             error: outcome.error.map(|e| e.kind()),
-            failed: outcome.error.is_some() || status >= 500,
+            // As the route's telemetry judges it: the client's own faults
+            // are not the backend's.
+            failed: match outcome.error {
+                Some(ProxyError::BadRequest(_) | ProxyError::BodyTimeout | ProxyError::NoRoute) => false,
+                Some(_) => true,
+                None => outcome.failures.is_some_and(|c| c.http_failed(status)),
+            },
             retried: outcome.retried,
             shadowed: outcome.shadowed,
             synthetic: outcome.synthetic,
@@ -164,6 +170,10 @@ async fn forward<'s>(
     let upgrade = phases::rewrite(conn, &target, host, parts, &body, endpoint.endpoint())?;
     if let Some(t) = &outcome.trace {
         parts.headers.insert(crate::otel::TRACEPARENT.clone(), t.traceparent());
+        if t.parent.is_none() {
+            // A new trace: the caller's tracestate was another trace's.
+            parts.headers.remove(crate::otel::TRACESTATE);
+        }
     }
     outcome.upstream = Some(endpoint.endpoint().addr);
     guard.set_endpoint(endpoint);

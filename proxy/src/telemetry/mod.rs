@@ -206,6 +206,12 @@ impl Telemetry {
         self.recorder.register_counter(&key, &METADATA)
     }
 
+    /// OTLP span exports by `result` (ok, failed).
+    pub(crate) fn otlp_exports(&self, result: &'static str) -> Counter {
+        let key = Key::from_parts(names::OTLP_EXPORTS_TOTAL, labels(&[(label::RESULT, result)]));
+        self.recorder.register_counter(&key, &METADATA)
+    }
+
     /// `notify` attempts beyond each delivery's first.
     pub(crate) fn notify_retries(&self, route: &str, format: &'static str) -> Counter {
         let key =
@@ -465,6 +471,7 @@ fn describe(r: &PrometheusRecorder) {
         None,
         "Rollout notifications by route, sink format and result: delivered (2xx), or dead_letter (no 2xx after its retries).",
     );
+    d(names::OTLP_EXPORTS_TOTAL, None, "OTLP exports of spans to the [tracing] collector, by result (a batch each).");
     d(
         names::NOTIFY_RETRIES_TOTAL,
         None,

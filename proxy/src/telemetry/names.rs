@@ -45,6 +45,8 @@ pub(crate) const AUDIT_DROPPED_TOTAL: &str = "weir_audit_dropped_total";
 pub(crate) const NOTIFY_DELIVERIES_TOTAL: &str = "weir_notify_deliveries_total";
 /// `notify` attempts beyond each delivery's first (counter).
 pub(crate) const NOTIFY_RETRIES_TOTAL: &str = "weir_notify_retries_total";
+/// OTLP exports of spans, by result (ok, failed) (counter).
+pub(crate) const OTLP_EXPORTS_TOTAL: &str = "weir_otlp_exports_total";
 /// Build and release versions (gauge, always 1 for the current set).
 pub(crate) const BUILD_INFO: &str = "weir_build_info";
 

@@ -78,10 +78,13 @@ async fn spans_reach_an_otlp_receiver_with_parent_and_child_ids_end_to_end() {
     assert_ne!(weir_span, PARENT);
     assert_eq!(seen.headers.get("tracestate").unwrap(), "vendor=x");
 
-    // 2. No context, ratio 0: a new trace, unsampled, nothing exported.
-    get(&c, &w.url("/quiet"), &[]).await;
-    let quiet = traceparent(&stable.seen.lock().unwrap()[1]);
+    // 2. No context, ratio 0: a new trace, unsampled, nothing exported; a
+    // tracestate without its traceparent belonged to another trace.
+    get(&c, &w.url("/quiet"), &[("tracestate", "vendor=stale")]).await;
+    let quiet_seen = stable.seen.lock().unwrap()[1].clone();
+    let quiet = traceparent(&quiet_seen);
     assert!(quiet.starts_with("00-") && quiet.ends_with("-00") && !quiet.contains(TRACE), "{quiet}");
+    assert!(quiet_seen.headers.get("tracestate").is_none());
 
     // 3. A caller's unsampled context: followed, nothing exported.
     let unsampled = format!("00-{TRACE}-{PARENT}-00");
@@ -110,8 +113,8 @@ async fn spans_reach_an_otlp_receiver_with_parent_and_child_ids_end_to_end() {
     assert_eq!(a["weir.side"], "stable");
     assert_eq!(a["weir.backend"], "stable");
     assert_eq!(a["weir.release"], "v1");
-    assert_eq!(a["server.address"], "127.0.0.1");
-    assert_eq!(a["server.port"], stable.addr.port());
+    assert_eq!(a["weir.upstream.address"], "127.0.0.1");
+    assert_eq!(a["weir.upstream.port"], stable.addr.port());
     assert_eq!(a["http.response.status_code"], 200);
     assert_eq!(a["url.path"], "/orders/7");
     assert_eq!(a["weir.outcome"], "ok");
@@ -130,14 +133,20 @@ async fn spans_reach_an_otlp_receiver_with_parent_and_child_ids_end_to_end() {
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0]["trace_id"], TRACE);
     assert_eq!(lines[1]["trace_id"].as_str().unwrap(), quiet.split('-').nth(1).unwrap());
+    assert_eq!(lines[2]["trace_id"], TRACE, "a continued trace, unsampled");
+    assert_eq!(lines[3]["trace_id"], "a".repeat(32));
 }
 
 /// Without `[tracing]`, weir neither adds nor changes trace headers: the
-/// caller's pass through untouched, and none is made up.
+/// caller's pass through untouched, and none is made up; access-log lines
+/// carry no trace_id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tracing_trace_headers_pass_through_untouched() {
     let stable = Upstream::start("stable", Mode::Named).await;
-    let w = InProcess::start(&config_text(stable.addr, stable.addr, "weight = 0", "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let top = format!("[log]\naccess = \"{}\"", access.display());
+    let w = InProcess::start(&config_text(stable.addr, stable.addr, "weight = 0", &top)).await;
     let c = client();
     let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     get(&c, &w.url("/"), &[("traceparent", theirs)]).await;
@@ -146,4 +155,7 @@ async fn without_tracing_trace_headers_pass_through_untouched() {
     assert_eq!(seen[0].headers.get("traceparent").unwrap(), theirs);
     assert!(seen[1].headers.get("traceparent").is_none());
     w.weir.shutdown().await;
+    let log = std::fs::read_to_string(&access).unwrap();
+    assert_eq!(log.lines().count(), 2);
+    assert!(!log.contains("trace_id"), "{log}");
 }

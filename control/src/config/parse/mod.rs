@@ -92,6 +92,78 @@ pub(super) fn config(src: &str) -> Result<Config, ConfigErrors> {
     }))
 }
 
+/// The parts of an `http://` or `https://` URL weir checks (the scheme is
+/// one of the two).
+pub(super) struct UrlParts<'u> {
+    /// `user:pass@` present.
+    pub(super) userinfo: bool,
+    pub(super) host: &'u str,
+    /// What follows the authority (path, query, fragment).
+    pub(super) rest: &'u str,
+}
+
+/// Splits `u` into scheme, host and the rest; `None` unless it is an
+/// `http://` or `https://` URL with a host, a numeric port if any, and no
+/// whitespace.
+pub(super) fn split_url(u: &str) -> Option<UrlParts<'_>> {
+    let (scheme, after) = u.split_once("://")?;
+    if !matches!(scheme, "http" | "https") || u.contains(char::is_whitespace) {
+        return None;
+    }
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, rest) = after.split_at(end);
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((_, h)) => (true, h),
+        None => (false, authority),
+    };
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (h, p) = v6.split_once(']')?;
+            (h, p.strip_prefix(':'))
+        }
+        None => match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return None;
+    }
+    Some(UrlParts { userinfo, host, rest })
+}
+
+/// `u` for an error message: scheme and authority without credentials,
+/// never the path (a Slack or Teams URL carries its secret there, and
+/// errors go to the log).
+pub(super) fn shown_url(u: &str) -> String {
+    match u.split_once("://") {
+        Some((scheme, after)) => {
+            let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}…")
+        }
+        None => format!("{}…", u.chars().take(16).collect::<String>()),
+    }
+}
+
+/// Whether `u` is an `http://` or `https://` URL with a host (and a
+/// numeric port, if any); says why not at `path`, showing only the scheme
+/// and host.
+pub(super) fn http_url(ctx: &mut Ctx<'_>, path: &str, span: &std::ops::Range<usize>, u: &str) -> bool {
+    let ok = split_url(u).is_some();
+    if !ok {
+        ctx.error(path, Some(span), format!("\"{}\" is not an http:// or https:// URL with a host", shown_url(u)));
+    }
+    ok
+}
+
+/// Whether `u`'s host is a loopback address or `localhost` (a test or a
+/// local relay: plain HTTP allowed for Slack, Teams and PagerDuty).
+pub(super) fn loopback_url(u: &str) -> bool {
+    split_url(u)
+        .is_some_and(|p| p.host == "localhost" || p.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
 /// Names that end up in metric labels and URLs: keep them boring.
 fn check_name(ctx: &mut Ctx<'_>, path: &str, span: Option<&std::ops::Range<usize>>, name: &str) -> bool {
     let ok = !name.is_empty()

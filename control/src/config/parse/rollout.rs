@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{cohort, header_name, weight};
+use super::{cohort, header_name, http_url, loopback_url, weight};
 use crate::config::reader::{as_str, Ctx, Table, Value};
 use crate::config::{Gate, GateMetric, Notify, NotifyFormat, OnFailure, Rollout, Stage, Synthetic};
 use crate::signal;
@@ -148,7 +148,7 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
         Some(d) => d,
         None => Duration::from_secs(10),
     };
-    let pre_stage = t.string(ctx, "pre_stage").filter(|u| webhook_url(ctx, &t.key_path("pre_stage"), &t.span, u));
+    let pre_stage = t.string(ctx, "pre_stage").filter(|u| http_url(ctx, &t.key_path("pre_stage"), &t.span, u));
     let notify = notify(ctx, t);
     let webhook_timeout = t.duration(ctx, "webhook_timeout").unwrap_or(Duration::from_secs(5));
     t.finish(ctx);
@@ -170,55 +170,13 @@ pub(super) fn rollout(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Option<Rollou
     })
 }
 
-/// Whether `u` is an `http://` or `https://` URL with a host (and a
-/// numeric port, if any); says why not at `path`, showing only the scheme
-/// and host (a Slack or Teams URL carries its secret in its path, and the
-/// error goes to the log).
-fn webhook_url(ctx: &mut Ctx<'_>, path: &str, span: &std::ops::Range<usize>, u: &str) -> bool {
-    let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = match host_port.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((h, p)) => (h, p.strip_prefix(':')),
-            None => ("", None),
-        },
-        None => match host_port.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (host_port, None),
-        },
-    };
-    let ok = matches!(scheme, "http" | "https")
-        && !host.is_empty()
-        && port.is_none_or(|p| !p.is_empty() && p.parse::<u16>().is_ok())
-        && !u.contains(char::is_whitespace);
-    if !ok {
-        let shown = if scheme.is_empty() { String::new() } else { format!("{scheme}://{host_port}") };
-        ctx.error(path, Some(span), format!("\"{shown}…\" is not an http:// or https:// URL with a host"));
-    }
-    ok
-}
-
-/// Whether `u`'s host is a loopback address or `localhost` (a test or a
-/// local relay: plain HTTP allowed for Slack, Teams and PagerDuty).
-fn loopback_url(u: &str) -> bool {
-    let rest = u.split_once("://").map_or(u, |(_, r)| r);
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.split_once(']'))
-        .map_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h), |(h, _)| h);
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// `notify`: a URL (weir's JSON), a sink table, or a list of either.
 fn notify(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Vec<Notify> {
     let Some(v) = t.get("notify") else { return Vec::new() };
     let path = t.key_path("notify");
     let one = |ctx: &mut Ctx<'_>, path: String, v: &Value<'_>| -> Option<Notify> {
         if let Some(u) = v.get_ref().as_str() {
-            return webhook_url(ctx, &path, &v.span(), u).then(|| Notify {
+            return http_url(ctx, &path, &v.span(), u).then(|| Notify {
                 url: u.to_string(),
                 format: NotifyFormat::Weir,
                 routing_key_file: None,
@@ -229,7 +187,7 @@ fn notify(ctx: &mut Ctx<'_>, t: &mut Table<'_, '_>) -> Vec<Notify> {
             return None;
         }
         let mut s = Table::from_value(ctx, path.clone(), v)?;
-        let url = s.required_string(ctx, "url").filter(|u| webhook_url(ctx, &s.key_path("url"), &s.span, u));
+        let url = s.required_string(ctx, "url").filter(|u| http_url(ctx, &s.key_path("url"), &s.span, u));
         let format = match s.string(ctx, "format").as_deref() {
             None | Some("weir") => Some(NotifyFormat::Weir),
             Some("slack") => Some(NotifyFormat::Slack),

@@ -147,14 +147,24 @@ pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> (Telemetr
     (out, explicit)
 }
 
-/// `[dns]`: the TTL bounds of backend host names, and name servers.
+/// `[tracing]`: off when absent.
 pub(super) fn tracing(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Tracing> {
     let mut t = top.table(ctx, "tracing")?;
     let endpoint = t.required_string(ctx, "endpoint").map(|e| e.trim_end_matches('/').to_string());
     if let Some(e) = &endpoint {
-        let rest = e.strip_prefix("http://").or_else(|| e.strip_prefix("https://"));
-        if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) {
-            ctx.error(&t.key_path("endpoint"), Some(&t.span), format!("\"{e}\" is not an http:// or https:// URL"));
+        let path = t.key_path("endpoint");
+        match super::split_url(e) {
+            None => ctx.error(
+                &path,
+                Some(&t.span),
+                format!("\"{}\" is not an http:// or https:// URL with a host", super::shown_url(e)),
+            ),
+            Some(p) if p.userinfo || p.rest.contains(['?', '#']) => ctx.error(
+                &path,
+                Some(&t.span),
+                format!("\"{}\": no credentials, query or fragment (the collector's base URL)", super::shown_url(e)),
+            ),
+            Some(_) => {}
         }
     }
     let sample_ratio = match t.number(ctx, "sample_ratio") {
@@ -166,6 +176,7 @@ pub(super) fn tracing(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Trac
         None => 0.01,
     };
     let canary_errors = t.boolean(ctx, "canary_errors").unwrap_or(true);
+    let follow_caller = t.boolean(ctx, "follow_caller").unwrap_or(true);
     let service_name = t.string(ctx, "service_name").unwrap_or_else(|| "weir".to_string());
     if service_name.is_empty() {
         ctx.error(&t.key_path("service_name"), Some(&t.span), "must not be empty");
@@ -180,7 +191,7 @@ pub(super) fn tracing(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Option<Trac
         None => Duration::from_secs(5),
     };
     t.finish(ctx);
-    Some(Tracing { endpoint: endpoint?, sample_ratio, canary_errors, service_name, ca, timeout })
+    Some(Tracing { endpoint: endpoint?, sample_ratio, follow_caller, canary_errors, service_name, ca, timeout })
 }
 
 pub(super) fn webhooks(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Webhooks {
@@ -198,6 +209,7 @@ pub(super) fn webhooks(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Webhooks {
     out
 }
 
+/// `[dns]`: the TTL bounds of backend host names, and name servers.
 pub(super) fn dns(ctx: &mut Ctx<'_>, top: &mut Table<'_, '_>) -> Dns {
     let mut out = Dns::default();
     let Some(mut t) = top.table(ctx, "dns") else { return out };
