@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 /// What `weir ctl` does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -314,8 +313,7 @@ type AdminClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 fn admin_client(ca: Option<&std::path::Path>, https: bool) -> Result<AdminClient, String> {
     let tls = crate::tls::client_with_extra_roots(ca, None, "--ca", https)?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+    Ok(crate::tls::https_client(tls, Duration::from_secs(10)))
 }
 
 async fn request(

@@ -124,6 +124,35 @@ pub(crate) fn acceptor(cfg: &ServerTls, base: Option<&Path>, at: &str) -> Result
     Ok(TlsAcceptor::from(Arc::new(sc)))
 }
 
+/// A pooled HTTP/1.1 client for weir's own outbound calls (webhooks,
+/// PromQL, the OTLP collector, `weir ctl`): plain HTTP or TLS with `tls`
+/// by the URL's scheme, `connect_timeout` per connection, idle connections
+/// kept 30 s.
+pub(crate) fn https_client<B>(
+    tls: ClientConfig,
+    connect_timeout: std::time::Duration,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    B,
+>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(https)
+}
+
 /// A client config trusting the system roots plus the PEM bundle `ca`
 /// (`at` names it in errors): webhook receivers, the OTLP collector and
 /// `weir ctl`'s admin API, where a private CA's server and a public one may

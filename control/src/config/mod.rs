@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use crate::split::Weight;
 
+pub use parse::shown_url;
 pub use rollout::{Gate, GateMetric, Notify, NotifyFormat, OnFailure, Rollout, Stage, Synthetic};
 
 /// Parses and validates a config file's text.

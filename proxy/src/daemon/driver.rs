@@ -182,7 +182,7 @@ fn tick_route(daemon: &Arc<Daemon>, route: &Route, now: u64, telemetry: &Telemet
                     timeout,
                     retry: None,
                 };
-                let shown = super::events::redact(&url);
+                let shown = weir_control::config::shown_url(&url);
                 let (ok, detail) = match sender.send(call).await.answer {
                     Ok((code, _)) if (200..300).contains(&code) => (true, format!("{shown} answered {code}")),
                     Ok((code, _)) => (false, format!("{shown} answered {code}: not advancing")),

@@ -152,20 +152,12 @@ async fn deliver(to: Sink, mut rx: tokio::sync::mpsc::Receiver<Job>) {
 
 fn dead_letter(telemetry: &crate::telemetry::Telemetry, route: &str, sink: &Notify, why: &str) {
     telemetry.notify_deliveries(route, sink.format.as_str(), "dead_letter").increment(1);
-    tracing::warn!(route, format = sink.format.as_str(), "notify {}: not delivered: {why}", redact(&sink.url));
-}
-
-/// A webhook URL for a log line or an audit cause: scheme, host and port
-/// only (Slack's and Teams' URLs carry their secret in the path, a URL may
-/// carry credentials before its host).
-pub(crate) fn redact(url: &str) -> String {
-    match url.parse::<http::Uri>() {
-        Ok(u) => {
-            let port = u.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{}://{}{port}/…", u.scheme_str().unwrap_or("http"), u.host().unwrap_or(""))
-        }
-        Err(_) => "(unparsable URL)".to_string(),
-    }
+    tracing::warn!(
+        route,
+        format = sink.format.as_str(),
+        "notify {}: not delivered: {why}",
+        weir_control::config::shown_url(&sink.url)
+    );
 }
 
 /// Gives an event the wall-clock time it happened at: the engine decides on

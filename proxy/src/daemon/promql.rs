@@ -24,7 +24,6 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 use weir_control::config::{GateMetric, Prometheus, UpstreamTls};
 use weir_control::signal::{self, Signal, Vars};
@@ -257,17 +256,8 @@ fn build_client(prom: &Prometheus, config_path: Option<&Path>) -> Result<PromCli
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth()
     };
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(prom.timeout));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
     Ok(PromClient {
-        client: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https),
+        client: crate::tls::https_client(tls, prom.timeout),
         in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
     })
 }

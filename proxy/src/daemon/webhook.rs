@@ -30,7 +30,6 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use tower::limit::ConcurrencyLimit;
 use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
@@ -107,16 +106,7 @@ impl Sender {
     pub(crate) fn new(settings: &Webhooks, config_path: Option<&Path>, https: bool) -> Result<Sender, String> {
         let tls = crate::tls::client_with_extra_roots(settings.ca.as_deref(), config_path, "webhooks.ca", https)?;
         let ca_digest = ca_digest(settings, config_path);
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        let client = crate::tls::https_client(tls, Duration::from_secs(5));
         if let Some(f) = &settings.secret_file {
             secret(f, config_path)?;
         }

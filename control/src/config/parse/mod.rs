@@ -135,7 +135,7 @@ pub(super) fn split_url(u: &str) -> Option<UrlParts<'_>> {
 /// `u` for an error message: scheme and authority without credentials,
 /// never the path (a Slack or Teams URL carries its secret there, and
 /// errors go to the log).
-pub(super) fn shown_url(u: &str) -> String {
+pub fn shown_url(u: &str) -> String {
     match u.split_once("://") {
         Some((scheme, after)) => {
             let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
