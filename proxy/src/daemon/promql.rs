@@ -203,9 +203,15 @@ async fn query(client: &PromClient, prom: &Prometheus, config: Option<&Path>, q:
             tower::timeout::Timeout::new(client.client.clone(), prom.timeout),
             client.in_flight.clone(),
         );
-        let resp = tower::ServiceExt::oneshot(stack, req)
-            .await
-            .map_err(|e| format!("{}: {}", prom.url, crate::log::error_chain(&*e)))?;
+        // The stack's timeout and the one around the whole query (below)
+        // are the same length: either may fire first; both read alike.
+        let resp = tower::ServiceExt::oneshot(stack, req).await.map_err(|e| {
+            if e.is::<tower::timeout::error::Elapsed>() {
+                format!("no answer within {:?}", prom.timeout)
+            } else {
+                format!("{}: {}", prom.url, crate::log::error_chain(&*e))
+            }
+        })?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
