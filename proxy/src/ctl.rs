@@ -207,7 +207,12 @@ fn status_table(json: &serde_json::Value, route: Option<&str>) -> Result<String,
             return Err(ExitCode::from(EXIT_NO_ROUTE));
         }
     }
-    Ok(table(&routes))
+    // Each rollout in a sentence, under the table (as the dashboard shows it).
+    let said: String = routes
+        .iter()
+        .filter_map(|r| Some(format!("{}: {}\n", r["name"].as_str()?, r["rollout"]["summary"].as_str()?)))
+        .collect();
+    Ok(if said.is_empty() { table(&routes) } else { format!("{}\n{said}", table(&routes)) })
 }
 
 /// `weir ctl status --watch`: the table every `--interval` (at least

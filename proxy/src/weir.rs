@@ -192,6 +192,7 @@ impl Weir {
             admin_failures: Default::default(),
             synthetic_checks: Default::default(),
             signals: Default::default(),
+            history: Default::default(),
             recorder: crate::daemon::recorder::Recorder::start(),
             #[cfg(feature = "fleet")]
             fleet: std::sync::OnceLock::new(),

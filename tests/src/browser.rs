@@ -114,10 +114,22 @@ impl Browser {
         self.call("Page.navigate", serde_json::json!({ "url": url })).await;
     }
 
-    /// Saves a PNG screenshot of the page.
+    /// Saves a PNG screenshot of the page (what the window shows).
     pub async fn screenshot(&mut self, path: &std::path::Path) {
+        self.capture(path, serde_json::json!({ "format": "png" })).await;
+    }
+
+    /// Saves a PNG screenshot of the whole page, below the window too.
+    pub async fn screenshot_full(&mut self, path: &std::path::Path) {
+        let m = self.call("Page.getLayoutMetrics", serde_json::json!({})).await;
+        let size = &m["cssContentSize"];
+        let clip = serde_json::json!({ "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1 });
+        self.capture(path, serde_json::json!({ "format": "png", "captureBeyondViewport": true, "clip": clip })).await;
+    }
+
+    async fn capture(&mut self, path: &std::path::Path, params: serde_json::Value) {
         use base64::Engine;
-        let r = self.call("Page.captureScreenshot", serde_json::json!({ "format": "png" })).await;
+        let r = self.call("Page.captureScreenshot", params).await;
         let png = base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().unwrap()).unwrap();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).unwrap();

@@ -39,6 +39,7 @@
 
 pub mod lifecycle;
 pub mod persisted;
+mod summary;
 
 use serde::{Deserialize, Serialize};
 

@@ -750,3 +750,47 @@ fn one_failing_reading_counts_once() {
     tick_with_signal(&mut e, 9 * S, &w, &[again]);
     assert_eq!(e.state().phase, Phase::RolledBack, "two failing readings: failure_threshold = 2");
 }
+
+/// The sentence `weir ctl status` and the dashboard show, through a
+/// rollout's life: what happens and what comes next, with its time.
+#[test]
+fn the_summary_says_what_happens_and_what_comes_next() {
+    let mut e = Engine::new(plan(vec![stage(5, 60, 100), stage(100, 30, 10)], vec![error_gate(0.05)]), ctx(), 0).0;
+    let say = |e: &Engine, now: u64| e.summary(now, None);
+    // Inconclusive (below min_samples 20).
+    e.tick(S, &win(5, 0), &win(5, 0));
+    let s = say(&e, S);
+    assert!(s.contains("Gathering evidence at stage 1 of 2, canary v2 at 5%"), "{s}");
+    assert!(s.contains("error_rate inconclusive after 5 canary requests"), "{s}");
+    assert!(s.contains("moves to 100%") && s.contains("pauses in 59 s"), "{s}");
+    // Passing on 500 requests in 10 s: the bake (50 s more) is the wait.
+    e.tick(10 * S, &win(500, 0), &win(500, 0));
+    let s = say(&e, 10 * S);
+    assert!(
+        s.contains("Every gate passes") && s.contains("in about 50 s if they keep passing (10 s of 1 min bake)"),
+        "{s}"
+    );
+    // One failing check of two: trending to rollback, one more to go.
+    e.tick(11 * S, &win(100, 20), &win(100, 0));
+    let s = say(&e, 11 * S);
+    assert!(
+        s.starts_with("Trending to rollback") && s.contains("1 of 2 checks in a row; weir rolls back after 1 more"),
+        "{s}"
+    );
+    // Paused by hand.
+    e.pause(12 * S).unwrap();
+    let s = e.summary(15 * S, Some("paused by hand"));
+    assert!(s.starts_with("Paused at stage 1 of 2") && s.contains("for 3 s (paused by hand)"), "{s}");
+    // Resumed; passes on to 100 %, promotes after its bake.
+    e.resume(20 * S).unwrap();
+    e.tick(80 * S, &win(200, 0), &win(200, 0));
+    e.tick(111 * S, &win(200, 0), &win(200, 0));
+    assert_eq!(e.state().phase, Phase::Promoted, "{:?}", e.state());
+    let s = say(&e, 121 * S);
+    assert!(s.contains("Promoted: canary v2 serves every request; the gates watch it 20 s more"), "{s}");
+    let s = say(&e, 200 * S);
+    assert!(s.starts_with("Promoted 1 min 29 s ago") && s.contains("the rollout is over"), "{s}");
+    // Aborted.
+    e.abort(201 * S).unwrap();
+    assert!(say(&e, 205 * S).starts_with("Aborted by hand 4 s ago"));
+}

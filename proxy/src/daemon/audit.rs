@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::behind::{Behind, Counters, Mode, Problem};
 
 use weir_control::config::AccessLog as Dest;
-use weir_control::rollout::Event;
+use weir_control::rollout::{Event, EventKind};
 
 /// Events kept in memory.
 const KEEP: usize = 2000;
@@ -25,9 +25,17 @@ const WAIT: Duration = Duration::from_millis(100);
 /// Where audit events go. Locks here are taken once per event, never on
 /// the request path.
 pub(crate) struct Audit {
-    ring: Mutex<VecDeque<Event>>,
+    ring: Mutex<Ring>,
     live: tokio::sync::broadcast::Sender<Event>,
     out: Option<Behind>,
+}
+
+/// The events kept, and how many were ever recorded (the number of the
+/// next one: a poll asks for those from a number on).
+#[derive(Default)]
+struct Ring {
+    events: VecDeque<Event>,
+    recorded: u64,
 }
 
 impl std::fmt::Debug for Audit {
@@ -61,7 +69,7 @@ impl Audit {
             }
         };
         let (live, _) = tokio::sync::broadcast::channel(1024);
-        Ok(Audit { ring: Mutex::new(VecDeque::new()), live, out })
+        Ok(Audit { ring: Mutex::new(Ring::default()), live, out })
     }
 
     /// The audit file's current run of failed writes, if any, with the
@@ -97,10 +105,11 @@ impl Audit {
             }
         }
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        if ring.len() == KEEP {
-            ring.pop_front();
+        if ring.events.len() == KEEP {
+            ring.events.pop_front();
         }
-        ring.push_back(ev.clone());
+        ring.events.push_back(ev.clone());
+        ring.recorded += 1;
         drop(ring);
         let _ = self.live.send(ev);
     }
@@ -113,6 +122,22 @@ impl Audit {
     /// The events kept in memory, oldest first (optionally of one route).
     pub(crate) fn events(&self, route: Option<&str>) -> Vec<Event> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter().filter(|e| route.is_none_or(|r| e.route == r)).cloned().collect()
+        ring.events.iter().filter(|e| route.is_none_or(|r| e.route == r)).cloned().collect()
+    }
+
+    /// The cause of route `route`'s latest transition (not an evaluation).
+    pub(crate) fn last_cause(&self, route: &str) -> Option<String> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ev = ring.events.iter().rev().find(|e| e.route == route && e.kind != EventKind::Evaluated)?;
+        Some(ev.cause.clone())
+    }
+
+    /// The events numbered `from` on that are still kept (the first event
+    /// recorded is number 0), and the number of the next one.
+    pub(crate) fn events_from(&self, from: u64) -> (Vec<Event>, u64) {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let first = ring.recorded - ring.events.len() as u64;
+        let skip = from.saturating_sub(first).min(ring.events.len() as u64) as usize;
+        (ring.events.iter().skip(skip).cloned().collect(), ring.recorded)
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct Daemon {
     pub(crate) synthetic_checks: SyntheticChecks,
     /// The latest reading of each `promql` gate.
     pub(crate) signals: super::signals::Signals,
+    /// Each rollout's numbers for the dashboard's charts.
+    pub(crate) history: super::history::History,
     /// `[recording]`'s writer.
     pub(crate) recorder: super::recorder::Recorder,
     /// Fleet mode: this replica in the fleet (set once at start).

@@ -34,6 +34,7 @@ mod driver;
 pub(crate) mod events;
 #[cfg(feature = "fleet")]
 pub(crate) mod fleet;
+mod history;
 mod ofrep;
 pub(crate) mod persist;
 mod promql;
@@ -74,7 +75,7 @@ pub(crate) fn start(
         thread.spawn(ofrep::serve(daemon.clone(), ofrep, shutdown.clone(), tracker.clone()));
     }
     thread.spawn(admin::serve(daemon.clone(), admin, shutdown.clone(), tracker));
-    thread.spawn(ticker::run(daemon.dp.clone(), shutdown.clone()));
+    thread.spawn(ticker::run(daemon.clone(), shutdown.clone()));
     #[cfg(feature = "fleet")]
     if let Some(node) = daemon.fleet.get() {
         // The fleet's leader decides; this replica serves what it commits.

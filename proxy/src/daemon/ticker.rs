@@ -3,27 +3,41 @@
 //! idle upstream connections past `timeouts.upstream_idle` (or closed by
 //! the upstream), count the connections discarded for the upstream's fault
 //! (`weir_upstream_connections_discarded_total`), and say when the access
-//! log dropped lines.
+//! log dropped lines; record each rollout's second for the dashboard
+//! (`history.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::clock::Periodic;
-use crate::dataplane::DataPlane;
+use super::context::Daemon;
+use super::history::numbers;
+use crate::clock::{engine_ms, Periodic};
 use crate::upstream::Discard;
 
 /// Runs until shutdown.
-pub(crate) async fn run(dp: Arc<DataPlane>, shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) {
+    let dp = &daemon.dp;
     let mut clock = Periodic::new(Duration::from_secs(1), shutdown);
     while clock.tick().await {
         let snap = dp.load_full();
         dp.telemetry.rotate_all();
         dp.faults.expire();
+        let (sec, keep, now) = (dp.telemetry.now_sec(), snap.config.telemetry.keep_secs(), engine_ms());
+        let mut rollouts = std::collections::HashSet::new();
         for r in snap.routes.routes() {
             r.publish_weight();
+            if let Some(engine) = r.state.engine().as_ref() {
+                rollouts.insert(&*r.name);
+                let side = |s: Option<&crate::telemetry::BackendStats>| {
+                    s.map_or([None; 4], |s| numbers(&s.last_second(sec, keep)))
+                };
+                let (canary, stable) = r.both_stats();
+                daemon.history.record(&r.name, engine, [side(stable), side(canary)], now);
+            }
         }
+        daemon.history.retain(|name| rollouts.contains(name));
         // Idle upstream connections of weir's own client past upstream_idle
         // (or closed by the upstream).
         for b in &snap.backends {

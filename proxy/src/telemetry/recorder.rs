@@ -332,12 +332,22 @@ impl BackendStats {
     /// [`BackendStats::window`], of the slots after the [`BackendStats::cut`]
     /// that returned `mark` only.
     pub fn window_from(&self, now_sec: u64, span_secs: u64, mark: u64, keep_secs: u64) -> Window {
+        self.merged(now_sec, span_secs, keep_secs, |s| s.sec + span_secs > now_sec && s.seq >= mark)
+    }
+
+    /// The merged data of the last second that is over (`now_sec - 1`):
+    /// whole, unlike the current one.
+    pub fn last_second(&self, now_sec: u64, keep_secs: u64) -> Window {
+        self.merged(now_sec, 1, keep_secs, |s| s.sec + 1 == now_sec)
+    }
+
+    fn merged(&self, now_sec: u64, span_secs: u64, keep_secs: u64, keep: impl Fn(&Slot) -> bool) -> Window {
         self.rotate(now_sec, keep_secs);
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let mut counts = Counts::default();
         let mut dense = vec![0u64; bucket::COUNT];
         let mut seconds = Vec::new();
-        for slot in ring.slots.iter().filter(|s| s.sec + span_secs > now_sec && s.seq >= mark) {
+        for slot in ring.slots.iter().filter(|s| keep(s)) {
             counts.add(&slot.counts);
             add_sparse(&mut dense, &slot.buckets);
             if slot.counts.total() > 0 {

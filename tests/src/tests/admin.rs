@@ -162,7 +162,14 @@ async fn weir_ctl_drives_a_running_weir() {
     let (code, out, err) = ctl(admin, &["pause", "web"], Some(TOKEN));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("progressing -> paused"), "{out}");
-    assert!(ctl(admin, &["status", "web"], None).1.contains("paused"));
+    // Under the table, the rollout in a sentence (the dashboard's too).
+    let (_, out, _) = ctl(admin, &["status", "web"], None);
+    let said = out.lines().find(|l| l.starts_with("web: ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        said.starts_with("web: Paused at stage 1 of 3, canary v2 at 10%") && said.contains("(paused by hand)"),
+        "{out}"
+    );
+    assert!(said.contains("weir waits for a resume"), "{out}");
     assert_eq!(ctl(admin, &["pause", "web", "--token", TOKEN], None).0, 1, "already paused: refused");
     let file = token_file.to_str().unwrap();
     assert_eq!(ctl(admin, &["resume", "web", "--token-file", file], None).0, 0);
@@ -171,7 +178,8 @@ async fn weir_ctl_drives_a_running_weir() {
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(json["routes"].as_array().unwrap().iter().any(|r| r["name"] == "web" && r["weight"] == 50.0), "{json}");
     assert_eq!(ctl(admin, &["abort", "web"], Some(TOKEN)).0, 0);
-    assert!(ctl(admin, &["status", "web"], None).1.contains("aborted"));
+    let (_, out, _) = ctl(admin, &["status", "web"], None);
+    assert!(out.contains("aborted") && out.contains("\nweb: Aborted by hand"), "{out}");
 
     // The audit trail shows each manual action.
     let (_, events) = get(&client(), &format!("http://{admin}/api/v1/events?route=web"), &[]).await;

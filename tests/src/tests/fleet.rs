@@ -384,6 +384,17 @@ async fn a_replica_on_another_config_serves_stable_and_is_not_counted() {
     b.navigate(&format!("http://{}/", f.replica(2).admin_addr)).await;
     b.wait_for("document.querySelectorAll('#fleet tr[data-member]').length === 3", Duration::from_secs(15)).await;
     assert_eq!(b.eval("document.getElementById('fleet').hidden").await, false);
+    // Each member's share of the requests it reported: all of them add up.
+    let shares =
+        b.eval("[...document.querySelectorAll('#fleet td[data-field=share]')].map(t => t.textContent).join(',')").await;
+    let shares: Vec<&str> = shares.as_str().unwrap().split(',').collect();
+    assert_eq!(shares.len(), 3, "{shares:?}");
+    if shares.iter().all(|s| s.ends_with('%')) {
+        let sum: f64 = shares.iter().map(|s| s.trim_end_matches('%').parse::<f64>().unwrap()).sum();
+        assert!((98.0..=102.0).contains(&sum), "{shares:?}");
+    } else {
+        assert!(shares.iter().all(|s| *s == "–"), "no requests reported, no shares: {shares:?}");
+    }
     let marked = b.eval("document.querySelector('#fleet td.leader')?.textContent").await;
     assert!(marked.as_str().is_some_and(|t| t.starts_with(&format!("r{leader} (leader)"))), "{marked}");
     let card = b.eval("document.getElementById('fleet').textContent").await;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
+use weir_control::rollout::Phase;
 use weir_control::sample::Window;
 use weir_control::split::Side;
 
@@ -50,16 +51,23 @@ pub(super) fn routes(daemon: &Daemon, window: Option<String>) -> serde_json::Val
             };
             let rollout = r.state.engine().as_ref().map(|e| {
                 let st = e.state();
+                let now = crate::clock::engine_ms();
+                // Only a pause or an end has a cause worth repeating.
+                let cause = match st.phase {
+                    Phase::Paused | Phase::RolledBack => daemon.audit.last_cause(&r.name),
+                    _ => None,
+                };
                 serde_json::json!({
+                    "summary": e.summary(now, cause.as_deref()),
                     "state": st.phase.as_str(),
                     "stage": st.stage,
                     "stages": e.plan().stages.iter().map(|s| s.weight.percent()).collect::<Vec<_>>(),
                     "since_ms": st.since_ms,
                     "started_ms": e.started_ms(),
-                    "age_ms": crate::clock::engine_ms().saturating_sub(e.started_ms()),
+                    "age_ms": now.saturating_sub(e.started_ms()),
                     // Whether the gates still judge the canary (false once a
                     // promotion's bake is over, or after a rollback).
-                    "judging": e.judging(crate::clock::engine_ms()),
+                    "judging": e.judging(now),
                     "warming_until_ms": e.warming_until(),
                     "consecutive_failures": st.consecutive_failures,
                     "failure_threshold": e.plan().failure_threshold,
@@ -76,6 +84,25 @@ pub(super) fn routes(daemon: &Daemon, window: Option<String>) -> serde_json::Val
         })
         .collect();
     serde_json::json!({ "window_secs": secs, "routes": list })
+}
+
+/// `GET /api/v1/dashboard?since=S&events=N`: everything the dashboard
+/// shows, in its one poll a second: the routes (as `GET /api/v1/routes`),
+/// the fleet (`null` without fleet mode), the audit events numbered `N` on
+/// and the charts' points changed after `S` (see `history.rs`); the
+/// answer's `events.next` and `history.seq` are the next poll's `N` and `S`.
+pub(super) fn dashboard(daemon: &Daemon, since: Option<String>, events: Option<String>) -> serde_json::Value {
+    let number = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (list, next) = daemon.audit.events_from(number(events));
+    #[cfg(feature = "fleet")]
+    let fleet = daemon.fleet.get().map(|node| crate::daemon::fleet::view(node));
+    #[cfg(not(feature = "fleet"))]
+    let fleet: Option<serde_json::Value> = None;
+    let mut out = routes(daemon, None);
+    out["fleet"] = serde_json::json!(fleet);
+    out["events"] = serde_json::json!({ "list": list, "next": next });
+    out["history"] = daemon.history.since(number(since));
+    out
 }
 
 /// Runs a manual action and answers with its audit event.

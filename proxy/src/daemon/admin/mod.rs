@@ -7,6 +7,7 @@
 //! | `GET /metrics` | Prometheus exposition |
 //! | `GET /api/v1/routes` | routes, weights, rollouts, verdicts, live numbers |
 //! | `GET /api/v1/events[?route=R]` | the audit trail |
+//! | `GET /api/v1/dashboard?since=S&events=N` | the dashboard's one poll: routes, fleet, new events, chart points |
 //! | `POST /api/v1/routes/{name}/pause\|resume\|promote\|abort` | manual control (bearer token when configured); `promote?full=true` goes straight to 100 % |
 //! | `GET /` | the live dashboard |
 
@@ -153,6 +154,9 @@ async fn route(daemon: &Arc<Daemon>, peer: SocketAddr, tls: bool, req: Request<I
         (&Method::GET, "/api/v1/events") => {
             let route = query(&req, "route");
             json(StatusCode::OK, &serde_json::json!({ "events": daemon.audit.events(route.as_deref()) }))
+        }
+        (&Method::GET, "/api/v1/dashboard") => {
+            json(StatusCode::OK, &api::dashboard(daemon, query(&req, "since"), query(&req, "events")))
         }
         (&Method::GET, "/api/v1/backends") => json(StatusCode::OK, &api::backends(&daemon.dp)),
         (&Method::GET, "/api/v1/fleet") => api::fleet(daemon),
