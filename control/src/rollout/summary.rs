@@ -11,7 +11,7 @@ fn span(ms: u64) -> String {
     let s = ms.div_ceil(1000);
     match s {
         0..60 => format!("{s} s"),
-        60..3600 if s % 60 == 0 => format!("{} min", s / 60),
+        60..3600 if s.is_multiple_of(60) => format!("{} min", s / 60),
         60..3600 => format!("{} min {} s", s / 60, s % 60),
         _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
@@ -37,7 +37,8 @@ impl Engine {
         let weight = self.weight();
         let canary = self.ctx.canary_version.as_deref().map_or(String::from("the canary"), |v| format!("canary {v}"));
         let at = format!("stage {} of {stages}, {canary} at {weight}", st.stage + 1);
-        let since = span(self.window_ms(now_ms));
+        // Since the transition itself (a restart does not move it).
+        let since = span(now_ms.saturating_sub(st.since_ms));
         let why = last_cause.map(|c| format!(" ({c})")).unwrap_or_default();
         match st.phase {
             Phase::Paused => format!(
@@ -83,11 +84,14 @@ impl Engine {
             acting.iter().filter(|v| v.verdict == Verdict::Inconclusive).map(|v| v.gate.as_str()).collect();
         let elapsed = self.window_ms(now_ms);
         let deadline_left = span(self.deadline_ms().saturating_sub(elapsed));
-        let next = self
+        let mut next = self
             .plan
             .stages
             .get(self.state.stage + 1)
             .map_or(String::from("promotes it"), |s| format!("moves to {}", s.weight));
+        if self.plan.pre_stage.is_some() {
+            next = format!("asks the pre_stage webhook and, if it approves, {next}");
+        }
         if self.stable_degraded {
             return format!(
                 "Holding at {at}: stable is failing too, so the canary is neither blamed nor passed; \
@@ -96,7 +100,16 @@ impl Engine {
             );
         }
         if !failing.is_empty() {
-            let k = self.state.consecutive_failures.max(1);
+            if self.weight() == crate::split::Weight::FULL {
+                // No stable share to hold at: the engine falls back at once.
+                return format!(
+                    "Failing at {at}: {} failing; at full weight weir rolls back at the next failing check.",
+                    list(&failing)
+                );
+            }
+            // Failing verdicts not counted (yet) read 0 here: an outside
+            // reading counts once, and a resume starts the count again.
+            let k = self.state.consecutive_failures;
             let n = self.plan.failure_threshold;
             let then = action(self.plan.on_failure);
             return if k >= n {
@@ -112,6 +125,8 @@ impl Engine {
             };
         }
         let stage = &self.plan.stages[self.state.stage];
+        // The gates' own count; the engine's also has the stage's synthetic
+        // and shadow requests (an outside signal's gate counts none).
         let samples = acting.iter().map(|v| v.canary_samples).max().unwrap_or(0);
         let bake_left = (stage.bake.as_millis() as u64).saturating_sub(elapsed);
         let need = stage.min_requests.max(1).saturating_sub(samples);
@@ -135,7 +150,15 @@ impl Engine {
         match requests_left {
             Some(req) => {
                 let left = bake_left.max(req);
-                if left == 0 {
+                let deadline_ms = self.deadline_ms().saturating_sub(elapsed);
+                if left > deadline_ms {
+                    format!(
+                        "Every gate passes at {at}, but at this traffic the stage needs about {} more and its \
+                         deadline is in {deadline_left}: weir {} then unless it is ready.",
+                        span(left),
+                        action(self.plan.on_hold)
+                    )
+                } else if left == 0 {
                     format!("Every gate passes at {at}: weir {next} at the next check.")
                 } else {
                     let bake = stage.bake.as_millis() as u64;
@@ -154,8 +177,9 @@ impl Engine {
                 }
             }
             None => format!(
-                "Every gate passes at {at} but the canary has no traffic: weir {next} after {} more requests.",
-                need
+                "Every gate passes at {at}: weir {next} once the stage has {} requests and its bake ({}) is over.",
+                stage.min_requests.max(1),
+                span(stage.bake.as_millis() as u64)
             ),
         }
     }

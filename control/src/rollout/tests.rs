@@ -794,3 +794,24 @@ fn the_summary_says_what_happens_and_what_comes_next() {
     e.abort(201 * S).unwrap();
     assert!(say(&e, 205 * S).starts_with("Aborted by hand 4 s ago"));
 }
+
+/// The summary's corner cases: a failing gate at full weight rolls back
+/// at once whatever on_failure says; a restart does not move "ago".
+#[test]
+fn the_summary_at_full_weight_and_after_a_restart() {
+    let mut p = plan(vec![stage(100, 10, 10)], vec![error_gate(0.05)]);
+    p.on_failure = OnFailure::Pause;
+    let mut e = Engine::new(p, ctx(), 0).0;
+    e.tick(S, &win(5, 0), &win(5, 0));
+    // An inconclusive first tick, then a failing one at 100 %: the engine
+    // rolls back at once, so the summary never promises a pause.
+    let mut probe = e.clone();
+    probe.state.verdicts[0].verdict = Verdict::Fail;
+    let s = probe.summary(2 * S, None);
+    assert!(s.contains("at full weight weir rolls back at the next failing check"), "{s}");
+    e.abort(3 * S).unwrap();
+    let state = e.state().clone();
+    let (restored, _) = Engine::restore(e.plan().clone(), ctx(), state, 100 * S).unwrap();
+    let s = restored.summary(101 * S, None);
+    assert!(s.starts_with("Aborted by hand 1 min 38 s ago"), "{s}");
+}

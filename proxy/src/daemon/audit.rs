@@ -125,10 +125,11 @@ impl Audit {
         ring.events.iter().filter(|e| route.is_none_or(|r| e.route == r)).cloned().collect()
     }
 
-    /// The cause of route `route`'s latest transition (not an evaluation).
+    /// The cause of route `route`'s latest pause or rollback.
     pub(crate) fn last_cause(&self, route: &str) -> Option<String> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let ev = ring.events.iter().rev().find(|e| e.route == route && e.kind != EventKind::Evaluated)?;
+        let held = |k: EventKind| matches!(k, EventKind::Paused | EventKind::RolledBack);
+        let ev = ring.events.iter().rev().find(|e| e.route == route && held(e.kind))?;
         Some(ev.cause.clone())
     }
 
@@ -137,6 +138,9 @@ impl Audit {
     pub(crate) fn events_from(&self, from: u64) -> (Vec<Event>, u64) {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let first = ring.recorded - ring.events.len() as u64;
+        // Past the last number: a poll from before a restart (or from
+        // another replica) gets every event kept.
+        let from = if from > ring.recorded { 0 } else { from };
         let skip = from.saturating_sub(first).min(ring.events.len() as u64) as usize;
         (ring.events.iter().skip(skip).cloned().collect(), ring.recorded)
     }

@@ -26,6 +26,11 @@ pub(crate) fn emit(daemon: &Daemon, route: &Route, events: Vec<Event>) {
 pub(crate) fn record(daemon: &Daemon, events: Vec<Event>) {
     for ev in events {
         daemon.dp.telemetry.rollout_event(&ev);
+        if ev.kind != weir_control::rollout::EventKind::Evaluated {
+            // The verdicts that decided a transition: the stage's last
+            // ones (the next stage starts without any).
+            daemon.history.decided(&ev.route, &ev.verdicts);
+        }
         super::recording::event(daemon, &ev);
         daemon.audit.record(ev);
     }

@@ -63,6 +63,8 @@ struct Track {
     /// Restarted or merged at this change: a poll from before it gets
     /// the whole track.
     reset_seq: u64,
+    /// The telemetry second last recorded.
+    last_sec: u64,
     /// Each gate's name and metric, in the plan's order.
     gates: Vec<(String, String)>,
     points: Vec<Point>,
@@ -117,9 +119,17 @@ fn merge(a: &Point, b: &Point, seq: u64) -> Point {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, y) => x.or(y),
     };
+    // The error rate per request, not per second.
+    let errors = |x: &SideNumbers, y: &SideNumbers| match (x[1], y[1]) {
+        (Some(ex), Some(ey)) => {
+            let (nx, ny) = (x[0].unwrap_or(0.0) * wa, y[0].unwrap_or(0.0) * wb);
+            Some(if nx + ny > 0.0 { round((ex * nx + ey * ny) / (nx + ny)) } else { 0.0 })
+        }
+        (ex, ey) => ex.or(ey),
+    };
     let side = |i: usize| -> SideNumbers {
         let (x, y) = (&a.sides[i], &b.sides[i]);
-        [mean(x[0], y[0]), mean(x[1], y[1]), mean(x[2], y[2]), worst(x[3], y[3])]
+        [mean(x[0], y[0]), errors(x, y), mean(x[2], y[2]), worst(x[3], y[3])]
     };
     Point {
         seq,
@@ -137,25 +147,38 @@ impl History {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records route `name`'s second ending at `now_ms` (engine clock):
-    /// `sides` are stable's and the canary's numbers.
-    pub(crate) fn record(&self, name: &Arc<str>, engine: &Engine, sides: [SideNumbers; 2], now_ms: u64) {
+    /// Records route `name`'s second `sec` (the telemetry's), which ended
+    /// at `now_ms` (engine clock): `sides` are stable's and the canary's
+    /// numbers. A second already recorded is not recorded again.
+    pub(crate) fn record(&self, name: &Arc<str>, engine: &Engine, sides: [SideNumbers; 2], sec: u64, now_ms: u64) {
         let mut inner = self.lock();
         inner.seq += 1;
         let seq = inner.seq;
-        let started = engine.started_ms();
         let track = inner.tracks.entry(name.clone()).or_insert_with(|| Track {
             started_ms: u64::MAX,
             step_ms: 1000,
             reset_seq: seq,
+            last_sec: 0,
             gates: Vec::new(),
             points: Vec::new(),
         });
+        if track.last_sec == sec {
+            return;
+        }
+        track.last_sec = sec;
+        // A state kept from before start times were saved has none: its
+        // last transition stands in, and must not restart the track at
+        // every transition.
+        let started = match engine.state().started_ms {
+            0 if track.started_ms != u64::MAX => track.started_ms,
+            _ => engine.started_ms(),
+        };
         if track.started_ms != started {
             *track = Track {
                 started_ms: started,
                 step_ms: 1000,
                 reset_seq: seq,
+                last_sec: sec,
                 gates: engine.plan().gates.iter().map(|g| (g.name.clone(), g.metric.name())).collect(),
                 points: Vec::new(),
             };
@@ -190,6 +213,23 @@ impl History {
         }
     }
 
+    /// A transition of route `name` was decided on `verdicts`: they are its
+    /// latest point's (a tick between two of the ticker's seconds may have
+    /// decided on verdicts no point recorded; after the transition the
+    /// engine has none until its next tick).
+    pub(crate) fn decided(&self, name: &str, verdicts: &[GateResult]) {
+        if verdicts.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let seq = inner.seq;
+        if let Some(last) = inner.tracks.get_mut(name).and_then(|t| t.points.last_mut()) {
+            last.gates = verdicts.iter().map(gate_point).collect();
+            last.seq = seq;
+        }
+    }
+
     /// Forgets the tracks of routes `keep` does not name (gone, or without
     /// a rollout).
     pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
@@ -203,7 +243,9 @@ impl History {
             .tracks
             .iter()
             .map(|(name, t)| {
-                let full = t.reset_seq > since;
+                // Past the last change: a poll from before a restart (or
+                // another replica's numbers) gets the whole track.
+                let full = t.reset_seq > since || since > inner.seq;
                 let points: Vec<Value> = t
                     .points
                     .iter()
@@ -292,7 +334,7 @@ gates = [{ metric = "error_rate", max = 0.05 }, { metric = "latency_p99", max = 
             let now = start + s * 1000;
             let (c, st) = (window(100 * s, s / 2), window(900 * s, 9 * s / 2));
             e.tick(now, &c, &st);
-            h.record(&name, &e, [numbers(&window(900, 4)), numbers(&window(100, 1))], now);
+            h.record(&name, &e, [numbers(&window(900, 4)), numbers(&window(100, 1))], s, now);
             if s == 3599 {
                 seq = h.since(0)["seq"].as_u64().unwrap();
             }
@@ -311,9 +353,12 @@ gates = [{ metric = "error_rate", max = 0.05 }, { metric = "latency_p99", max = 
         println!("an hour: {} points, first poll {size} bytes, next poll {last_poll} bytes", points.len());
         assert!(size < 96 * 1024, "first poll {size} bytes");
         assert!(last_poll < 1024, "next poll {last_poll} bytes");
+        // A poll numbered past the last change (from before a restart of
+        // weir, or another replica's) gets the whole track.
+        assert_eq!(h.since(seq + 1_000_000)["tracks"]["web"]["full"], true);
         // A new attempt of the rollout starts a new track.
         let e2 = engine(start + 4_000_000);
-        h.record(&name, &e2, [[None; 4]; 2], start + 4_001_000);
+        h.record(&name, &e2, [[None; 4]; 2], 4001, start + 4_001_000);
         let t = &h.since(seq)["tracks"]["web"];
         assert_eq!((t["full"].as_bool(), t["points"].as_array().unwrap().len()), (Some(true), 1));
         // A route without a rollout any more is forgotten.

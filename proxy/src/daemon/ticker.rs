@@ -13,6 +13,8 @@ use tokio::sync::watch;
 
 use super::context::Daemon;
 use super::history::numbers;
+use weir_control::rollout::Phase;
+
 use crate::clock::{engine_ms, Periodic};
 use crate::upstream::Discard;
 
@@ -30,11 +32,18 @@ pub(crate) async fn run(daemon: Arc<Daemon>, shutdown: watch::Receiver<bool>) {
             r.publish_weight();
             if let Some(engine) = r.state.engine().as_ref() {
                 rollouts.insert(&*r.name);
+                // Over (rolled back, aborted, promoted and baked): the
+                // chart ends there instead of merging the rollout away.
+                let over = matches!(engine.state().phase, Phase::RolledBack | Phase::Aborted)
+                    || (engine.state().phase == Phase::Promoted && !engine.judging(now));
+                if over {
+                    continue;
+                }
                 let side = |s: Option<&crate::telemetry::BackendStats>| {
                     s.map_or([None; 4], |s| numbers(&s.last_second(sec, keep)))
                 };
                 let (canary, stable) = r.both_stats();
-                daemon.history.record(&r.name, engine, [side(stable), side(canary)], now);
+                daemon.history.record(&r.name, engine, [side(stable), side(canary)], sec, now);
             }
         }
         daemon.history.retain(|name| rollouts.contains(name));

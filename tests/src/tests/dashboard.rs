@@ -124,9 +124,9 @@ gates = [{ metric = \"error_rate\", max = 0.1, min_samples = 20 }]\n\
     let points = |chart: &str, series: &str| {
         format!("(document.querySelector('[data-chart={chart}] polyline.{series}')?.getAttribute('points') || '').split(' ').filter(Boolean).length")
     };
-    // Three seconds of healthy traffic, charted for both backends.
+    // Five seconds of healthy traffic, charted for both backends.
     b.wait_for(
-        &format!("{} >= 3 && {} >= 3", points("rps", "s-stable"), points("rps", "s-canary")),
+        &format!("{} >= 5 && {} >= 5", points("rps", "s-stable"), points("rps", "s-canary")),
         Duration::from_secs(20),
     )
     .await;
@@ -139,9 +139,10 @@ gates = [{ metric = \"error_rate\", max = 0.1, min_samples = 20 }]\n\
         "{said}"
     );
 
-    // The canary degrades: 40 % of its requests fail from now.
+    // The canary degrades: 20 % of its requests fail from now (the
+    // stage's rate reaches the limit of 10 % after about as long again).
     let fault = Request::post(format!("http://{admin}/api/v1/backends/canary/fault"))
-        .body(Full::new(Bytes::from_static(br#"{"abort_status": 500, "abort_percent": 40, "duration": "60s"}"#)))
+        .body(Full::new(Bytes::from_static(br#"{"abort_status": 500, "abort_percent": 20, "duration": "60s"}"#)))
         .unwrap();
     assert_eq!(client().request(fault).await.unwrap().status(), 200);
     // The evidence view climbs towards the limit as the stage's error

@@ -174,8 +174,11 @@ impl Pool {
     /// within a second, not at the next checkout or `max_idle` later. The
     /// others keep their order.
     pub(crate) fn sweep(&self, max_idle: Duration) {
-        let _sweeping = self.sweeping.lock().unwrap_or_else(PoisonError::into_inner);
+        let sweeping = self.sweeping.lock().unwrap_or_else(PoisonError::into_inner);
         let now = coarse_ms();
+        // Closed once the lock is let go: a checkout waiting on it waits
+        // for no close(2).
+        let mut closing = Vec::new();
         for queue in [&self.hot, &self.idle] {
             for _ in 0..queue.len() {
                 let Some(idle) = queue.pop() else { break };
@@ -185,9 +188,13 @@ impl Pool {
                     if let Err(idle) = queue.push(idle) {
                         let _ = self.idle.push(idle);
                     }
+                } else {
+                    closing.push(idle);
                 }
             }
         }
+        drop(sweeping);
+        drop(closing);
     }
 
     /// The address is no longer served: closes the idle connections, and
