@@ -280,6 +280,12 @@ async fn send_hyper(
             tracing::debug!(route, backend = %backend, kind = kind.as_str(), "upstream error: {e:#}");
             Err(ProxyError::Upstream(kind))
         }
+        // RFC 9110 §15: 600–999 are not HTTP statuses; hyper's parser
+        // takes any three digits.
+        Ok(Ok(resp)) if resp.status().as_u16() >= 600 => {
+            tracing::debug!(route = leg.route, backend = %leg.backend.name, status = resp.status().as_u16(), "upstream answered a status outside 100-599");
+            Err(ProxyError::Upstream(UpstreamErrorKind::Protocol))
+        }
         Ok(Ok(resp)) => Ok(resp.map(|b| FromUpstream::Hyper(b, Gap::new(read_timeout)))),
     }
 }

@@ -61,6 +61,8 @@ fn script(head: &str) -> (&'static [u8], bool) {
             (b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)
         }
         "/empty" => (b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n", false),
+        // Not an HTTP status (RFC 9110 §15: 100–599 only).
+        "/status-803" => (b"HTTP/1.1 803 \r\ncontent-length: 2\r\n\r\nok", false),
         // 3 bytes of 10, then nothing (the connection stays open).
         "/stall" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", false),
         "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil close", true),
@@ -506,4 +508,22 @@ async fn a_body_that_stops_is_cut_at_upstream_read_even_before_the_head_deadline
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut got)).await;
     assert!(read.is_err(), "cut with upstream_read = 0s: {:?}", String::from_utf8_lossy(&got));
+}
+
+/// An upstream status outside 100–599 (RFC 9110 §15: not an HTTP status)
+/// is a bad answer, never relayed: 502, through weir's own client (no
+/// body) and hyper's (a body). Found by the `upstream` fuzz target.
+#[tokio::test]
+async fn a_status_outside_100_to_599_is_a_bad_gateway() {
+    let up = Scripted::start().await;
+    let w = weir_before(&up, "").await;
+    let c = client();
+    let (status, _) = get(&c, &w.url("/status-803"), &[]).await;
+    assert_eq!(status, 502);
+    let post = Request::post(w.url("/status-803")).body(Full::new(Bytes::from_static(b"abc"))).unwrap();
+    assert_eq!(c.request(post).await.unwrap().status(), 502);
+    let m = parse_prometheus(&metrics_text(&w).await);
+    let protocol =
+        sample(&m, "weir_upstream_errors_total", &[("route", "web"), ("backend", "stable"), ("kind", "protocol")]);
+    assert_eq!(protocol, 2.0);
 }

@@ -152,6 +152,11 @@ pub(super) fn parse_head(data: &Bytes, head_request: bool) -> Result<Head, Upstr
         _ => return Err(UpstreamErrorKind::Protocol),
     };
     let (Some(code), Some(minor)) = (resp.code, resp.version) else { return Err(UpstreamErrorKind::Protocol) };
+    // RFC 9110 §15: 600–999 are not HTTP statuses (a library's own codes):
+    // a bad answer, not one to relay.
+    if !(100..600).contains(&code) {
+        return Err(UpstreamErrorKind::Protocol);
+    }
     let status = StatusCode::from_u16(code).map_err(|_| UpstreamErrorKind::Protocol)?;
     if status.is_informational() {
         // 101 answers an upgrade, which never comes this way.
