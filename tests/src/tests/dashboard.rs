@@ -172,6 +172,24 @@ gates = [{ metric = \"error_rate\", max = 0.1, min_samples = 20 }]\n\
 
     let dir = workspace().join("target").join("test-artifacts");
     b.screenshot_full(&dir.join("dashboard-route.png")).await;
+    // On a phone's width: nothing wider than the screen (the tables
+    // scroll inside their cards, the charts shrink).
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+    )
+    .await;
+    b.wait_for("document.documentElement.clientWidth === 390", Duration::from_secs(5)).await;
+    assert_eq!(b.eval("document.documentElement.scrollWidth <= 390").await, true, "wider than a phone");
+    b.screenshot_full(&dir.join("dashboard-phone.png")).await;
+    b.call("Emulation.clearDeviceMetricsOverride", serde_json::json!({})).await;
+    // The keyboard keeps its place while the page redraws every second.
+    b.eval("document.querySelector('button[data-action=resume][data-route=web]').focus()").await;
+    let redraws = "document.getElementById('updated').textContent";
+    let before = b.eval(redraws).await;
+    b.wait_for(&format!("{redraws} !== {before}"), Duration::from_secs(5)).await;
+    let focus = "document.activeElement.dataset.action + '/' + document.activeElement.dataset.route";
+    assert_eq!(b.eval(focus).await, "resume/web", "the focus was lost on a redraw");
     b.eval("location.hash = '#/'").await;
     b.wait_for("document.getElementById('overview')", Duration::from_secs(5)).await;
     b.screenshot_full(&dir.join("dashboard-overview.png")).await;
