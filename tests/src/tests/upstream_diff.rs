@@ -517,6 +517,9 @@ fn stricter(case: &Case) -> Option<&'static str> {
     if status == 101 {
         return Some("RFC 9110 §15.2.2: a 101 answers only a request with Upgrade (hyper passes it on)");
     }
+    if status >= 600 {
+        return Some("RFC 9110 §15: a status outside 100-599 is not an HTTP status (hyper takes any three digits)");
+    }
     if version == "HTTP/1.0" && fields.iter().any(|(n, _)| n == "transfer-encoding") {
         return Some("RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing (hyper refuses it too, but not on a 204, a 304 or after an interim response)");
     }
