@@ -173,12 +173,18 @@ pub(crate) fn build(
     let mut events = Vec::new();
     let mut backends: HashMap<&str, Arc<Backend>> = HashMap::new();
     let settings = ClientSettings { connect_timeout: cfg.timeouts.connect, pool_idle: cfg.timeouts.upstream_idle };
+    // The snapshot serving now, by name: one lookup per backend and route
+    // (a reload of ten thousand routes is not quadratic).
+    let old_backends: HashMap<&str, &Backend> =
+        prev.map(|p| p.backends.iter().map(|o| (&*o.name, &**o)).collect()).unwrap_or_default();
+    let old_routes: HashMap<&str, (&Route, &weir_control::config::Route)> = prev
+        .map(|p| p.routes.routes().iter().zip(&p.config.routes).map(|(rt, c)| (&*rt.name, (rt, c))).collect())
+        .unwrap_or_default();
     for (name, b) in &cfg.backends {
         let addrs: Vec<SocketAddr> = b.addrs.iter().flat_map(|a| crate::dns::addrs_of(a, &resolved)).collect();
         let old_fault = prev.and_then(|p| p.config.backends.get(name)).and_then(|b| b.fault.as_ref());
         faults.configure(name, old_fault, b.fault.as_ref());
-        let old = prev.and_then(|p| p.backends.iter().find(|o| &*o.name == name.as_str()));
-        let old = old.map(|o| &**o);
+        let old = old_backends.get(name.as_str()).copied();
         let mut backend =
             Backend::new(name, &addrs, faults.slot(name), b.outlier.clone(), old).map_err(BuildError::Other)?;
         backend.version = b.version.as_deref().map(Arc::from);
@@ -212,8 +218,8 @@ pub(crate) fn build(
     let mut changes = Vec::with_capacity(cfg.routes.len());
     for r in &cfg.routes {
         let old = prev.and_then(|p| {
-            let old_rt = p.routes.routes().iter().find(|o| *o.name == *r.name)?;
-            Some((old_rt.state.clone(), diff::keeps_rollout(&p.config, &cfg, &r.name)))
+            let (old_rt, o) = old_routes.get(r.name.as_str())?;
+            Some((old_rt.state.clone(), diff::keeps_route(&p.config, o, &cfg, r)))
         });
         let (state, kept) = old.unwrap_or_else(|| (Arc::new(RouteState::default()), false));
         let ctx = Context::of(&cfg, r, config_hash.clone());

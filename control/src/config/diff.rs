@@ -7,6 +7,8 @@
 //! same canary version. Anything else restarts it at stage 0, because
 //! gates passed for one definition or release say nothing about another.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::config::{Config, Route};
 
 /// Settings a reload cannot change: the ones whose values differ between
@@ -72,19 +74,22 @@ pub enum RouteChange {
 
 /// What a reload from `old` to `new` does to each route's live state.
 pub fn diff(old: &Config, new: &Config) -> Diff {
+    // By name: ten thousand routes are not a quadratic search.
+    let olds: HashMap<&str, &Route> = old.routes.iter().map(|r| (r.name.as_str(), r)).collect();
+    let news: HashSet<&str> = new.routes.iter().map(|r| r.name.as_str()).collect();
     let routes = new
         .routes
         .iter()
         .map(|r| {
-            let change = match route(old, &r.name) {
+            let change = match olds.get(r.name.as_str()).copied() {
                 None => RouteChange::Added,
-                Some(o) if keeps(old, o, new, r) => RouteChange::KeepsRollout,
+                Some(o) if keeps_route(old, o, new, r) => RouteChange::KeepsRollout,
                 Some(_) => RouteChange::Reset,
             };
             RouteDiff { name: r.name.clone(), change }
         })
         .collect();
-    let removed = old.routes.iter().filter(|o| route(new, &o.name).is_none()).map(|o| o.name.clone()).collect();
+    let removed = old.routes.iter().filter(|o| !news.contains(o.name.as_str())).map(|o| o.name.clone()).collect();
     Diff { restart_only: restart_only(old, new), routes, removed }
 }
 
@@ -92,7 +97,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
 /// across the reload.
 pub fn keeps_rollout(old: &Config, new: &Config, name: &str) -> bool {
     match (route(old, name), route(new, name)) {
-        (Some(o), Some(n)) => keeps(old, o, new, n),
+        (Some(o), Some(n)) => keeps_route(old, o, new, n),
         _ => false,
     }
 }
@@ -101,9 +106,9 @@ fn route<'c>(config: &'c Config, name: &str) -> Option<&'c Route> {
     config.routes.iter().find(|r| r.name == name)
 }
 
-/// The rule, for route `o` of `old` and the route of the same name `n` of
-/// `new`.
-fn keeps(old: &Config, o: &Route, new: &Config, n: &Route) -> bool {
+/// [`keeps_rollout`], for route `o` of `old` and the route of the same
+/// name `n` of `new` (found by the caller).
+pub fn keeps_route(old: &Config, o: &Route, new: &Config, n: &Route) -> bool {
     n.rollout.is_some() && o.rollout == n.rollout && o.canary == n.canary && old.canary_build(o) == new.canary_build(n)
 }
 

@@ -66,13 +66,14 @@ pub fn log_warnings(cfg: &Config) {
 
 /// Re-reads the config file and swaps it in (see [`apply`]).
 pub(crate) async fn reload_file(daemon: &Arc<Daemon>) -> Result<u64, ReloadError> {
+    let started = std::time::Instant::now();
     let path = daemon.config_path.clone().ok_or(ReloadError::NoFile)?;
     let cfg = match read_config(&path) {
         Ok(cfg) => cfg,
         Err(e) => return Err(failed(daemon, e)),
     };
     log_warnings(&cfg);
-    apply(daemon, cfg).await
+    apply_from(daemon, cfg, started).await
 }
 
 fn failed(daemon: &Daemon, e: ReloadError) -> ReloadError {
@@ -83,6 +84,12 @@ fn failed(daemon: &Daemon, e: ReloadError) -> ReloadError {
 
 /// Swaps in `cfg`; returns the new generation.
 pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, ReloadError> {
+    apply_from(daemon, cfg, std::time::Instant::now()).await
+}
+
+/// [`apply`], for a reload that began at `started` (its log line says
+/// how long it took: reading and checking the file, building, swapping).
+async fn apply_from(daemon: &Arc<Daemon>, cfg: Config, started: std::time::Instant) -> Result<u64, ReloadError> {
     let _serial = daemon.reload_lock.lock().await;
     let dp = &daemon.dp;
     let token = match admin_token(&cfg, daemon.config_path.as_deref()) {
@@ -147,7 +154,7 @@ pub(crate) async fn apply(daemon: &Arc<Daemon>, cfg: Config) -> Result<u64, Relo
     dp.telemetry.reload_ok();
     emit_built(daemon, events);
     persist(daemon);
-    tracing::info!(generation, "config reloaded");
+    tracing::info!(generation, took_ms = started.elapsed().as_millis() as u64, "config reloaded");
     Ok(generation)
 }
 

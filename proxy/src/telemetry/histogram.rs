@@ -24,6 +24,12 @@ pub(crate) struct PromHistogram {
     count: AtomicU64,
 }
 
+/// [`DURATION_BUCKETS`] as rendered (`le` labels).
+const LE: [&str; DURATION_BUCKETS.len()] = [
+    "0.0005", "0.001", "0.0025", "0.005", "0.0075", "0.01", "0.015", "0.025", "0.05", "0.075", "0.1", "0.15", "0.25",
+    "0.5", "0.75", "1", "1.5", "2.5", "5", "10",
+];
+
 /// The bounds in microseconds, to place a sample without floats.
 fn bound_us(i: usize) -> u64 {
     (DURATION_BUCKETS[i] * 1e6).round() as u64
@@ -55,11 +61,17 @@ impl PromHistogram {
     }
 
     /// Appends this series' `_bucket`, `_sum` and `_count` lines.
+    /// Nothing for a series that has seen no sample (as Prometheus client
+    /// libraries do for a label set never used): a route's synthetic or
+    /// shadow traffic, or a backend no request reached, adds no lines.
     pub(crate) fn render(&self, name: &str, out: &mut String) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut cumulative = 0;
         for (i, b) in self.buckets.iter().enumerate() {
             cumulative += b.load(Ordering::Relaxed);
-            let le = DURATION_BUCKETS.get(i).map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let le = LE.get(i).copied().unwrap_or("+Inf");
             let _ = writeln!(out, "{name}_bucket{},le=\"{le}\"}} {cumulative}", self.labels);
         }
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
@@ -76,6 +88,16 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_le_labels_are_the_bounds() {
+        for (le, b) in LE.iter().zip(DURATION_BUCKETS) {
+            assert_eq!(*le, b.to_string());
+        }
+        let mut out = String::new();
+        PromHistogram::new(&[("route", "r"), ("backend", "b")]).render("x_seconds", &mut out);
+        assert_eq!(out, "", "a series without samples is not rendered");
+    }
 
     #[test]
     fn samples_land_in_cumulative_buckets() {

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::Counter;
@@ -59,11 +59,15 @@ struct Shard {
     /// gRPC calls by `grpc-status`.
     grpc: [AtomicU64; GRPC_CODES.len()],
     recorded: AtomicU64,
-    buckets: Box<[AtomicU64]>,
+    /// Latency buckets, allocated at the first request this shard records
+    /// (10 KiB: a route, backend or kind of traffic that sees no requests,
+    /// or a thread that serves none of them, costs none).
+    buckets: OnceLock<Box<[AtomicU64]>>,
     /// Requests sent and not yet answered, by the second they were sent
     /// (`sec % PENDING_SECS`); a request may end on another thread's shard,
     /// so one shard's count can go below zero: only the sum means anything.
-    pending: Box<[AtomicI64]>,
+    /// Allocated at the first request too.
+    pending: OnceLock<Box<[AtomicI64]>>,
 }
 
 /// Seconds of sending time [`BackendStats::begin`] tells apart (older
@@ -78,9 +82,17 @@ impl Shard {
             failed: AtomicU64::new(0),
             grpc: Default::default(),
             recorded: AtomicU64::new(0),
-            buckets: (0..bucket::COUNT).map(|_| AtomicU64::new(0)).collect(),
-            pending: (0..PENDING_SECS).map(|_| AtomicI64::new(0)).collect(),
+            buckets: OnceLock::new(),
+            pending: OnceLock::new(),
         }
+    }
+
+    fn buckets(&self) -> &[AtomicU64] {
+        self.buckets.get_or_init(|| (0..bucket::COUNT).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn pending(&self) -> &[AtomicI64] {
+        self.pending.get_or_init(|| (0..PENDING_SECS).map(|_| AtomicI64::new(0)).collect())
     }
 }
 
@@ -95,7 +107,7 @@ pub(crate) struct Pending<'a> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.stats.shard().pending[self.slot].fetch_sub(1, Ordering::Relaxed);
+        self.stats.shard().pending()[self.slot].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -169,7 +181,7 @@ impl BackendStats {
     /// one subtract at the end; no shared reference count).
     pub(crate) fn begin(&self, now_sec: u64) -> Pending<'_> {
         let slot = (now_sec % PENDING_SECS) as usize;
-        self.shard().pending[slot].fetch_add(1, Ordering::Relaxed);
+        self.shard().pending()[slot].fetch_add(1, Ordering::Relaxed);
         Pending { stats: self, slot }
     }
 
@@ -183,7 +195,8 @@ impl BackendStats {
         for age in older_than_secs + 1..PENDING_SECS {
             let Some(sec) = now_sec.checked_sub(age) else { break };
             let slot = (sec % PENDING_SECS) as usize;
-            n += self.shards.iter().map(|s| s.pending[slot].load(Ordering::Relaxed)).sum::<i64>();
+            let at = |s: &Shard| s.pending.get().map_or(0, |p| p[slot].load(Ordering::Relaxed));
+            n += self.shards.iter().map(at).sum::<i64>();
         }
         n.max(0) as u64
     }
@@ -210,7 +223,7 @@ impl BackendStats {
             let code = if usize::from(code) < GRPC_CODES.len() { code } else { weir_control::classify::grpc::UNKNOWN };
             shard.grpc[usize::from(code)].fetch_add(1, Ordering::Relaxed);
         }
-        shard.buckets[bucket::index(micros)].fetch_add(1, Ordering::Relaxed);
+        shard.buckets()[bucket::index(micros)].fetch_add(1, Ordering::Relaxed);
         shard.recorded.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -273,7 +286,7 @@ impl BackendStats {
                 }
             }
             let d = dense.get_or_insert_with(|| vec![0; bucket::COUNT]);
-            for (slot, b) in d.iter_mut().zip(shard.buckets.iter()) {
+            for (slot, b) in d.iter_mut().zip(shard.buckets().iter()) {
                 if b.load(Ordering::Relaxed) != 0 {
                     *slot += b.swap(0, Ordering::Relaxed);
                 }

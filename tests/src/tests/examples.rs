@@ -123,14 +123,15 @@ async fn grafana_and_alerts_query_only_exported_metrics() {
     }
 
     // A weir that has evaluated gates and rolled back exports every family;
-    // with shadow copies (mismatches are counted from the first copy) and a
+    // with synthetic requests (a series appears with its first sample),
+    // shadow copies (mismatches are counted from the first copy) and a
     // dead first stable address (a request that tries it is retried on the
     // live one: weir_upstream_retries_total; under 1 in 2^100 that none does), the
     // dashboard's per-traffic-kind panels have their families too.
     let stable = Upstream::start("stable", Mode::Named).await;
     let canary = Upstream::start("canary", Mode::Named).await;
     let dead = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-    let r = "shadow = { percent = 100 }\n[routes.rollout]\ninterval = \"200ms\"\nstages = [{ weight = 50, bake = \"10m\" }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 5 }]";
+    let r = "shadow = { percent = 100 }\n[routes.rollout]\ninterval = \"200ms\"\nstages = [{ weight = 50, bake = \"10m\", synthetic = { rps = 50, path = \"/\" } }, { weight = 100 }]\ngates = [{ metric = \"error_rate\", max = 0.05, min_samples = 5 }]";
     let w = InProcess::start(&config_text_with(&[dead, stable.addr], &[canary.addr], "v2", r, "")).await;
     let mut rx = w.weir.subscribe();
     let c = client();
