@@ -122,6 +122,16 @@ pub(crate) fn spawn(
         let started = Instant::now();
         let sent = tokio::time::timeout(snap.timeouts.upstream_response, canary.send(&snap.client, req, false)).await;
         let answer = match sent {
+            // Not an HTTP status (RFC 9110 §15): a protocol error, as on
+            // the request path.
+            Ok(Ok(resp)) if resp.status().as_u16() >= 600 => {
+                stats.record(
+                    CodeClass::Error,
+                    Some(weir_control::sample::UpstreamErrorKind::Protocol),
+                    started.elapsed(),
+                );
+                None
+            }
             Ok(Ok(resp)) => {
                 let status = resp.status();
                 let header = compare.as_deref().and_then(|h| resp.headers().get(h).cloned());
