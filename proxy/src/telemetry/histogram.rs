@@ -12,11 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::names::DURATION_BUCKETS;
 
-/// One histogram series (a metric name and its labels).
+/// One histogram series (its labels are given at render time).
 #[derive(Debug)]
 pub(crate) struct PromHistogram {
-    /// `{route="…",backend="…"` (without the closing brace), rendered once.
-    labels: String,
     /// Samples per bucket of [`DURATION_BUCKETS`] (not cumulative); the
     /// last slot is above every bound.
     buckets: Box<[AtomicU64]>,
@@ -35,17 +33,29 @@ fn bound_us(i: usize) -> u64 {
     (DURATION_BUCKETS[i] * 1e6).round() as u64
 }
 
-impl PromHistogram {
-    pub(crate) fn new(labels: &[(&str, &str)]) -> Self {
-        let mut l = String::from("{");
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                l.push(',');
-            }
-            let _ = write!(l, "{k}=\"{}\"", escape(v));
+/// A series' labels in the exposition format, `{k="v",…` without the
+/// closing brace (a family's own label, such as `le`, goes after), with
+/// the values escaped. Formatted once, when the series is made.
+pub(crate) fn series(labels: &[(&str, &str)]) -> Box<str> {
+    let mut l = String::from("{");
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            l.push(',');
         }
+        let _ = write!(l, "{k}=\"{}\"", escape(v));
+    }
+    l.into()
+}
+
+impl Default for PromHistogram {
+    fn default() -> Self {
+        PromHistogram::new()
+    }
+}
+
+impl PromHistogram {
+    pub(crate) fn new() -> Self {
         PromHistogram {
-            labels: l,
             buckets: (0..=DURATION_BUCKETS.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_us: AtomicU64::new(0),
             count: AtomicU64::new(0),
@@ -64,19 +74,29 @@ impl PromHistogram {
     /// Nothing for a series that has seen no sample (as Prometheus client
     /// libraries do for a label set never used): a route's synthetic or
     /// shadow traffic, or a backend no request reached, adds no lines.
-    pub(crate) fn render(&self, name: &str, out: &mut String) {
+    /// `labels` is the series' `{k="v",…` without its closing brace
+    /// ([`series`]).
+    pub(crate) fn render(&self, name: &str, labels: &str, out: &mut String) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let mut n = itoa::Buffer::new();
         let mut cumulative = 0;
         for (i, b) in self.buckets.iter().enumerate() {
             cumulative += b.load(Ordering::Relaxed);
             let le = LE.get(i).copied().unwrap_or("+Inf");
-            let _ = writeln!(out, "{name}_bucket{},le=\"{le}\"}} {cumulative}", self.labels);
+            out.push_str(name);
+            out.push_str("_bucket");
+            out.push_str(labels);
+            out.push_str(",le=\"");
+            out.push_str(le);
+            out.push_str("\"} ");
+            out.push_str(n.format(cumulative));
+            out.push('\n');
         }
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{}}} {sum}", self.labels);
-        let _ = writeln!(out, "{name}_count{}}} {cumulative}", self.labels);
+        let _ = writeln!(out, "{name}_sum{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{labels}}} {cumulative}");
     }
 }
 
@@ -95,19 +115,19 @@ mod tests {
             assert_eq!(*le, b.to_string());
         }
         let mut out = String::new();
-        PromHistogram::new(&[("route", "r"), ("backend", "b")]).render("x_seconds", &mut out);
+        PromHistogram::new().render("x_seconds", &series(&[("route", "r"), ("backend", "b")]), &mut out);
         assert_eq!(out, "", "a series without samples is not rendered");
     }
 
     #[test]
     fn samples_land_in_cumulative_buckets() {
-        let h = PromHistogram::new(&[("route", "r\"1"), ("backend", "b")]);
+        let h = PromHistogram::new();
         h.record_many(400, 2); // ≤ 0.5 ms
         h.record_many(500, 1); // the bound itself is included
         h.record_many(3_000, 4); // ≤ 5 ms
         h.record_many(20_000_000, 1); // above every bound
         let mut out = String::new();
-        h.render("x_seconds", &mut out);
+        h.render("x_seconds", &series(&[("route", "r\"1"), ("backend", "b")]), &mut out);
         assert!(out.contains("x_seconds_bucket{route=\"r\\\"1\",backend=\"b\",le=\"0.0005\"} 3\n"), "{out}");
         assert!(out.contains("le=\"0.0025\"} 3\n"), "{out}");
         assert!(out.contains("le=\"0.005\"} 7\n"), "{out}");

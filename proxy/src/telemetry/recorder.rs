@@ -22,15 +22,20 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::Counter;
+use super::counters::PromCounters;
 use weir_control::classify::GRPC_CODES;
 use weir_control::sample::{bucket, CodeClass, Counts, Latency, Second, UpstreamErrorKind, Window};
 
-/// Prometheus handles of one (route, backend).
+/// Prometheus series of one (route, backend), rendered by
+/// [`super::Telemetry::render`].
 #[derive(Debug)]
 pub(crate) struct Handles {
-    pub(crate) requests: [Counter; 6],
-    pub(crate) errors: [Counter; UpstreamErrorKind::ALL.len()],
+    /// `{route="…",backend="…"` ([`super::histogram::series`]).
+    pub(crate) labels: Box<str>,
+    /// Requests by [`CodeClass`] index.
+    pub(crate) requests: PromCounters<{ CodeClass::ALL.len() }>,
+    /// Upstream errors by [`UpstreamErrorKind`] index.
+    pub(crate) errors: PromCounters<{ UpstreamErrorKind::ALL.len() }>,
     pub(crate) duration: super::histogram::PromHistogram,
     /// `weir_grpc_responses_total`, registered per code when first seen
     /// (an HTTP-only route exports none of them).
@@ -229,14 +234,14 @@ impl BackendStats {
 
     fn publish(&self, counts: &Counts, grpc: &[u64; GRPC_CODES.len()], dense: &[u64]) {
         let Some(h) = &self.handles else { return };
-        for (c, &n) in h.requests.iter().zip(&counts.by_class) {
+        for (i, &n) in counts.by_class.iter().enumerate() {
             if n > 0 {
-                c.increment(n);
+                h.requests.add(i, n);
             }
         }
-        for (c, &n) in h.errors.iter().zip(&counts.by_error) {
+        for (i, &n) in counts.by_error.iter().enumerate() {
             if n > 0 {
-                c.increment(n);
+                h.errors.add(i, n);
             }
         }
         if let Some(g) = &h.grpc {
