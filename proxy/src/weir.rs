@@ -342,6 +342,7 @@ impl Weir {
         tracing::info!("no longer accepting: finishing in-flight requests");
         self.daemon.ready.store(false, Ordering::Relaxed);
         self.daemon.dp.draining.store(true, Ordering::Relaxed);
+        self.daemon.dp.drain.notify_waiters();
         let _ = self.shutdown.send(true);
         self.tracker.close();
         let deadline = tokio::time::Instant::now() + grace;

@@ -13,6 +13,7 @@
 //!   connection is dropped (slowloris). Checked every `header_read / 2`, so a
 //!   slow head is cut between 1× and 1.5× the timeout.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,8 +25,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 use super::request::{ConnCtx, Timer};
 use crate::dataplane::DataPlane;
@@ -165,34 +167,50 @@ impl<S: AsyncWrite> AsyncWrite for Prefixed<S> {
 /// set) until it closes, times out, or drains. Plaintext connections start
 /// on weir's own HTTP/1.1 loop (see `h1.rs`), which hands them to hyper at
 /// the first request it does not serve itself.
-pub(crate) async fn serve(
+///
+/// A connection's task is as large as its largest state, and an idle
+/// connection holds it for as long as it is open, so its state is kept
+/// small: no `async fn` (whose arguments are copied into the state beside
+/// themselves), a plaintext connection's context made before the task, and
+/// the TLS and hyper states boxed (the TLS one would triple a plaintext
+/// connection's task).
+pub(crate) fn serve(
     dp: Arc<DataPlane>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-    mut shutdown: watch::Receiver<bool>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-) {
-    let _permit = permit;
+) -> impl Future<Output = ()> + Send {
     match tls {
         None => {
             let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), false));
             // The connection keeps the settings of the snapshot it was accepted on.
             let snap = dp.load_full();
-            if let super::h1::End::Fallback(prefix) =
-                super::h1::serve(&dp, &mut stream, &ctx, &snap, &mut shutdown).await
-            {
-                // Boxed: hyper's connection state is allocated only for the
-                // connections that need it.
-                let h2 = prefix.starts_with(b"PRI * HTTP/2.0\r\n");
-                let io = Prefixed { prefix, inner: stream };
-                Box::pin(serve_http(dp, io, ctx, snap, shutdown, h2)).await;
-            }
+            Either::Left(serve_plain(dp, stream, ctx, snap, permit))
         }
-        // Boxed: a connection task is as large as its largest state, and
-        // the TLS one (handshake, TLS stream) would triple every plaintext
-        // connection's idle memory.
-        Some(acceptor) => Box::pin(serve_tls(dp, stream, peer, shutdown, acceptor)).await,
+        Some(acceptor) => Either::Right(Box::pin(serve_tls(dp, stream, peer, permit, acceptor))),
+    }
+}
+
+// Not an `async fn`: see `serve`.
+#[allow(clippy::manual_async_fn)]
+fn serve_plain(
+    dp: Arc<DataPlane>,
+    mut stream: TcpStream,
+    ctx: Arc<ConnCtx>,
+    snap: Arc<Snapshot>,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // Held until the connection ends.
+        let _permit = &permit;
+        // let-else: the loop's outcome is not kept across the await below.
+        let super::h1::End::Fallback(prefix) = super::h1::serve(&dp, &mut stream, &ctx, &snap).await else {
+            return;
+        };
+        let h2 = prefix.starts_with(b"PRI * HTTP/2.0\r\n");
+        let io = Prefixed { prefix, inner: stream };
+        Box::pin(serve_http(dp, io, ctx, snap, h2)).await;
     }
 }
 
@@ -200,7 +218,7 @@ async fn serve_tls(
     dp: Arc<DataPlane>,
     stream: TcpStream,
     peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
     acceptor: tokio_rustls::TlsAcceptor,
 ) {
     let timeout = dp.load().timeouts.tls_handshake;
@@ -208,21 +226,15 @@ async fn serve_tls(
         let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), true));
         let snap = dp.load_full();
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        serve_http(dp, tls, ctx, snap, shutdown, h2).await;
+        serve_http(dp, tls, ctx, snap, h2).await;
     }
 }
 
 /// `h2`: the connection speaks HTTP/2 (ALPN, or the h2c preface), so
 /// that `timeouts.drain_delay` sends it a GOAWAY (HTTP/1.1 connections get
 /// `Connection: close` on their responses instead, `proxy::handle`).
-async fn serve_http<S>(
-    dp: Arc<DataPlane>,
-    stream: S,
-    ctx: Arc<ConnCtx>,
-    snap: Arc<Snapshot>,
-    mut shutdown: watch::Receiver<bool>,
-    h2: bool,
-) where
+async fn serve_http<S>(dp: Arc<DataPlane>, stream: S, ctx: Arc<ConnCtx>, snap: Arc<Snapshot>, h2: bool)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = ctx.peer;
@@ -240,12 +252,17 @@ async fn serve_http<S>(
     // round in circles until the listener closes).
     let mut leave = dp.leave.subscribe();
     let mut left = !h2 || *leave.borrow_and_update();
-    let svc = service_fn(move |req| super::proxy::handle(dp.clone(), svc_ctx.clone(), req));
+    let svc_dp = dp.clone();
+    let svc = service_fn(move |req| super::proxy::handle(svc_dp.clone(), svc_ctx.clone(), req));
     let conn = snap.server.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
-    let mut draining = *shutdown.borrow();
+    // Made before the flag is read: a drain that begins in between still
+    // wakes it.
+    let drain = dp.drain.notified();
+    tokio::pin!(drain);
+    let mut draining = dp.draining.load(std::sync::atomic::Ordering::Relaxed);
     if draining {
         conn.as_mut().graceful_shutdown();
     }
@@ -257,7 +274,7 @@ async fn serve_http<S>(
                 }
                 return;
             }
-            _ = shutdown.changed(), if !draining => {
+            _ = drain.as_mut(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -34,7 +34,6 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use weir_control::config::Limits;
 
 use super::request::ConnCtx;
@@ -140,111 +139,141 @@ fn memchr_nl(data: &[u8]) -> Option<usize> {
 
 /// Serves requests on `stream` until it closes, times out, drains, or sends
 /// something for hyper.
-pub(crate) async fn serve(
-    dp: &Arc<DataPlane>,
-    stream: &mut TcpStream,
-    ctx: &Arc<ConnCtx>,
-    snap: &Snapshot,
-    shutdown: &mut watch::Receiver<bool>,
-) -> End {
-    let limits = &snap.config.limits;
-    let t = &snap.timeouts;
-    let mut pending = BytesMut::new();
-    // One timer per connection, moved only when a deadline comes nearer
-    // (see `LazyTimer`): a request on a busy connection touches no timer.
-    let (idle, header_read) = (t.idle.as_millis() as u64, t.header_read.as_millis() as u64);
-    let mut idle_since = coarse_ms();
-    let mut head_started = idle_since;
-    let mut timer = LazyTimer::new(idle_since + idle);
-    let mut draining = *shutdown.borrow_and_update();
-    // Polled once, in place: it keeps this task's waker registered until
-    // shutdown notifies (one registration per connection).
-    let drain = shutdown.changed();
-    tokio::pin!(drain);
-    let mut drain_registered = false;
-    loop {
-        // --- a request head ---
-        let mut head = loop {
-            if !pending.is_empty() {
-                let data = std::mem::take(&mut pending).freeze();
-                match parse(&data, limits) {
-                    Parsed::Complete(head) => {
-                        if head.len < data.len() {
-                            // Pipelined: the next request is already here.
-                            pending.extend_from_slice(&data[head.len..]);
+///
+/// An idle connection's task holds this future's state for as long as the
+/// connection is open (see `conn::serve`): not an `async fn`, whose
+/// arguments would be copied beside themselves, and what the snapshot
+/// holds is read from it rather than kept in locals.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub(crate) fn serve<'a>(
+    dp: &'a Arc<DataPlane>,
+    stream: &'a mut TcpStream,
+    ctx: &'a Arc<ConnCtx>,
+    snap: &'a Snapshot,
+) -> impl Future<Output = End> + Send + 'a {
+    async move {
+        let mut pending = BytesMut::new();
+        // One timer per connection, moved only when a deadline comes nearer
+        // (see `LazyTimer`): a request on a busy connection touches no timer.
+        let idle = || snap.timeouts.idle.as_millis() as u64;
+        let mut idle_since = coarse_ms();
+        let mut head_started = idle_since;
+        let mut timer = LazyTimer::new(idle_since + idle());
+        // Made before the flag is read: a drain that begins in between still
+        // wakes it. Polled once, in place: it keeps this task's waker
+        // registered until shutdown notifies (one registration per connection).
+        let drain = dp.drain.notified();
+        tokio::pin!(drain);
+        let mut draining = dp.draining.load(std::sync::atomic::Ordering::Relaxed);
+        let mut drain_registered = false;
+        loop {
+            // --- a request head ---
+            let head = loop {
+                if !pending.is_empty() {
+                    let data = std::mem::take(&mut pending).freeze();
+                    match parse(&data, &snap.config.limits) {
+                        Parsed::Complete(head) => {
+                            if head.len < data.len() {
+                                // Pipelined: the next request is already here.
+                                pending.extend_from_slice(&data[head.len..]);
+                            }
+                            break head;
                         }
-                        break head;
+                        Parsed::Fallback => return End::Fallback(data),
+                        Parsed::Partial => pending.extend_from_slice(&data),
                     }
-                    Parsed::Fallback => return End::Fallback(data),
-                    Parsed::Partial => pending.extend_from_slice(&data),
                 }
-            }
-            if draining && pending.is_empty() {
-                return End::Closed;
-            }
-            let was_empty = pending.is_empty();
-            let deadline = if was_empty { idle_since + idle } else { head_started + header_read };
-            timer.guard(deadline);
-            // Bytes, the timer, or shutdown: one poll of each, no future
-            // built per wait.
-            let event = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = poll_read(stream, cx, &mut pending) {
-                    return Poll::Ready(Wake::Read(r));
+                if draining && pending.is_empty() {
+                    return End::Closed;
                 }
-                if !draining {
-                    // `shutdown()` sets the flag before it notifies; the
-                    // notification, once registered, wakes this task.
-                    if dp.draining.load(std::sync::atomic::Ordering::Relaxed) {
-                        return Poll::Ready(Wake::Drain);
+                let was_empty = pending.is_empty();
+                let deadline = if was_empty {
+                    idle_since + idle()
+                } else {
+                    head_started + snap.timeouts.header_read.as_millis() as u64
+                };
+                timer.guard(deadline);
+                // Bytes, the timer, or shutdown: one poll of each, no future
+                // built per wait.
+                let event = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = poll_read(stream, cx, &mut pending) {
+                        return Poll::Ready(Wake::Read(r));
                     }
-                    if !drain_registered {
-                        if drain.as_mut().poll(cx).is_ready() {
+                    if !draining {
+                        // `shutdown()` sets the flag before it notifies; the
+                        // notification, once registered, wakes this task.
+                        if dp.draining.load(std::sync::atomic::Ordering::Relaxed) {
                             return Poll::Ready(Wake::Drain);
                         }
-                        drain_registered = true;
+                        if !drain_registered {
+                            if drain.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(Wake::Drain);
+                            }
+                            drain_registered = true;
+                        }
+                    }
+                    if timer.poll_expired(cx, deadline).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                match event {
+                    Wake::Read(Ok(0) | Err(_)) => return End::Closed,
+                    Wake::Read(Ok(_)) => {
+                        if was_empty {
+                            head_started = coarse_ms();
+                        }
+                    }
+                    Wake::Drain => draining = true,
+                    Wake::Timer => {
+                        if !pending.is_empty() {
+                            tracing::debug!(peer = %ctx.peer, "request head not complete within timeouts.header_read: closing");
+                        }
+                        return End::Closed;
                     }
                 }
-                if timer.poll_expired(cx, deadline).is_ready() {
-                    return Poll::Ready(Wake::Timer);
+            };
+
+            // --- the request ---
+            // The request and its response in one boxed future, so that this
+            // task is no larger than its wait between requests (an idle
+            // connection holds it; the response writer alone would more than
+            // double it), for the one allocation a request made before.
+            let written = Box::pin(exchange(dp, ctx, stream, head, draining)).await;
+            draining |= dp.draining.load(std::sync::atomic::Ordering::Relaxed);
+            match written {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = stream.shutdown().await;
+                    return End::Closed;
                 }
-                Poll::Pending
-            })
-            .await;
-            match event {
-                Wake::Read(Ok(0) | Err(_)) => return End::Closed,
-                Wake::Read(Ok(_)) => {
-                    if was_empty {
-                        head_started = coarse_ms();
-                    }
-                }
-                Wake::Drain => draining = true,
-                Wake::Timer => {
-                    if !pending.is_empty() {
-                        tracing::debug!(peer = %ctx.peer, "request head not complete within timeouts.header_read: closing");
-                    }
+                Err(e) => {
+                    tracing::debug!(peer = %ctx.peer, "writing a response failed: {e}");
                     return End::Closed;
                 }
             }
-        };
-
-        // --- the request ---
-        let head_only = head.parts.method == Method::HEAD;
-        let resp = Box::pin(super::proxy::respond(dp, ctx, &mut head.parts, None)).await;
-        draining |= dp.draining.load(std::sync::atomic::Ordering::Relaxed);
-        let close = head.close || draining || dp.leaving.load(std::sync::atomic::Ordering::Relaxed);
-        match write_response(stream, resp, head_only, close).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = stream.shutdown().await;
-                return End::Closed;
-            }
-            Err(e) => {
-                tracing::debug!(peer = %ctx.peer, "writing a response failed: {e}");
-                return End::Closed;
-            }
+            idle_since = coarse_ms();
         }
-        idle_since = coarse_ms();
     }
+}
+
+/// Answers one request and writes the response; `Ok(true)` when the
+/// connection may carry another.
+async fn exchange(
+    dp: &Arc<DataPlane>,
+    ctx: &Arc<ConnCtx>,
+    stream: &mut TcpStream,
+    mut head: Head,
+    draining: bool,
+) -> io::Result<bool> {
+    let head_only = head.parts.method == Method::HEAD;
+    let resp = super::proxy::respond(dp, ctx, &mut head.parts, None).await;
+    let close = head.close
+        || draining
+        || dp.draining.load(std::sync::atomic::Ordering::Relaxed)
+        || dp.leaving.load(std::sync::atomic::Ordering::Relaxed);
+    write_response(stream, resp, head_only, close).await
 }
 
 /// What ended a wait between requests.

@@ -47,7 +47,7 @@ pub(crate) async fn accept_loop(
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
                 let acceptor = tls.next(dp.load().listen_tls.as_ref());
-                tracker.spawn(conn::serve(dp.clone(), stream, peer, permit, shutdown.clone(), acceptor));
+                tracker.spawn(conn::serve(dp.clone(), stream, peer, permit, acceptor));
             }
             Err(_) => {
                 tracing::warn!(%peer, "limits.max_connections reached: refusing connection");
