@@ -42,9 +42,11 @@ impl<const N: usize> PromCounters<N> {
         self.values.get(i).map_or(0, |v| v.load(Ordering::Relaxed))
     }
 
-    /// Appends one line per counter, zeros included (a series exists from
-    /// the moment its route does, so `rate()` and alerts see its first
-    /// increase): `name{labels,label="value"} n`. `labels` is the series'
+    /// Appends one line per counter, zeros included (user traffic's series
+    /// are rendered from the moment their route exists, so `rate()` and
+    /// alerts see their first increase; synthetic and shadow ones from
+    /// their first request, see `Telemetry::render`):
+    /// `name{labels,label="value"} n`. `labels` is the series'
     /// `{k="v",…` without its closing brace ([`super::histogram::series`]).
     pub(crate) fn render(&self, name: &str, labels: &str, label: &str, values: &[&str; N], out: &mut String) {
         let mut n = itoa::Buffer::new();
