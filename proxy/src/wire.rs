@@ -11,7 +11,6 @@ use std::task::{ready, Context, Poll};
 use bytes::BytesMut;
 use rustix::time::{clock_gettime, ClockId};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, Sleep};
 
 use crate::clock::coarse_ms;
@@ -35,8 +34,8 @@ thread_local! {
 /// next), so the next read waits for an event instead of costing a
 /// `recvfrom` that fails with `EAGAIN`. That is one system call less per
 /// request on each side.
-pub(crate) fn poll_read(
-    stream: &mut TcpStream,
+pub(crate) fn poll_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
     cx: &mut Context<'_>,
     pending: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {

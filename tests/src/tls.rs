@@ -170,6 +170,15 @@ impl TlsConn {
         Ok(TlsConn { served, sender })
     }
 
+    /// Sends `req` on this connection; returns the status and the body.
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> (u16, Bytes) {
+        self.sender.ready().await.expect("the connection is still open");
+        let resp = self.sender.send_request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.expect("a whole body").to_bytes();
+        (status, body)
+    }
+
     /// GET `path` on this connection; returns the status.
     pub async fn get(&mut self, host: &str, path: &str) -> u16 {
         let req = Request::get(path).header("host", host).body(Full::new(Bytes::new())).unwrap();

@@ -164,9 +164,10 @@ impl<S: AsyncWrite> AsyncWrite for Prefixed<S> {
 }
 
 /// Serves one accepted connection (after the TLS handshake when `tls` is
-/// set) until it closes, times out, or drains. Plaintext connections start
-/// on weir's own HTTP/1.1 loop (see `h1.rs`), which hands them to hyper at
-/// the first request it does not serve itself.
+/// set) until it closes, times out, or drains. Plaintext connections and
+/// HTTP/1.1 over TLS start on weir's own HTTP/1.1 loop (see `h1.rs`), which
+/// hands them to hyper at the first request it does not serve itself; h2
+/// (by ALPN) goes to hyper at once.
 ///
 /// A connection's task is as large as its largest state, and an idle
 /// connection holds it for as long as it is open, so its state is kept
@@ -222,12 +223,17 @@ async fn serve_tls(
     acceptor: tokio_rustls::TlsAcceptor,
 ) {
     let timeout = dp.load().timeouts.tls_handshake;
-    if let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await {
-        let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), true));
-        let snap = dp.load_full();
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        serve_http(dp, tls, ctx, snap, h2).await;
+    let Some(mut tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await else { return };
+    let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), true));
+    let snap = dp.load_full();
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        return serve_http(dp, tls, ctx, snap, true).await;
     }
+    // HTTP/1.1 over TLS: weir's own loop, as on plaintext, and hyper for
+    // what it does not serve.
+    let super::h1::End::Fallback(prefix) = super::h1::serve(&dp, &mut tls, &ctx, &snap).await else { return };
+    let h2 = prefix.starts_with(b"PRI * HTTP/2.0\r\n");
+    serve_http(dp, Prefixed { prefix, inner: tls }, ctx, snap, h2).await;
 }
 
 /// `h2`: the connection speaks HTTP/2 (ALPN, or the h2c preface), so

@@ -1,5 +1,5 @@
-//! weir's own HTTP/1.1 loop for plaintext connections: the common case,
-//! served without hyper's connection machinery.
+//! weir's own HTTP/1.1 loop, for plaintext connections and HTTP/1.1 over
+//! TLS: the common case, served without hyper's connection machinery.
 //!
 //! **Why.** hyper keeps a 16 KiB read buffer, an 8 KiB write buffer and its
 //! dispatcher on every connection for as long as it is open, idle or not,
@@ -33,7 +33,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use weir_control::config::Limits;
 
 use super::request::ConnCtx;
@@ -49,6 +49,11 @@ const MAX_HEADERS: usize = 64;
 /// Response bytes gathered before a write; larger body pieces are written
 /// straight from their own buffer.
 const GATHER: usize = 16 * 1024;
+
+/// What this loop serves: a TCP stream, or a TLS one over it (whose
+/// writes must be flushed: rustls may keep records it could not send).
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 /// How the loop ended.
 pub(crate) enum End {
@@ -145,9 +150,9 @@ fn memchr_nl(data: &[u8]) -> Option<usize> {
 /// arguments would be copied beside themselves, and what the snapshot
 /// holds is read from it rather than kept in locals.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub(crate) fn serve<'a>(
+pub(crate) fn serve<'a, S: Stream>(
     dp: &'a Arc<DataPlane>,
-    stream: &'a mut TcpStream,
+    stream: &'a mut S,
     ctx: &'a Arc<ConnCtx>,
     snap: &'a Snapshot,
 ) -> impl Future<Output = End> + Send + 'a {
@@ -260,10 +265,10 @@ pub(crate) fn serve<'a>(
 
 /// Answers one request and writes the response; `Ok(true)` when the
 /// connection may carry another.
-async fn exchange(
+async fn exchange<S: Stream>(
     dp: &Arc<DataPlane>,
     ctx: &Arc<ConnCtx>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     mut head: Head,
     draining: bool,
 ) -> io::Result<bool> {
@@ -292,8 +297,8 @@ enum Framing {
 }
 
 /// Writes `resp`; `Ok(true)` when the connection may carry another request.
-async fn write_response(
-    stream: &mut TcpStream,
+async fn write_response<S: Stream>(
+    stream: &mut S,
     resp: Response<ResponseBody>,
     head_only: bool,
     mut close: bool,
@@ -372,6 +377,9 @@ async fn write_response(
                         stream.write_all(&w).await?;
                         w.clear();
                     }
+                    // Out before the wait (a no-op on TCP; rustls may hold
+                    // records back).
+                    stream.flush().await?;
                     std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
                 }
             };
@@ -381,6 +389,7 @@ async fn write_response(
                     // What was gathered goes out; the unterminated body
                     // and the close tell the client it is incomplete.
                     let _ = stream.write_all(&w).await;
+                    let _ = stream.flush().await;
                     return Err(io::Error::other(e));
                 }
                 Some(Ok(f)) => match f.into_data() {
@@ -414,18 +423,20 @@ async fn write_response(
         Framing::Length(n) if sent != n => {
             // The upstream's body ended short: the client must not wait.
             stream.write_all(&w).await?;
+            stream.flush().await?;
             return Ok(false);
         }
         _ => {}
     }
     drop(body); // the request is recorded here, before the client can send another
     stream.write_all(&w).await?;
+    stream.flush().await?;
     put_write_scratch(w);
     Ok(!close)
 }
 
 /// Appends `data` to the gathered bytes, or (when large) writes both.
-async fn put(stream: &mut TcpStream, w: &mut Vec<u8>, data: &Bytes) -> io::Result<()> {
+async fn put<S: Stream>(stream: &mut S, w: &mut Vec<u8>, data: &Bytes) -> io::Result<()> {
     if w.len() + data.len() <= GATHER {
         w.extend_from_slice(data);
         return Ok(());

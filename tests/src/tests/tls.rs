@@ -76,6 +76,38 @@ async fn curl_gets_h2_or_http11_by_alpn_and_sni_picks_the_certificate() {
     assert!(!seen.is_empty() && seen.iter().all(|s| s.headers["x-forwarded-proto"] == "https"), "{seen:?}");
 }
 
+/// HTTP/1.1 over TLS is served by weir's own loop, as plaintext is, and
+/// handed to hyper at the first request that loop does not serve (one with
+/// a body): on one TLS connection, GETs with a 3 MiB streamed answer, a
+/// POST, and GETs after it all arrive whole, each once at the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_over_tls_keeps_one_connection_through_weirs_loop_and_hypers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("weir test CA");
+    const SIZE: usize = 3 * 1024 * 1024;
+    let stable = Upstream::start("stable", Mode::Stream(SIZE as u64)).await;
+    let canary = Upstream::start("canary", Mode::Named).await;
+    let w = InProcess::start(&tls_config(stable.addr, canary.addr, &tls_section(dir.path(), &ca), "")).await;
+    let mut c = TlsConn::open(w.weir.data_addr(), "weir.test", &ca).await.unwrap();
+    let get = || http::Request::get("/big").header("host", "weir.test").body(Full::new(Bytes::new())).unwrap();
+    for _ in 0..3 {
+        let (status, body) = c.send(get()).await;
+        assert_eq!((status, body.len()), (200, SIZE));
+    }
+    let post =
+        http::Request::post("/form").header("host", "weir.test").body(Full::new(Bytes::from_static(b"a=1"))).unwrap();
+    let (status, body) = c.send(post).await;
+    assert_eq!((status, body.len()), (200, SIZE));
+    for _ in 0..2 {
+        let (status, body) = c.send(get()).await;
+        assert_eq!((status, body.len()), (200, SIZE));
+    }
+    assert_eq!(stable.count(), 6);
+    let seen = stable.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| s.headers["x-forwarded-proto"] == "https"), "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| s.path == "/form").count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_on_a_tls_port_gets_no_http_answer() {
     let dir = tempfile::tempdir().unwrap();
