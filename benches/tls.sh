@@ -2,6 +2,7 @@
 # TLS benchmark: weir vs nginx terminating TLS with the same certificate.
 #
 #   benches/tls.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 5 s)
+#   WEIR_B=path/to/other/weir benches/tls.sh ...   # A/B: another weir binary
 #
 # One ECDSA P-256 certificate (openssl), one plain nginx upstream on core 0
 # with wrk; each proxy (one worker) on core 1 terminates TLS 1.3 and proxies
@@ -11,7 +12,8 @@
 #     new TCP connection and a full TLS handshake (wrk does not resume);
 #   * throughput: wrk -c64 on keep-alive TLS connections.
 # Reports req/s and CPU µs per request (utime+stime of the proxy / requests),
-# and the weir/nginx ratios. Loopback only; processes stopped by PID on exit.
+# and the weir/nginx ratios (of the medians, and the median of same-round
+# ratios: on a noisy machine the second is the one to read). Loopback only; processes stopped by PID on exit.
 # Needs: nginx, wrk, openssl (Debian packages), a release build of weir.
 set -euo pipefail
 ROUNDS=${1:-3}
@@ -62,9 +64,16 @@ name = "bench"
 stable = "app"
 CONF
 RUST_LOG=warn taskset -c 1 "$WEIR" run -c "$WORK/weir.toml" --workers 1 & WEIR_PID=$!; PIDS+=($WEIR_PID)
+CONTENDERS="nginx weir"
+if [ -n "${WEIR_B:-}" ]; then
+  P_WEIR_B=$(free_port); P_ADMIN_B=$(free_port)
+  sed -e "s/:$P_WEIR\"/:$P_WEIR_B\"/; s/:$P_ADMIN\"/:$P_ADMIN_B\"/" "$WORK/weir.toml" > "$WORK/weir-b.toml"
+  RUST_LOG=warn taskset -c 1 "$WEIR_B" run -c "$WORK/weir-b.toml" --workers 1 & WEIR_B_PID=$!; PIDS+=($WEIR_B_PID)
+  CONTENDERS="nginx weir weir-b"
+fi
 
 wait_port() { for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not up"; exit 1; }
-wait_port "$P_NGINX"; wait_port "$P_WEIR"
+wait_port "$P_NGINX"; wait_port "$P_WEIR"; [ -z "${WEIR_B:-}" ] || wait_port "$P_WEIR_B"
 
 
 run_one() { # mode port pid → "rps us_per_req"
@@ -82,16 +91,18 @@ run_one() { # mode port pid → "rps us_per_req"
 
 taskset -c 0 wrk -t1 -c16 -d1s "https://127.0.0.1:$P_NGINX/" >/dev/null
 taskset -c 0 wrk -t1 -c16 -d1s "https://127.0.0.1:$P_WEIR/" >/dev/null
+[ -z "${WEIR_B:-}" ] || taskset -c 0 wrk -t1 -c16 -d1s "https://127.0.0.1:$P_WEIR_B/" >/dev/null
 
 echo "round mode contender req/s cpu_us_per_req"
 : > "$WORK/results"
 for r in $(seq "$ROUNDS"); do
-  if [ $((r % 2)) = 1 ]; then order="nginx weir"; else order="weir nginx"; fi
+  if [ $((r % 2)) = 1 ]; then order="$CONTENDERS"; else order=$(echo "$CONTENDERS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
   for mode in handshake keepalive; do
     for c in $order; do
       case $c in
         nginx) res=$(run_one $mode "$P_NGINX" "$NGINX_PID") ;;
         weir) res=$(run_one $mode "$P_WEIR" "$WEIR_PID") ;;
+        weir-b) res=$(run_one $mode "$P_WEIR_B" "$WEIR_B_PID") ;;
       esac
       echo "$r $mode $c $res" | tee -a "$WORK/results"
     done
@@ -100,11 +111,19 @@ done
 python3 - "$WORK/results" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
+contenders = sorted({r[2] for r in rows}, key=["nginx", "weir", "weir-b"].index)
 for mode in ("handshake", "keepalive"):
     med = {}
-    for c in ("nginx", "weir"):
+    for c in contenders:
         rs = [r for r in rows if r[1] == mode and r[2] == c]
         med[c] = (statistics.median(float(r[3]) for r in rs), statistics.median(float(r[4]) for r in rs))
-        print(f"median {mode:9} {c:5} {med[c][0]:>9.0f} req/s  {med[c][1]:8.2f} CPU us/req")
-    print(f"{mode}: weir/nginx throughput {med['weir'][0]/med['nginx'][0]:.2f}x, CPU per request {med['weir'][1]/med['nginx'][1]:.2f}x")
+        print(f"median {mode:9} {c:6} {med[c][0]:>9.0f} req/s  {med[c][1]:8.2f} CPU us/req")
+    def same_round(a, b):
+        cpu = {(r[0], r[2]): float(r[4]) for r in rows if r[1] == mode}
+        ratios = [cpu[(k, a)] / cpu[(k, b)] for k in sorted({r[0] for r in rows}) if (k, a) in cpu and (k, b) in cpu]
+        return statistics.median(ratios), " ".join(f"{x:.2f}" for x in ratios)
+    for a, b in [("weir", "nginx"), ("weir-b", "nginx"), ("weir", "weir-b")]:
+        if a in med and b in med:
+            m, each = same_round(a, b)
+            print(f"{mode}: {a}/{b} throughput {med[a][0]/med[b][0]:.2f}x, CPU per request {med[a][1]/med[b][1]:.2f}x (same-round median {m:.2f}x; rounds {each})")
 PY
