@@ -6,21 +6,23 @@
 #
 # One ECDSA P-256 certificate (openssl), one plain nginx upstream on core 0
 # with wrk; each proxy (one worker) on core 1 terminates TLS 1.3 and proxies
-# to the upstream over keep-alive HTTP/1.1. Two measurements per round,
+# to the upstream over keep-alive HTTP/1.1. Three measurements per round,
 # interleaved (A B, B A, ...):
 #   * handshakes: wrk -c16 with "Connection: close", so every request is a
 #     new TCP connection and a full TLS handshake (wrk does not resume);
-#   * throughput: wrk -c64 on keep-alive TLS connections.
+#   * keepalive: wrk -c64 on keep-alive TLS connections;
+#   * h2: h2load -c16 -m10 over TLS with ALPN h2 (HTTP/1.1 to the upstream).
 # Reports req/s and CPU µs per request (utime+stime of the proxy / requests),
 # and the weir/nginx ratios (of the medians, and the median of same-round
 # ratios: on a noisy machine the second is the one to read). Loopback only; processes stopped by PID on exit.
-# Needs: nginx, wrk, openssl (Debian packages), a release build of weir.
+# Needs: nginx, wrk, openssl, h2load (Debian packages nginx-light, wrk,
+# openssl, nghttp2-client), a release build of weir.
 set -euo pipefail
 ROUNDS=${1:-3}
 SECS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WEIR=${WEIR:-$ROOT/target/release/weir}
-for t in nginx wrk openssl; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light wrk openssl)"; exit 2; }; done
+for t in nginx wrk openssl h2load; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light wrk openssl nghttp2-client)"; exit 2; }; done
 [ -x "$WEIR" ] || (cd "$ROOT" && cargo build --release -q -p weir-proxy)
 # shellcheck source=benches/common.sh
 . "$ROOT/benches/common.sh"
@@ -44,7 +46,7 @@ daemon off; worker_processes 1; pid $WORK/px/nginx.pid; error_log $WORK/px/error
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$P_NGINX ssl;
+  server { listen 127.0.0.1:$P_NGINX ssl http2;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
@@ -77,14 +79,24 @@ wait_port "$P_NGINX"; wait_port "$P_WEIR"; [ -z "${WEIR_B:-}" ] || wait_port "$P
 
 
 run_one() { # mode port pid → "rps us_per_req"
-  local t0 t1 out reqs rps args
+  local t0 t1 out reqs rps args errs
   if [ "$1" = handshake ]; then args=(-c16 -H "Connection: close"); else args=(-c64); fi
   t0=$(tree_ticks "$3")
-  out=$(taskset -c 0 wrk -t1 "${args[@]}" -d"${SECS}s" "https://127.0.0.1:$2/")
-  t1=$(tree_ticks "$3")
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  local errs; errs=$(echo "$out" | awk '/Socket errors|Non-2xx/ {print}')
+  if [ "$1" = h2 ]; then
+    out=$(taskset -c 0 h2load -c16 -m10 -t1 -D "$SECS" "https://127.0.0.1:$2/" 2>&1)
+    t1=$(tree_ticks "$3")
+    # "requests: N total, N started, N done, N succeeded, N failed, ..."
+    reqs=$(echo "$out" | awk '/^requests:/ {print $8}')
+    rps=$(echo "$out" | awk '/^finished in/ {print $4}')
+    errs=$(echo "$out" | awk '/^requests:/ && $10 != 0 {print}')
+    echo "$out" | grep -q "^Application protocol: h2" || errs="$errs (not h2)"
+  else
+    out=$(taskset -c 0 wrk -t1 "${args[@]}" -d"${SECS}s" "https://127.0.0.1:$2/")
+    t1=$(tree_ticks "$3")
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    errs=$(echo "$out" | awk '/Socket errors|Non-2xx/ {print}')
+  fi
   [ -z "$errs" ] || echo "  ($1 $2: $errs)" >&2
   echo "$rps $(python3 -c "print(round(($t1-$t0)/$HZ*1e6/$reqs, 2))")"
 }
@@ -97,7 +109,7 @@ echo "round mode contender req/s cpu_us_per_req"
 : > "$WORK/results"
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then order="$CONTENDERS"; else order=$(echo "$CONTENDERS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
-  for mode in handshake keepalive; do
+  for mode in handshake keepalive h2; do
     for c in $order; do
       case $c in
         nginx) res=$(run_one $mode "$P_NGINX" "$NGINX_PID") ;;
@@ -112,7 +124,7 @@ python3 - "$WORK/results" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 contenders = sorted({r[2] for r in rows}, key=["nginx", "weir", "weir-b"].index)
-for mode in ("handshake", "keepalive"):
+for mode in ("handshake", "keepalive", "h2"):
     med = {}
     for c in contenders:
         rs = [r for r in rows if r[1] == mode and r[2] == c]
