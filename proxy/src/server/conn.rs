@@ -187,23 +187,25 @@ pub(crate) fn serve(
             let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), false));
             // The connection keeps the settings of the snapshot it was accepted on.
             let snap = dp.load_full();
-            Either::Left(serve_plain(dp, stream, ctx, snap, permit))
+            Either::Left(serve_h1(dp, stream, ctx, snap, permit))
         }
         Some(acceptor) => Either::Right(Box::pin(serve_tls(dp, stream, peer, permit, acceptor))),
     }
 }
 
+/// weir's own HTTP/1.1 loop on `stream` (plaintext, or TLS that chose
+/// HTTP/1.1), then hyper for the rest of the connection if the loop hands
+/// it over. The permit is held until the connection ends.
 // Not an `async fn`: see `serve`.
 #[allow(clippy::manual_async_fn)]
-fn serve_plain(
+fn serve_h1<S: super::h1::Stream + 'static>(
     dp: Arc<DataPlane>,
-    mut stream: TcpStream,
+    mut stream: S,
     ctx: Arc<ConnCtx>,
     snap: Arc<Snapshot>,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        // Held until the connection ends.
         let _permit = &permit;
         // let-else: the loop's outcome is not kept across the await below.
         let super::h1::End::Fallback(prefix) = super::h1::serve(&dp, &mut stream, &ctx, &snap).await else {
@@ -211,6 +213,8 @@ fn serve_plain(
         };
         let h2 = prefix.starts_with(b"PRI * HTTP/2.0\r\n");
         let io = Prefixed { prefix, inner: stream };
+        // Boxed: hyper's connection state is allocated only for the
+        // connections that need it.
         Box::pin(serve_http(dp, io, ctx, snap, h2)).await;
     }
 }
@@ -219,21 +223,19 @@ async fn serve_tls(
     dp: Arc<DataPlane>,
     stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     acceptor: tokio_rustls::TlsAcceptor,
 ) {
     let timeout = dp.load().timeouts.tls_handshake;
-    let Some(mut tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await else { return };
+    let Some(tls) = crate::tls::handshake(&acceptor, stream, timeout, peer).await else { return };
     let ctx = Arc::new(ConnCtx::new(peer, dp.in_flight.clone(), true));
     let snap = dp.load_full();
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let _permit = permit;
         return serve_http(dp, tls, ctx, snap, true).await;
     }
-    // HTTP/1.1 over TLS: weir's own loop, as on plaintext, and hyper for
-    // what it does not serve.
-    let super::h1::End::Fallback(prefix) = super::h1::serve(&dp, &mut tls, &ctx, &snap).await else { return };
-    let h2 = prefix.starts_with(b"PRI * HTTP/2.0\r\n");
-    serve_http(dp, Prefixed { prefix, inner: tls }, ctx, snap, h2).await;
+    // HTTP/1.1 over TLS: weir's own loop, as on plaintext.
+    serve_h1(dp, tls, ctx, snap, permit).await
 }
 
 /// `h2`: the connection speaks HTTP/2 (ALPN, or the h2c preface), so
