@@ -8,10 +8,19 @@
 # with wrk; each proxy (one worker) on core 1 terminates TLS 1.3 and proxies
 # to the upstream over keep-alive HTTP/1.1. Three measurements per round,
 # interleaved (A B, B A, ...):
-#   * handshakes: wrk -c16 with "Connection: close", so every request is a
-#     new TCP connection and a full TLS handshake (wrk does not resume);
+#   * handshake: 4 openssl s_time -new at once, each one connection at a
+#     time: every connection a new TCP connection, a full TLS 1.3 handshake
+#     (ECDHE, the certificate signed for) and one HTTP/1.0 request. Not wrk
+#     with "Connection: close": wrk resumes its sessions when the server
+#     keeps them, so it measured resumptions;
+#   * resume: the same with s_time -reuse: every connection resumes the
+#     client's first TLS 1.3 session (a PSK handshake with ECDHE);
+#   an error is printed unless every connection was full (or resumed);
 #   * keepalive: wrk -c64 on keep-alive TLS connections;
 #   * h2: h2load -c16 -m10 over TLS with ALPN h2 (HTTP/1.1 to the upstream).
+# Both proxies keep sessions the same way, in their own memory (nginx
+# `ssl_session_cache shared`, tickets off; rustls's default cache), and send
+# the same two TLS 1.3 session tickets after each full handshake.
 # Reports req/s and CPU µs per request (utime+stime of the proxy / requests),
 # and the weir/nginx ratios (of the medians, and the median of same-round
 # ratios: on a noisy machine the second is the one to read). Loopback only; processes stopped by PID on exit.
@@ -22,7 +31,7 @@ ROUNDS=${1:-3}
 SECS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WEIR=${WEIR:-$ROOT/target/release/weir}
-for t in nginx wrk openssl h2load; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light wrk openssl nghttp2-client)"; exit 2; }; done
+for t in nginx wrk openssl h2load python3; do command -v $t >/dev/null || { echo "needs $t (apt-get install nginx-light wrk openssl nghttp2-client)"; exit 2; }; done
 [ -x "$WEIR" ] || (cd "$ROOT" && cargo build --release -q -p weir-proxy)
 # shellcheck source=benches/common.sh
 . "$ROOT/benches/common.sh"
@@ -48,7 +57,7 @@ http { access_log off; keepalive_requests 1000000;
   upstream app { server 127.0.0.1:$UP; keepalive 128; }
   server { listen 127.0.0.1:$P_NGINX ssl http2;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets off;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
 taskset -c 1 "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" & NGINX_PID=$!; PIDS+=($NGINX_PID)
@@ -79,10 +88,25 @@ wait_port "$P_NGINX"; wait_port "$P_WEIR"; [ -z "${WEIR_B:-}" ] || wait_port "$P
 
 
 run_one() { # mode port pid → "rps us_per_req"
-  local t0 t1 out reqs rps args errs
-  if [ "$1" = handshake ]; then args=(-c16 -H "Connection: close"); else args=(-c64); fi
+  local t0 t1 out reqs rps errs
   t0=$(tree_ticks "$3")
-  if [ "$1" = h2 ]; then
+  if [ "$1" = handshake ] || [ "$1" = resume ]; then
+    # s_time prints one "*" per full handshake and one "r" per resumed one.
+    local clients=() flag=-new mark='*' marked
+    [ "$1" = resume ] && flag=-reuse mark=r
+    errs=
+    for i in 1 2 3 4; do
+      taskset -c 0 openssl s_time -connect "127.0.0.1:$2" $flag -time "$SECS" -www / > "$WORK/stime.$i" 2>&1 &
+      clients+=($!)
+    done
+    wait "${clients[@]}"
+    t1=$(tree_ticks "$3")
+    reqs=$(cat "$WORK"/stime.? | awk '/connections in .*s;/ {n += $1} END {print n + 0}')
+    rps=$(python3 -c "print(round($reqs / $SECS, 1))")
+    marked=$(grep -h '^[r*]*$' "$WORK"/stime.? | tr -cd "$mark" | wc -c)
+    [ "$reqs" -gt 0 ] && [ "$marked" -eq "$reqs" ] ||
+      errs="$marked of $reqs connections were '$mark': $(head -c 300 "$WORK/stime.1")"
+  elif [ "$1" = h2 ]; then
     out=$(taskset -c 0 h2load -c16 -m10 -t1 -D "$SECS" "https://127.0.0.1:$2/" 2>&1)
     t1=$(tree_ticks "$3")
     # "requests: N total, N started, N done, N succeeded, N failed, ..."
@@ -91,7 +115,7 @@ run_one() { # mode port pid → "rps us_per_req"
     errs=$(echo "$out" | awk '/^requests:/ && $10 != 0 {print}')
     echo "$out" | grep -q "^Application protocol: h2" || errs="$errs (not h2)"
   else
-    out=$(taskset -c 0 wrk -t1 "${args[@]}" -d"${SECS}s" "https://127.0.0.1:$2/")
+    out=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "https://127.0.0.1:$2/")
     t1=$(tree_ticks "$3")
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -109,7 +133,7 @@ echo "round mode contender req/s cpu_us_per_req"
 : > "$WORK/results"
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then order="$CONTENDERS"; else order=$(echo "$CONTENDERS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
-  for mode in handshake keepalive h2; do
+  for mode in handshake resume keepalive h2; do
     for c in $order; do
       case $c in
         nginx) res=$(run_one $mode "$P_NGINX" "$NGINX_PID") ;;
@@ -124,7 +148,7 @@ python3 - "$WORK/results" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 contenders = sorted({r[2] for r in rows}, key=["nginx", "weir", "weir-b"].index)
-for mode in ("handshake", "keepalive", "h2"):
+for mode in ("handshake", "resume", "keepalive", "h2"):
     med = {}
     for c in contenders:
         rs = [r for r in rows if r[1] == mode and r[2] == c]
