@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reads `perf script --ns -F comm,tid,cpu,time,event,trace` of the
 raw_syscalls tracepoints recorded on every CPU during a c=1 run (see
-benches/load.sh, TRACE=1) and prints, for the proxy on PROXY_CPU:
+benches/load.sh and benches/grpc.sh, TRACE=1) and prints, for the proxy on PROXY_CPU:
 
   * turnaround: from its epoll wait returning to its next send starting
     (read, routing, parsing, writing: the proxy's own part of the critical
@@ -16,6 +16,9 @@ import re
 import statistics
 import sys
 
+# The load generators: wrk (benches/load.sh) and grpc-peer's client thread
+# (benches/grpc.sh); anything else on another CPU is the upstream.
+CLIENTS = ("wrk", "grpc-client")
 SEND = {1: "write", 20: "writev", 44: "sendto", 46: "sendmsg"}
 WAIT = {232: "epoll_wait", 281: "epoll_pwait", 441: "epoll_pwait2"}
 LINE = re.compile(r"(\S+)\s+(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit):\s+NR (\d+)")
@@ -31,7 +34,7 @@ def main():
         comm, _tid, cpu, t, kind, nr = m.groups()
         if comm in ("perf", "sleep", "swapper", "taskset", "bash"):
             continue
-        role = "wrk" if comm.startswith("wrk") else ("proxy" if int(cpu) == proxy_cpu else "upstream")
+        role = "client" if comm.startswith(CLIENTS) else ("proxy" if int(cpu) == proxy_cpu else "upstream")
         events.append((float(t) * 1e6, kind, int(nr), role))
     events.sort()
     turnaround = collections.defaultdict(list)

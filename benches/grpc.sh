@@ -13,6 +13,13 @@
 #   * added latency: p50 and p99 of 2000 sequential calls from tonic's
 #     client (grpc-peer latency), through each proxy and direct, one set
 #     per round (interleaved); the median over rounds.
+#   * with TRACE=1 (needs perf and root), where the time of a call at c=1
+#     goes: every system call on both cores is recorded during one more
+#     run of sequential calls per proxy, and benches/c1trace.py prints the
+#     proxy's turnaround (its epoll wait returning to its next send
+#     starting: its own part of the critical path, per direction) and the
+#     legs between processes. Tracing slows every system call: compare the
+#     proxies with each other, not with the figures above.
 # Reports each and the weir/nginx ratios. Loopback only; processes stopped
 # by PID on exit. Needs: nginx (Debian nginx-light has grpc_pass), h2load
 # (Debian nghttp2-client), release builds of weir and grpc-peer.
@@ -113,3 +120,19 @@ echo
 printf 'weir/nginx: CPU per call %.2fx, calls/s %.2fx, added p50 %d vs %d µs\n' \
   "$(echo "${CPU[weir]} / ${CPU[nginx]}" | bc -l)" "$(echo "${CALLS[weir]} / ${CALLS[nginx]}" | bc -l)" \
   "${P50[weir]}" "${P50[nginx]}"
+
+if [ "${TRACE:-0}" = 1 ]; then
+  command -v perf >/dev/null || { echo "TRACE=1 needs perf (apt-get install linux-perf)"; exit 2; }
+  traces=$(mktemp -d) # not in $WORK: weir watches its config file's directory
+  for c in nginx weir; do
+    taskset -c 0 perf record -q -e raw_syscalls:sys_enter,raw_syscalls:sys_exit --exclude-perf -a \
+      -o "$traces/$c.data" -- sleep 3 2>/dev/null &
+    rec=$!
+    sleep 0.3
+    taskset -c 0 "$BIN/grpc-peer" latency "127.0.0.1:${PORT[$c]}" 1500 >/dev/null
+    wait $rec
+    echo "c=1 trace, $c:"
+    perf script --ns -i "$traces/$c.data" -F comm,tid,cpu,time,event,trace 2>/dev/null | python3 "$ROOT/benches/c1trace.py" 1
+  done
+  rm -rf "$traces"
+fi
