@@ -6,9 +6,14 @@
 //!   (absolute) and against stable's value in the same window:
 //!   `threshold = max_ratio_to_stable × stable + max_delta_to_stable`
 //!   (ratio 1 when only the delta is set, delta 0 when only the ratio is).
-//!   Both limits must hold. For error rates, stable's value in a relative
-//!   limit is its 95 % upper bound, so a stable with no failures in the
-//!   window does not make one canary failure a breach.
+//!   Both limits must hold. A breach needs evidence (the canary's 95 %
+//!   lower bound over a limit) and a pass of `max` needs evidence of
+//!   safety (its always-valid upper bound within it); between the two the
+//!   gate is inconclusive. A `latency_pNN` limit is judged on the share of
+//!   requests slower than it against 1 − q, never on the sample quantile.
+//!   For error rates, stable's value in a relative limit is its 95 % upper
+//!   bound, so a stable with no failures in the window does not make one
+//!   canary failure a breach.
 //! * `error_rate_vs_stable`: **fails** when the conditional binomial test
 //!   ([`evidence::RatioTest`]) has evidence at level `alpha` that the
 //!   canary fails more often than stable (the evidence of earlier stages of
@@ -279,8 +284,15 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             r.canary_samples = canary.latency.count();
             r.stable_samples = stable.latency.count();
             let v = |w: &Window| w.latency.quantile(q).map(|d| d.as_secs_f64());
-            let value = v(canary).map(|value| Measured { value, low: value, high: value });
+            // Judged as error rates are, on the share of requests slower
+            // than the limit: a breach needs that share shown over 1 − q,
+            // a pass needs it shown within (not the sample quantile, which
+            // on a few hundred requests lands either side of the limit).
+            let value = quantile_bounds(canary, q, inputs.phi_seen);
             limits(gate, &mut r, value, v(stable), canary_only);
+            if r.value.is_some() && gate.max.is_some() {
+                r.upper_bound = value.map(|m| m.high).filter(|h| h.is_finite());
+            }
         }
         GateMetric::Promql => {
             r.canary_samples = 0;
@@ -438,6 +450,71 @@ pub fn quantile_micros(w: &Window, q: f64) -> Option<u64> {
     w.latency.quantile(q).map(|d| d.as_micros() as u64)
 }
 
+/// The canary's `q` latency quantile (seconds) with the bounds it is judged
+/// by, from the share of requests slower than a limit, as an error rate is
+/// judged: `low`, the quantile is shown above every limit below it (the
+/// 95 % lower bound on the share slower than that limit is over 1 − q);
+/// `high`, it is shown within every limit from it up (the always-valid
+/// upper bound on that share is within 1 − q), infinite until there are
+/// requests enough to show it (about 415 for a p99 with none slower).
+/// Requests are counted as independent ones with `phi`, as failures are:
+/// slow requests come in bursts too.
+fn quantile_bounds(w: &Window, q: f64, phi: f64) -> Option<Measured> {
+    let value = w.latency.quantile(q)?.as_secs_f64();
+    let n = w.latency.count();
+    let tail = 1.0 - q;
+    // The most requests of n that may be slower than a limit with the
+    // share still not shown over the tail (`low`), and shown within it
+    // (`high`): both bounds rise with the count, so one bisection each,
+    // then a walk over the histogram compares integers.
+    let not_over = most(n, |k| evidence::lower_bound(k, n, phi) <= tail);
+    let within = most(n, |k| evidence::upper_bound(k, n, PASS_ALPHA, phi) <= tail);
+    // Below every recorded value all n are slower (too few to show
+    // anything when a single request is measured against a median).
+    let mut low = not_over.filter(|&k| n <= k).map(|_| 0.0);
+    let mut high = within.filter(|&k| n <= k).map(|_| 0.0);
+    let mut at_or_below = 0;
+    // Between two recorded values the share slower than a limit does not
+    // change: the first value from which it is no longer shown over
+    // (shown within) the tail bounds every limit at once.
+    for v in w.latency.histogram().iter_recorded() {
+        at_or_below += v.count_at_value();
+        let slower = n.saturating_sub(at_or_below);
+        let secs = v.value_iterated_to() as f64 / 1e6;
+        if low.is_none() && not_over.is_some_and(|k| slower <= k) {
+            low = Some(secs);
+        }
+        if high.is_none() && within.is_some_and(|k| slower <= k) {
+            high = Some(secs);
+        }
+        if low.is_some() && high.is_some() {
+            break;
+        }
+    }
+    Some(Measured { value, low: low.unwrap_or(value), high: high.unwrap_or(f64::INFINITY) })
+}
+
+/// The largest k in 0..=n for which `ok` holds, `ok` holding for every
+/// count below one where it holds; `None` if it fails at 0.
+fn most(n: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
+    if !ok(0) {
+        return None;
+    }
+    if ok(n) {
+        return Some(n);
+    }
+    let (mut yes, mut no) = (0, n);
+    while no - yes > 1 {
+        let mid = yes + (no - yes) / 2;
+        if ok(mid) {
+            yes = mid;
+        } else {
+            no = mid;
+        }
+    }
+    Some(yes)
+}
+
 /// Requests of `w` slower than `micros`.
 fn above(w: &Window, micros: u64) -> u64 {
     let h = w.latency.histogram();
@@ -456,9 +533,9 @@ fn msprt_p(d: f64, var: f64, tau: f64) -> f64 {
 }
 
 /// What an `error_rate` / `latency_pNN` gate measured on the canary: the
-/// value, and the bounds it is judged by (for error rates, the 95 % lower
-/// bound for a breach and the always-valid upper bound for a pass; for
-/// latency quantiles, the value itself for both).
+/// value, and the bounds it is judged by (the 95 % lower bound for a
+/// breach and the always-valid upper bound for a pass; for latency
+/// quantiles see [`quantile_bounds`]).
 #[derive(Clone, Copy)]
 struct Measured {
     value: f64,
@@ -691,6 +768,46 @@ mod tests {
         // Enough requests decide it either way.
         assert_eq!(evaluate(&g, &window(3000, 60, &[]), &stable, false).verdict, Verdict::Pass);
         assert_eq!(evaluate(&g, &window(3000, 240, &[]), &stable, false).verdict, Verdict::Fail);
+    }
+
+    /// Issue 21, "promote on evidence of safety", for latency limits: a
+    /// `latency_p99` gate judged the sample quantile. 100 requests with
+    /// none over `max` passed, though a canary with 3 % of its requests
+    /// over it shows none in 100 a time in twenty; and 3 slow requests in
+    /// 200 (the p99 of 200 is its 2nd slowest) failed a canary whose true
+    /// share over the limit may well be under 1 %.
+    #[test]
+    fn a_latency_limit_is_judged_on_evidence_not_the_sample_quantile() {
+        let mut g = gate(GateMetric::Latency(0.99));
+        g.max = Some(0.25);
+        let stable = window(1000, 0, &[(100, 1000)]);
+        let r = evaluate(&g, &window(100, 0, &[(100, 100)]), &stable, false);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        let r = evaluate(&g, &window(200, 0, &[(100, 197), (300, 3)]), &stable, false);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        assert!(r.value.unwrap() > 0.25, "the sample p99 is over the limit: {r:?}");
+        // Enough requests decide it either way: none slow in 1 000 passes
+        // (with the bound shown), 6 % slow in 200 fails.
+        let r = evaluate(&g, &window(1000, 0, &[(100, 1000)]), &stable, false);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(r.upper_bound.is_some_and(|b| b <= 0.25), "{r:?}");
+        let r = evaluate(&g, &window(200, 0, &[(100, 188), (300, 12)]), &stable, false);
+        assert_eq!((r.verdict, r.threshold), (Verdict::Fail, Some(0.25)), "{r:?}");
+        // A median needs far fewer: 50 requests, all fast, pass a p50 limit.
+        let mut g = gate(GateMetric::Latency(0.5));
+        g.max = Some(0.25);
+        assert_eq!(evaluate(&g, &window(50, 0, &[(100, 50)]), &stable, false).verdict, Verdict::Pass);
+        // One request over the limit says nothing about a median.
+        g.min_samples = 1;
+        assert_eq!(evaluate(&g, &window(1, 0, &[(300, 1)]), &stable, false).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn most_finds_the_last_count_a_rising_bound_allows() {
+        assert_eq!(most(10, |k| k <= 3), Some(3));
+        assert_eq!(most(10, |_| true), Some(10));
+        assert_eq!(most(10, |_| false), None);
+        assert_eq!(most(0, |_| true), Some(0));
     }
 
     /// Issue 21, bug 5: with stable too thin to compare with (the canary at
