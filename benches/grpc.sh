@@ -130,7 +130,7 @@ if [ "${TRACE:-0}" = 1 ]; then
     rec=$!
     sleep 0.3
     taskset -c 0 "$BIN/grpc-peer" latency "127.0.0.1:${PORT[$c]}" 1500 >/dev/null
-    wait $rec
+    wait $rec || { echo "perf record failed (TRACE=1 needs root)"; rm -rf "$traces"; exit 2; }
     echo "c=1 trace, $c:"
     perf script --ns -i "$traces/$c.data" -F comm,tid,cpu,time,event,trace 2>/dev/null | python3 "$ROOT/benches/c1trace.py" 1
   done
