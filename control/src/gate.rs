@@ -10,7 +10,8 @@
 //!   lower bound over a limit) and a pass of `max` needs evidence of
 //!   safety (its always-valid upper bound within it); between the two the
 //!   gate is inconclusive. A `latency_pNN` limit is judged on the share of
-//!   requests slower than it against 1 − q, never on the sample quantile.
+//!   requests slower than it against 1 − q, never on the sample quantile,
+//!   and its pass needs the upper bound within a relative limit too.
 //!   For error rates, stable's value in a relative limit is its 95 % upper
 //!   bound, so a stable with no failures in the window does not make one
 //!   canary failure a breach.
@@ -288,10 +289,19 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             // than the limit: a breach needs that share shown over 1 − q,
             // a pass needs it shown within (not the sample quantile, which
             // on a few hundred requests lands either side of the limit).
-            let value = quantile_bounds(canary, q, inputs.phi_seen);
+            let value = quantile_bounds(canary, q);
             limits(gate, &mut r, value, v(stable), canary_only);
-            if r.value.is_some() && gate.max.is_some() {
-                r.upper_bound = value.map(|m| m.high).filter(|h| h.is_finite());
+            // Unlike an error rate's, a relative latency limit can be shown
+            // kept on a few hundred requests (the tail is 1 − q, not a rate
+            // near 0): a pass needs the bound within it too.
+            let high = value.map(|m| m.high);
+            if let (Verdict::Pass, Some(h), Some(t)) = (r.verdict, high, r.threshold) {
+                if h > t {
+                    r.verdict = Verdict::Inconclusive;
+                }
+            }
+            if r.value.is_some() && r.threshold.is_some() {
+                r.upper_bound = high.filter(|h| h.is_finite());
             }
         }
         GateMetric::Promql => {
@@ -456,10 +466,12 @@ pub fn quantile_micros(w: &Window, q: f64) -> Option<u64> {
 /// 95 % lower bound on the share slower than that limit is over 1 − q);
 /// `high`, it is shown within every limit from it up (the always-valid
 /// upper bound on that share is within 1 − q), infinite until there are
-/// requests enough to show it (about 415 for a p99 with none slower).
-/// Requests are counted as independent ones with `phi`, as failures are:
-/// slow requests come in bursts too.
-fn quantile_bounds(w: &Window, q: f64, phi: f64) -> Option<Measured> {
+/// requests enough to show it (409 for a p99 with none slower). Requests
+/// are taken where their histogram bucket puts them least in the way: at
+/// its bottom for a breach, its top for a pass. They count as independent:
+/// the window keeps no per-second latency to measure how bursty slow
+/// requests are, and the failures' dispersion says nothing about them.
+fn quantile_bounds(w: &Window, q: f64) -> Option<Measured> {
     let value = w.latency.quantile(q)?.as_secs_f64();
     let n = w.latency.count();
     let tail = 1.0 - q;
@@ -467,8 +479,8 @@ fn quantile_bounds(w: &Window, q: f64, phi: f64) -> Option<Measured> {
     // share still not shown over the tail (`low`), and shown within it
     // (`high`): both bounds rise with the count, so one bisection each,
     // then a walk over the histogram compares integers.
-    let not_over = most(n, |k| evidence::lower_bound(k, n, phi) <= tail);
-    let within = most(n, |k| evidence::upper_bound(k, n, PASS_ALPHA, phi) <= tail);
+    let not_over = most(n, |k| evidence::lower_bound(k, n, 1.0) <= tail);
+    let within = most(n, |k| evidence::upper_bound(k, n, PASS_ALPHA, 1.0) <= tail);
     // Below every recorded value all n are slower (too few to show
     // anything when a single request is measured against a median).
     let mut low = not_over.filter(|&k| n <= k).map(|_| 0.0);
@@ -477,15 +489,16 @@ fn quantile_bounds(w: &Window, q: f64, phi: f64) -> Option<Measured> {
     // Between two recorded values the share slower than a limit does not
     // change: the first value from which it is no longer shown over
     // (shown within) the tail bounds every limit at once.
-    for v in w.latency.histogram().iter_recorded() {
+    let h = w.latency.histogram();
+    for v in h.iter_recorded() {
         at_or_below += v.count_at_value();
         let slower = n.saturating_sub(at_or_below);
-        let secs = v.value_iterated_to() as f64 / 1e6;
+        let secs = |micros: u64| micros as f64 / 1e6;
         if low.is_none() && not_over.is_some_and(|k| slower <= k) {
-            low = Some(secs);
+            low = Some(secs(h.lowest_equivalent(v.value_iterated_to())));
         }
         if high.is_none() && within.is_some_and(|k| slower <= k) {
-            high = Some(secs);
+            high = Some(secs(v.value_iterated_to()));
         }
         if low.is_some() && high.is_some() {
             break;
@@ -742,8 +755,13 @@ mod tests {
         g.max_ratio_to_stable = Some(1.25);
         g.max_delta_to_stable = Some(0.005);
         let stable = window(1000, 0, &[(100, 1000)]);
-        let ok = evaluate(&g, &window(100, 0, &[(129, 100)]), &stable, false);
+        let ok = evaluate(&g, &window(1000, 0, &[(129, 1000)]), &stable, false);
         assert_eq!(ok.verdict, Verdict::Pass, "{ok:?}");
+        assert!(ok.upper_bound.is_some_and(|b| b <= ok.threshold.unwrap()), "{ok:?}");
+        // 100 requests within it show nothing yet: 3 % of requests over it
+        // would show none in 100 one time in twenty.
+        let few = evaluate(&g, &window(100, 0, &[(129, 100)]), &stable, false);
+        assert_eq!(few.verdict, Verdict::Inconclusive, "{few:?}");
         let slow = evaluate(&g, &window(100, 0, &[(300, 100)]), &stable, false);
         assert_eq!(slow.verdict, Verdict::Fail);
         assert!((slow.threshold.unwrap() - 0.130).abs() < 0.003, "{slow:?}");
