@@ -495,7 +495,10 @@ fn quantile_bounds(w: &Window, q: f64) -> Option<Measured> {
         let slower = n.saturating_sub(at_or_below);
         let secs = |micros: u64| micros as f64 / 1e6;
         if low.is_none() && not_over.is_some_and(|k| slower <= k) {
-            low = Some(secs(h.lowest_equivalent(v.value_iterated_to())));
+            // The proxy's bucket (a window holds its middle), or the
+            // histogram's own if that is lower.
+            let bottom = crate::sample::bucket::low(crate::sample::bucket::index(v.value_iterated_to()));
+            low = Some(secs(bottom.min(h.lowest_equivalent(v.value_iterated_to()))));
         }
         if high.is_none() && within.is_some_and(|k| slower <= k) {
             high = Some(secs(v.value_iterated_to()));
@@ -811,6 +814,18 @@ mod tests {
         assert!(r.upper_bound.is_some_and(|b| b <= 0.25), "{r:?}");
         let r = evaluate(&g, &window(200, 0, &[(100, 188), (300, 12)]), &stable, false);
         assert_eq!((r.verdict, r.threshold), (Verdict::Fail, Some(0.25)), "{r:?}");
+        // A limit inside a latency bucket: the proxy's windows hold each
+        // bucket at its middle (250.9 ms for 249.9-251.9 ms), and requests
+        // that may all be under 250 ms are no breach (nor a pass).
+        let mut edge = Latency::new();
+        edge.add(&Latency::from_buckets(&{
+            let mut counts = vec![0; crate::sample::bucket::COUNT];
+            counts[crate::sample::bucket::index(249_900)] = 1000;
+            counts
+        }));
+        let at_edge = Window { latency: edge, ..window(1000, 0, &[]) };
+        let r = evaluate(&g, &at_edge, &stable, false);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
         // A median needs far fewer: 50 requests, all fast, pass a p50 limit.
         let mut g = gate(GateMetric::Latency(0.5));
         g.max = Some(0.25);

@@ -226,9 +226,17 @@ pub mod bucket {
             return i;
         }
         let shift = i / SUB - 1;
-        let sub = i % SUB;
-        let low = (SUB + sub) << shift;
-        low + ((1u64 << shift) >> 1)
+        low(index) + ((1u64 << shift) >> 1)
+    }
+
+    /// The lowest latency a bucket holds, in µs.
+    pub const fn low(index: usize) -> u64 {
+        let i = index as u64;
+        if i < SUB {
+            return i;
+        }
+        let shift = i / SUB - 1;
+        (SUB + i % SUB) << shift
     }
 }
 

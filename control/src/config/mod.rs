@@ -48,8 +48,9 @@ pub fn warnings(cfg: &Config) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, route) in cfg.routes.iter().enumerate() {
         let gates = route.rollout.as_ref().map_or(&[][..], |r| &r.gates[..]);
-        let relative_only =
-            |g: &Gate| matches!(g.metric, GateMetric::ErrorRate | GateMetric::Latency(_)) && g.max.is_none();
+        // (A relative latency limit needs its bound within it to pass: it
+        // shows the canary within a bound by itself.)
+        let relative_only = |g: &Gate| g.metric == GateMetric::ErrorRate && g.max.is_none();
         if !gates.is_empty() && gates.iter().all(relative_only) {
             out.push((
                 format!("routes[{i}].rollout.gates"),

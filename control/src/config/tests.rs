@@ -524,6 +524,9 @@ fn a_rollout_of_relative_limits_only_is_warned_about() {
     let with_max = "{ metric = \"error_rate\", max_ratio_to_stable = 2 }, { metric = \"error_rate\", max = 0.05 }";
     assert_eq!(rollout(with_max).unwrap(), []);
     assert_eq!(rollout("{ metric = \"error_rate_vs_stable\" }").unwrap(), []);
+    // A relative latency limit passes only on its bound: no warning.
+    let latency = "{ metric = \"error_rate\", max_ratio_to_stable = 2 }, { metric = \"latency_p99\", max_ratio_to_stable = 1.25 }";
+    assert_eq!(rollout(latency).unwrap(), []);
 }
 
 #[test]
