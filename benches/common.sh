@@ -21,3 +21,22 @@ tree_ticks() {
   for p in $(tree_pids "$1"); do read -r -a f < "/proc/$p/stat"; total=$((total + f[13] + f[14])); done
   echo $total
 }
+
+# c1_trace LABEL CMD...: every system call on all CPUs recorded while CMD
+# (a c=1 load) runs; prints benches/c1trace.py's turnaround and legs for
+# the proxy on CPU 1 (TRACE=1 in load.sh and grpc.sh; needs perf, root).
+c1_trace() {
+  local label=$1 traces rec
+  shift
+  command -v perf >/dev/null || { echo "TRACE=1 needs perf (apt-get install linux-perf)"; return 2; }
+  traces=$(mktemp -d) # not in $WORK: weir watches its config file's directory
+  taskset -c 0 perf record -q -e raw_syscalls:sys_enter,raw_syscalls:sys_exit --exclude-perf -a \
+    -o "$traces/trace.data" -- sleep 3 2>/dev/null &
+  rec=$!
+  sleep 0.3
+  "$@" >/dev/null
+  wait $rec || { echo "perf record failed (TRACE=1 needs root)"; rm -rf "$traces"; return 2; }
+  echo "c=1 trace, $label:"
+  perf script --ns -i "$traces/trace.data" -F comm,tid,cpu,time,event,trace 2>/dev/null | python3 "$ROOT/benches/c1trace.py" 1
+  rm -rf "$traces"
+}

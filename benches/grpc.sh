@@ -122,17 +122,7 @@ printf 'weir/nginx: CPU per call %.2fx, calls/s %.2fx, added p50 %d vs %d µs\n'
   "${P50[weir]}" "${P50[nginx]}"
 
 if [ "${TRACE:-0}" = 1 ]; then
-  command -v perf >/dev/null || { echo "TRACE=1 needs perf (apt-get install linux-perf)"; exit 2; }
-  traces=$(mktemp -d) # not in $WORK: weir watches its config file's directory
   for c in nginx weir; do
-    taskset -c 0 perf record -q -e raw_syscalls:sys_enter,raw_syscalls:sys_exit --exclude-perf -a \
-      -o "$traces/$c.data" -- sleep 3 2>/dev/null &
-    rec=$!
-    sleep 0.3
-    taskset -c 0 "$BIN/grpc-peer" latency "127.0.0.1:${PORT[$c]}" 1500 >/dev/null
-    wait $rec || { echo "perf record failed (TRACE=1 needs root)"; rm -rf "$traces"; exit 2; }
-    echo "c=1 trace, $c:"
-    perf script --ns -i "$traces/$c.data" -F comm,tid,cpu,time,event,trace 2>/dev/null | python3 "$ROOT/benches/c1trace.py" 1
+    c1_trace "$c" taskset -c 0 "$BIN/grpc-peer" latency "127.0.0.1:${PORT[$c]}" 1500
   done
-  rm -rf "$traces"
 fi

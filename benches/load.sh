@@ -289,19 +289,9 @@ cat "$WORK/c1paired"
 # cross-core wake-up). Tracing slows every system call, so compare the
 # proxies with each other, not with the figures above.
 if [ "${TRACE:-0}" = 1 ] && [ "$WORKERS" = 1 ]; then
-  command -v perf >/dev/null || { echo "TRACE=1 needs perf (apt-get install linux-perf)"; exit 2; }
-  traces=$(mktemp -d) # not in $WORK: weir watches its config file's directory
   for c in nginx haproxy weir; do
     alone "$c"
-    taskset -c 0 perf record -q -e raw_syscalls:sys_enter,raw_syscalls:sys_exit --exclude-perf -a \
-      -o "$traces/$c.data" -- sleep 3 2>/dev/null &
-    rec=$!
-    sleep 0.3
-    taskset -c 0 wrk -t1 -c1 -d2s "http://127.0.0.1:${PORT[$c]}/" >/dev/null
-    wait $rec
+    c1_trace "$c" taskset -c 0 wrk -t1 -c1 -d2s "http://127.0.0.1:${PORT[$c]}/"
     together
-    echo "c=1 trace, $c:"
-    perf script --ns -i "$traces/$c.data" -F comm,tid,cpu,time,event,trace 2>/dev/null | python3 "$ROOT/benches/c1trace.py" 1
   done
-  rm -rf "$traces"
 fi

@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Gate, GateMetric};
 use crate::evidence::{self, RatioTest};
-use crate::sample::{Probes, Window};
+use crate::sample::{bucket, Probes, Window};
 use crate::signal::Signal;
 
 /// The outcome of one gate at one evaluation.
@@ -272,7 +272,7 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             let (x, n) = (c.failures(), c.total());
             let low = evidence::lower_bound(x, n, inputs.phi_seen);
             let high = evidence::upper_bound(x, n, PASS_ALPHA, inputs.phi_seen);
-            let value = c.error_rate().map(|value| Measured { value, low, high });
+            let value = c.error_rate().map(|value| Measured { value, low, high, bound_relative: false });
             limits(&g, &mut r, value, stable_rate, canary_only);
             if r.value.is_some() && gate.max.is_some() {
                 r.upper_bound = Some(high);
@@ -291,17 +291,8 @@ pub fn evaluate_with(gate: &Gate, inputs: &Inputs<'_>) -> (GateResult, Carry) {
             // on a few hundred requests lands either side of the limit).
             let value = quantile_bounds(canary, q);
             limits(gate, &mut r, value, v(stable), canary_only);
-            // Unlike an error rate's, a relative latency limit can be shown
-            // kept on a few hundred requests (the tail is 1 − q, not a rate
-            // near 0): a pass needs the bound within it too.
-            let high = value.map(|m| m.high);
-            if let (Verdict::Pass, Some(h), Some(t)) = (r.verdict, high, r.threshold) {
-                if h > t {
-                    r.verdict = Verdict::Inconclusive;
-                }
-            }
             if r.value.is_some() && r.threshold.is_some() {
-                r.upper_bound = high.filter(|h| h.is_finite());
+                r.upper_bound = value.map(|m| m.high).filter(|h| h.is_finite());
             }
         }
         GateMetric::Promql => {
@@ -489,16 +480,14 @@ fn quantile_bounds(w: &Window, q: f64) -> Option<Measured> {
     // Between two recorded values the share slower than a limit does not
     // change: the first value from which it is no longer shown over
     // (shown within) the tail bounds every limit at once.
-    let h = w.latency.histogram();
-    for v in h.iter_recorded() {
+    let secs = |micros: u64| micros as f64 / 1e6;
+    for v in w.latency.histogram().iter_recorded() {
         at_or_below += v.count_at_value();
         let slower = n.saturating_sub(at_or_below);
-        let secs = |micros: u64| micros as f64 / 1e6;
         if low.is_none() && not_over.is_some_and(|k| slower <= k) {
-            // The proxy's bucket (a window holds its middle), or the
-            // histogram's own if that is lower.
-            let bottom = crate::sample::bucket::low(crate::sample::bucket::index(v.value_iterated_to()));
-            low = Some(secs(bottom.min(h.lowest_equivalent(v.value_iterated_to()))));
+            // The bottom of the proxy's bucket, which holds the histogram's
+            // (a window records each of its buckets at the middle).
+            low = Some(secs(bucket::low(bucket::index(v.value_iterated_to()))));
         }
         if high.is_none() && within.is_some_and(|k| slower <= k) {
             high = Some(secs(v.value_iterated_to()));
@@ -507,7 +496,8 @@ fn quantile_bounds(w: &Window, q: f64) -> Option<Measured> {
             break;
         }
     }
-    Some(Measured { value, low: low.unwrap_or(value), high: high.unwrap_or(f64::INFINITY) })
+    let high = high.unwrap_or(f64::INFINITY);
+    Some(Measured { value, low: low.unwrap_or(value), high, bound_relative: true })
 }
 
 /// The largest k in 0..=n for which `ok` holds, `ok` holding for every
@@ -557,12 +547,17 @@ struct Measured {
     value: f64,
     low: f64,
     high: f64,
+    /// A pass needs `high` within a relative limit too: a latency tail
+    /// (1 − q) is shown kept on a few hundred requests, while an error
+    /// rate near stable's near-0 one would take tens of thousands.
+    bound_relative: bool,
 }
 
 /// Absolute and relative limits of `error_rate` / `latency_pNN` gates: a
 /// breach (`low` above a limit) fails; a pass needs `high` within the
 /// absolute limit (a `max` of 0 asks for no failure at all) and `low`
-/// within the relative one; anything between is inconclusive.
+/// within the relative one (`high`, with `bound_relative`); anything
+/// between is inconclusive.
 fn limits(gate: &Gate, r: &mut GateResult, canary: Option<Measured>, stable: Option<f64>, canary_only: bool) {
     let relative = gate.max_ratio_to_stable.is_some() || gate.max_delta_to_stable.is_some();
     if canary_only && gate.max.is_none() {
@@ -573,7 +568,7 @@ fn limits(gate: &Gate, r: &mut GateResult, canary: Option<Measured>, stable: Opt
     r.value = Some(m.value);
     let mut threshold = gate.max;
     let mut breach = gate.max.is_some_and(|max| m.low > max);
-    let shown = gate.max.is_none_or(|max| if max > 0.0 { m.high <= max } else { m.value <= 0.0 });
+    let mut shown = gate.max.is_none_or(|max| if max > 0.0 { m.high <= max } else { m.value <= 0.0 });
     if relative && !canary_only {
         let Some(s) = stable.filter(|_| r.stable_samples >= gate.min_samples) else {
             // Stable too thin to compare with: the absolute limit alone
@@ -588,6 +583,7 @@ fn limits(gate: &Gate, r: &mut GateResult, canary: Option<Measured>, stable: Opt
         let rel = gate.max_ratio_to_stable.unwrap_or(1.0) * s + gate.max_delta_to_stable.unwrap_or(0.0);
         threshold = Some(threshold.map_or(rel, |max| max.min(rel)));
         breach |= m.low > rel;
+        shown &= !m.bound_relative || m.high <= rel;
     }
     r.threshold = threshold;
     r.verdict = match (breach, shown) {
@@ -817,12 +813,9 @@ mod tests {
         // A limit inside a latency bucket: the proxy's windows hold each
         // bucket at its middle (250.9 ms for 249.9-251.9 ms), and requests
         // that may all be under 250 ms are no breach (nor a pass).
-        let mut edge = Latency::new();
-        edge.add(&Latency::from_buckets(&{
-            let mut counts = vec![0; crate::sample::bucket::COUNT];
-            counts[crate::sample::bucket::index(249_900)] = 1000;
-            counts
-        }));
+        let mut counts = vec![0; bucket::COUNT];
+        counts[bucket::index(249_900)] = 1000;
+        let edge = Latency::from_buckets(&counts);
         let at_edge = Window { latency: edge, ..window(1000, 0, &[]) };
         let r = evaluate(&g, &at_edge, &stable, false);
         assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
